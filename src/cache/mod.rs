@@ -1,0 +1,1100 @@
+//! Write-back block cache on local disk.
+//!
+//! * Dirty blocks are files `dirty/<ino>.<idx>` holding the block's current
+//!   plaintext; they survive a crash and are re-queued at start.
+//! * Clean blocks are files `blocks/<block id>`, immutable, evicted LRU.
+//! * Upload workers hash each dirty block, dedup against the block table,
+//!   encode it, and store large blocks as their own object and small ones
+//!   (file tails, small files) grouped into pack objects.
+//! * Writers wait (never fail) while the dirty limit is reached; they resume
+//!   as soon as uploads free room, so throughput degrades to the store's
+//!   upload rate rather than collapsing.
+//!
+//! Writers and uploaders coordinate per dirty block with a seqlock-style
+//! version: odd while a write is in progress, so an uploader never commits a
+//! torn read.
+
+use crate::data::{sha256, BlockCodec, Hash};
+use crate::meta::ship::Shipper;
+use crate::meta::{object_key, BlockRef, Meta, MetaError};
+use crate::store::{DynStore, StoreError};
+use parking_lot::{Condvar, Mutex, RwLock};
+use rusqlite::{params, OptionalExtension};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache disk I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("object store: {0}")]
+    Store(#[from] StoreError),
+    #[error("block {block} in object {object} is unreadable: {reason}")]
+    Corrupt {
+        block: i64,
+        object: String,
+        reason: String,
+    },
+    #[error("the cache is shutting down")]
+    Shutdown,
+}
+
+pub type Result<T> = std::result::Result<T, CacheError>;
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub dir: PathBuf,
+    pub block_size: u64,
+    pub cache_size: u64,
+    pub dirty_limit: u64,
+    pub upload_workers: usize,
+    /// A dirty block is uploaded once untouched this long.
+    pub upload_delay: Duration,
+    /// Encoded blocks smaller than this go into packs.
+    pub pack_threshold: u64,
+    /// A pack is uploaded once it reaches this size (or ages).
+    pub pack_target: u64,
+}
+
+#[derive(Debug)]
+struct Dirty {
+    /// Identifies this incarnation of the entry: a truncate that drops it and
+    /// a later write that recreates it give a new one.
+    incarnation: u64,
+    version: u64,
+    bytes: u64,
+    modified: Instant,
+    uploading: bool,
+    needs_sync: bool,
+}
+
+#[derive(Debug)]
+struct PendingRec {
+    key: (u64, u64),
+    incarnation: u64,
+    version: u64,
+    hash: Hash,
+    plain_len: u64,
+    /// Offset/length in the pack buffer; `None` when an identical block is
+    /// already in this pack.
+    span: Option<(u64, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct Pack {
+    buf: Vec<u8>,
+    recs: Vec<PendingRec>,
+    hashes: HashSet<Hash>,
+    started: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    dirty: HashMap<(u64, u64), Dirty>,
+    /// Clean block id -> (size, LRU tick).
+    clean: HashMap<i64, (u64, u64)>,
+    lru: BTreeMap<u64, i64>,
+    tick: u64,
+    clean_bytes: u64,
+    dirty_bytes: u64,
+    fetching: HashSet<i64>,
+    pack: Pack,
+    /// Inodes whose blocks should be uploaded now (fsync, umount).
+    urgent: HashSet<u64>,
+    flush_all: bool,
+    writers_waiting: usize,
+    uploads_in_flight: usize,
+    shutdown: bool,
+    last_error: Option<String>,
+}
+
+#[derive(Debug, Default, serde::Serialize, Clone)]
+pub struct CacheStats {
+    pub used_bytes: u64,
+    pub dirty_bytes: u64,
+    pub dirty_blocks: u64,
+    pub clean_blocks: u64,
+    pub cache_size: u64,
+    pub dirty_limit: u64,
+    pub upload_queue: u64,
+    pub uploads_in_flight: u64,
+    pub uploaded_objects: u64,
+    pub uploaded_bytes: u64,
+    pub dedup_hits: u64,
+    pub fetched_blocks: u64,
+    pub writer_waits: u64,
+    pub last_error: Option<String>,
+}
+
+pub struct Cache {
+    cfg: CacheConfig,
+    store: DynStore,
+    codec: BlockCodec,
+    meta: Arc<Meta>,
+    shipper: Arc<Shipper>,
+    st: Mutex<State>,
+    cv: Condvar,
+    inode_locks: Mutex<HashMap<u64, Arc<RwLock<()>>>>,
+    next_object: AtomicI64,
+    next_incarnation: AtomicU64,
+    uploaded_objects: AtomicU64,
+    uploaded_bytes: AtomicU64,
+    dedup_hits: AtomicU64,
+    fetched_blocks: AtomicU64,
+    writer_waits: AtomicU64,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    stopped: AtomicBool,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("dir", &self.cfg.dir).finish()
+    }
+}
+
+fn dirty_name(ino: u64, idx: u64) -> String {
+    format!("{ino}.{idx}")
+}
+
+impl Cache {
+    pub fn new(
+        cfg: CacheConfig,
+        store: DynStore,
+        codec: BlockCodec,
+        meta: Arc<Meta>,
+        shipper: Arc<Shipper>,
+    ) -> Result<Arc<Cache>> {
+        for sub in ["dirty", "blocks", "tmp"] {
+            let p = cfg.dir.join(sub);
+            fs::create_dir_all(&p).map_err(io_err(&p))?;
+        }
+        let max_obj: i64 = {
+            let c = meta.lock();
+            c.query_row(
+                "SELECT max(coalesce((SELECT max(id) FROM objects),0), coalesce((SELECT max(id) FROM dead_objects),0))",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(MetaError::from)?
+        };
+        let cache = Arc::new(Cache {
+            cfg,
+            store,
+            codec,
+            meta,
+            shipper,
+            st: Mutex::new(State::default()),
+            cv: Condvar::new(),
+            inode_locks: Mutex::new(HashMap::new()),
+            next_object: AtomicI64::new(max_obj + 1),
+            next_incarnation: AtomicU64::new(1),
+            uploaded_objects: AtomicU64::new(0),
+            uploaded_bytes: AtomicU64::new(0),
+            dedup_hits: AtomicU64::new(0),
+            fetched_blocks: AtomicU64::new(0),
+            writer_waits: AtomicU64::new(0),
+            workers: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
+        });
+        cache.recover()?;
+        Ok(cache)
+    }
+
+    pub fn block_size(&self) -> u64 {
+        self.cfg.block_size
+    }
+
+    fn dir(&self, sub: &str) -> PathBuf {
+        self.cfg.dir.join(sub)
+    }
+
+    /// Re-register what a previous run left on disk.
+    fn recover(&self) -> Result<()> {
+        let tmp = self.dir("tmp");
+        for e in fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
+            let _ = fs::remove_file(e.path());
+        }
+        let mut st = self.st.lock();
+        let dirty_dir = self.dir("dirty");
+        let mut requeued = 0;
+        for e in fs::read_dir(&dirty_dir).map_err(io_err(&dirty_dir))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let parsed = name
+                .split_once('.')
+                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+            let Some((ino, idx)) = parsed else {
+                let _ = fs::remove_file(e.path());
+                continue;
+            };
+            match self.meta.getattr(ino) {
+                Ok(a) if idx * self.cfg.block_size < a.size.max(1) => {
+                    let bytes = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    st.dirty_bytes += bytes;
+                    st.dirty.insert(
+                        (ino, idx),
+                        Dirty {
+                            incarnation: self.next_incarnation.fetch_add(1, Ordering::Relaxed),
+                            version: 0,
+                            bytes,
+                            modified: Instant::now(),
+                            uploading: false,
+                            needs_sync: false,
+                        },
+                    );
+                    requeued += 1;
+                }
+                // The file is gone or shorter now: the data is not reachable.
+                _ => {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        if requeued > 0 {
+            tracing::info!(blocks = requeued, "re-queued dirty blocks left by the previous run");
+        }
+        let blocks_dir = self.dir("blocks");
+        let known: HashSet<i64> = {
+            let c = self.meta.lock();
+            let mut s = c.prepare("SELECT id FROM blocks").map_err(MetaError::from)?;
+            let r = s
+                .query_map([], |r| r.get::<_, i64>(0))
+                .map_err(MetaError::from)?;
+            r.collect::<rusqlite::Result<_>>().map_err(MetaError::from)?
+        };
+        for e in fs::read_dir(&blocks_dir).map_err(io_err(&blocks_dir))?.flatten() {
+            let id = e.file_name().to_string_lossy().parse::<i64>().ok();
+            match id {
+                Some(id) if known.contains(&id) => {
+                    let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    st.tick += 1;
+                    let t = st.tick;
+                    st.clean.insert(id, (size, t));
+                    st.lru.insert(t, id);
+                    st.clean_bytes += size;
+                }
+                _ => {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn start_workers(self: &Arc<Self>) {
+        let mut w = self.workers.lock();
+        for i in 0..self.cfg.upload_workers.max(1) {
+            let me = self.clone();
+            w.push(
+                std::thread::Builder::new()
+                    .name(format!("upload-{i}"))
+                    .spawn(move || me.worker())
+                    .expect("spawn upload worker"),
+            );
+        }
+    }
+
+    /// Per-inode lock: writes and truncates exclusive, reads shared.
+    pub fn inode_lock(&self, ino: u64) -> Arc<RwLock<()>> {
+        self.inode_locks.lock().entry(ino).or_default().clone()
+    }
+
+    pub fn forget_inode_lock(&self, ino: u64) {
+        let mut m = self.inode_locks.lock();
+        if let Some(l) = m.get(&ino) {
+            if Arc::strong_count(l) == 1 {
+                m.remove(&ino);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// Read `buf.len()` bytes at `off` of block `idx` (whose valid length
+    /// given the file size is `valid`). Caller holds the inode lock (shared).
+    pub fn read_block(&self, ino: u64, idx: u64, off: u64, buf: &mut [u8]) -> Result<()> {
+        let dirty_path = self.dir("dirty").join(dirty_name(ino, idx));
+        let is_dirty = self.st.lock().dirty.contains_key(&(ino, idx));
+        if is_dirty {
+            let f = File::open(&dirty_path).map_err(io_err(&dirty_path))?;
+            return read_full_at(&f, buf, off).map_err(io_err(&dirty_path));
+        }
+        match self.meta.block_at(ino, idx)? {
+            None => {
+                buf.fill(0);
+                Ok(())
+            }
+            Some(b) => {
+                let (f, path) = self.open_clean(&b)?;
+                read_full_at(&f, buf, off).map_err(io_err(&path))
+            }
+        }
+    }
+
+    /// Open the cached plaintext of a block, fetching it if needed.
+    fn open_clean(&self, b: &BlockRef) -> Result<(File, PathBuf)> {
+        let path = self.dir("blocks").join(b.id.to_string());
+        loop {
+            let mut st = self.st.lock();
+            if st.clean.contains_key(&b.id) {
+                st.tick += 1;
+                let t = st.tick;
+                if let Some(e) = st.clean.get_mut(&b.id) {
+                    let old = std::mem::replace(&mut e.1, t);
+                    st.lru.remove(&old);
+                    st.lru.insert(t, b.id);
+                }
+                // Opened under the lock: eviction may unlink the name, but
+                // the open file stays readable.
+                let f = File::open(&path).map_err(io_err(&path))?;
+                return Ok((f, path));
+            }
+            if st.fetching.contains(&b.id) {
+                self.cv.wait_for(&mut st, Duration::from_millis(100));
+                continue;
+            }
+            st.fetching.insert(b.id);
+            drop(st);
+            let res = self.fetch(b, &path);
+            let mut st = self.st.lock();
+            st.fetching.remove(&b.id);
+            if let Ok(size) = res {
+                st.tick += 1;
+                let t = st.tick;
+                st.clean.insert(b.id, (size, t));
+                st.lru.insert(t, b.id);
+                st.clean_bytes += size;
+                self.evict_locked(&mut st);
+            }
+            self.cv.notify_all();
+            drop(st);
+            res?;
+        }
+    }
+
+    fn fetch(&self, b: &BlockRef, path: &Path) -> Result<u64> {
+        let key = object_key(b.object);
+        let rec = self.store.get_range(&key, b.offset, b.length)?;
+        let plain = self
+            .codec
+            .decode_block(&b.hash, &rec)
+            .map_err(|e| CacheError::Corrupt {
+                block: b.id,
+                object: key.clone(),
+                reason: e.to_string(),
+            })?;
+        self.fetched_blocks.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.tmp_path();
+        fs::write(&tmp, &plain).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, path).map_err(io_err(path))?;
+        Ok(plain.len() as u64)
+    }
+
+    /// Warm the cache with blocks a sequential reader will want next.
+    pub fn prefetch(self: &Arc<Self>, blocks: Vec<BlockRef>) {
+        for b in blocks {
+            {
+                let st = self.st.lock();
+                if st.clean.contains_key(&b.id) || st.fetching.contains(&b.id) {
+                    continue;
+                }
+            }
+            let me = self.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = me.open_clean(&b) {
+                    tracing::debug!("prefetch of block {} failed: {e}", b.id);
+                }
+            });
+        }
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        self.dir("tmp")
+            .join(SEQ.fetch_add(1, Ordering::Relaxed).to_string())
+    }
+
+    fn evict_locked(&self, st: &mut State) {
+        while st.clean_bytes + st.dirty_bytes > self.cfg.cache_size {
+            let Some((&t, &id)) = st.lru.iter().next() else {
+                break;
+            };
+            st.lru.remove(&t);
+            if let Some((size, _)) = st.clean.remove(&id) {
+                st.clean_bytes -= size;
+                let _ = fs::remove_file(self.dir("blocks").join(id.to_string()));
+            }
+        }
+    }
+
+    // --------------------------------------------------------------- writes
+
+    /// Block until there is room for more dirty data. Call before taking the
+    /// inode lock: uploads may need to read that inode's blocks.
+    pub fn wait_for_room(&self) -> Result<()> {
+        let mut st = self.st.lock();
+        let mut logged = false;
+        while st.dirty_bytes >= self.cfg.dirty_limit {
+            if st.shutdown {
+                return Err(CacheError::Shutdown);
+            }
+            if !logged {
+                self.writer_waits.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    dirty = st.dirty_bytes,
+                    limit = self.cfg.dirty_limit,
+                    "dirty limit reached: writer waits for uploads"
+                );
+                logged = true;
+            }
+            st.writers_waiting += 1;
+            self.cv.notify_all();
+            self.cv.wait_for(&mut st, Duration::from_millis(200));
+            st.writers_waiting -= 1;
+        }
+        Ok(())
+    }
+
+    /// Write `data` at `off` within block `idx`; `file_size` is the size
+    /// before this write. Caller holds the inode lock exclusively.
+    pub fn write_block(&self, ino: u64, idx: u64, off: u64, data: &[u8], file_size: u64) -> Result<()> {
+        let bs = self.cfg.block_size;
+        let path = self.dir("dirty").join(dirty_name(ino, idx));
+        let existed = {
+            let mut st = self.st.lock();
+            match st.dirty.get_mut(&(ino, idx)) {
+                Some(d) => {
+                    d.version += 1; // odd: write in progress
+                    true
+                }
+                None => {
+                    let inc = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
+                    st.dirty.insert(
+                        (ino, idx),
+                        Dirty {
+                            incarnation: inc,
+                            version: 1,
+                            bytes: 0,
+                            modified: Instant::now(),
+                            uploading: false,
+                            needs_sync: true,
+                        },
+                    );
+                    false
+                }
+            }
+        };
+        let res = (|| -> Result<u64> {
+            let f = if existed {
+                OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?
+            } else {
+                self.materialize(ino, idx, &path, off, data.len() as u64, file_size, bs)?
+            };
+            f.write_all_at(data, off).map_err(io_err(&path))?;
+            Ok(f.metadata().map_err(io_err(&path))?.len())
+        })();
+        let mut st = self.st.lock();
+        let st = &mut *st;
+        match res {
+            Ok(len) => {
+                if let Some(d) = st.dirty.get_mut(&(ino, idx)) {
+                    d.version += 1;
+                    st.dirty_bytes = st.dirty_bytes - d.bytes + len;
+                    d.bytes = len;
+                    d.modified = Instant::now();
+                    d.needs_sync = true;
+                }
+                self.evict_locked(st);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(d) = st.dirty.get_mut(&(ino, idx)) {
+                    d.version += 1;
+                    if !existed {
+                        // Nothing valid was written: forget the entry.
+                        st.dirty_bytes -= d.bytes;
+                        st.dirty.remove(&(ino, idx));
+                        let _ = fs::remove_file(&path);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Create the dirty file for a block, starting from its stored content
+    /// unless the write replaces all of it.
+    #[allow(clippy::too_many_arguments)]
+    fn materialize(
+        &self,
+        ino: u64,
+        idx: u64,
+        path: &Path,
+        off: u64,
+        len: u64,
+        file_size: u64,
+        bs: u64,
+    ) -> Result<File> {
+        let block_start = idx * bs;
+        let valid = file_size.saturating_sub(block_start).min(bs);
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        if valid > 0 && !(off == 0 && len >= valid) {
+            if let Some(b) = self.meta.block_at(ino, idx)? {
+                let (src, sp) = self.open_clean(&b)?;
+                let mut buf = vec![0u8; b.plain_len.min(valid) as usize];
+                read_full_at(&src, &mut buf, 0).map_err(io_err(&sp))?;
+                f.write_all_at(&buf, 0).map_err(io_err(path))?;
+            }
+        }
+        Ok(f)
+    }
+
+    /// Cut a file to `new_size` (caller holds the inode lock exclusively and
+    /// updates the inode's size).
+    pub fn truncate(&self, ino: u64, old_size: u64, new_size: u64) -> Result<()> {
+        let bs = self.cfg.block_size;
+        if new_size >= old_size {
+            return Ok(());
+        }
+        let keep = new_size.div_ceil(bs);
+        {
+            let mut st = self.st.lock();
+            let st = &mut *st;
+            let drop: Vec<(u64, u64)> = st
+                .dirty
+                .keys()
+                .filter(|(i, x)| *i == ino && *x >= keep)
+                .copied()
+                .collect();
+            for k in drop {
+                if let Some(d) = st.dirty.remove(&k) {
+                    st.dirty_bytes -= d.bytes;
+                }
+                let _ = fs::remove_file(self.dir("dirty").join(dirty_name(k.0, k.1)));
+            }
+            self.cv.notify_all();
+        }
+        self.meta.unmap_from(ino, keep, self.shipper.next_gen())?;
+        let tail = new_size % bs;
+        if tail != 0 {
+            // The kept partial block must read as zeros past the new end,
+            // even if the file grows again later.
+            let idx = new_size / bs;
+            let exists = self.st.lock().dirty.contains_key(&(ino, idx))
+                || self.meta.block_at(ino, idx)?.is_some();
+            if exists {
+                self.write_block(ino, idx, tail, &[], old_size)?;
+                let path = self.dir("dirty").join(dirty_name(ino, idx));
+                let mut st = self.st.lock();
+                let st = &mut *st;
+                if let Some(d) = st.dirty.get_mut(&(ino, idx)) {
+                    d.version += 1;
+                    let r = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(tail.min(d.bytes)));
+                    d.version += 1;
+                    r.map_err(io_err(&path))?;
+                    let nb = tail.min(d.bytes);
+                    st.dirty_bytes = st.dirty_bytes - d.bytes + nb;
+                    d.bytes = nb;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forget all cached state of a deleted inode.
+    pub fn drop_inode(&self, ino: u64) {
+        let mut st = self.st.lock();
+        let st = &mut *st;
+        let keys: Vec<(u64, u64)> = st.dirty.keys().filter(|k| k.0 == ino).copied().collect();
+        for k in keys {
+            if let Some(d) = st.dirty.remove(&k) {
+                st.dirty_bytes -= d.bytes;
+            }
+            let _ = fs::remove_file(self.dir("dirty").join(dirty_name(k.0, k.1)));
+        }
+        st.urgent.remove(&ino);
+        self.cv.notify_all();
+    }
+
+    /// fsync with local durability: this inode's dirty blocks are on disk.
+    pub fn sync_local(&self, ino: u64) -> Result<()> {
+        let keys: Vec<(u64, u64)> = {
+            let mut st = self.st.lock();
+            st.dirty
+                .iter_mut()
+                .filter(|(k, d)| k.0 == ino && d.needs_sync)
+                .map(|(k, d)| {
+                    d.needs_sync = false;
+                    *k
+                })
+                .collect()
+        };
+        for (i, x) in &keys {
+            let p = self.dir("dirty").join(dirty_name(*i, *x));
+            match File::open(&p) {
+                Ok(f) => f.sync_all().map_err(io_err(&p))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {} // uploaded meanwhile
+                Err(e) => return Err(io_err(&p)(e)),
+            }
+        }
+        if !keys.is_empty() {
+            let d = self.dir("dirty");
+            crate::store::local::fsync_dir(&d).map_err(io_err(&d))?;
+        }
+        Ok(())
+    }
+
+    /// Upload this inode's dirty blocks now and wait until they are stored
+    /// (or all inodes, with `None`).
+    pub fn flush(&self, ino: Option<u64>) -> Result<()> {
+        let mut st = self.st.lock();
+        match ino {
+            Some(i) => {
+                st.urgent.insert(i);
+            }
+            None => st.flush_all = true,
+        }
+        self.cv.notify_all();
+        loop {
+            let pending = st
+                .dirty
+                .keys()
+                .any(|k| ino.is_none_or(|i| i == k.0))
+                || !st.pack.recs.is_empty() && ino.is_none_or(|i| st.pack.recs.iter().any(|r| r.key.0 == i));
+            if !pending {
+                break;
+            }
+            if st.shutdown && self.stopped.load(Ordering::Acquire) {
+                return Err(CacheError::Shutdown);
+            }
+            self.cv.wait_for(&mut st, Duration::from_millis(100));
+        }
+        if let Some(i) = ino {
+            st.urgent.remove(&i);
+        } else {
+            st.flush_all = false;
+        }
+        Ok(())
+    }
+
+    pub fn drop_clean(&self) {
+        let mut st = self.st.lock();
+        let ids: Vec<i64> = st.clean.keys().copied().collect();
+        for id in ids {
+            let _ = fs::remove_file(self.dir("blocks").join(id.to_string()));
+        }
+        st.clean.clear();
+        st.lru.clear();
+        st.clean_bytes = 0;
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let st = self.st.lock();
+        CacheStats {
+            used_bytes: st.clean_bytes + st.dirty_bytes,
+            dirty_bytes: st.dirty_bytes,
+            dirty_blocks: st.dirty.len() as u64,
+            clean_blocks: st.clean.len() as u64,
+            cache_size: self.cfg.cache_size,
+            dirty_limit: self.cfg.dirty_limit,
+            upload_queue: st.dirty.values().filter(|d| !d.uploading).count() as u64
+                + st.pack.recs.len() as u64,
+            uploads_in_flight: st.uploads_in_flight as u64,
+            uploaded_objects: self.uploaded_objects.load(Ordering::Relaxed),
+            uploaded_bytes: self.uploaded_bytes.load(Ordering::Relaxed),
+            dedup_hits: self.dedup_hits.load(Ordering::Relaxed),
+            fetched_blocks: self.fetched_blocks.load(Ordering::Relaxed),
+            writer_waits: self.writer_waits.load(Ordering::Relaxed),
+            last_error: st.last_error.clone(),
+        }
+    }
+
+    pub fn dirty_count(&self) -> usize {
+        let st = self.st.lock();
+        st.dirty.len() + st.pack.recs.len()
+    }
+
+    /// Stop workers (after a flush, for a clean unmount).
+    pub fn shutdown(&self) {
+        self.st.lock().shutdown = true;
+        self.cv.notify_all();
+        let workers = std::mem::take(&mut *self.workers.lock());
+        for w in workers {
+            let _ = w.join();
+        }
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    // -------------------------------------------------------------- uploads
+
+    fn worker(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let job = {
+                let mut st = self.st.lock();
+                loop {
+                    if st.shutdown {
+                        return;
+                    }
+                    if let Some(j) = self.pick(&mut st) {
+                        break j;
+                    }
+                    self.cv.wait_for(&mut st, Duration::from_millis(50));
+                }
+            };
+            let res = match job {
+                Job::Block(key, inc, ver) => self.upload_block(key, inc, ver),
+                Job::Pack(pack) => self.upload_pack(pack),
+            };
+            let mut st = self.st.lock();
+            st.uploads_in_flight -= 1;
+            match res {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    st.last_error = None;
+                    self.cv.notify_all();
+                }
+                Err(e) => {
+                    tracing::warn!("upload failed, will retry in {backoff:?}: {e}");
+                    st.last_error = Some(e.to_string());
+                    self.cv.notify_all();
+                    drop(st);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    fn pick(&self, st: &mut State) -> Option<Job> {
+        let now = Instant::now();
+        let pressure = st.writers_waiting > 0 || st.flush_all;
+        let pack_due = st.pack.started.is_some_and(|s| {
+            pressure
+                || now.duration_since(s) >= self.cfg.upload_delay
+                || st.pack.recs.iter().any(|r| st.urgent.contains(&r.key.0))
+        });
+        if !st.pack.recs.is_empty() && (pack_due || st.pack.buf.len() as u64 >= self.cfg.pack_target) {
+            st.uploads_in_flight += 1;
+            return Some(Job::Pack(std::mem::take(&mut st.pack)));
+        }
+        let mut best: Option<((u64, u64), Instant)> = None;
+        for (k, d) in st.dirty.iter() {
+            if d.uploading || d.version % 2 == 1 {
+                continue;
+            }
+            let due = pressure
+                || st.urgent.contains(&k.0)
+                || now.duration_since(d.modified) >= self.cfg.upload_delay
+                || d.bytes >= self.cfg.block_size;
+            if due && best.is_none_or(|(_, m)| d.modified < m) {
+                best = Some((*k, d.modified));
+            }
+        }
+        let (k, _) = best?;
+        let d = st.dirty.get_mut(&k)?;
+        d.uploading = true;
+        st.uploads_in_flight += 1;
+        Some(Job::Block(k, d.incarnation, d.version))
+    }
+
+    fn unmark(&self, key: (u64, u64), inc: u64) {
+        let mut st = self.st.lock();
+        if let Some(d) = st.dirty.get_mut(&key) {
+            if d.incarnation == inc {
+                d.uploading = false;
+            }
+        }
+        self.cv.notify_all();
+    }
+
+    fn upload_block(&self, key: (u64, u64), inc: u64, ver: u64) -> Result<()> {
+        let res = self.upload_block_inner(key, inc, ver);
+        if res.is_err() {
+            self.unmark(key, inc);
+        }
+        res
+    }
+
+    fn upload_block_inner(&self, key: (u64, u64), inc: u64, ver: u64) -> Result<()> {
+        let path = self.dir("dirty").join(dirty_name(key.0, key.1));
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.unmark(key, inc);
+                return Ok(());
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        {
+            let st = self.st.lock();
+            match st.dirty.get(&key) {
+                Some(d) if d.incarnation == inc && d.version == ver => {}
+                _ => {
+                    drop(st);
+                    self.unmark(key, inc); // torn or superseded: try later
+                    return Ok(());
+                }
+            }
+        }
+        let hash = sha256(&data);
+        let existing = Meta::block_by_hash(&self.meta.lock(), &hash)?;
+        if let Some(b) = existing {
+            self.dedup_hits.fetch_add(1, Ordering::Relaxed);
+            self.commit(&[(key, inc, ver, Ok(b.id))], None)?;
+            return Ok(());
+        }
+        let rec = self.codec.encode(&hash, &data);
+        if (rec.len() as u64) < self.cfg.pack_threshold {
+            let mut st = self.st.lock();
+            let st = &mut *st;
+            let span = if st.pack.hashes.contains(&hash) {
+                None
+            } else {
+                let off = st.pack.buf.len() as u64;
+                st.pack.buf.extend_from_slice(&rec);
+                st.pack.hashes.insert(hash);
+                Some((off, rec.len() as u64))
+            };
+            st.pack.recs.push(PendingRec {
+                key,
+                incarnation: inc,
+                version: ver,
+                hash,
+                plain_len: data.len() as u64,
+                span,
+            });
+            st.pack.started.get_or_insert_with(Instant::now);
+            self.cv.notify_all();
+            return Ok(()); // stays `uploading` until the pack is stored
+        }
+        let obj = self.next_object.fetch_add(1, Ordering::Relaxed);
+        self.store.put(&object_key(obj), &rec)?;
+        self.uploaded_objects.fetch_add(1, Ordering::Relaxed);
+        self.uploaded_bytes.fetch_add(rec.len() as u64, Ordering::Relaxed);
+        let newb = NewBlock {
+            hash,
+            offset: 0,
+            length: rec.len() as u64,
+            plain_len: data.len() as u64,
+        };
+        self.commit(&[(key, inc, ver, Err(newb))], Some((obj, rec.len() as u64)))
+    }
+
+    fn upload_pack(&self, pack: Pack) -> Result<()> {
+        let obj = self.next_object.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.store.put(&object_key(obj), &pack.buf) {
+            // Give the blocks back to the queue; they will be re-encoded.
+            for r in &pack.recs {
+                self.unmark(r.key, r.incarnation);
+            }
+            return Err(e.into());
+        }
+        self.uploaded_objects.fetch_add(1, Ordering::Relaxed);
+        self.uploaded_bytes.fetch_add(pack.buf.len() as u64, Ordering::Relaxed);
+        let mut items = Vec::with_capacity(pack.recs.len());
+        let mut by_hash: HashMap<Hash, (u64, u64)> = HashMap::new();
+        for r in &pack.recs {
+            if let Some(s) = r.span {
+                by_hash.insert(r.hash, s);
+            }
+        }
+        for r in &pack.recs {
+            let (offset, length) = by_hash[&r.hash];
+            items.push((
+                r.key,
+                r.incarnation,
+                r.version,
+                Err(NewBlock {
+                    hash: r.hash,
+                    offset,
+                    length,
+                    plain_len: r.plain_len,
+                }),
+            ));
+        }
+        let res = self.commit(&items, Some((obj, pack.buf.len() as u64)));
+        if res.is_err() {
+            for r in &pack.recs {
+                self.unmark(r.key, r.incarnation);
+            }
+        }
+        res
+    }
+
+    /// Record uploaded blocks in the metadata and retire clean dirty files.
+    /// Each item maps a dirty block to an existing block id (dedup) or to a
+    /// new block inside `object`.
+    #[allow(clippy::type_complexity)]
+    fn commit(
+        &self,
+        items: &[((u64, u64), u64, u64, std::result::Result<i64, NewBlock>)],
+        object: Option<(i64, u64)>,
+    ) -> Result<()> {
+        let gen = self.shipper.next_gen();
+        // Decide under the state lock which entries are still current, and
+        // keep it held so no writer slips in between map and cleanup.
+        let mut st = self.st.lock();
+        let st = &mut *st;
+        let mut ids: Vec<Option<i64>> = Vec::with_capacity(items.len());
+        let object_used = self.meta.with_tx(|tx| {
+            let mut live_bytes = 0i64;
+            let mut live_blocks = 0i64;
+            let mut inserted: HashSet<Hash> = HashSet::new();
+            if let Some((obj, size)) = object {
+                tx.execute(
+                    "INSERT INTO objects(id, size, live_bytes, live_blocks) VALUES(?1, ?2, 0, 0)",
+                    params![obj, size as i64],
+                )?;
+            }
+            for (key, inc, _ver, b) in items {
+                let current = st
+                    .dirty
+                    .get(key)
+                    .is_some_and(|d| d.incarnation == *inc);
+                let id = match b {
+                    Ok(id) => *id,
+                    Err(nb) => {
+                        let existing: Option<i64> = tx
+                            .prepare_cached("SELECT id FROM blocks WHERE hash=?1")?
+                            .query_row([&nb.hash[..]], |r| r.get(0))
+                            .optional()?;
+                        match existing {
+                            Some(id) => id,
+                            None => {
+                                let (obj, _) = object.expect("new block needs an object");
+                                tx.execute(
+                                    "INSERT INTO blocks(hash, object, offset, length, plain_len, refcount)
+                                     VALUES(?1, ?2, ?3, ?4, ?5, 0)",
+                                    params![&nb.hash[..], obj, nb.offset as i64, nb.length as i64, nb.plain_len as i64],
+                                )?;
+                                if inserted.insert(nb.hash) {
+                                    live_bytes += nb.length as i64;
+                                    live_blocks += 1;
+                                }
+                                tx.last_insert_rowid()
+                            }
+                        }
+                    }
+                };
+                if current {
+                    Meta::map_block(tx, key.0, key.1, id, gen)?;
+                    ids.push(Some(id));
+                } else {
+                    ids.push(None);
+                }
+            }
+            // Blocks whose file went away meanwhile: drop unreferenced ones.
+            let orphans: Vec<i64> = {
+                let mut s = tx.prepare_cached("SELECT id FROM blocks WHERE refcount=0 AND object=?1")?;
+                let obj = object.map(|o| o.0).unwrap_or(-1);
+                let r = s.query_map([obj], |r| r.get(0))?;
+                r.collect::<rusqlite::Result<_>>()?
+            };
+            for o in &orphans {
+                let len: i64 = tx.query_row("SELECT length FROM blocks WHERE id=?1", [o], |r| r.get(0))?;
+                tx.execute("DELETE FROM blocks WHERE id=?1", [o])?;
+                live_bytes -= len;
+                live_blocks -= 1;
+            }
+            if let Some((obj, _)) = object {
+                if live_blocks <= 0 {
+                    tx.execute("DELETE FROM objects WHERE id=?1", [obj])?;
+                    return Ok(false);
+                }
+                tx.execute(
+                    "UPDATE objects SET live_bytes=?2, live_blocks=?3 WHERE id=?1",
+                    params![obj, live_bytes, live_blocks],
+                )?;
+            }
+            Ok(true)
+        })?;
+        if let (Some((obj, _)), false) = (object, object_used) {
+            // Nothing references it and no metadata ever did: delete now.
+            let _ = self.store.delete(&object_key(obj));
+        }
+        for ((key, inc, ver, _), id) in items.iter().zip(ids) {
+            let Some(id) = id else { continue };
+            let Some(d) = st.dirty.get_mut(key) else {
+                continue;
+            };
+            if d.incarnation != *inc {
+                continue;
+            }
+            if d.version != *ver {
+                d.uploading = false; // changed since: upload again later
+                continue;
+            }
+            let d = st.dirty.remove(key).expect("present");
+            st.dirty_bytes -= d.bytes;
+            let src = self.dir("dirty").join(dirty_name(key.0, key.1));
+            let dst = self.dir("blocks").join(id.to_string());
+            if st.clean.contains_key(&id) || fs::rename(&src, &dst).is_err() {
+                let _ = fs::remove_file(&src);
+            } else {
+                st.tick += 1;
+                let t = st.tick;
+                st.clean.insert(id, (d.bytes, t));
+                st.lru.insert(t, id);
+                st.clean_bytes += d.bytes;
+            }
+        }
+        self.evict_locked(st);
+        self.cv.notify_all();
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct NewBlock {
+    hash: Hash,
+    offset: u64,
+    length: u64,
+    plain_len: u64,
+}
+
+enum Job {
+    Block((u64, u64), u64, u64),
+    Pack(Pack),
+}
+
+/// Fill `buf` from `off`; bytes past the end of the file read as zeros.
+fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = f.read_at(&mut buf[done..], off + done as u64)?;
+        if n == 0 {
+            buf[done..].fill(0);
+            break;
+        }
+        done += n;
+    }
+    Ok(())
+}

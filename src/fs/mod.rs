@@ -1,0 +1,637 @@
+//! POSIX semantics over metadata and cache, independent of FUSE: every
+//! method takes plain values and returns a result whose error is an errno.
+//! `fuse.rs` only translates between this and the kernel protocol.
+
+pub mod fuse;
+
+use crate::cache::{Cache, CacheError};
+use crate::meta::ship::Shipper;
+use crate::meta::{self, Attr, Meta, MetaError, SetAttr};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest file we accept: 2^50 bytes (1 PiB), well past the 1 TiB promise.
+pub const MAX_FILE_SIZE: u64 = 1 << 50;
+pub const XATTR_SIZE_MAX: usize = 65536;
+pub const PATH_MAX: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", std::io::Error::from_raw_os_error(self.0))
+    }
+}
+
+impl From<MetaError> for Errno {
+    fn from(e: MetaError) -> Errno {
+        Errno(match e {
+            MetaError::NotFound => libc::ENOENT,
+            MetaError::Exists => libc::EEXIST,
+            MetaError::NotEmpty => libc::ENOTEMPTY,
+            MetaError::NotDir => libc::ENOTDIR,
+            MetaError::IsDir => libc::EISDIR,
+            MetaError::Invalid("name too long") => libc::ENAMETOOLONG,
+            MetaError::Invalid("hard link to a directory") => libc::EPERM,
+            MetaError::Invalid(_) => libc::EINVAL,
+            MetaError::NoAttr => libc::ENODATA,
+            MetaError::TooManyLinks => libc::EMLINK,
+            e @ (MetaError::Db(_) | MetaError::Corrupt(_)) => {
+                tracing::error!("metadata error: {e}");
+                libc::EIO
+            }
+        })
+    }
+}
+
+impl From<CacheError> for Errno {
+    fn from(e: CacheError) -> Errno {
+        match e {
+            CacheError::Meta(m) => m.into(),
+            CacheError::Io { ref source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                tracing::error!("{e}");
+                Errno(libc::ENOSPC)
+            }
+            e => {
+                tracing::error!("{e}");
+                Errno(libc::EIO)
+            }
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Errno>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Durability {
+    /// fsync: data on the local cache disk.
+    Local,
+    /// fsync: data and metadata in the object store.
+    Remote,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "local" => Ok(Durability::Local),
+            "remote" => Ok(Durability::Remote),
+            _ => Err(format!("invalid durability {s:?}: use local or remote")),
+        }
+    }
+}
+
+/// Who is asking: for ownership of new nodes.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum TimeSet {
+    Now,
+    At(i64),
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+pub struct Fs {
+    meta: Arc<Meta>,
+    cache: Arc<Cache>,
+    shipper: Arc<Shipper>,
+    durability: Durability,
+    /// Open handles per inode: an unlinked file lives until the last closes.
+    open: Mutex<HashMap<u64, u32>>,
+    /// Last read end per inode, to spot sequential readers for prefetch.
+    last_read: Mutex<HashMap<u64, u64>>,
+    counts: Mutex<Option<(Instant, meta::Counts)>>,
+    prefetch_blocks: u64,
+}
+
+impl std::fmt::Debug for Fs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fs").finish()
+    }
+}
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > meta::NAME_MAX {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
+    Ok(())
+}
+
+fn resolve(t: TimeSet) -> i64 {
+    match t {
+        TimeSet::Now => meta::now_ns(),
+        TimeSet::At(v) => v,
+    }
+}
+
+impl Fs {
+    pub fn new(
+        meta: Arc<Meta>,
+        cache: Arc<Cache>,
+        shipper: Arc<Shipper>,
+        durability: Durability,
+    ) -> Result<Fs> {
+        // Files unlinked while open when the last run ended are garbage now.
+        for ino in meta.orphans()? {
+            cache.drop_inode(ino);
+            meta.purge_inode(ino, shipper.next_gen())?;
+        }
+        let bs = cache.block_size();
+        Ok(Fs {
+            meta,
+            cache,
+            shipper,
+            durability,
+            open: Mutex::new(HashMap::new()),
+            last_read: Mutex::new(HashMap::new()),
+            counts: Mutex::new(None),
+            prefetch_blocks: ((32u64 << 20) / bs).clamp(2, 16),
+        })
+    }
+
+    pub fn meta(&self) -> &Arc<Meta> {
+        &self.meta
+    }
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+    pub fn shipper(&self) -> &Arc<Shipper> {
+        &self.shipper
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        check_name(name)?;
+        Ok(self.meta.lookup(parent, name)?)
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        Ok(self.meta.getattr(ino)?)
+    }
+
+    pub fn setattr(&self, ino: u64, ch: &AttrChange) -> Result<Attr> {
+        let now = meta::now_ns();
+        let mut s = SetAttr {
+            mode: ch.mode,
+            uid: ch.uid,
+            gid: ch.gid,
+            atime: ch.atime.map(resolve),
+            mtime: ch.mtime.map(resolve),
+            ctime: Some(now),
+            size: None,
+        };
+        if let Some(size) = ch.size {
+            if size > MAX_FILE_SIZE {
+                return Err(Errno(libc::EFBIG));
+            }
+            let lock = self.cache.inode_lock(ino);
+            let _g = lock.write();
+            let a = self.meta.getattr(ino)?;
+            if a.is_dir() {
+                return Err(Errno(libc::EISDIR));
+            }
+            if !a.is_reg() {
+                return Err(Errno(libc::EINVAL));
+            }
+            self.cache.truncate(ino, a.size, size)?;
+            s.size = Some(size);
+            if s.mtime.is_none() {
+                s.mtime = Some(now);
+            }
+            return Ok(self.meta.setattr(ino, &s)?);
+        }
+        Ok(self.meta.setattr(ino, &s)?)
+    }
+
+    /// New nodes: owner is the caller; group and the setgid bit of
+    /// directories follow a setgid parent (BSD/SysV semantics).
+    fn owner(&self, parent: u64, c: Caller, mode: u32) -> Result<(u32, u32)> {
+        let pa = self.meta.getattr(parent)?;
+        if pa.mode & libc::S_ISGID != 0 {
+            let mode = if mode & libc::S_IFMT == libc::S_IFDIR {
+                mode | libc::S_ISGID
+            } else {
+                mode
+            };
+            return Ok((pa.gid, mode));
+        }
+        Ok((c.gid, mode))
+    }
+
+    pub fn mknod(
+        &self,
+        c: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+    ) -> Result<Attr> {
+        check_name(name)?;
+        let mode = mode & !(umask & 0o777);
+        let kind = mode & libc::S_IFMT;
+        let mode = if kind == 0 { mode | libc::S_IFREG } else { mode };
+        match mode & libc::S_IFMT {
+            libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => {}
+            _ => return Err(Errno(libc::EINVAL)),
+        }
+        let (gid, mode) = self.owner(parent, c, mode)?;
+        Ok(self.meta.mknod(parent, name, mode, c.uid, gid, rdev, None)?)
+    }
+
+    pub fn mkdir(&self, c: Caller, parent: u64, name: &[u8], mode: u32, umask: u32) -> Result<Attr> {
+        check_name(name)?;
+        let mode = libc::S_IFDIR | (mode & !(umask & 0o777) & 0o7777);
+        let (gid, mode) = self.owner(parent, c, mode)?;
+        Ok(self.meta.mknod(parent, name, mode, c.uid, gid, 0, None)?)
+    }
+
+    pub fn symlink(&self, c: Caller, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr> {
+        check_name(name)?;
+        if target.len() >= PATH_MAX {
+            return Err(Errno(libc::ENAMETOOLONG));
+        }
+        let (gid, _) = self.owner(parent, c, libc::S_IFLNK)?;
+        Ok(self
+            .meta
+            .mknod(parent, name, libc::S_IFLNK | 0o777, c.uid, gid, 0, Some(target))?)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        Ok(self.meta.readlink(ino)?)
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
+        check_name(newname)?;
+        Ok(self.meta.link(ino, newparent, newname)?)
+    }
+
+    /// A name went away: free the inode if nothing refers to it any more.
+    fn released_name(&self, u: meta::Unlinked) -> Result<()> {
+        if u.nlink == 0 && self.open.lock().get(&u.ino).copied().unwrap_or(0) == 0 {
+            self.purge(u.ino)?;
+        }
+        Ok(())
+    }
+
+    fn purge(&self, ino: u64) -> Result<()> {
+        let lock = self.cache.inode_lock(ino);
+        let _g = lock.write();
+        self.cache.drop_inode(ino);
+        self.meta.purge_inode(ino, self.shipper.next_gen())?;
+        drop(_g);
+        self.cache.forget_inode_lock(ino);
+        Ok(())
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+        check_name(name)?;
+        let u = self.meta.unlink(parent, name)?;
+        self.released_name(u)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+        check_name(name)?;
+        let u = self.meta.rmdir(parent, name)?;
+        self.released_name(u)
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        check_name(name)?;
+        check_name(newname)?;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange)
+        {
+            return Err(Errno(libc::EINVAL));
+        }
+        if let Some(u) = self
+            .meta
+            .rename(parent, name, newparent, newname, noreplace, exchange)?
+        {
+            self.released_name(u)?;
+        }
+        Ok(())
+    }
+
+    pub fn open(&self, ino: u64, truncate: bool) -> Result<Attr> {
+        let a = self.meta.getattr(ino)?;
+        *self.open.lock().entry(ino).or_insert(0) += 1;
+        if truncate && a.is_reg() && a.size > 0 {
+            return self.setattr(
+                ino,
+                &AttrChange {
+                    size: Some(0),
+                    ..Default::default()
+                },
+            );
+        }
+        Ok(a)
+    }
+
+    pub fn create(
+        &self,
+        c: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+    ) -> Result<Attr> {
+        let a = self.mknod(c, parent, name, mode, umask, 0)?;
+        *self.open.lock().entry(a.ino).or_insert(0) += 1;
+        Ok(a)
+    }
+
+    pub fn release(&self, ino: u64) -> Result<()> {
+        let last = {
+            let mut o = self.open.lock();
+            let n = o.entry(ino).or_insert(1);
+            *n -= 1;
+            if *n == 0 {
+                o.remove(&ino);
+                true
+            } else {
+                false
+            }
+        };
+        if last {
+            self.last_read.lock().remove(&ino);
+            if let Ok(a) = self.meta.getattr(ino) {
+                if a.nlink == 0 {
+                    self.purge(ino)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn read(&self, ino: u64, off: u64, size: u32) -> Result<Vec<u8>> {
+        let lock = self.cache.inode_lock(ino);
+        let _g = lock.read();
+        let a = self.meta.getattr(ino)?;
+        if a.is_dir() {
+            return Err(Errno(libc::EISDIR));
+        }
+        if off >= a.size {
+            return Ok(Vec::new());
+        }
+        let end = a.size.min(off + size as u64);
+        let bs = self.cache.block_size();
+        let mut out = vec![0u8; (end - off) as usize];
+        let mut pos = off;
+        while pos < end {
+            let idx = pos / bs;
+            let in_blk = pos % bs;
+            let n = (bs - in_blk).min(end - pos);
+            let dst = &mut out[(pos - off) as usize..(pos - off + n) as usize];
+            self.cache.read_block(ino, idx, in_blk, dst)?;
+            pos += n;
+        }
+        self.maybe_prefetch(ino, off, end, a.size);
+        // relatime: only when the old atime is not newer than mtime/ctime.
+        if a.atime <= a.mtime || a.atime <= a.ctime {
+            let _ = self.meta.touch_atime(ino, meta::now_ns());
+        }
+        Ok(out)
+    }
+
+    fn maybe_prefetch(&self, ino: u64, off: u64, end: u64, size: u64) {
+        let bs = self.cache.block_size();
+        let sequential = {
+            let mut lr = self.last_read.lock();
+            let prev = lr.insert(ino, end);
+            prev == Some(off)
+        };
+        // Once per block boundary crossed by a sequential reader.
+        if !sequential || off / bs == end / bs && off % bs != 0 {
+            return;
+        }
+        let first = end / bs + 1;
+        let last = (size.saturating_sub(1) / bs).min(first + self.prefetch_blocks);
+        let mut refs = Vec::new();
+        for idx in first..=last {
+            if let Ok(Some(b)) = self.meta.block_at(ino, idx) {
+                refs.push(b);
+            }
+        }
+        if !refs.is_empty() {
+            self.cache.prefetch(refs);
+        }
+    }
+
+    pub fn write(&self, ino: u64, off: u64, data: &[u8]) -> Result<u32> {
+        let end = off
+            .checked_add(data.len() as u64)
+            .ok_or(Errno(libc::EFBIG))?;
+        if end > MAX_FILE_SIZE {
+            return Err(Errno(libc::EFBIG));
+        }
+        self.cache.wait_for_room()?;
+        let lock = self.cache.inode_lock(ino);
+        let _g = lock.write();
+        let a = self.meta.getattr(ino)?;
+        if !a.is_reg() {
+            return Err(Errno(libc::EINVAL));
+        }
+        let bs = self.cache.block_size();
+        let mut pos = off;
+        while pos < end {
+            let idx = pos / bs;
+            let in_blk = pos % bs;
+            let n = (bs - in_blk).min(end - pos);
+            let src = &data[(pos - off) as usize..(pos - off + n) as usize];
+            // A hole between the old end and this write reads as zeros: the
+            // block that held the old end already ends there (truncate and
+            // uploads keep nothing past EOF).
+            self.cache.write_block(ino, idx, in_blk, src, a.size)?;
+            pos += n;
+        }
+        self.meta.note_write(ino, end, meta::now_ns())?;
+        Ok(data.len() as u32)
+    }
+
+    pub fn fsync(&self, ino: u64) -> Result<()> {
+        match self.durability {
+            Durability::Local => {
+                self.cache.sync_local(ino)?;
+                self.meta.sync()?;
+            }
+            Durability::Remote => {
+                self.cache.flush(Some(ino))?;
+                self.shipper.ship(false).map_err(|e| {
+                    tracing::error!("fsync: shipping metadata failed: {e}");
+                    Errno(libc::EIO)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Directory listing from a stable cookie: 0 starts, each entry's
+    /// `offset` resumes after it. `.` and `..` come first.
+    pub fn readdir(&self, ino: u64, offset: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>, Attr)>> {
+        let a = self.meta.getattr(ino)?;
+        if !a.is_dir() {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        let mut out = Vec::new();
+        if offset < 1 {
+            out.push((1, b".".to_vec(), a.clone()));
+        }
+        if offset < 2 {
+            let p = self.meta.parent_of(ino)?;
+            out.push((2, b"..".to_vec(), self.meta.getattr(p)?));
+        }
+        let after = offset.saturating_sub(2) as i64;
+        for e in self.meta.readdir(ino, after, limit)? {
+            out.push((e.id as u64 + 2, e.name, e.attr));
+        }
+        Ok(out)
+    }
+
+    pub fn statfs(&self) -> Result<StatFs> {
+        let counts = self.counts()?;
+        let bsize = 4096u64;
+        // An object store has no fixed capacity: report 1 PiB total so
+        // tools see real usage and plenty of room.
+        let total = (1u64 << 50) / bsize;
+        let used = counts.stored_bytes.div_ceil(bsize).min(total);
+        let files = 1u64 << 32;
+        Ok(StatFs {
+            blocks: total,
+            bfree: total - used,
+            files,
+            ffree: files.saturating_sub(counts.inodes),
+            bsize: bsize as u32,
+            namelen: meta::NAME_MAX as u32,
+        })
+    }
+
+    pub fn counts(&self) -> Result<meta::Counts> {
+        let mut c = self.counts.lock();
+        if let Some((t, v)) = &*c {
+            if t.elapsed() < Duration::from_secs(2) {
+                return Ok(v.clone());
+            }
+        }
+        let v = self.meta.counts()?;
+        *c = Some((Instant::now(), v.clone()));
+        Ok(v)
+    }
+
+    fn check_xattr_name(name: &[u8]) -> Result<()> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(Errno(if name.is_empty() { libc::EINVAL } else { libc::ERANGE }));
+        }
+        let ok = name.starts_with(b"user.")
+            || name.starts_with(b"security.")
+            || name.starts_with(b"trusted.")
+            || name == b"system.posix_acl_access"
+            || name == b"system.posix_acl_default";
+        if !ok {
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
+        Ok(())
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        Self::check_xattr_name(name)?;
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(Errno(libc::E2BIG));
+        }
+        let a = self.meta.getattr(ino)?;
+        // Linux allows user.* only on regular files and directories.
+        if name.starts_with(b"user.") && !(a.is_reg() || a.is_dir()) {
+            return Err(Errno(libc::EPERM));
+        }
+        let create = flags & libc::XATTR_CREATE != 0;
+        let replace = flags & libc::XATTR_REPLACE != 0;
+        Ok(self.meta.setxattr(ino, name, value, create, replace)?)
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        Self::check_xattr_name(name)?;
+        Ok(self.meta.getxattr(ino, name)?)
+    }
+
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for n in self.meta.listxattr(ino)? {
+            out.extend_from_slice(&n);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        Self::check_xattr_name(name)?;
+        Ok(self.meta.removexattr(ino, name)?)
+    }
+
+    pub fn fallocate(&self, ino: u64, off: u64, len: u64, mode: i32) -> Result<()> {
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
+        let end = off.checked_add(len).ok_or(Errno(libc::EFBIG))?;
+        if end > MAX_FILE_SIZE {
+            return Err(Errno(libc::EFBIG));
+        }
+        let a = self.meta.getattr(ino)?;
+        if !a.is_reg() {
+            return Err(Errno(libc::ENODEV));
+        }
+        // Space in an object store is not reserved ahead; growing the size
+        // (sparse) is what callers observe.
+        if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > a.size {
+            let lock = self.cache.inode_lock(ino);
+            let _g = lock.write();
+            let a = self.meta.getattr(ino)?;
+            if end > a.size {
+                self.meta.note_write(ino, end, meta::now_ns())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flush everything and ship metadata (umount, `ctl flush`).
+    pub fn flush_all(&self) -> Result<()> {
+        self.cache.flush(None)?;
+        self.shipper.ship(false).map_err(|e| {
+            tracing::error!("shipping metadata failed: {e}");
+            Errno(libc::EIO)
+        })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,13 @@
+//! swiftgate: a Samba/CIFS file gateway whose bytes live in object storage.
+//!
+//! Layers, bottom-up; each uses only the ones before it:
+//! `store` (object stores), `data` (block codec), `meta` (SQLite metadata,
+//! shipping, lease), `cache` (write-back block cache), `fs` (POSIX semantics
+//! and the FUSE adapter), `cli` (commands).
+
+pub mod cache;
+pub mod cli;
+pub mod data;
+pub mod fs;
+pub mod meta;
+pub mod store;

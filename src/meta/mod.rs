@@ -1,0 +1,898 @@
+//! SQLite metadata: inodes, directory entries, block map with refcounts,
+//! symlinks, xattrs, and the stored objects blocks live in.
+//!
+//! Namespace operations are single transactions, so a crash leaves the
+//! namespace either before or after an operation, never in between.
+
+pub mod lease;
+pub mod ship;
+
+use parking_lot::{Mutex, MutexGuard};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub const ROOT_INO: u64 = 1;
+pub const NAME_MAX: usize = 255;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    #[error("no such attribute")]
+    NoAttr,
+    #[error("too many links")]
+    TooManyLinks,
+    #[error("metadata database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("metadata is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, MetaError>;
+
+/// File type bits as in `st_mode`.
+pub const S_IFMT: u32 = libc::S_IFMT;
+pub const S_IFDIR: u32 = libc::S_IFDIR;
+pub const S_IFREG: u32 = libc::S_IFREG;
+pub const S_IFLNK: u32 = libc::S_IFLNK;
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    /// Full st_mode: type and permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub nlink: u32,
+    pub rdev: u32,
+    pub atime: i64,
+    pub mtime: i64,
+    pub ctime: i64,
+    pub crtime: i64,
+}
+
+impl Attr {
+    pub fn is_dir(&self) -> bool {
+        self.mode & S_IFMT == S_IFDIR
+    }
+    pub fn is_reg(&self) -> bool {
+        self.mode & S_IFMT == S_IFREG
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    /// Stable position: entries created later get larger ids, removing one
+    /// never shifts the others, so readdir offsets survive concurrent change.
+    pub id: i64,
+    pub name: Vec<u8>,
+    pub attr: Attr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRef {
+    pub id: i64,
+    pub hash: [u8; 32],
+    pub object: i64,
+    pub offset: u64,
+    pub length: u64,
+    pub plain_len: u64,
+}
+
+/// What changed when a name was removed or replaced.
+#[derive(Debug, Clone, Copy)]
+pub struct Unlinked {
+    pub ino: u64,
+    pub nlink: u32,
+}
+
+/// Attribute changes for `setattr`; `None` leaves a field alone.
+#[derive(Debug, Default, Clone)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<i64>,
+    pub mtime: Option<i64>,
+    pub ctime: Option<i64>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS inodes(
+    ino INTEGER PRIMARY KEY AUTOINCREMENT,
+    mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0, nlink INTEGER NOT NULL, rdev INTEGER NOT NULL DEFAULT 0,
+    atime INTEGER NOT NULL, mtime INTEGER NOT NULL, ctime INTEGER NOT NULL, crtime INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dentries(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    parent INTEGER NOT NULL, name BLOB NOT NULL, ino INTEGER NOT NULL,
+    UNIQUE(parent, name));
+CREATE INDEX IF NOT EXISTS dentries_by_ino ON dentries(ino);
+CREATE TABLE IF NOT EXISTS symlinks(ino INTEGER PRIMARY KEY, target BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS xattrs(ino INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY(ino, name));
+CREATE TABLE IF NOT EXISTS objects(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    size INTEGER NOT NULL, live_bytes INTEGER NOT NULL, live_blocks INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash BLOB NOT NULL UNIQUE, object INTEGER NOT NULL, offset INTEGER NOT NULL,
+    length INTEGER NOT NULL, plain_len INTEGER NOT NULL, refcount INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS blocks_by_object ON blocks(object);
+CREATE TABLE IF NOT EXISTS file_blocks(ino INTEGER NOT NULL, idx INTEGER NOT NULL, block INTEGER NOT NULL,
+    PRIMARY KEY(ino, idx));
+CREATE INDEX IF NOT EXISTS file_blocks_by_block ON file_blocks(block);
+-- Objects no longer referenced; deleted from the store only after a
+-- metadata generation that no longer needs them has been shipped.
+CREATE TABLE IF NOT EXISTS dead_objects(id INTEGER PRIMARY KEY, after_gen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value BLOB);
+";
+
+pub fn object_key(id: i64) -> String {
+    // Spread over 256 prefixes so a local store's directories stay small.
+    format!("data/{:02x}/{:016x}", (id as u64) & 0xff, id)
+}
+
+pub struct Meta {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    /// Bumped by every committed change: the shipper uploads when it moves.
+    change_seq: AtomicU64,
+}
+
+impl std::fmt::Debug for Meta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meta").field("path", &self.path).finish()
+    }
+}
+
+fn row_attr(r: &rusqlite::Row<'_>) -> rusqlite::Result<Attr> {
+    Ok(Attr {
+        ino: r.get::<_, i64>(0)? as u64,
+        mode: r.get(1)?,
+        uid: r.get(2)?,
+        gid: r.get(3)?,
+        size: r.get::<_, i64>(4)? as u64,
+        nlink: r.get(5)?,
+        rdev: r.get(6)?,
+        atime: r.get(7)?,
+        mtime: r.get(8)?,
+        ctime: r.get(9)?,
+        crtime: r.get(10)?,
+    })
+}
+
+const ATTR_COLS: &str = "ino, mode, uid, gid, size, nlink, rdev, atime, mtime, ctime, crtime";
+
+fn get_attr_tx(c: &Connection, ino: u64) -> Result<Attr> {
+    c.prepare_cached(&format!("SELECT {ATTR_COLS} FROM inodes WHERE ino=?1"))?
+        .query_row([ino as i64], row_attr)
+        .optional()?
+        .ok_or(MetaError::NotFound)
+}
+
+fn lookup_tx(c: &Connection, parent: u64, name: &[u8]) -> Result<Option<(i64, u64)>> {
+    Ok(c
+        .prepare_cached("SELECT id, ino FROM dentries WHERE parent=?1 AND name=?2")?
+        .query_row(params![parent as i64, name], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .optional()?)
+}
+
+fn dir_attr_tx(c: &Connection, ino: u64) -> Result<Attr> {
+    let a = get_attr_tx(c, ino)?;
+    if !a.is_dir() {
+        return Err(MetaError::NotDir);
+    }
+    Ok(a)
+}
+
+fn add_nlink(c: &Connection, ino: u64, delta: i64, ts: Option<i64>) -> Result<()> {
+    match ts {
+        Some(t) => c.prepare_cached("UPDATE inodes SET nlink=nlink+?2, ctime=?3 WHERE ino=?1")?
+            .execute(params![ino as i64, delta, t])?,
+        None => c
+            .prepare_cached("UPDATE inodes SET nlink=nlink+?2 WHERE ino=?1")?
+            .execute(params![ino as i64, delta])?,
+    };
+    Ok(())
+}
+
+fn touch_dir(c: &Connection, ino: u64, ts: i64) -> Result<()> {
+    c.prepare_cached("UPDATE inodes SET mtime=?2, ctime=?2 WHERE ino=?1")?
+        .execute(params![ino as i64, ts])?;
+    Ok(())
+}
+
+fn is_empty_dir(c: &Connection, ino: u64) -> Result<bool> {
+    Ok(c
+        .prepare_cached("SELECT 1 FROM dentries WHERE parent=?1 LIMIT 1")?
+        .query_row([ino as i64], |_| Ok(()))
+        .optional()?
+        .is_none())
+}
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(MetaError::Invalid("bad file name"));
+    }
+    if name.len() > NAME_MAX {
+        return Err(MetaError::Invalid("name too long"));
+    }
+    Ok(())
+}
+
+/// Remove the entry `(parent,name)` -> `a` and fix link counts.
+fn drop_entry(c: &Connection, dentry_id: i64, parent: u64, a: &Attr, ts: i64) -> Result<Unlinked> {
+    c.prepare_cached("DELETE FROM dentries WHERE id=?1")?
+        .execute([dentry_id])?;
+    let nlink = if a.is_dir() {
+        // The directory's own '.' and its entry in the parent both go.
+        c.prepare_cached("UPDATE inodes SET nlink=0, ctime=?2 WHERE ino=?1")?
+            .execute(params![a.ino as i64, ts])?;
+        add_nlink(c, parent, -1, None)?;
+        0
+    } else {
+        add_nlink(c, a.ino, -1, Some(ts))?;
+        a.nlink.saturating_sub(1)
+    };
+    touch_dir(c, parent, ts)?;
+    Ok(Unlinked { ino: a.ino, nlink })
+}
+
+impl Meta {
+    /// Open (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Meta> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "cache_size", -32768)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Meta {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            change_seq: AtomicU64::new(1),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Create the root directory of a new filesystem.
+    pub fn init_root(&self, mode: u32, uid: u32, gid: u32) -> Result<()> {
+        let c = self.conn.lock();
+        let t = now_ns();
+        c.execute(
+            "INSERT OR IGNORE INTO inodes(ino, mode, uid, gid, size, nlink, rdev, atime, mtime, ctime, crtime)
+             VALUES (?1, ?2, ?3, ?4, 0, 2, 0, ?5, ?5, ?5, ?5)",
+            params![ROOT_INO as i64, S_IFDIR | (mode & 0o7777), uid, gid, t],
+        )?;
+        Ok(())
+    }
+
+    pub fn change_seq(&self) -> u64 {
+        self.change_seq.load(Ordering::Acquire)
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut c = self.conn.lock();
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        self.change_seq.fetch_add(1, Ordering::AcqRel);
+        Ok(out)
+    }
+
+    /// Direct access for layers that run their own queries (cache, fsck).
+    pub fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock()
+    }
+
+    pub fn with_tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.write(f)
+    }
+
+    pub fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .lock()
+            .query_row("SELECT value FROM kv WHERE key=?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn kv_set(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO kv(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value=?2",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        get_attr_tx(&self.conn.lock(), ino)
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        let c = self.conn.lock();
+        dir_attr_tx(&c, parent)?;
+        match lookup_tx(&c, parent, name)? {
+            Some((_, ino)) => get_attr_tx(&c, ino),
+            None => Err(MetaError::NotFound),
+        }
+    }
+
+    /// Parent of a directory (for '..'); the root is its own parent.
+    pub fn parent_of(&self, ino: u64) -> Result<u64> {
+        if ino == ROOT_INO {
+            return Ok(ROOT_INO);
+        }
+        let c = self.conn.lock();
+        let p = c
+            .prepare_cached("SELECT parent FROM dentries WHERE ino=?1 LIMIT 1")?
+            .query_row([ino as i64], |r| r.get::<_, i64>(0))
+            .optional()?;
+        Ok(p.map(|p| p as u64).unwrap_or(ROOT_INO))
+    }
+
+    /// Create a node of any type (`mode` carries S_IF*), or a symlink when
+    /// `target` is given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u32,
+        target: Option<&[u8]>,
+    ) -> Result<Attr> {
+        check_name(name)?;
+        self.write(|tx| {
+            let pa = dir_attr_tx(tx, parent)?;
+            if pa.nlink == 0 {
+                return Err(MetaError::NotFound);
+            }
+            if lookup_tx(tx, parent, name)?.is_some() {
+                return Err(MetaError::Exists);
+            }
+            let is_dir = mode & S_IFMT == S_IFDIR;
+            let t = now_ns();
+            let size = target.map(|t| t.len()).unwrap_or(0) as i64;
+            tx.prepare_cached(
+                "INSERT INTO inodes(mode, uid, gid, size, nlink, rdev, atime, mtime, ctime, crtime)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7, ?7)",
+            )?
+            .execute(params![mode, uid, gid, size, if is_dir { 2 } else { 1 }, rdev, t])?;
+            let ino = tx.last_insert_rowid() as u64;
+            tx.prepare_cached("INSERT INTO dentries(parent, name, ino) VALUES (?1, ?2, ?3)")?
+                .execute(params![parent as i64, name, ino as i64])?;
+            if let Some(target) = target {
+                tx.prepare_cached("INSERT INTO symlinks(ino, target) VALUES (?1, ?2)")?
+                    .execute(params![ino as i64, target])?;
+            }
+            if is_dir {
+                add_nlink(tx, parent, 1, None)?;
+            }
+            touch_dir(tx, parent, t)?;
+            get_attr_tx(tx, ino)
+        })
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let c = self.conn.lock();
+        let t = c
+            .prepare_cached("SELECT target FROM symlinks WHERE ino=?1")?
+            .query_row([ino as i64], |r| r.get(0))
+            .optional()?;
+        t.ok_or(MetaError::Invalid("not a symlink"))
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
+        check_name(newname)?;
+        self.write(|tx| {
+            let pa = dir_attr_tx(tx, newparent)?;
+            if pa.nlink == 0 {
+                return Err(MetaError::NotFound);
+            }
+            let a = get_attr_tx(tx, ino)?;
+            if a.is_dir() {
+                return Err(MetaError::Invalid("hard link to a directory"));
+            }
+            if a.nlink >= 65000 {
+                return Err(MetaError::TooManyLinks);
+            }
+            if lookup_tx(tx, newparent, newname)?.is_some() {
+                return Err(MetaError::Exists);
+            }
+            tx.prepare_cached("INSERT INTO dentries(parent, name, ino) VALUES (?1, ?2, ?3)")?
+                .execute(params![newparent as i64, newname, ino as i64])?;
+            let t = now_ns();
+            add_nlink(tx, ino, 1, Some(t))?;
+            touch_dir(tx, newparent, t)?;
+            get_attr_tx(tx, ino)
+        })
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<Unlinked> {
+        self.write(|tx| {
+            dir_attr_tx(tx, parent)?;
+            let (id, ino) = lookup_tx(tx, parent, name)?.ok_or(MetaError::NotFound)?;
+            let a = get_attr_tx(tx, ino)?;
+            if a.is_dir() {
+                return Err(MetaError::IsDir);
+            }
+            drop_entry(tx, id, parent, &a, now_ns())
+        })
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<Unlinked> {
+        if name == b"." {
+            return Err(MetaError::Invalid("rmdir ."));
+        }
+        if name == b".." {
+            return Err(MetaError::NotEmpty);
+        }
+        self.write(|tx| {
+            dir_attr_tx(tx, parent)?;
+            let (id, ino) = lookup_tx(tx, parent, name)?.ok_or(MetaError::NotFound)?;
+            let a = get_attr_tx(tx, ino)?;
+            if !a.is_dir() {
+                return Err(MetaError::NotDir);
+            }
+            if !is_empty_dir(tx, ino)? {
+                return Err(MetaError::NotEmpty);
+            }
+            drop_entry(tx, id, parent, &a, now_ns())
+        })
+    }
+
+    /// Is `ancestor` on the path from `ino` up to the root?
+    fn is_ancestor(c: &Connection, ancestor: u64, mut ino: u64) -> Result<bool> {
+        let mut steps = 0;
+        while ino != ROOT_INO {
+            if ino == ancestor {
+                return Ok(true);
+            }
+            ino = c
+                .prepare_cached("SELECT parent FROM dentries WHERE ino=?1 LIMIT 1")?
+                .query_row([ino as i64], |r| r.get::<_, i64>(0))
+                .optional()?
+                .ok_or_else(|| MetaError::Corrupt(format!("directory {ino} has no parent")))?
+                as u64;
+            steps += 1;
+            if steps > 1_000_000 {
+                return Err(MetaError::Corrupt("directory cycle".into()));
+            }
+        }
+        Ok(ancestor == ROOT_INO)
+    }
+
+    /// rename(2) with RENAME_NOREPLACE / RENAME_EXCHANGE. Returns the inode
+    /// whose name was replaced, if any.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        noreplace: bool,
+        exchange: bool,
+    ) -> Result<Option<Unlinked>> {
+        check_name(newname)?;
+        self.write(|tx| {
+            dir_attr_tx(tx, parent)?;
+            let np = dir_attr_tx(tx, newparent)?;
+            if np.nlink == 0 {
+                return Err(MetaError::NotFound);
+            }
+            let (sid, sino) = lookup_tx(tx, parent, name)?.ok_or(MetaError::NotFound)?;
+            let sa = get_attr_tx(tx, sino)?;
+            let dst = lookup_tx(tx, newparent, newname)?;
+            let t = now_ns();
+            if sa.is_dir() && parent != newparent && Self::is_ancestor(tx, sino, newparent)? {
+                return Err(MetaError::Invalid("cannot move a directory into itself"));
+            }
+            if exchange {
+                let (did, dino) = dst.ok_or(MetaError::NotFound)?;
+                let da = get_attr_tx(tx, dino)?;
+                if da.is_dir() && parent != newparent && Self::is_ancestor(tx, dino, parent)? {
+                    return Err(MetaError::Invalid("cannot move a directory into itself"));
+                }
+                tx.execute("UPDATE dentries SET ino=?2 WHERE id=?1", params![sid, dino as i64])?;
+                tx.execute("UPDATE dentries SET ino=?2 WHERE id=?1", params![did, sino as i64])?;
+                if parent != newparent && sa.is_dir() != da.is_dir() {
+                    let d = if sa.is_dir() { 1 } else { -1 };
+                    add_nlink(tx, newparent, d, None)?;
+                    add_nlink(tx, parent, -d, None)?;
+                }
+                for ino in [sino, dino] {
+                    tx.execute("UPDATE inodes SET ctime=?2 WHERE ino=?1", params![ino as i64, t])?;
+                }
+                touch_dir(tx, parent, t)?;
+                touch_dir(tx, newparent, t)?;
+                return Ok(None);
+            }
+            let mut replaced = None;
+            if let Some((did, dino)) = dst {
+                if noreplace {
+                    return Err(MetaError::Exists);
+                }
+                if dino == sino {
+                    // Two names of one inode: POSIX says do nothing.
+                    return Ok(None);
+                }
+                let da = get_attr_tx(tx, dino)?;
+                match (sa.is_dir(), da.is_dir()) {
+                    (true, false) => return Err(MetaError::NotDir),
+                    (false, true) => return Err(MetaError::IsDir),
+                    (true, true) if !is_empty_dir(tx, dino)? => return Err(MetaError::NotEmpty),
+                    _ => {}
+                }
+                replaced = Some(drop_entry(tx, did, newparent, &da, t)?);
+            }
+            tx.prepare_cached("UPDATE dentries SET parent=?2, name=?3 WHERE id=?1")?
+                .execute(params![sid, newparent as i64, newname])?;
+            if sa.is_dir() && parent != newparent {
+                add_nlink(tx, parent, -1, None)?;
+                add_nlink(tx, newparent, 1, None)?;
+            }
+            tx.prepare_cached("UPDATE inodes SET ctime=?2 WHERE ino=?1")?
+                .execute(params![sino as i64, t])?;
+            touch_dir(tx, parent, t)?;
+            touch_dir(tx, newparent, t)?;
+            Ok(replaced)
+        })
+    }
+
+    /// Entries with `id > after`, in id order, at most `limit`.
+    pub fn readdir(&self, dir: u64, after: i64, limit: usize) -> Result<Vec<DirEntry>> {
+        let c = self.conn.lock();
+        let mut st = c.prepare_cached(
+            "SELECT i.ino, i.mode, i.uid, i.gid, i.size, i.nlink, i.rdev, i.atime, i.mtime, i.ctime, i.crtime,
+                    d.id, d.name
+             FROM dentries d JOIN inodes i ON i.ino=d.ino
+             WHERE d.parent=?1 AND d.id>?2 ORDER BY d.id LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![dir as i64, after, limit as i64], |r| {
+            Ok(DirEntry {
+                attr: row_attr(r)?,
+                id: r.get(11)?,
+                name: r.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    pub fn setattr(&self, ino: u64, s: &SetAttr) -> Result<Attr> {
+        self.write(|tx| {
+            let mut a = get_attr_tx(tx, ino)?;
+            if let Some(m) = s.mode {
+                a.mode = (a.mode & S_IFMT) | (m & 0o7777);
+            }
+            if let Some(u) = s.uid {
+                a.uid = u;
+            }
+            if let Some(g) = s.gid {
+                a.gid = g;
+            }
+            if let Some(sz) = s.size {
+                a.size = sz;
+            }
+            if let Some(t) = s.atime {
+                a.atime = t;
+            }
+            if let Some(t) = s.mtime {
+                a.mtime = t;
+            }
+            if let Some(t) = s.ctime {
+                a.ctime = t;
+            }
+            tx.prepare_cached(
+                "UPDATE inodes SET mode=?2, uid=?3, gid=?4, size=?5, atime=?6, mtime=?7, ctime=?8 WHERE ino=?1",
+            )?
+            .execute(params![
+                ino as i64, a.mode, a.uid, a.gid, a.size as i64, a.atime, a.mtime, a.ctime
+            ])?;
+            Ok(a)
+        })
+    }
+
+    /// After a write: grow the size if needed and stamp mtime/ctime.
+    pub fn note_write(&self, ino: u64, end: u64, t: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "UPDATE inodes SET size=max(size, ?2), mtime=?3, ctime=?3 WHERE ino=?1",
+            )?
+            .execute(params![ino as i64, end as i64, t])?;
+            Ok(())
+        })
+    }
+
+    /// Make every committed transaction durable (fsync of the WAL): the
+    /// connection runs with synchronous=NORMAL for speed, so fsync() needs
+    /// one commit at FULL.
+    pub fn sync(&self) -> Result<()> {
+        let c = self.conn.lock();
+        c.pragma_update(None, "synchronous", "FULL")?;
+        let r = c.execute(
+            "INSERT INTO kv(key, value) VALUES('sync', 1) ON CONFLICT(key) DO UPDATE SET value=value+1",
+            [],
+        );
+        c.pragma_update(None, "synchronous", "NORMAL")?;
+        r?;
+        Ok(())
+    }
+
+    pub fn touch_atime(&self, ino: u64, t: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.prepare_cached("UPDATE inodes SET atime=?2 WHERE ino=?1")?
+                .execute(params![ino as i64, t])?;
+            Ok(())
+        })
+    }
+
+    // ---- xattrs ----
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        let c = self.conn.lock();
+        get_attr_tx(&c, ino)?;
+        let v = c
+            .prepare_cached("SELECT value FROM xattrs WHERE ino=?1 AND name=?2")?
+            .query_row(params![ino as i64, name], |r| r.get(0))
+            .optional()?;
+        v.ok_or(MetaError::NoAttr)
+    }
+
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        let c = self.conn.lock();
+        get_attr_tx(&c, ino)?;
+        let mut st = c.prepare_cached("SELECT name FROM xattrs WHERE ino=?1 ORDER BY name")?;
+        let rows = st.query_map([ino as i64], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// `create`: fail if it exists (XATTR_CREATE); `replace`: fail if not.
+    pub fn setxattr(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        create: bool,
+        replace: bool,
+    ) -> Result<()> {
+        self.write(|tx| {
+            get_attr_tx(tx, ino)?;
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM xattrs WHERE ino=?1 AND name=?2")?
+                .query_row(params![ino as i64, name], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if create && exists {
+                return Err(MetaError::Exists);
+            }
+            if replace && !exists {
+                return Err(MetaError::NoAttr);
+            }
+            tx.prepare_cached("INSERT OR REPLACE INTO xattrs(ino, name, value) VALUES(?1, ?2, ?3)")?
+                .execute(params![ino as i64, name, value])?;
+            tx.prepare_cached("UPDATE inodes SET ctime=?2 WHERE ino=?1")?
+                .execute(params![ino as i64, now_ns()])?;
+            Ok(())
+        })
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        self.write(|tx| {
+            get_attr_tx(tx, ino)?;
+            let n = tx
+                .prepare_cached("DELETE FROM xattrs WHERE ino=?1 AND name=?2")?
+                .execute(params![ino as i64, name])?;
+            if n == 0 {
+                return Err(MetaError::NoAttr);
+            }
+            tx.prepare_cached("UPDATE inodes SET ctime=?2 WHERE ino=?1")?
+                .execute(params![ino as i64, now_ns()])?;
+            Ok(())
+        })
+    }
+
+    // ---- block map ----
+
+    pub fn block_at(&self, ino: u64, idx: u64) -> Result<Option<BlockRef>> {
+        let c = self.conn.lock();
+        let b = c
+            .prepare_cached(
+                "SELECT b.id, b.hash, b.object, b.offset, b.length, b.plain_len
+                 FROM file_blocks f JOIN blocks b ON b.id=f.block WHERE f.ino=?1 AND f.idx=?2",
+            )?
+            .query_row(params![ino as i64, idx as i64], row_block)
+            .optional()?;
+        Ok(b)
+    }
+
+    pub fn block_by_hash(c: &Connection, hash: &[u8; 32]) -> Result<Option<BlockRef>> {
+        Ok(c.prepare_cached(
+            "SELECT id, hash, object, offset, length, plain_len FROM blocks WHERE hash=?1",
+        )?
+        .query_row([&hash[..]], row_block)
+        .optional()?)
+    }
+
+    /// Point `(ino, idx)` at `block` (which must exist), fixing refcounts.
+    pub fn map_block(tx: &Transaction<'_>, ino: u64, idx: u64, block: i64, gen: u64) -> Result<()> {
+        let old: Option<i64> = tx
+            .prepare_cached("SELECT block FROM file_blocks WHERE ino=?1 AND idx=?2")?
+            .query_row(params![ino as i64, idx as i64], |r| r.get(0))
+            .optional()?;
+        if old == Some(block) {
+            return Ok(());
+        }
+        tx.prepare_cached("INSERT OR REPLACE INTO file_blocks(ino, idx, block) VALUES(?1, ?2, ?3)")?
+            .execute(params![ino as i64, idx as i64, block])?;
+        tx.prepare_cached("UPDATE blocks SET refcount=refcount+1 WHERE id=?1")?
+            .execute([block])?;
+        if let Some(old) = old {
+            decref_block(tx, old, gen)?;
+        }
+        Ok(())
+    }
+
+    /// Drop the mapping of blocks `idx >= from` of a file.
+    pub fn unmap_from(&self, ino: u64, from: u64, gen: u64) -> Result<()> {
+        self.write(|tx| unmap_from_tx(tx, ino, from, gen))
+    }
+
+    /// Delete an inode with no names left (and no open handles).
+    pub fn purge_inode(&self, ino: u64, gen: u64) -> Result<()> {
+        self.write(|tx| {
+            unmap_from_tx(tx, ino, 0, gen)?;
+            tx.execute("DELETE FROM xattrs WHERE ino=?1", [ino as i64])?;
+            tx.execute("DELETE FROM symlinks WHERE ino=?1", [ino as i64])?;
+            tx.execute("DELETE FROM inodes WHERE ino=?1 AND nlink=0", [ino as i64])?;
+            Ok(())
+        })
+    }
+
+    /// Inodes left with no names (open-but-unlinked at a crash).
+    pub fn orphans(&self) -> Result<Vec<u64>> {
+        let c = self.conn.lock();
+        let mut st = c.prepare("SELECT ino FROM inodes WHERE nlink=0")?;
+        let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
+        Ok(rows
+            .map(|r| r.map(|i| i as u64))
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    pub fn counts(&self) -> Result<Counts> {
+        let c = self.conn.lock();
+        let files: i64 = c.query_row("SELECT count(*) FROM inodes", [], |r| r.get(0))?;
+        let (logical, stored, blocks): (i64, i64, i64) = c.query_row(
+            "SELECT coalesce(sum(b.plain_len*b.refcount),0), coalesce(sum(b.length),0), count(*) FROM blocks b",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let unique_plain: i64 =
+            c.query_row("SELECT coalesce(sum(plain_len),0) FROM blocks", [], |r| r.get(0))?;
+        let (objects, object_bytes): (i64, i64) = c.query_row(
+            "SELECT count(*), coalesce(sum(size),0) FROM objects",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(Counts {
+            inodes: files as u64,
+            logical_bytes: logical as u64,
+            unique_bytes: unique_plain as u64,
+            stored_bytes: stored as u64,
+            blocks: blocks as u64,
+            objects: objects as u64,
+            object_bytes: object_bytes as u64,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Counts {
+    pub inodes: u64,
+    /// Bytes of file content referenced, counting each reference.
+    pub logical_bytes: u64,
+    /// Bytes of distinct block content (after dedup, before compression).
+    pub unique_bytes: u64,
+    /// Encoded bytes of those blocks (after compression and encryption).
+    pub stored_bytes: u64,
+    pub blocks: u64,
+    pub objects: u64,
+    pub object_bytes: u64,
+}
+
+fn row_block(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRef> {
+    let h: Vec<u8> = r.get(1)?;
+    let mut hash = [0u8; 32];
+    if h.len() == 32 {
+        hash.copy_from_slice(&h);
+    }
+    Ok(BlockRef {
+        id: r.get(0)?,
+        hash,
+        object: r.get(2)?,
+        offset: r.get::<_, i64>(3)? as u64,
+        length: r.get::<_, i64>(4)? as u64,
+        plain_len: r.get::<_, i64>(5)? as u64,
+    })
+}
+
+fn unmap_from_tx(tx: &Transaction<'_>, ino: u64, from: u64, gen: u64) -> Result<()> {
+    let blocks: Vec<i64> = {
+        let mut st = tx.prepare_cached("SELECT block FROM file_blocks WHERE ino=?1 AND idx>=?2")?;
+        let rows = st.query_map(params![ino as i64, from as i64], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    tx.prepare_cached("DELETE FROM file_blocks WHERE ino=?1 AND idx>=?2")?
+        .execute(params![ino as i64, from as i64])?;
+    for b in blocks {
+        decref_block(tx, b, gen)?;
+    }
+    Ok(())
+}
+
+/// Drop one reference; a block with none left is removed and its bytes no
+/// longer count as live in its object. An object with nothing live is queued
+/// for deletion once metadata generation `gen` is safely shipped.
+pub fn decref_block(tx: &Transaction<'_>, block: i64, gen: u64) -> Result<()> {
+    tx.prepare_cached("UPDATE blocks SET refcount=refcount-1 WHERE id=?1")?
+        .execute([block])?;
+    let row: Option<(i64, i64, i64)> = tx
+        .prepare_cached("SELECT refcount, object, length FROM blocks WHERE id=?1")?
+        .query_row([block], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((rc, object, length)) = row else {
+        return Err(MetaError::Corrupt(format!("block {block} missing")));
+    };
+    if rc > 0 {
+        return Ok(());
+    }
+    tx.prepare_cached("DELETE FROM blocks WHERE id=?1")?
+        .execute([block])?;
+    tx.prepare_cached(
+        "UPDATE objects SET live_bytes=live_bytes-?2, live_blocks=live_blocks-1 WHERE id=?1",
+    )?
+    .execute(params![object, length])?;
+    let live: Option<i64> = tx
+        .prepare_cached("SELECT live_blocks FROM objects WHERE id=?1")?
+        .query_row([object], |r| r.get(0))
+        .optional()?;
+    if live == Some(0) {
+        tx.prepare_cached("DELETE FROM objects WHERE id=?1")?
+            .execute([object])?;
+        tx.prepare_cached("INSERT OR REPLACE INTO dead_objects(id, after_gen) VALUES(?1, ?2)")?
+            .execute(params![object, gen as i64])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Fault injection for tests: errors, latency and truncated uploads that a
+//! real server cannot be made to produce on demand.
+
+use super::{ListPage, ObjectInfo, ObjectStore, Result, StoreError};
+use parking_lot::Mutex;
+use rand::Rng;
+use std::io::Read;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default)]
+pub struct FaultConfig {
+    /// Probability (0..1) that any call fails with a transient error.
+    pub error_rate: f64,
+    /// Added to every call.
+    pub latency: Duration,
+    /// Uploads abort (transient error) after this many body bytes.
+    pub fail_after_bytes: Option<u64>,
+    /// Every call fails while set (simulates an outage).
+    pub down: bool,
+}
+
+impl FaultConfig {
+    /// `error_rate=0.1,latency_ms=5,fail_after_bytes=1000,down=1`
+    pub fn parse(spec: &str) -> std::result::Result<Self, String> {
+        let mut c = FaultConfig::default();
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("fault spec {part:?}: expected key=value"))?;
+            let bad = || format!("fault spec {part:?}: bad value");
+            match k {
+                "error_rate" => c.error_rate = v.parse().map_err(|_| bad())?,
+                "latency_ms" => {
+                    c.latency = Duration::from_millis(v.parse().map_err(|_| bad())?)
+                }
+                "fail_after_bytes" => c.fail_after_bytes = Some(v.parse().map_err(|_| bad())?),
+                "down" => c.down = v == "1" || v == "true",
+                _ => return Err(format!("fault spec: unknown key {k:?}")),
+            }
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Debug)]
+pub struct FaultStore {
+    inner: super::DynStore,
+    pub config: Mutex<FaultConfig>,
+}
+
+impl FaultStore {
+    pub fn new(inner: super::DynStore, config: FaultConfig) -> Self {
+        FaultStore {
+            inner,
+            config: Mutex::new(config),
+        }
+    }
+
+    fn before(&self, key: &str) -> Result<()> {
+        let c = self.config.lock().clone();
+        if !c.latency.is_zero() {
+            std::thread::sleep(c.latency);
+        }
+        if c.down || (c.error_rate > 0.0 && rand::thread_rng().gen_bool(c.error_rate.min(1.0))) {
+            return Err(StoreError::Transient {
+                store: self.url(),
+                key: key.to_string(),
+                message: "injected fault".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn upload(
+        &self,
+        key: &str,
+        len: u64,
+        body: &mut dyn Read,
+        f: impl FnOnce(&mut dyn Read) -> Result<()>,
+    ) -> Result<()> {
+        self.before(key)?;
+        let limit = self.config.lock().fail_after_bytes;
+        match limit {
+            Some(n) if n < len => {
+                // Consume part of the body as a real aborted upload would.
+                let mut sink = Vec::new();
+                let _ = body.take(n).read_to_end(&mut sink);
+                Err(StoreError::Transient {
+                    store: self.url(),
+                    key: key.to_string(),
+                    message: format!("injected connection reset after {n} bytes"),
+                })
+            }
+            _ => f(body),
+        }
+    }
+}
+
+impl ObjectStore for FaultStore {
+    fn url(&self) -> String {
+        self.inner.url()
+    }
+    fn put_stream(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<()> {
+        self.upload(key, len, body, |b| self.inner.put_stream(key, len, b))
+    }
+    fn create_stream(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<()> {
+        self.upload(key, len, body, |b| self.inner.create_stream(key, len, b))
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.before(key)?;
+        self.inner.get(key)
+    }
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.before(key)?;
+        self.inner.get_range(key, offset, len)
+    }
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        self.before(key)?;
+        self.inner.head(key)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.before(key)?;
+        self.inner.delete(key)
+    }
+    fn list(&self, prefix: &str, marker: Option<&str>, limit: usize) -> Result<ListPage> {
+        self.before(prefix)?;
+        self.inner.list(prefix, marker, limit)
+    }
+}

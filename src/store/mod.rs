@@ -1,0 +1,143 @@
+//! Object-store layer: the trait every backend implements, plus wrappers.
+//!
+//! The trait mirrors what Swift offers (PUT with known length, ranged GET,
+//! HEAD, DELETE, bulk delete, paginated LIST, `If-None-Match: *` create) so
+//! the Swift backend can be a thin mapping. It is synchronous: callers are
+//! FUSE worker threads and upload threads, never an async executor.
+
+pub mod fault;
+pub mod local;
+pub mod retry;
+
+use std::io::Read;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {key} not found in {store}")]
+    NotFound { store: String, key: String },
+    #[error("object {key} already exists in {store}")]
+    AlreadyExists { store: String, key: String },
+    #[error("I/O error on {store} ({key}): {source}")]
+    Io {
+        store: String,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A failure worth retrying (connection reset, 5xx, throttling, injected fault).
+    #[error("temporary failure on {store} ({key}): {message}")]
+    Transient {
+        store: String,
+        key: String,
+        message: String,
+    },
+    #[error("invalid store URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Transient { .. } => true,
+            // Local disk errors such as EIO may clear up; ENOSPC etc. will not.
+            StoreError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
+            ),
+            _ => false,
+        }
+    }
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub objects: Vec<ObjectInfo>,
+    /// Pass as `marker` to get the next page; `None` when this was the last.
+    pub next_marker: Option<String>,
+}
+
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// Human-readable location, used in messages ("local:///srv/x").
+    fn url(&self) -> String;
+    /// Store `len` bytes read from `body` under `key`, replacing any object.
+    fn put_stream(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<()>;
+    /// Like `put_stream` but fails with `AlreadyExists` if `key` exists.
+    fn create_stream(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<()>;
+    fn get(&self, key: &str) -> Result<Vec<u8>>;
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>>;
+    /// Deleting a missing object is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        for k in keys {
+            self.delete(k)?;
+        }
+        Ok(())
+    }
+    /// Keys starting with `prefix`, sorted, strictly after `marker`.
+    fn list(&self, prefix: &str, marker: Option<&str>, limit: usize) -> Result<ListPage>;
+
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.put_stream(key, data.len() as u64, &mut &data[..])
+    }
+    fn create(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.create_stream(key, data.len() as u64, &mut &data[..])
+    }
+    /// All keys under `prefix`, following pagination. Listings may be
+    /// eventually consistent on Swift: only fsck and GC hints rely on them.
+    fn list_all(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self.list(prefix, marker.as_deref(), 1000)?;
+            out.extend(page.objects);
+            match page.next_marker {
+                Some(m) => marker = Some(m),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+pub type DynStore = Arc<dyn ObjectStore>;
+
+/// Open a store from its URL. `local:///abs/path` for now; Swift comes next.
+pub fn open(url: &str) -> Result<DynStore> {
+    let bad = |reason: &str| StoreError::BadUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let store: DynStore = if let Some(rest) = url.strip_prefix("local://") {
+        if !rest.starts_with('/') {
+            return Err(bad("a local store needs an absolute path: local:///srv/swiftgate/store"));
+        }
+        Arc::new(local::LocalStore::open(rest)?)
+    } else if url.starts_with("swift://") || url.starts_with("swiftks://") {
+        return Err(bad("Swift support is not built yet; use local:///path"));
+    } else {
+        return Err(bad("expected local:///absolute/path"));
+    };
+    // Test hook: SWIFTGATE_FAULTS injects failures into a running mount.
+    let store = match std::env::var("SWIFTGATE_FAULTS") {
+        Ok(spec) if !spec.is_empty() => {
+            let cfg = fault::FaultConfig::parse(&spec).map_err(|e| bad(&e))?;
+            Arc::new(fault::FaultStore::new(store, cfg)) as DynStore
+        }
+        _ => store,
+    };
+    Ok(Arc::new(retry::RetryStore::new(store, retry::RetryPolicy::default())))
+}
