@@ -1,1 +1,21 @@
-fn main(){}
+use clap::Parser;
+
+fn main() {
+    let cli = swiftgate::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWIFTGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match swiftgate::cli::run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            // One line: the chain of causes, outermost first.
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("swiftgate: {}", msg.join(": "));
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,1 +1,271 @@
-pub fn run() -> anyhow::Result<()> { Ok(()) }
+//! Command-line interface. Errors become one clear line and a non-zero exit.
+
+pub mod control;
+pub mod mount;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::data::Compression;
+
+#[derive(Debug, Parser)]
+#[command(name = "swiftgate", version, about = "File gateway whose bytes live in object storage")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Create a filesystem in an object store.
+    Mkfs {
+        /// local:///absolute/path
+        store: String,
+        /// No encryption (blocks are still compressed and checksummed).
+        #[arg(long, conflicts_with = "passphrase_file")]
+        plain: bool,
+        /// File whose first line is the passphrase.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Block size, e.g. 4M (power of two, 64K..64M).
+        #[arg(long, default_value = "4M", value_parser = parse_size)]
+        block_size: u64,
+        /// none, zstd or zstd:LEVEL.
+        #[arg(long, default_value = "zstd:3")]
+        compression: Compression,
+        /// Erase whatever the store holds.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Mount a filesystem; returns once it is usable.
+    Mount(mount::MountArgs),
+    /// Flush everything to the store, then unmount.
+    Umount { mountpoint: PathBuf },
+    /// Check a filesystem (not mounted) and repair what can be repaired.
+    Fsck {
+        store: String,
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Download and verify every block too.
+        #[arg(long)]
+        verify_data: bool,
+        /// Only report, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Figures of a mounted filesystem.
+    Stat {
+        mountpoint: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Control a mounted filesystem.
+    Ctl {
+        mountpoint: PathBuf,
+        #[arg(value_parser = ["flush", "backup-metadata", "drop-cache"])]
+        action: String,
+    },
+    /// Create (first time) and mount a demo filesystem on the local store.
+    Demo {
+        #[arg(long, default_value = "/var/lib/swiftgate/demo-store")]
+        store_dir: PathBuf,
+        #[arg(long, default_value = "/mnt/swiftgate")]
+        mountpoint: PathBuf,
+    },
+}
+
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = s[i..].to_ascii_uppercase();
+            let m: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => return Err(format!("invalid size {s:?}: use e.g. 512M, 10G")),
+            };
+            (&s[..i], m)
+        }
+        None => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("invalid size {s:?}: use e.g. 512M, 10G"))
+}
+
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    match num.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(Duration::from_secs_f64(v * mult)),
+        _ => Err(format!("invalid duration {s:?}: use e.g. 30s, 5m")),
+    }
+}
+
+pub fn read_passphrase(path: Option<&Path>) -> Result<Option<Vec<u8>>> {
+    let Some(p) = path else { return Ok(None) };
+    let s = std::fs::read(p).with_context(|| format!("reading passphrase file {}", p.display()))?;
+    let line = s.split(|&b| b == b'\n').next().unwrap_or(&[]).to_vec();
+    if line.is_empty() {
+        bail!("passphrase file {} is empty", p.display());
+    }
+    Ok(Some(line))
+}
+
+fn human(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", units[u])
+}
+
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.cmd {
+        Cmd::Mkfs {
+            store,
+            plain,
+            passphrase_file,
+            block_size,
+            compression,
+            force,
+        } => {
+            let passphrase = read_passphrase(passphrase_file.as_deref())?;
+            if passphrase.is_none() && !plain {
+                bail!("give --passphrase-file FILE to encrypt, or --plain for no encryption");
+            }
+            let s = crate::store::open(&store)?;
+            let p = crate::fs::engine::mkfs(
+                &s,
+                &crate::fs::engine::MkfsOptions {
+                    block_size: u32::try_from(block_size).unwrap_or(u32::MAX),
+                    compression,
+                    passphrase,
+                    force,
+                },
+            )?;
+            println!(
+                "created filesystem {} in {} (block size {}, {}, {})",
+                p.uuid,
+                s.url(),
+                human(p.block_size as u64),
+                match p.compression {
+                    Compression::None => "no compression".to_string(),
+                    Compression::Zstd(l) => format!("zstd level {l}"),
+                },
+                if p.encryption.is_some() {
+                    "AES-256-GCM"
+                } else {
+                    "not encrypted"
+                }
+            );
+            Ok(0)
+        }
+        Cmd::Mount(args) => mount::mount(args),
+        Cmd::Umount { mountpoint } => mount::umount(&mountpoint),
+        Cmd::Fsck {
+            store,
+            passphrase_file,
+            verify_data,
+            dry_run,
+        } => {
+            let passphrase = read_passphrase(passphrase_file.as_deref())?;
+            let s = crate::store::open(&store)?;
+            let params = crate::fs::engine::read_params(&s)?;
+            let key = params.unlock(passphrase.as_deref())?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let report = crate::meta::fsck::run(
+                &s,
+                &params,
+                key.as_ref(),
+                &crate::meta::fsck::FsckOptions {
+                    verify_data,
+                    dry_run,
+                },
+                &|phase, done, total| {
+                    bar.set_message(phase.to_string());
+                    bar.set_length(total);
+                    bar.set_position(done);
+                },
+            )?;
+            bar.finish_and_clear();
+            for line in &report.findings {
+                println!("{line}");
+            }
+            let (code, word) = match report.outcome() {
+                crate::meta::fsck::Outcome::Clean => (0, "clean"),
+                crate::meta::fsck::Outcome::Repaired => (1, "repaired"),
+                crate::meta::fsck::Outcome::Unrepairable => (2, "damaged: data was lost"),
+            };
+            println!("fsck: {word} ({} inodes, {} blocks checked)", report.inodes, report.blocks);
+            Ok(code)
+        }
+        Cmd::Stat { mountpoint, json } => {
+            let v = control::request(&mountpoint, "stat", |_| {})?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let g = |a: &str, b: &str| v[a][b].as_u64().unwrap_or(0);
+                let logical = g("counts", "logical_bytes");
+                let unique = g("counts", "unique_bytes");
+                let stored = g("counts", "stored_bytes");
+                println!("files (inodes):     {}", g("counts", "inodes"));
+                println!("logical data:       {}", human(logical));
+                println!("after dedup:        {}", human(unique));
+                println!("stored (encoded):   {}", human(stored));
+                if unique > 0 && stored > 0 {
+                    println!("dedup ratio:        {:.2}", logical as f64 / unique as f64);
+                    println!("compression ratio:  {:.2}", unique as f64 / stored as f64);
+                }
+                println!("objects:            {}", g("counts", "objects"));
+                println!(
+                    "cache used:         {} of {}",
+                    human(g("cache", "used_bytes")),
+                    human(g("cache", "cache_size"))
+                );
+                println!(
+                    "cache dirty:        {} of {} ({} blocks)",
+                    human(g("cache", "dirty_bytes")),
+                    human(g("cache", "dirty_limit")),
+                    g("cache", "dirty_blocks")
+                );
+                println!("upload queue:       {}", g("cache", "upload_queue"));
+                println!("metadata generation {}", v["metadata_generation"]);
+            }
+            Ok(0)
+        }
+        Cmd::Ctl { mountpoint, action } => {
+            let v = control::request(&mountpoint, &action, |_| {})?;
+            println!("{action}: done {}", if v.is_null() { String::new() } else { v.to_string() });
+            Ok(0)
+        }
+        Cmd::Demo {
+            store_dir,
+            mountpoint,
+        } => mount::demo(&store_dir, &mountpoint),
+    }
+}

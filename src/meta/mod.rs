@@ -4,6 +4,7 @@
 //! Namespace operations are single transactions, so a crash leaves the
 //! namespace either before or after an operation, never in between.
 
+pub mod fsck;
 pub mod lease;
 pub mod ship;
 
@@ -191,7 +192,7 @@ fn get_attr_tx(c: &Connection, ino: u64) -> Result<Attr> {
         .ok_or(MetaError::NotFound)
 }
 
-fn lookup_tx(c: &Connection, parent: u64, name: &[u8]) -> Result<Option<(i64, u64)>> {
+pub(crate) fn lookup_tx(c: &Connection, parent: u64, name: &[u8]) -> Result<Option<(i64, u64)>> {
     Ok(c
         .prepare_cached("SELECT id, ino FROM dentries WHERE parent=?1 AND name=?2")?
         .query_row(params![parent as i64, name], |r| {
@@ -832,7 +833,7 @@ pub struct Counts {
     pub object_bytes: u64,
 }
 
-fn row_block(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRef> {
+pub(crate) fn row_block(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRef> {
     let h: Vec<u8> = r.get(1)?;
     let mut hash = [0u8; 32];
     if h.len() == 32 {
@@ -846,6 +847,10 @@ fn row_block(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRef> {
         length: r.get::<_, i64>(4)? as u64,
         plain_len: r.get::<_, i64>(5)? as u64,
     })
+}
+
+pub(crate) fn unmap_all(tx: &Transaction<'_>, ino: u64, gen: u64) -> Result<()> {
+    unmap_from_tx(tx, ino, 0, gen)
 }
 
 fn unmap_from_tx(tx: &Transaction<'_>, ino: u64, from: u64, gen: u64) -> Result<()> {

@@ -1,0 +1,372 @@
+//! `mount` (daemonizes, returns once usable), `umount`, `demo`.
+
+use super::{control, parse_duration, parse_size, read_passphrase};
+use crate::fs::engine::{Engine, OpenOptions};
+use crate::fs::fuse::FuseFs;
+use crate::fs::Durability;
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args, Clone)]
+pub struct MountArgs {
+    pub store: String,
+    pub mountpoint: PathBuf,
+    #[arg(long, default_value = "/var/cache/swiftgate")]
+    pub cache_dir: PathBuf,
+    /// Local cache size limit.
+    #[arg(long, default_value = "10G", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Dirty (not yet uploaded) bytes before writers wait.
+    #[arg(long, default_value = "2G", value_parser = parse_size)]
+    pub dirty_limit: u64,
+    #[arg(long, default_value_t = 8)]
+    pub upload_workers: usize,
+    /// local: fsync = on the cache disk; remote: fsync = in the store.
+    #[arg(long, default_value = "local")]
+    pub durability: Durability,
+    /// Longest time namespace changes wait before being shipped.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub metadata_interval: Duration,
+    /// How long a dirty block rests before upload.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, hide = true)]
+    pub upload_delay: Duration,
+    /// Lifetime of the mount lease (renewed every third of it).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Mount although a previous mount's lease is left (it must be dead).
+    #[arg(long)]
+    pub takeover: bool,
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+    /// Stay in the foreground (logs to stderr).
+    #[arg(long)]
+    pub foreground: bool,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 4, hide = true)]
+    pub fuse_threads: usize,
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    let Ok(s) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let canon = p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let want = canon.to_string_lossy().replace(' ', "\\040");
+    s.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+fn check_mountpoint(mp: &Path) -> Result<()> {
+    match std::fs::metadata(mp) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "{} is a dead swiftgate mount (its process is gone): run `swiftgate umount {}` first",
+            mp.display(),
+            mp.display()
+        ),
+        Err(e) => bail!("mountpoint {}: {e}", mp.display()),
+        Ok(m) if !m.is_dir() => bail!("mountpoint {} is not a directory", mp.display()),
+        Ok(_) => {}
+    }
+    if is_mountpoint(mp) {
+        bail!("{} is already a mountpoint", mp.display());
+    }
+    if std::fs::read_dir(mp)?.next().is_some() {
+        bail!(
+            "mountpoint {} is not empty; mount on an empty directory",
+            mp.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn mount(a: MountArgs) -> Result<i32> {
+    check_mountpoint(&a.mountpoint)?;
+    if a.dirty_limit > a.cache_size {
+        bail!("--dirty-limit must not exceed --cache-size");
+    }
+    let passphrase = read_passphrase(a.passphrase_file.as_deref())?;
+    let mp = a.mountpoint.canonicalize()?;
+    if a.foreground {
+        return serve(a, mp, passphrase, None);
+    }
+    // Fork before any thread exists; the parent waits for the child to say
+    // the mount is usable (or why it failed).
+    let (rd, wr) = nix::unistd::pipe()?;
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(wr);
+            let mut msg = String::new();
+            std::fs::File::from(rd).read_to_string(&mut msg)?;
+            match msg.strip_prefix("OK") {
+                Some(_) => Ok(0),
+                None if msg.is_empty() => bail!("the mount process died during start-up"),
+                None => bail!("{}", msg.trim_start_matches("ERR ").trim()),
+            }
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(rd);
+            let _ = nix::unistd::setsid();
+            redirect_stdio(&a.cache_dir);
+            let code = match serve(a, mp, passphrase, Some(wr)) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+fn redirect_stdio(cache_dir: &Path) {
+    let _ = std::fs::create_dir_all(cache_dir);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cache_dir.join("mount.log"));
+    let null = std::fs::File::open("/dev/null");
+    unsafe {
+        if let Ok(n) = &null {
+            libc::dup2(n.as_raw_fd(), 0);
+        }
+        if let Ok(l) = &log {
+            libc::dup2(l.as_raw_fd(), 1);
+            libc::dup2(l.as_raw_fd(), 2);
+        }
+    }
+}
+
+fn serve(a: MountArgs, mp: PathBuf, passphrase: Option<Vec<u8>>, ready: Option<OwnedFd>) -> Result<i32> {
+    let mut ready = ready.map(|fd| unsafe { std::fs::File::from_raw_fd(fd_into_raw(fd)) });
+    let res = start(&a, &mp, passphrase);
+    let (engine, mut session) = match res {
+        Ok(v) => v,
+        Err(e) => {
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            if let Some(w) = ready.as_mut() {
+                let _ = write!(w, "ERR {}", msg.join(": "));
+                return Ok(1);
+            }
+            return Err(e);
+        }
+    };
+    let unmounter = Arc::new(parking_lot::Mutex::new(session.unmount_callable()));
+    let sock = control::socket_for(&mp);
+    {
+        let engine = engine.clone();
+        let unmounter = unmounter.clone();
+        let handler: Arc<control::Handler> = Arc::new(move |cmd: &str, progress: &mut dyn FnMut(serde_json::Value)| {
+            handle(&engine, &unmounter, cmd, progress)
+        });
+        control::serve(&sock, handler)?;
+    }
+    {
+        // SIGTERM/SIGINT: unmount cleanly; the session loop then returns
+        // and everything is flushed below.
+        let unmounter = unmounter.clone();
+        let mut signals =
+            signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+        std::thread::spawn(move || {
+            for _ in signals.forever() {
+                tracing::info!("signal received: unmounting");
+                if let Err(e) = unmounter.lock().unmount() {
+                    tracing::error!("unmount on signal failed: {e}");
+                }
+            }
+        });
+    }
+    if let Some(mut w) = ready.take() {
+        let _ = w.write_all(b"OK");
+    }
+    tracing::info!(mountpoint = %mp.display(), "mounted");
+    let run = session.run();
+    let closed = engine.close();
+    let _ = std::fs::remove_file(&sock);
+    run.context("FUSE session")?;
+    closed?;
+    tracing::info!("unmounted cleanly");
+    Ok(0)
+}
+
+fn fd_into_raw(fd: OwnedFd) -> i32 {
+    use std::os::fd::IntoRawFd;
+    fd.into_raw_fd()
+}
+
+fn start(a: &MountArgs, mp: &Path, passphrase: Option<Vec<u8>>) -> Result<(Arc<Engine>, fuser::Session<FuseFs>)> {
+    let store = crate::store::open(&a.store)?;
+    let engine = Engine::open(
+        store,
+        &OpenOptions {
+            cache_dir: a.cache_dir.clone(),
+            cache_size: a.cache_size,
+            dirty_limit: a.dirty_limit,
+            upload_workers: a.upload_workers,
+            upload_delay: a.upload_delay,
+            durability: a.durability,
+            metadata_interval: a.metadata_interval,
+            lease_ttl: a.lease_ttl,
+            takeover: a.takeover,
+            passphrase,
+        },
+    )?;
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::FSName(format!("swiftgate:{}", a.store)),
+        fuser::MountOption::Subtype("swiftgate".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoAtime,
+        fuser::MountOption::Dev,
+        fuser::MountOption::Suid,
+    ];
+    if a.allow_other {
+        cfg.acl = fuser::SessionACL::All;
+    }
+    cfg.n_threads = Some(a.fuse_threads.max(1));
+    cfg.clone_fd = true;
+    let fs = FuseFs {
+        fs: engine.fs.clone(),
+    };
+    match fuser::Session::new(fs, mp, &cfg) {
+        Ok(s) => Ok((engine, s)),
+        Err(e) => {
+            let _ = engine.close();
+            Err(e).with_context(|| format!("mounting FUSE at {}", mp.display()))
+        }
+    }
+}
+
+fn handle(
+    engine: &Arc<Engine>,
+    unmounter: &parking_lot::Mutex<fuser::SessionUnmounter>,
+    cmd: &str,
+    progress: &mut dyn FnMut(serde_json::Value),
+) -> std::result::Result<serde_json::Value, String> {
+    let fs = &engine.fs;
+    match cmd {
+        "stat" => {
+            let counts = fs.counts().map_err(|e| e.to_string())?;
+            Ok(json!({
+                "uuid": engine.params.uuid,
+                "store": engine.store.url(),
+                "block_size": engine.params.block_size,
+                "counts": counts,
+                "cache": fs.cache().stats(),
+                "metadata_generation": fs.shipper().shipped_gen(),
+            }))
+        }
+        "flush" | "umount" => {
+            let p = std::cell::RefCell::new(progress);
+            engine
+                .flush(&|n| (p.borrow_mut())(json!(n)))
+                .map_err(|e| e.to_string())?;
+            if cmd == "umount" {
+                unmounter.lock().unmount().map_err(|e| {
+                    format!("data is flushed, but unmounting failed: {e} (is a file still open?)")
+                })?;
+            }
+            Ok(serde_json::Value::Null)
+        }
+        "backup-metadata" => {
+            let gen = fs.shipper().ship(true).map_err(|e| e.to_string())?;
+            Ok(json!({ "generation": gen }))
+        }
+        "drop-cache" => {
+            fs.cache().drop_clean();
+            Ok(serde_json::Value::Null)
+        }
+        _ => Err(format!("unknown command {cmd:?}")),
+    }
+}
+
+pub fn umount(mp: &Path) -> Result<i32> {
+    let sock = control::socket_for(mp);
+    if !sock.exists() {
+        if is_mountpoint(mp) || matches!(std::fs::metadata(mp), Err(ref e) if e.raw_os_error() == Some(libc::ENOTCONN)) {
+            nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH)
+                .with_context(|| format!("detaching {}", mp.display()))?;
+            eprintln!(
+                "the mount process for {} was gone; detached the mount. Blocks not yet uploaded stay in the cache and upload at the next mount",
+                mp.display()
+            );
+            return Ok(0);
+        }
+        bail!("{} is not a swiftgate mount", mp.display());
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} uploading: {pos}/{len} blocks left {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let r = control::request(mp, "umount", |p| {
+        let n = p.as_u64().unwrap_or(0);
+        if n > bar.length().unwrap_or(0) {
+            bar.set_length(n);
+        }
+        bar.set_position(n);
+    });
+    bar.finish_and_clear();
+    r?;
+    // The process exits once the lease is released; wait for the socket.
+    for _ in 0..600 {
+        if !sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(0)
+}
+
+pub fn demo(store_dir: &Path, mp: &Path) -> Result<i32> {
+    let url = format!("local://{}", store_dir.display());
+    std::fs::create_dir_all(store_dir)?;
+    std::fs::create_dir_all(mp)?;
+    let store = crate::store::open(&url)?;
+    if crate::fs::engine::read_params(&store).is_err() {
+        let p = crate::fs::engine::mkfs(
+            &store,
+            &crate::fs::engine::MkfsOptions {
+                block_size: crate::fs::engine::DEFAULT_BLOCK_SIZE,
+                compression: crate::data::Compression::Zstd(3),
+                passphrase: None,
+                force: false,
+            },
+        )?;
+        println!("created demo filesystem {} in {url}", p.uuid);
+    }
+    drop(store);
+    if is_mountpoint(mp) {
+        println!("{} is already mounted", mp.display());
+        return Ok(0);
+    }
+    let args = MountArgs {
+        store: url.clone(),
+        mountpoint: mp.to_path_buf(),
+        cache_dir: PathBuf::from("/var/cache/swiftgate"),
+        cache_size: 10 << 30,
+        dirty_limit: 2 << 30,
+        upload_workers: 8,
+        durability: Durability::Local,
+        metadata_interval: Duration::from_secs(30),
+        upload_delay: Duration::from_secs(1),
+        lease_ttl: Duration::from_secs(60),
+        allow_other: true,
+        takeover: false,
+        passphrase_file: None,
+        foreground: false,
+        fuse_threads: 4,
+    };
+    mount(args)?;
+    println!("mounted {url} at {}", mp.display());
+    println!("try: cp -r /usr/share/doc {0}/ && swiftgate stat {0}", mp.display());
+    println!("unmount with: swiftgate umount {}", mp.display());
+    Ok(0)
+}

@@ -1,0 +1,365 @@
+//! Putting the layers together: mkfs, opening a filesystem for mounting
+//! (params, lease, metadata from local disk or the store, cache), the
+//! background shipping/lease loop, and a clean shutdown.
+
+use super::{Durability, Fs};
+use crate::cache::{Cache, CacheConfig, CacheError};
+use crate::data::params::ParamsError;
+use crate::data::{BlockCodec, Compression, MasterKey, Params};
+use crate::meta::lease::{Lease, LeaseError};
+use crate::meta::ship::{self, meta_codec, ShipError, Shipper, KV_FS_UUID, KV_SHIPPED_GEN};
+use crate::meta::{Meta, MetaError};
+use crate::store::{DynStore, StoreError};
+use parking_lot::{Condvar, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const PARAMS_KEY: &str = "params";
+pub const DEFAULT_BLOCK_SIZE: u32 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{url} holds no swiftgate filesystem (no params object); create one with `swiftgate mkfs {url}`")]
+    NoFilesystem { url: String },
+    #[error("{url} already holds a swiftgate filesystem (uuid {uuid}); use --force to destroy it and start over")]
+    AlreadyFormatted { url: String, uuid: String },
+    #[error("{url} is not empty ({count} objects) and does not look like a swiftgate filesystem; use --force to erase it")]
+    NotEmpty { url: String, count: usize },
+    #[error("invalid block size {0}: use a power of two between 64 KiB and 64 MiB")]
+    BadBlockSize(u64),
+    #[error("{0}")]
+    Params(#[from] ParamsError),
+    #[error("{0}")]
+    Lease(#[from] LeaseError),
+    #[error("object store: {0}")]
+    Store(#[from] StoreError),
+    #[error("metadata: {0}")]
+    Meta(#[from] MetaError),
+    #[error("metadata shipping: {0}")]
+    Ship(#[from] ShipError),
+    #[error("cache: {0}")]
+    Cache(#[from] CacheError),
+    #[error("cache directory {path}: {source}")]
+    CacheDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("data could not be flushed: {0}")]
+    Flush(String),
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+#[derive(Debug, Clone)]
+pub struct MkfsOptions {
+    pub block_size: u32,
+    pub compression: Compression,
+    pub passphrase: Option<Vec<u8>>,
+    pub force: bool,
+}
+
+pub fn read_params(store: &DynStore) -> Result<Params> {
+    match store.get(PARAMS_KEY) {
+        Ok(d) => Ok(Params::from_json(&d)?),
+        Err(e) if e.is_not_found() => Err(EngineError::NoFilesystem { url: store.url() }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn mkfs(store: &DynStore, o: &MkfsOptions) -> Result<Params> {
+    let bs = o.block_size as u64;
+    if !bs.is_power_of_two() || !(64 << 10..=64 << 20).contains(&bs) {
+        return Err(EngineError::BadBlockSize(bs));
+    }
+    let existing = store.list_all("")?;
+    if !existing.is_empty() {
+        if !o.force {
+            return match read_params(store) {
+                Ok(p) => Err(EngineError::AlreadyFormatted {
+                    url: store.url(),
+                    uuid: p.uuid,
+                }),
+                Err(_) => Err(EngineError::NotEmpty {
+                    url: store.url(),
+                    count: existing.len(),
+                }),
+            };
+        }
+        let keys: Vec<String> = existing.into_iter().map(|o| o.key).collect();
+        store.delete_many(&keys)?;
+    }
+    let (params, key) = Params::new(o.block_size, o.compression, o.passphrase.as_deref())?;
+    // The first metadata generation: an empty root directory.
+    let tmp = tempdir_for_mkfs()?;
+    let db = tmp.join("meta.db");
+    {
+        let meta = Arc::new(Meta::open(&db)?);
+        meta.init_root(0o755, 0, 0)?;
+        meta.kv_set(KV_FS_UUID, params.uuid.as_bytes())?;
+        let shipper = Shipper::new(store.clone(), meta_codec(key.as_ref()), meta, 0);
+        shipper.ship(true)?;
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    // Params last: a store with params is a complete filesystem.
+    store.put(PARAMS_KEY, &params.to_json())?;
+    Ok(params)
+}
+
+fn tempdir_for_mkfs() -> Result<PathBuf> {
+    let p = std::env::temp_dir().join(format!(
+        "swiftgate-mkfs-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&p).map_err(|source| EngineError::CacheDir {
+        path: p.clone(),
+        source,
+    })?;
+    Ok(p)
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub cache_dir: PathBuf,
+    pub cache_size: u64,
+    pub dirty_limit: u64,
+    pub upload_workers: usize,
+    pub upload_delay: Duration,
+    pub durability: Durability,
+    pub metadata_interval: Duration,
+    pub lease_ttl: Duration,
+    pub takeover: bool,
+    pub passphrase: Option<Vec<u8>>,
+}
+
+/// Everything a live mount needs, minus the FUSE session itself.
+pub struct Engine {
+    pub store: DynStore,
+    pub params: Params,
+    pub fs: Arc<Fs>,
+    pub dir: PathBuf,
+    lease: Mutex<Option<Lease>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    bg: Mutex<Option<std::thread::JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("dir", &self.dir).finish()
+    }
+}
+
+/// Pick up local metadata if it is current, else rebuild from the store.
+/// Returns the generation the local copy corresponds to.
+fn prepare_metadata(
+    store: &DynStore,
+    codec: &BlockCodec,
+    dir: &Path,
+    uuid: &str,
+) -> Result<u64> {
+    let db = dir.join("meta.db");
+    let latest = ship::latest_gen(store)?;
+    if db.exists() {
+        let local = Meta::open(&db)?;
+        let same_fs = local.kv_get(KV_FS_UUID)?.as_deref() == Some(uuid.as_bytes());
+        let gen = local
+            .kv_get(KV_SHIPPED_GEN)?
+            .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok())
+            .unwrap_or(0);
+        drop(local);
+        if same_fs && gen >= latest {
+            tracing::info!(gen, "using local metadata");
+            return Ok(gen);
+        }
+        // Stale: another host wrote newer metadata. Local dirty blocks
+        // belong to the old view; keep them aside rather than lose them.
+        let dirty = dir.join("dirty");
+        if dirty.exists() {
+            let aside = dir.join(format!("stale-dirty-{}", meta_now_secs()));
+            let _ = std::fs::rename(&dirty, &aside);
+            tracing::warn!(
+                "local metadata (generation {gen}) is older than the store's ({latest}); \
+                 rebuilt from the store, unuploaded local blocks moved to {}",
+                aside.display()
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir.join("blocks"));
+    }
+    let gen = ship::restore(store, codec, &db)?;
+    tracing::info!(gen, "metadata rebuilt from the store");
+    Ok(gen)
+}
+
+fn meta_now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Engine {
+    pub fn open(store: DynStore, o: &OpenOptions) -> Result<Arc<Engine>> {
+        let params = read_params(&store)?;
+        let key: Option<MasterKey> = params.unlock(o.passphrase.as_deref())?;
+        let lease = Lease::acquire(store.clone(), o.lease_ttl, o.takeover)?;
+        let res = Self::open_locked(store.clone(), params, key, o, lease);
+        res
+    }
+
+    fn open_locked(
+        store: DynStore,
+        params: Params,
+        key: Option<MasterKey>,
+        o: &OpenOptions,
+        lease: Lease,
+    ) -> Result<Arc<Engine>> {
+        let dir = o.cache_dir.join(&params.uuid);
+        let setup = || -> Result<(Arc<Fs>,)> {
+            std::fs::create_dir_all(&dir).map_err(|source| EngineError::CacheDir {
+                path: dir.clone(),
+                source,
+            })?;
+            let mcodec = meta_codec(key.as_ref());
+            let gen = prepare_metadata(&store, &mcodec, &dir, &params.uuid)?;
+            let meta = Arc::new(Meta::open(&dir.join("meta.db"))?);
+            meta.kv_set(KV_FS_UUID, params.uuid.as_bytes())?;
+            let shipper = Arc::new(Shipper::new(store.clone(), mcodec, meta.clone(), gen));
+            let bs = params.block_size as u64;
+            let cfg = CacheConfig {
+                dir: dir.clone(),
+                block_size: bs,
+                cache_size: o.cache_size,
+                dirty_limit: o.dirty_limit.min(o.cache_size),
+                upload_workers: o.upload_workers,
+                upload_delay: o.upload_delay,
+                pack_threshold: (bs / 2).min(1 << 20),
+                pack_target: (2 * bs).clamp(4 << 20, 16 << 20),
+            };
+            let codec = BlockCodec::new(key.as_ref(), params.compression);
+            let cache = Cache::new(cfg, store.clone(), codec, meta.clone(), shipper.clone())?;
+            cache.start_workers();
+            let fs = Arc::new(Fs::new(meta, cache, shipper, o.durability).map_err(|e| {
+                EngineError::Flush(format!("cleaning orphans failed: {e}"))
+            })?);
+            Ok((fs,))
+        };
+        let (fs,) = match setup() {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = lease.release();
+                return Err(e);
+            }
+        };
+        let engine = Arc::new(Engine {
+            store,
+            params,
+            fs,
+            dir,
+            lease: Mutex::new(Some(lease)),
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
+            bg: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        });
+        let me = engine.clone();
+        let interval = o.metadata_interval;
+        let renew_every = o.lease_ttl / 3;
+        *engine.bg.lock() = Some(
+            std::thread::Builder::new()
+                .name("ship".into())
+                .spawn(move || me.background(interval, renew_every))
+                .expect("spawn background thread"),
+        );
+        Ok(engine)
+    }
+
+    fn background(&self, interval: Duration, renew_every: Duration) {
+        let mut last_ship = Instant::now();
+        let mut last_renew = Instant::now();
+        let (lock, cv) = &*self.stop;
+        loop {
+            {
+                let mut stop = lock.lock();
+                if *stop {
+                    return;
+                }
+                cv.wait_for(&mut stop, Duration::from_millis(500));
+                if *stop {
+                    return;
+                }
+            }
+            if last_renew.elapsed() >= renew_every {
+                if let Some(l) = self.lease.lock().as_mut() {
+                    match l.renew() {
+                        Ok(()) => last_renew = Instant::now(),
+                        Err(e) => tracing::error!("renewing the mount lease failed: {e}"),
+                    }
+                }
+            }
+            if last_ship.elapsed() >= interval {
+                match self.fs.shipper().ship(false) {
+                    Ok(_) => last_ship = Instant::now(),
+                    Err(e) => tracing::warn!("shipping metadata failed (will retry): {e}"),
+                }
+            }
+        }
+    }
+
+    /// Upload everything and ship the metadata; `progress` gets the number
+    /// of blocks still waiting, now and then.
+    pub fn flush(&self, progress: &dyn Fn(usize)) -> Result<()> {
+        let cache = self.fs.cache().clone();
+        let done = Arc::new(AtomicBool::new(false));
+        let d2 = done.clone();
+        let c2 = cache.clone();
+        let waiter = std::thread::spawn(move || {
+            let r = c2.flush(None);
+            d2.store(true, Ordering::Release);
+            r
+        });
+        while !done.load(Ordering::Acquire) {
+            progress(cache.dirty_count());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        progress(0);
+        waiter
+            .join()
+            .map_err(|_| EngineError::Flush("flush thread panicked".into()))??;
+        self.fs.shipper().ship(false)?;
+        Ok(())
+    }
+
+    /// Clean shutdown: flush, stop background work, release the lease.
+    pub fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let r = self.flush(&|_| {});
+        {
+            let (lock, cv) = &*self.stop;
+            *lock.lock() = true;
+            cv.notify_all();
+        }
+        if let Some(h) = self.bg.lock().take() {
+            let _ = h.join();
+        }
+        self.fs.cache().shutdown();
+        r?;
+        if let Some(l) = self.lease.lock().take() {
+            l.release()?;
+        }
+        Ok(())
+    }
+
+    /// Stop without flushing or releasing the lease (tests simulate a crash).
+    pub fn abandon(&self) {
+        self.closed.store(true, Ordering::Release);
+        let (lock, cv) = &*self.stop;
+        *lock.lock() = true;
+        cv.notify_all();
+        self.fs.cache().shutdown();
+    }
+}
