@@ -256,6 +256,7 @@ fn handle(
             let counts = fs.counts().map_err(|e| e.to_string())?;
             Ok(json!({
                 "uuid": engine.params.uuid,
+                "pid": std::process::id(),
                 "store": engine.store.url(),
                 "block_size": engine.params.block_size,
                 "counts": counts,
@@ -289,7 +290,10 @@ fn handle(
 
 pub fn umount(mp: &Path) -> Result<i32> {
     let sock = control::socket_for(mp);
-    if !sock.exists() {
+    // A socket nobody listens on is left by a killed mount process.
+    let alive = sock.exists() && std::os::unix::net::UnixStream::connect(&sock).is_ok();
+    if !alive {
+        let _ = std::fs::remove_file(&sock);
         if is_mountpoint(mp) || matches!(std::fs::metadata(mp), Err(ref e) if e.raw_os_error() == Some(libc::ENOTCONN)) {
             nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH)
                 .with_context(|| format!("detaching {}", mp.display()))?;

@@ -1,0 +1,267 @@
+//! Test harness: real swiftgate mounts through the real binary, each in its
+//! own temp dir; everything is unmounted and removed on drop, also when the
+//! test fails.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_swiftgate");
+
+pub fn unique_dir(tag: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let base = std::env::var_os("SWIFTGATE_TEST_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let p = base.join(format!(
+        "sgt-{tag}-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        rand_u32()
+    ));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .unwrap();
+    u32::from_le_bytes(b)
+}
+
+pub fn run(args: &[&str]) -> Output {
+    run_env(args, &[])
+}
+
+pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run swiftgate")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+pub fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "swiftgate failed: {}\nstdout: {}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    o
+}
+
+/// A filesystem in a local store plus a mountpoint and cache of its own.
+pub struct TestFs {
+    pub root: PathBuf,
+    pub store: String,
+    pub mp: PathBuf,
+    pub cache: PathBuf,
+    pub passfile: Option<PathBuf>,
+    pub mount_env: Vec<(String, String)>,
+}
+
+impl TestFs {
+    /// mkfs with `mkfs_args` (default: --plain, 64K blocks so multi-block
+    /// paths are exercised by small files).
+    pub fn new(mkfs_args: &[&str]) -> TestFs {
+        let root = unique_dir("fs");
+        let store = format!("local://{}/store", root.display());
+        let mp = root.join("mp");
+        std::fs::create_dir_all(&mp).unwrap();
+        let mut t = TestFs {
+            cache: root.join("cache"),
+            root,
+            store,
+            mp,
+            passfile: None,
+            mount_env: Vec::new(),
+        };
+        let mut args = vec!["mkfs", &t.store];
+        let mut owned: Vec<String> = Vec::new();
+        if mkfs_args.is_empty() {
+            args.extend(["--plain", "--block-size", "64K"]);
+        } else {
+            owned.extend(mkfs_args.iter().map(|s| s.to_string()));
+        }
+        if let Some(i) = owned.iter().position(|a| a == "--passphrase") {
+            let pf = t.root.join("pass");
+            std::fs::write(&pf, format!("{}\n", owned[i + 1])).unwrap();
+            owned.splice(i..i + 2, ["--passphrase-file".to_string(), pf.display().to_string()]);
+            t.passfile = Some(pf);
+        }
+        let refs: Vec<&str> = owned.iter().map(|s| s.as_str()).collect();
+        args.extend(refs);
+        ok(run(&args));
+        t
+    }
+
+    pub fn new_mounted() -> TestFs {
+        let t = TestFs::new(&[]);
+        t.mount(&[]);
+        t
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mp.join(rel)
+    }
+
+    pub fn try_mount_at(&self, mp: &Path, cache: &Path, extra: &[&str]) -> Output {
+        let mut args: Vec<String> = vec![
+            "mount".into(),
+            self.store.clone(),
+            mp.display().to_string(),
+            "--cache-dir".into(),
+            cache.display().to_string(),
+            "--allow-other".into(),
+            "--upload-delay".into(),
+            "200ms".into(),
+        ];
+        if let Some(p) = &self.passfile {
+            if !extra.contains(&"--passphrase-file") {
+                args.push("--passphrase-file".into());
+                args.push(p.display().to_string());
+            }
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let env: Vec<(&str, &str)> = self
+            .mount_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        run_env(&refs, &env)
+    }
+
+    pub fn mount(&self, extra: &[&str]) {
+        ok(self.try_mount_at(&self.mp, &self.cache, extra));
+    }
+
+    pub fn umount(&self) {
+        ok(run(&["umount", &self.mp.display().to_string()]));
+        wait_unmounted(&self.mp);
+    }
+
+    /// Stat JSON of the mount.
+    pub fn stat(&self) -> serde_json::Value {
+        let o = ok(run(&["stat", "--json", &self.mp.display().to_string()]));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// Simulate a crash: SIGKILL the mount process, detach the dead mount.
+    pub fn kill9(&self) {
+        let pid = self.stat()["pid"].as_u64().unwrap() as i32;
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            // A zombie is reaped by init; the process is gone once its
+            // status is Z or the entry vanishes.
+            let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if st.contains(") Z ") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ok(run(&["umount", &self.mp.display().to_string()]));
+        wait_unmounted(&self.mp);
+    }
+
+    pub fn fsck(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["fsck".to_string(), self.store.clone()];
+        if let Some(p) = &self.passfile {
+            args.push("--passphrase-file".into());
+            args.push(p.display().to_string());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        run(&refs)
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        PathBuf::from(self.store.strip_prefix("local://").unwrap())
+    }
+
+    /// All stored object bytes under data/.
+    pub fn stored_data_bytes(&self) -> u64 {
+        dir_size(&self.store_dir().join("data"))
+    }
+}
+
+pub fn dir_size(p: &Path) -> u64 {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let m = e.metadata().unwrap();
+            n += if m.is_dir() { dir_size(&e.path()) } else { m.len() };
+        }
+    }
+    n
+}
+
+pub fn is_mounted(mp: &Path) -> bool {
+    let s = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = mp.display().to_string();
+    s.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+pub fn wait_unmounted(mp: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while is_mounted(mp) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for TestFs {
+    fn drop(&mut self) {
+        for mp in [self.mp.clone(), self.root.join("mp2")] {
+            if is_mounted(&mp) {
+                let _ = run(&["umount", &mp.display().to_string()]);
+                if is_mounted(&mp) {
+                    let _ = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+        }
+        if std::env::var_os("SWIFTGATE_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+pub fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    // xorshift: reproducible, incompressible enough.
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    use sha2::Digest;
+    let d = std::fs::read(p).unwrap();
+    hex::encode(sha2::Sha256::digest(&d))
+}
