@@ -105,6 +105,7 @@ struct Pack {
     recs: Vec<PendingRec>,
     hashes: HashSet<Hash>,
     started: Option<Instant>,
+    last_added: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -796,15 +797,6 @@ impl Cache {
     fn pick(&self, st: &mut State) -> Option<Job> {
         let now = Instant::now();
         let pressure = st.writers_waiting > 0 || st.flush_all;
-        let pack_due = st.pack.started.is_some_and(|s| {
-            pressure
-                || now.duration_since(s) >= self.cfg.upload_delay
-                || st.pack.recs.iter().any(|r| st.urgent.contains(&r.key.0))
-        });
-        if !st.pack.recs.is_empty() && (pack_due || st.pack.buf.len() as u64 >= self.cfg.pack_target) {
-            st.uploads_in_flight += 1;
-            return Some(Job::Pack(std::mem::take(&mut st.pack)));
-        }
         let mut best: Option<((u64, u64), Instant)> = None;
         for (k, d) in st.dirty.iter() {
             if d.uploading || d.version % 2 == 1 {
@@ -817,6 +809,24 @@ impl Cache {
             if due && best.is_none_or(|(_, m)| d.modified < m) {
                 best = Some((*k, d.modified));
             }
+        }
+        // A pack fills while small blocks keep coming; it goes once full,
+        // once writing pauses or it grows old, or, when someone waits for
+        // it, once no more blocks are queued that could still join it.
+        let max_age = (self.cfg.upload_delay * 10).max(Duration::from_secs(5));
+        let pack_due = match (st.pack.started, st.pack.last_added) {
+            (Some(s), Some(l)) => {
+                st.pack.buf.len() as u64 >= self.cfg.pack_target
+                    || now.duration_since(l) >= self.cfg.upload_delay
+                    || now.duration_since(s) >= max_age
+                    || (best.is_none()
+                        && (pressure || st.pack.recs.iter().any(|r| st.urgent.contains(&r.key.0))))
+            }
+            _ => false,
+        };
+        if pack_due {
+            st.uploads_in_flight += 1;
+            return Some(Job::Pack(std::mem::take(&mut st.pack)));
         }
         let (k, _) = best?;
         let d = st.dirty.get_mut(&k)?;
@@ -892,6 +902,7 @@ impl Cache {
                 span,
             });
             st.pack.started.get_or_insert_with(Instant::now);
+            st.pack.last_added = Some(Instant::now());
             self.cv.notify_all();
             return Ok(()); // stays `uploading` until the pack is stored
         }

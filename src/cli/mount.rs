@@ -105,7 +105,12 @@ pub fn mount(a: MountArgs) -> Result<i32> {
             let mut msg = String::new();
             std::fs::File::from(rd).read_to_string(&mut msg)?;
             match msg.strip_prefix("OK") {
-                Some(_) => Ok(0),
+                Some(rest) => {
+                    for w in rest.lines().filter(|l| !l.is_empty()) {
+                        eprintln!("swiftgate: warning: {w}");
+                    }
+                    Ok(0)
+                }
                 None if msg.is_empty() => bail!("the mount process died during start-up"),
                 None => bail!("{}", msg.trim_start_matches("ERR ").trim()),
             }
@@ -184,7 +189,11 @@ fn serve(a: MountArgs, mp: PathBuf, passphrase: Option<Vec<u8>>, ready: Option<O
         });
     }
     if let Some(mut w) = ready.take() {
-        let _ = w.write_all(b"OK");
+        let _ = write!(w, "OK\n{}", engine.warnings.join("\n"));
+    } else {
+        for w in &engine.warnings {
+            eprintln!("swiftgate: warning: {w}");
+        }
     }
     tracing::info!(mountpoint = %mp.display(), "mounted");
     let run = session.run();
@@ -277,6 +286,9 @@ fn handle(
             Ok(serde_json::Value::Null)
         }
         "backup-metadata" => {
+            // Data first: a generation whose blocks are all stored is one a
+            // new host can use without reading zeros.
+            fs.cache().flush(None).map_err(|e| e.to_string())?;
             let gen = fs.shipper().ship(true).map_err(|e| e.to_string())?;
             Ok(json!({ "generation": gen }))
         }

@@ -145,6 +145,9 @@ pub struct Engine {
     stop: Arc<(Mutex<bool>, Condvar)>,
     bg: Mutex<Option<std::thread::JoinHandle<()>>>,
     closed: AtomicBool,
+    /// Things the person mounting should hear about (e.g. a metadata
+    /// generation that had to be skipped).
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -160,6 +163,7 @@ fn prepare_metadata(
     codec: &BlockCodec,
     dir: &Path,
     uuid: &str,
+    warnings: &mut Vec<String>,
 ) -> Result<u64> {
     let db = dir.join("meta.db");
     let latest = ship::latest_gen(store)?;
@@ -181,15 +185,18 @@ fn prepare_metadata(
         if dirty.exists() {
             let aside = dir.join(format!("stale-dirty-{}", meta_now_secs()));
             let _ = std::fs::rename(&dirty, &aside);
-            tracing::warn!(
-                "local metadata (generation {gen}) is older than the store's ({latest}); \
-                 rebuilt from the store, unuploaded local blocks moved to {}",
+            let w = format!(
+                "local metadata (generation {gen}) is older than the store's ({latest}): \
+                 rebuilt from the store; blocks never uploaded from here were moved to {}",
                 aside.display()
             );
+            tracing::warn!("{w}");
+            warnings.push(w);
         }
         let _ = std::fs::remove_dir_all(dir.join("blocks"));
     }
-    let gen = ship::restore(store, codec, &db)?;
+    let (gen, warning) = ship::restore(store, codec, &db)?;
+    warnings.extend(warning);
     tracing::info!(gen, "metadata rebuilt from the store");
     Ok(gen)
 }
@@ -218,13 +225,14 @@ impl Engine {
         lease: Lease,
     ) -> Result<Arc<Engine>> {
         let dir = o.cache_dir.join(&params.uuid);
-        let setup = || -> Result<(Arc<Fs>,)> {
+        let mut warnings = Vec::new();
+        let mut setup = || -> Result<(Arc<Fs>,)> {
             std::fs::create_dir_all(&dir).map_err(|source| EngineError::CacheDir {
                 path: dir.clone(),
                 source,
             })?;
             let mcodec = meta_codec(key.as_ref());
-            let gen = prepare_metadata(&store, &mcodec, &dir, &params.uuid)?;
+            let gen = prepare_metadata(&store, &mcodec, &dir, &params.uuid, &mut warnings)?;
             let meta = Arc::new(Meta::open(&dir.join("meta.db"))?);
             meta.kv_set(KV_FS_UUID, params.uuid.as_bytes())?;
             let shipper = Arc::new(Shipper::new(store.clone(), mcodec, meta.clone(), gen));
@@ -263,6 +271,7 @@ impl Engine {
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             bg: Mutex::new(None),
             closed: AtomicBool::new(false),
+            warnings,
         });
         let me = engine.clone();
         let interval = o.metadata_interval;

@@ -99,9 +99,12 @@ fn run_locked(
     let _cleanup = scopeguard(tmp.clone());
     let mcodec = meta_codec(key);
     let db = tmp.join("meta.db");
-    let gen = ship::restore(store, &mcodec, &db)?;
+    let (gen, warning) = ship::restore(store, &mcodec, &db)?;
     let meta = Arc::new(Meta::open(&db)?);
     let mut rep = Report::default();
+    if let Some(w) = warning {
+        rep.findings.push(format!("warning: {w}"));
+    }
     let codec = BlockCodec::new(key, params.compression);
 
     // ---- namespace

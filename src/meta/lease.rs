@@ -50,6 +50,17 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+fn pid_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie has exited already.
+        Ok(st) => !st.contains(") Z "),
+        Err(_) => false,
+    }
+}
+
 pub fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -87,7 +98,7 @@ impl Lease {
             expires_unix: t + ttl.as_secs(),
         };
         let body = serde_json::to_vec(&info).expect("serialize lease");
-        for _ in 0..2 {
+        for _ in 0..3 {
             match store.create(LEASE_KEY, &body) {
                 Ok(()) => return Ok(Lease { store, info, ttl }),
                 Err(StoreError::AlreadyExists { .. }) => {}
@@ -96,6 +107,14 @@ impl Lease {
             let Some(cur) = read(&store)? else {
                 continue; // released meanwhile: try again
             };
+            // Our own host, and the holder process is gone: it crashed
+            // here, so nobody else can be using the filesystem through it.
+            let dead_here = cur.host == hostname() && !pid_alive(cur.pid);
+            if dead_here {
+                tracing::warn!(pid = cur.pid, "previous mount on this host died: taking over its lease");
+                store.delete(LEASE_KEY)?;
+                continue;
+            }
             if cur.expires_unix > now() {
                 return Err(LeaseError::Held {
                     host: cur.host,

@@ -65,8 +65,13 @@ pub fn latest_gen(store: &DynStore) -> Result<u64, StoreError> {
     Ok(gen)
 }
 
-/// Write the newest readable snapshot to `dest`; returns its generation.
-pub fn restore(store: &DynStore, codec: &BlockCodec, dest: &Path) -> Result<u64, ShipError> {
+/// Write the newest readable snapshot to `dest`; returns its generation
+/// and, if newer generations had to be skipped, a warning saying so.
+pub fn restore(
+    store: &DynStore,
+    codec: &BlockCodec,
+    dest: &Path,
+) -> Result<(u64, Option<String>), ShipError> {
     let latest = latest_gen(store)?;
     let mut errors = Vec::new();
     let oldest = latest.saturating_sub(KEEP_GENERATIONS * 2).max(1);
@@ -81,14 +86,14 @@ pub fn restore(store: &DynStore, codec: &BlockCodec, dest: &Path) -> Result<u64,
         };
         match decode_snapshot(codec, gen, &rec) {
             Ok(db) => {
-                if gen != latest {
-                    tracing::error!(
-                        "metadata generation {latest} is unusable ({}); fell back to generation {gen}: changes after it are lost",
+                let warning = (gen != latest).then(|| {
+                    format!(
+                        "metadata generation {latest} is unusable ({}); fell back to generation {gen}: namespace changes after it are lost",
                         errors.join("; ")
-                    );
-                    eprintln!(
-                        "warning: metadata generation {latest} is unusable; using the previous generation {gen}"
-                    );
+                    )
+                });
+                if let Some(w) = &warning {
+                    tracing::error!("{w}");
                 }
                 let tmp = dest.with_extension("restore");
                 std::fs::write(&tmp, &db)?;
@@ -96,7 +101,7 @@ pub fn restore(store: &DynStore, codec: &BlockCodec, dest: &Path) -> Result<u64,
                     let _ = std::fs::remove_file(dest.with_extension(ext));
                 }
                 std::fs::rename(&tmp, dest)?;
-                return Ok(gen);
+                return Ok((gen, warning));
             }
             Err(e) => errors.push(format!("generation {gen}: {e}")),
         }

@@ -1,0 +1,417 @@
+//! Engine behaviour through real mounts: dedup, encryption, leases, crash
+//! recovery, new-host rebuild, fault injection, corruption, backpressure.
+
+mod common;
+use common::*;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn dedup_same_data_twice_stores_it_once() {
+    let t = TestFs::new(&["--plain"]);
+    t.mount(&[]);
+    let data = random_bytes(100 * MIB as usize, 7);
+    fs::write(t.path("a"), &data).unwrap();
+    fs::write(t.path("b"), &data).unwrap();
+    t.umount();
+    let stored = t.stored_data_bytes();
+    assert!(
+        stored > 100 * MIB && stored < 105 * MIB,
+        "200 MiB of files holding the same 100 MiB stored as {stored} bytes"
+    );
+    t.mount(&[]);
+    let s = t.stat();
+    assert_eq!(s["counts"]["logical_bytes"].as_u64().unwrap(), 200 * MIB);
+    assert_eq!(s["counts"]["unique_bytes"].as_u64().unwrap(), 100 * MIB);
+    assert_eq!(sha256_file(&t.path("b")), sha256_file(&t.path("a")));
+}
+
+fn store_contains(dir: &Path, needle: &[u8]) -> bool {
+    let mut found = false;
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found |= store_contains(&p, needle);
+        } else {
+            let d = fs::read(&p).unwrap();
+            found |= d.windows(needle.len()).any(|w| w == needle);
+        }
+    }
+    found
+}
+
+#[test]
+fn encryption_hides_names_and_content() {
+    let marker = b"PLAINTEXT-MARKER-8d1f";
+    let write = |t: &TestFs| {
+        t.mount(&[]);
+        let mut body = Vec::new();
+        for _ in 0..2000 {
+            body.extend_from_slice(marker);
+        }
+        fs::write(t.path("PLAINTEXT-MARKER-8d1f.txt"), &body).unwrap();
+        fs::write(t.path("small"), marker).unwrap();
+        t.umount();
+    };
+    // Control: without encryption or compression the scan does find it.
+    let plain = TestFs::new(&["--plain", "--compression", "none"]);
+    write(&plain);
+    assert!(store_contains(&plain.store_dir(), marker));
+    let enc = TestFs::new(&["--passphrase", "correct horse"]);
+    write(&enc);
+    assert!(!store_contains(&enc.store_dir(), marker), "plaintext leaked into the store");
+    // A wrong passphrase is refused with a clear message.
+    let bad = enc.root.join("badpass");
+    fs::write(&bad, "wrong horse\n").unwrap();
+    let o = enc.try_mount_at(&enc.mp, &enc.cache, &["--passphrase-file", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
+    // And the right one reads it back, from the store alone.
+    fs::remove_dir_all(&enc.cache).unwrap();
+    enc.mount(&[]);
+    assert_eq!(fs::read(enc.path("small")).unwrap(), marker);
+}
+
+#[test]
+fn second_live_mount_is_refused() {
+    let t = TestFs::new_mounted();
+    let mp2 = t.root.join("mp2");
+    fs::create_dir(&mp2).unwrap();
+    let o = t.try_mount_at(&mp2, &t.root.join("cache2"), &[]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("mounted by") && e.contains("Unmount it there"), "{e}");
+    // --takeover does not override a live lease either.
+    let o = t.try_mount_at(&mp2, &t.root.join("cache2"), &["--takeover"]);
+    assert!(!o.status.success(), "takeover of a live lease must fail");
+}
+
+fn write_lease(t: &TestFs, host: &str, expires_in: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let lease = serde_json::json!({
+        "host": host, "pid": 1, "mount_id": "feedfeedfeedfeed",
+        "acquired_unix": now - 100, "expires_unix": now + expires_in,
+    });
+    fs::write(t.store_dir().join("lease"), lease.to_string()).unwrap();
+}
+
+#[test]
+fn expired_lease_of_another_host_needs_takeover() {
+    let t = TestFs::new(&[]);
+    write_lease(&t, "other-gateway", 3600);
+    let o = t.try_mount_at(&t.mp, &t.cache, &[]);
+    assert!(stderr(&o).contains("mounted by other-gateway"), "{}", stderr(&o));
+    write_lease(&t, "other-gateway", -10);
+    let o = t.try_mount_at(&t.mp, &t.cache, &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--takeover"), "{}", stderr(&o));
+    t.mount(&["--takeover"]);
+    fs::write(t.path("x"), b"mine now").unwrap();
+}
+
+#[test]
+fn kill9_keeps_every_fsynced_file() {
+    let t = TestFs::new_mounted();
+    let done = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (d2, s2, mp) = (done.clone(), stop.clone(), t.mp.clone());
+    let writer = std::thread::spawn(move || {
+        for i in 0u64.. {
+            if s2.load(Ordering::Relaxed) {
+                break;
+            }
+            let data = random_bytes(10_000 + (i as usize * 7919) % 300_000, i);
+            let r = (|| -> std::io::Result<()> {
+                let mut f = File::create(mp.join(format!("f{i}")))?;
+                f.write_all(&data)?;
+                f.sync_all()
+            })();
+            if r.is_err() {
+                break;
+            }
+            d2.lock().unwrap().push(i);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    t.kill9();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let done = done.lock().unwrap().clone();
+    assert!(done.len() > 5, "writer made too little progress: {}", done.len());
+    // Same host, same cache: the dead mount's lease is taken over.
+    t.mount(&[]);
+    for i in &done {
+        let want = random_bytes(10_000 + (*i as usize * 7919) % 300_000, *i);
+        assert_eq!(fs::read(t.path(&format!("f{i}"))).unwrap(), want, "fsynced file f{i} damaged");
+    }
+    t.umount();
+    let o = t.fsck(&["--verify-data"]);
+    assert_eq!(o.status.code(), Some(0), "fsck after crash recovery: {}", String::from_utf8_lossy(&o.stdout));
+}
+
+#[test]
+fn new_host_after_crash_sees_what_was_shipped() {
+    let t = TestFs::new(&[]);
+    t.mount(&["--metadata-interval", "1s"]);
+    for i in 0..20 {
+        fs::write(t.path(&format!("old{i}")), random_bytes(50_000, i)).unwrap();
+    }
+    fs::create_dir(t.path("olddir")).unwrap();
+    // Longer than the metadata interval plus the upload delay.
+    std::thread::sleep(Duration::from_secs(4));
+    t.kill9();
+    // A new host: no local cache at all.
+    let fresh = t.root.join("cache-new-host");
+    ok(t.try_mount_at(&t.mp, &fresh, &[]));
+    for i in 0..20 {
+        assert_eq!(fs::read(t.path(&format!("old{i}"))).unwrap(), random_bytes(50_000, i));
+    }
+    assert!(t.path("olddir").is_dir());
+}
+
+#[test]
+fn durability_remote_fsync_reaches_the_store() {
+    let t = TestFs::new(&[]);
+    t.mount(&["--durability", "remote", "--metadata-interval", "1h"]);
+    let data = random_bytes(500_000, 11);
+    let mut f = File::create(t.path("durable")).unwrap();
+    f.write_all(&data).unwrap();
+    f.sync_all().unwrap();
+    t.kill9();
+    let fresh = t.root.join("cache-new-host");
+    ok(t.try_mount_at(&t.mp, &fresh, &[]));
+    assert_eq!(fs::read(t.path("durable")).unwrap(), data);
+}
+
+#[test]
+fn faulty_store_never_corrupts_data() {
+    let mut t = TestFs::new(&[]);
+    t.mount_env = vec![("SWIFTGATE_FAULTS".into(), "error_rate=0.15,latency_ms=1".into())];
+    t.mount(&[]);
+    for i in 0..40u64 {
+        fs::write(t.path(&format!("f{i}")), random_bytes(1000 + i as usize * 9000, i)).unwrap();
+    }
+    fs::write(t.path("big"), random_bytes(3 * MIB as usize, 99)).unwrap();
+    t.umount();
+    t.mount_env.clear();
+    fs::remove_dir_all(&t.cache).unwrap();
+    t.mount(&[]);
+    for i in 0..40u64 {
+        assert_eq!(fs::read(t.path(&format!("f{i}"))).unwrap(), random_bytes(1000 + i as usize * 9000, i));
+    }
+    assert_eq!(fs::read(t.path("big")).unwrap(), random_bytes(3 * MIB as usize, 99));
+    t.umount();
+    let o = t.fsck(&["--verify-data"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+fn data_objects(t: &TestFs) -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    for d in fs::read_dir(t.store_dir().join("data")).unwrap().flatten() {
+        for f in fs::read_dir(d.path()).unwrap().flatten() {
+            v.push(f.path());
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn corrupt_or_missing_object_gives_eio_and_fsck_reports_it() {
+    let t = TestFs::new_mounted();
+    fs::write(t.path("victim"), random_bytes(64 * 1024, 5)).unwrap();
+    t.umount();
+    let objs = data_objects(&t);
+    assert_eq!(objs.len(), 1);
+    let mut d = fs::read(&objs[0]).unwrap();
+    let n = d.len();
+    d[n / 2] ^= 0x01;
+    fs::write(&objs[0], &d).unwrap();
+    fs::remove_dir_all(&t.cache).unwrap();
+    t.mount(&[]);
+    assert_eq!(errno_of(fs::read(t.path("victim"))), libc::EIO);
+    // Other files are unaffected and the filesystem keeps working.
+    fs::write(t.path("fine"), b"ok").unwrap();
+    assert_eq!(fs::read(t.path("fine")).unwrap(), b"ok");
+    t.umount();
+    let o = t.fsck(&["--verify-data"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("DATA LOST"), "{out}");
+    // After the repair the damaged range reads as zeros, not garbage.
+    t.mount(&[]);
+    assert_eq!(fs::read(t.path("victim")).unwrap(), vec![0u8; 64 * 1024]);
+    assert_eq!(fs::read(t.path("fine")).unwrap(), b"ok");
+    t.umount();
+    assert_eq!(t.fsck(&[]).status.code(), Some(0));
+}
+
+#[test]
+fn fsck_removes_orphan_objects() {
+    let t = TestFs::new_mounted();
+    fs::write(t.path("a"), b"a").unwrap();
+    t.umount();
+    fs::create_dir_all(t.store_dir().join("data/ff")).unwrap();
+    fs::write(t.store_dir().join("data/ff/00000000000000ff"), b"junk").unwrap();
+    let o = t.fsck(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(!t.store_dir().join("data/ff/00000000000000ff").exists());
+    assert_eq!(t.fsck(&[]).status.code(), Some(0));
+    // fsck refuses to run on a mounted filesystem.
+    t.mount(&[]);
+    let o = t.fsck(&[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("mounted by"), "{}", stderr(&o));
+}
+
+#[test]
+fn mkfs_refuses_existing_and_foreign_stores() {
+    let t = TestFs::new(&[]);
+    let o = run(&["mkfs", &t.store, "--plain"]);
+    assert!(stderr(&o).contains("already holds a swiftgate filesystem"), "{}", stderr(&o));
+    ok(run(&["mkfs", &t.store, "--plain", "--force"]));
+    let foreign = unique_dir("foreign");
+    fs::write(foreign.join("somebody-elses-file"), b"x").unwrap();
+    let url = format!("local://{}", foreign.display());
+    let o = run(&["mkfs", &url, "--plain"]);
+    assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
+    assert!(foreign.join("somebody-elses-file").exists());
+    let o = run(&["mkfs", "local://relative/path", "--plain"]);
+    assert!(stderr(&o).contains("absolute"), "{}", stderr(&o));
+    let o = run(&["mkfs", &url]);
+    assert!(stderr(&o).contains("--passphrase-file"), "{}", stderr(&o));
+    let _ = fs::remove_dir_all(&foreign);
+}
+
+#[test]
+fn newer_format_is_refused() {
+    let t = TestFs::new(&[]);
+    let p = t.store_dir().join("params");
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+    v["format_version"] = 99.into();
+    fs::write(&p, v.to_string()).unwrap();
+    let o = t.try_mount_at(&t.mp, &t.cache, &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("upgrade swiftgate"), "{}", stderr(&o));
+}
+
+#[test]
+fn corrupt_metadata_snapshot_falls_back_a_generation() {
+    let t = TestFs::new_mounted();
+    fs::write(t.path("first"), b"1").unwrap();
+    ok(run(&["ctl", t.mp.to_str().unwrap(), "backup-metadata"]));
+    fs::write(t.path("second"), b"2").unwrap();
+    t.umount();
+    let latest: u64 = fs::read_to_string(t.store_dir().join("meta/latest")).unwrap().trim().parse().unwrap();
+    let snap = t.store_dir().join(format!("meta/snap-{latest:016x}"));
+    let mut d = fs::read(&snap).unwrap();
+    let n = d.len();
+    d[n - 10] ^= 0xff;
+    fs::write(&snap, d).unwrap();
+    fs::remove_dir_all(&t.cache).unwrap();
+    let o = t.try_mount_at(&t.mp, &t.cache, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains(&format!("generation {latest} is unusable")), "{e}");
+    assert_eq!(fs::read(t.path("first")).unwrap(), b"1");
+    assert!(!t.path("second").exists());
+}
+
+#[test]
+fn writes_wait_instead_of_failing_when_dirty_limit_is_reached() {
+    let mut t = TestFs::new(&[]);
+    // A slow store and a tiny cache: the writer must be throttled to the
+    // upload rate, never get an error, and the cache must stay bounded.
+    t.mount_env = vec![("SWIFTGATE_FAULTS".into(), "latency_ms=15".into())];
+    t.mount(&["--cache-size", "4M", "--dirty-limit", "2M", "--upload-workers", "2"]);
+    let peak = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (p2, s2, cache) = (peak.clone(), stop.clone(), t.cache.clone());
+    let mon = std::thread::spawn(move || {
+        while !s2.load(Ordering::Relaxed) {
+            let mut used = 0;
+            for sub in ["dirty", "blocks"] {
+                if let Ok(rd) = fs::read_dir(&cache) {
+                    for fsdir in rd.flatten() {
+                        used += dir_size(&fsdir.path().join(sub));
+                    }
+                }
+            }
+            p2.fetch_max(used, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let data = random_bytes(24 * MIB as usize, 3);
+    let start = Instant::now();
+    let mut f = File::create(t.path("stream")).unwrap();
+    for chunk in data.chunks(128 * 1024) {
+        f.write_all(chunk).unwrap();
+    }
+    drop(f);
+    stop.store(true, Ordering::Relaxed);
+    mon.join().unwrap();
+    let peak = peak.load(Ordering::Relaxed);
+    // Room for one block per writer beyond the limit, plus in-flight files.
+    assert!(peak <= 4 * MIB + 1024 * 1024, "cache grew to {peak} bytes (limit 4 MiB)");
+    assert!(t.stat()["cache"]["writer_waits"].as_u64().unwrap() > 0, "writer never waited");
+    eprintln!("24 MiB through a 4 MiB cache in {:?}", start.elapsed());
+    t.umount();
+    fs::remove_dir_all(&t.cache).unwrap();
+    t.mount_env.clear();
+    t.mount(&[]);
+    assert_eq!(fs::read(t.path("stream")).unwrap(), data);
+}
+
+#[test]
+fn small_files_are_packed() {
+    let t = TestFs::new(&["--plain"]);
+    t.mount(&[]);
+    for i in 0..2000u64 {
+        fs::write(t.path(&format!("small-{i}.txt")), random_bytes(2000 + (i as usize % 5000), i)).unwrap();
+    }
+    t.umount();
+    let objs = data_objects(&t).len();
+    assert!(objs < 40, "2000 small files became {objs} objects");
+    fs::remove_dir_all(&t.cache).unwrap();
+    t.mount(&[]);
+    for i in (0..2000u64).step_by(97) {
+        assert_eq!(fs::read(t.path(&format!("small-{i}.txt"))).unwrap(), random_bytes(2000 + (i as usize % 5000), i));
+    }
+}
+
+#[test]
+fn umount_waits_for_uploads_and_new_host_sees_all() {
+    let t = TestFs::new(&[]);
+    t.mount(&["--upload-delay", "30s"]);
+    fs::write(t.path("late"), random_bytes(300_000, 8)).unwrap();
+    t.umount();
+    fs::remove_dir_all(&t.cache).unwrap();
+    t.mount(&[]);
+    assert_eq!(fs::read(t.path("late")).unwrap(), random_bytes(300_000, 8));
+}
+
+#[test]
+fn ctl_and_stat_commands() {
+    let t = TestFs::new_mounted();
+    fs::write(t.path("x"), random_bytes(200_000, 1)).unwrap();
+    ok(run(&["ctl", t.mp.to_str().unwrap(), "flush"]));
+    let s = t.stat();
+    assert_eq!(s["cache"]["dirty_blocks"].as_u64().unwrap(), 0);
+    ok(run(&["ctl", t.mp.to_str().unwrap(), "drop-cache"]));
+    assert_eq!(t.stat()["cache"]["clean_blocks"].as_u64().unwrap(), 0);
+    assert_eq!(fs::read(t.path("x")).unwrap(), random_bytes(200_000, 1));
+    let human = ok(run(&["stat", t.mp.to_str().unwrap()]));
+    assert!(String::from_utf8_lossy(&human.stdout).contains("files (inodes)"));
+    let o = run(&["stat", t.root.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no swiftgate mount"), "{}", stderr(&o));
+}
