@@ -65,11 +65,18 @@ fn encryption_hides_names_and_content() {
     assert!(store_contains(&plain.store_dir(), marker));
     let enc = TestFs::new(&["--passphrase", "correct horse"]);
     write(&enc);
-    assert!(!store_contains(&enc.store_dir(), marker), "plaintext leaked into the store");
+    assert!(
+        !store_contains(&enc.store_dir(), marker),
+        "plaintext leaked into the store"
+    );
     // A wrong passphrase is refused with a clear message.
     let bad = enc.root.join("badpass");
     fs::write(&bad, "wrong horse\n").unwrap();
-    let o = enc.try_mount_at(&enc.mp, &enc.cache, &["--passphrase-file", bad.to_str().unwrap()]);
+    let o = enc.try_mount_at(
+        &enc.mp,
+        &enc.cache,
+        &["--passphrase-file", bad.to_str().unwrap()],
+    );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
     // And the right one reads it back, from the store alone.
@@ -86,7 +93,10 @@ fn second_live_mount_is_refused() {
     let o = t.try_mount_at(&mp2, &t.root.join("cache2"), &[]);
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains("mounted by") && e.contains("Unmount it there"), "{e}");
+    assert!(
+        e.contains("mounted by") && e.contains("Unmount it there"),
+        "{e}"
+    );
     // --takeover does not override a live lease either.
     let o = t.try_mount_at(&mp2, &t.root.join("cache2"), &["--takeover"]);
     assert!(!o.status.success(), "takeover of a live lease must fail");
@@ -109,7 +119,11 @@ fn expired_lease_of_another_host_needs_takeover() {
     let t = TestFs::new(&[]);
     write_lease(&t, "other-gateway", 3600);
     let o = t.try_mount_at(&t.mp, &t.cache, &[]);
-    assert!(stderr(&o).contains("mounted by other-gateway"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("mounted by other-gateway"),
+        "{}",
+        stderr(&o)
+    );
     write_lease(&t, "other-gateway", -10);
     let o = t.try_mount_at(&t.mp, &t.cache, &[]);
     assert!(!o.status.success());
@@ -146,16 +160,29 @@ fn kill9_keeps_every_fsynced_file() {
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     let done = done.lock().unwrap().clone();
-    assert!(done.len() > 5, "writer made too little progress: {}", done.len());
+    assert!(
+        done.len() > 5,
+        "writer made too little progress: {}",
+        done.len()
+    );
     // Same host, same cache: the dead mount's lease is taken over.
     t.mount(&[]);
     for i in &done {
         let want = random_bytes(10_000 + (*i as usize * 7919) % 300_000, *i);
-        assert_eq!(fs::read(t.path(&format!("f{i}"))).unwrap(), want, "fsynced file f{i} damaged");
+        assert_eq!(
+            fs::read(t.path(&format!("f{i}"))).unwrap(),
+            want,
+            "fsynced file f{i} damaged"
+        );
     }
     t.umount();
     let o = t.fsck(&["--verify-data"]);
-    assert_eq!(o.status.code(), Some(0), "fsck after crash recovery: {}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "fsck after crash recovery: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }
 
 #[test]
@@ -173,7 +200,10 @@ fn new_host_after_crash_sees_what_was_shipped() {
     let fresh = t.root.join("cache-new-host");
     ok(t.try_mount_at(&t.mp, &fresh, &[]));
     for i in 0..20 {
-        assert_eq!(fs::read(t.path(&format!("old{i}"))).unwrap(), random_bytes(50_000, i));
+        assert_eq!(
+            fs::read(t.path(&format!("old{i}"))).unwrap(),
+            random_bytes(50_000, i)
+        );
     }
     assert!(t.path("olddir").is_dir());
 }
@@ -195,10 +225,17 @@ fn durability_remote_fsync_reaches_the_store() {
 #[test]
 fn faulty_store_never_corrupts_data() {
     let mut t = TestFs::new(&[]);
-    t.mount_env = vec![("SWIFTGATE_FAULTS".into(), "error_rate=0.15,latency_ms=1".into())];
+    t.mount_env = vec![(
+        "SWIFTGATE_FAULTS".into(),
+        "error_rate=0.15,latency_ms=1".into(),
+    )];
     t.mount(&[]);
     for i in 0..40u64 {
-        fs::write(t.path(&format!("f{i}")), random_bytes(1000 + i as usize * 9000, i)).unwrap();
+        fs::write(
+            t.path(&format!("f{i}")),
+            random_bytes(1000 + i as usize * 9000, i),
+        )
+        .unwrap();
     }
     fs::write(t.path("big"), random_bytes(3 * MIB as usize, 99)).unwrap();
     t.umount();
@@ -206,12 +243,23 @@ fn faulty_store_never_corrupts_data() {
     fs::remove_dir_all(&t.cache).unwrap();
     t.mount(&[]);
     for i in 0..40u64 {
-        assert_eq!(fs::read(t.path(&format!("f{i}"))).unwrap(), random_bytes(1000 + i as usize * 9000, i));
+        assert_eq!(
+            fs::read(t.path(&format!("f{i}"))).unwrap(),
+            random_bytes(1000 + i as usize * 9000, i)
+        );
     }
-    assert_eq!(fs::read(t.path("big")).unwrap(), random_bytes(3 * MIB as usize, 99));
+    assert_eq!(
+        fs::read(t.path("big")).unwrap(),
+        random_bytes(3 * MIB as usize, 99)
+    );
     t.umount();
     let o = t.fsck(&["--verify-data"]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }
 
 fn data_objects(t: &TestFs) -> Vec<std::path::PathBuf> {
@@ -263,7 +311,12 @@ fn fsck_removes_orphan_objects() {
     fs::create_dir_all(t.store_dir().join("data/ff")).unwrap();
     fs::write(t.store_dir().join("data/ff/00000000000000ff"), b"junk").unwrap();
     let o = t.fsck(&[]);
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     assert!(!t.store_dir().join("data/ff/00000000000000ff").exists());
     assert_eq!(t.fsck(&[]).status.code(), Some(0));
     // fsck refuses to run on a mounted filesystem.
@@ -277,7 +330,11 @@ fn fsck_removes_orphan_objects() {
 fn mkfs_refuses_existing_and_foreign_stores() {
     let t = TestFs::new(&[]);
     let o = run(&["mkfs", &t.store, "--plain"]);
-    assert!(stderr(&o).contains("already holds a swiftgate filesystem"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("already holds a swiftgate filesystem"),
+        "{}",
+        stderr(&o)
+    );
     ok(run(&["mkfs", &t.store, "--plain", "--force"]));
     let foreign = unique_dir("foreign");
     fs::write(foreign.join("somebody-elses-file"), b"x").unwrap();
@@ -311,7 +368,11 @@ fn corrupt_metadata_snapshot_falls_back_a_generation() {
     ok(run(&["ctl", t.mp.to_str().unwrap(), "backup-metadata"]));
     fs::write(t.path("second"), b"2").unwrap();
     t.umount();
-    let latest: u64 = fs::read_to_string(t.store_dir().join("meta/latest")).unwrap().trim().parse().unwrap();
+    let latest: u64 = fs::read_to_string(t.store_dir().join("meta/latest"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let snap = t.store_dir().join(format!("meta/snap-{latest:016x}"));
     let mut d = fs::read(&snap).unwrap();
     let n = d.len();
@@ -321,7 +382,10 @@ fn corrupt_metadata_snapshot_falls_back_a_generation() {
     let o = t.try_mount_at(&t.mp, &t.cache, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains(&format!("generation {latest} is unusable")), "{e}");
+    assert!(
+        e.contains(&format!("generation {latest} is unusable")),
+        "{e}"
+    );
     assert_eq!(fs::read(t.path("first")).unwrap(), b"1");
     assert!(!t.path("second").exists());
 }
@@ -332,7 +396,14 @@ fn writes_wait_instead_of_failing_when_dirty_limit_is_reached() {
     // A slow store and a tiny cache: the writer must be throttled to the
     // upload rate, never get an error, and the cache must stay bounded.
     t.mount_env = vec![("SWIFTGATE_FAULTS".into(), "latency_ms=15".into())];
-    t.mount(&["--cache-size", "4M", "--dirty-limit", "2M", "--upload-workers", "2"]);
+    t.mount(&[
+        "--cache-size",
+        "4M",
+        "--dirty-limit",
+        "2M",
+        "--upload-workers",
+        "2",
+    ]);
     let peak = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (p2, s2, cache) = (peak.clone(), stop.clone(), t.cache.clone());
@@ -361,8 +432,14 @@ fn writes_wait_instead_of_failing_when_dirty_limit_is_reached() {
     mon.join().unwrap();
     let peak = peak.load(Ordering::Relaxed);
     // Room for one block per writer beyond the limit, plus in-flight files.
-    assert!(peak <= 4 * MIB + 1024 * 1024, "cache grew to {peak} bytes (limit 4 MiB)");
-    assert!(t.stat()["cache"]["writer_waits"].as_u64().unwrap() > 0, "writer never waited");
+    assert!(
+        peak <= 4 * MIB + 1024 * 1024,
+        "cache grew to {peak} bytes (limit 4 MiB)"
+    );
+    assert!(
+        t.stat()["cache"]["writer_waits"].as_u64().unwrap() > 0,
+        "writer never waited"
+    );
     eprintln!("24 MiB through a 4 MiB cache in {:?}", start.elapsed());
     t.umount();
     fs::remove_dir_all(&t.cache).unwrap();
@@ -376,7 +453,11 @@ fn small_files_are_packed() {
     let t = TestFs::new(&["--plain"]);
     t.mount(&[]);
     for i in 0..2000u64 {
-        fs::write(t.path(&format!("small-{i}.txt")), random_bytes(2000 + (i as usize % 5000), i)).unwrap();
+        fs::write(
+            t.path(&format!("small-{i}.txt")),
+            random_bytes(2000 + (i as usize % 5000), i),
+        )
+        .unwrap();
     }
     t.umount();
     let objs = data_objects(&t).len();
@@ -384,7 +465,10 @@ fn small_files_are_packed() {
     fs::remove_dir_all(&t.cache).unwrap();
     t.mount(&[]);
     for i in (0..2000u64).step_by(97) {
-        assert_eq!(fs::read(t.path(&format!("small-{i}.txt"))).unwrap(), random_bytes(2000 + (i as usize % 5000), i));
+        assert_eq!(
+            fs::read(t.path(&format!("small-{i}.txt"))).unwrap(),
+            random_bytes(2000 + (i as usize % 5000), i)
+        );
     }
 }
 

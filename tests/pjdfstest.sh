@@ -21,7 +21,8 @@
 #
 # Environment knobs:
 #   PJDFSTEST_ROOT      install prefix            (default /opt/pjdfstest)
-#   PJDFSTEST_NAPTIME   seconds between timestamp-sensitive steps (default 0.01)
+#   PJDFSTEST_NAPTIME   seconds between timestamp-sensitive steps (default 0.05;
+#                       0.001 is flaky, kernel timestamps are jiffy-grained)
 #   PJDFSTEST_TIMEOUT   timeout for each run, in seconds          (default 1800)
 #   PJDFSTEST_FILTER    space-separated test-name substrings to run only some tests
 #   PJDFSTEST_KEEP=1    keep the temp dir (raw outputs, config) for inspection
@@ -35,7 +36,7 @@ set -euo pipefail
 PJDFSTEST_VERSION=0.2.2
 PJDFSTEST_ROOT=${PJDFSTEST_ROOT:-/opt/pjdfstest}
 PJDFSTEST_BIN=$PJDFSTEST_ROOT/bin/pjdfstest
-NAPTIME=${PJDFSTEST_NAPTIME:-0.01}
+NAPTIME=${PJDFSTEST_NAPTIME:-0.05}
 RUN_TIMEOUT=${PJDFSTEST_TIMEOUT:-1800}
 ALLOW_REMOUNT=false
 [[ ${PJDFSTEST_ALLOW_REMOUNT:-0} == 1 ]] && ALLOW_REMOUNT=true
@@ -192,7 +193,7 @@ result_message() { # OUTFILE NAME
 echo "== pjdfstest $PJDFSTEST_VERSION: baseline run on a fresh tmpfs"
 run_suite "$WORK/baseline" "$WORK/baseline.out"
 parse_results "$WORK/baseline.out" | sort -u >"$WORK/baseline.res"
-echo "== pjdfstest $PJDFSTEST_VERSION: run on $TARGET ($(stat -f -c %T "$TARGET"))"
+echo "== pjdfstest $PJDFSTEST_VERSION: run on $TARGET ($(findmnt -no FSTYPE,SOURCE -T "$TARGET" 2>/dev/null || stat -f -c %T "$TARGET"))"
 run_suite "$TARGET" "$WORK/target.out"
 parse_results "$WORK/target.out" | sort -u >"$WORK/target.res"
 

@@ -115,7 +115,10 @@ fn truncate_grow_and_shrink() {
     let got = fs::read(&p).unwrap();
     assert_eq!(got.len(), 300_000);
     assert_eq!(&got[..70_000], &random_bytes(200_000, 2)[..70_000]);
-    assert!(got[70_000..].iter().all(|&b| b == 0), "grown range must read as zeros");
+    assert!(
+        got[70_000..].iter().all(|&b| b == 0),
+        "grown range must read as zeros"
+    );
     // Same after the blocks went through the store.
     t.umount();
     fs::remove_dir_all(&t.cache).unwrap();
@@ -137,7 +140,13 @@ fn truncate_grow_and_shrink() {
 fn sparse_terabyte_file() {
     let t = TestFs::new_mounted();
     let p = t.path("sparse");
-    let f = OpenOptions::new().create(true).write(true).read(true).open(&p).unwrap();
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .read(true)
+        .open(&p)
+        .unwrap();
     let tib = 1u64 << 40;
     f.set_len(tib).unwrap();
     f.write_all_at(b"end", tib - 3).unwrap();
@@ -170,14 +179,25 @@ fn namespace_errnos() {
     assert_eq!(errno_of(fs::remove_file(&d)), libc::EISDIR);
     assert_eq!(errno_of(File::open(d.join("f").join("x"))), libc::ENOTDIR);
     assert_eq!(
-        errno_of(OpenOptions::new().write(true).create_new(true).open(d.join("f"))),
+        errno_of(
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(d.join("f"))
+        ),
         libc::EEXIST
     );
     // Names: 255 bytes fine, 256 too long.
     let ok_name = "n".repeat(255);
     fs::write(t.path(&ok_name), b"").unwrap();
-    assert_eq!(errno_of(fs::write(t.path(&"n".repeat(256)), b"")), libc::ENAMETOOLONG);
-    assert_eq!(errno_of(fs::metadata(t.path(&"n".repeat(256)))), libc::ENAMETOOLONG);
+    assert_eq!(
+        errno_of(fs::write(t.path(&"n".repeat(256)), b"")),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(
+        errno_of(fs::metadata(t.path(&"n".repeat(256)))),
+        libc::ENAMETOOLONG
+    );
     // Hard link to a directory.
     assert_eq!(errno_of(fs::hard_link(&d, t.path("dl"))), libc::EPERM);
     // rmdir of an empty dir works and frees the name.
@@ -205,7 +225,10 @@ fn rename_semantics() {
     assert_eq!(errno_of(fs::rename(&d, &e)), libc::ENOTEMPTY);
     // Into its own subtree.
     fs::create_dir(d.join("sub")).unwrap();
-    assert_eq!(errno_of(fs::rename(&d, d.join("sub").join("d"))), libc::EINVAL);
+    assert_eq!(
+        errno_of(fs::rename(&d, d.join("sub").join("d"))),
+        libc::EINVAL
+    );
     // Directory over an empty directory; nlink of parents stays right.
     fs::create_dir(t.path("empty")).unwrap();
     let root_links = fs::metadata(&t.mp).unwrap().nlink();
@@ -214,18 +237,28 @@ fn rename_semantics() {
     assert!(t.path("empty").join("sub").is_dir());
     // Move a directory between parents: '..' follows.
     fs::rename(t.path("empty"), e.join("moved")).unwrap();
-    assert_eq!(fs::metadata(e.join("moved").join("sub").join("..")).unwrap().ino(),
-               fs::metadata(e.join("moved")).unwrap().ino());
+    assert_eq!(
+        fs::metadata(e.join("moved").join("sub").join(".."))
+            .unwrap()
+            .ino(),
+        fs::metadata(e.join("moved")).unwrap().ino()
+    );
     // RENAME_NOREPLACE / RENAME_EXCHANGE.
     fs::write(&a, b"A2").unwrap();
     assert_eq!(renameat2(&a, &b, libc::RENAME_NOREPLACE), libc::EEXIST);
     assert_eq!(renameat2(&a, &b, libc::RENAME_EXCHANGE), 0);
     assert_eq!(fs::read(&a).unwrap(), b"A");
     assert_eq!(fs::read(&b).unwrap(), b"A2");
-    assert_eq!(renameat2(&a, &t.path("nope"), libc::RENAME_EXCHANGE), libc::ENOENT);
+    assert_eq!(
+        renameat2(&a, &t.path("nope"), libc::RENAME_EXCHANGE),
+        libc::ENOENT
+    );
     assert_eq!(renameat2(&a, &t.path("new"), libc::RENAME_NOREPLACE), 0);
     // Exchange a file and a directory across parents.
-    assert_eq!(renameat2(&t.path("new"), &e.join("moved"), libc::RENAME_EXCHANGE), 0);
+    assert_eq!(
+        renameat2(&t.path("new"), &e.join("moved"), libc::RENAME_EXCHANGE),
+        0
+    );
     assert!(t.path("new").is_dir());
     assert_eq!(fs::read(e.join("moved")).unwrap(), b"A");
     // Renaming a name onto another name of the same inode is a no-op.
@@ -243,7 +276,10 @@ fn hard_links_and_nlink() {
     fs::create_dir(t.path("d")).unwrap();
     fs::hard_link(&a, t.path("d/c")).unwrap();
     assert_eq!(fs::metadata(&a).unwrap().nlink(), 3);
-    assert_eq!(fs::metadata(t.path("d/c")).unwrap().ino(), fs::metadata(&a).unwrap().ino());
+    assert_eq!(
+        fs::metadata(t.path("d/c")).unwrap().ino(),
+        fs::metadata(&a).unwrap().ino()
+    );
     fs::remove_file(&a).unwrap();
     assert_eq!(fs::metadata(t.path("b")).unwrap().nlink(), 2);
     assert_eq!(fs::read(t.path("d/c")).unwrap(), b"data");
@@ -282,22 +318,43 @@ fn unlink_while_open() {
 fn symlinks_and_special_files() {
     let t = TestFs::new_mounted();
     std::os::unix::fs::symlink("target/with/ünïcode", t.path("l")).unwrap();
-    assert_eq!(fs::read_link(t.path("l")).unwrap().to_str().unwrap(), "target/with/ünïcode");
-    assert!(fs::symlink_metadata(t.path("l")).unwrap().file_type().is_symlink());
+    assert_eq!(
+        fs::read_link(t.path("l")).unwrap().to_str().unwrap(),
+        "target/with/ünïcode"
+    );
+    assert!(fs::symlink_metadata(t.path("l"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     let long = "x".repeat(4096);
-    assert_eq!(errno_of(std::os::unix::fs::symlink(&long, t.path("l2"))), libc::ENAMETOOLONG);
+    assert_eq!(
+        errno_of(std::os::unix::fs::symlink(&long, t.path("l2"))),
+        libc::ENAMETOOLONG
+    );
     // FIFO and socket via mknod.
     let fifo = cpath(&t.path("fifo"));
-    assert_eq!(unsafe { libc::mknod(fifo.as_ptr(), libc::S_IFIFO | 0o644, 0) }, 0);
+    assert_eq!(
+        unsafe { libc::mknod(fifo.as_ptr(), libc::S_IFIFO | 0o644, 0) },
+        0
+    );
     let sock = cpath(&t.path("sock"));
-    assert_eq!(unsafe { libc::mknod(sock.as_ptr(), libc::S_IFSOCK | 0o644, 0) }, 0);
+    assert_eq!(
+        unsafe { libc::mknod(sock.as_ptr(), libc::S_IFSOCK | 0o644, 0) },
+        0
+    );
     use std::os::unix::fs::FileTypeExt;
     assert!(fs::metadata(t.path("fifo")).unwrap().file_type().is_fifo());
-    assert!(fs::metadata(t.path("sock")).unwrap().file_type().is_socket());
+    assert!(fs::metadata(t.path("sock"))
+        .unwrap()
+        .file_type()
+        .is_socket());
     t.umount();
     t.mount(&[]);
     assert!(fs::metadata(t.path("fifo")).unwrap().file_type().is_fifo());
-    assert_eq!(fs::read_link(t.path("l")).unwrap().to_str().unwrap(), "target/with/ünïcode");
+    assert_eq!(
+        fs::read_link(t.path("l")).unwrap().to_str().unwrap(),
+        "target/with/ünïcode"
+    );
 }
 
 #[test]
@@ -315,11 +372,20 @@ fn attributes_and_times() {
     fs::set_permissions(&p, fs::Permissions::from_mode(0o4751)).unwrap();
     // Nanosecond timestamps.
     let ts = [
-        libc::timespec { tv_sec: 1_000_000_000, tv_nsec: 123_456_789 },
-        libc::timespec { tv_sec: 1_500_000_000, tv_nsec: 987_654_321 },
+        libc::timespec {
+            tv_sec: 1_000_000_000,
+            tv_nsec: 123_456_789,
+        },
+        libc::timespec {
+            tv_sec: 1_500_000_000,
+            tv_nsec: 987_654_321,
+        },
     ];
     let c = cpath(&p);
-    assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) }, 0);
+    assert_eq!(
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) },
+        0
+    );
     t.umount();
     t.mount(&[]);
     let m = fs::metadata(&p).unwrap();
@@ -327,9 +393,15 @@ fn attributes_and_times() {
     assert_eq!((m.mtime(), m.mtime_nsec()), (1_500_000_000, 987_654_321));
     assert_eq!(m.mode() & 0o7777, 0o4751);
     // Writing updates mtime and ctime.
-    let before = fs::metadata(&p).unwrap().ctime_nsec() + fs::metadata(&p).unwrap().ctime() * 1_000_000_000;
+    let before =
+        fs::metadata(&p).unwrap().ctime_nsec() + fs::metadata(&p).unwrap().ctime() * 1_000_000_000;
     std::thread::sleep(std::time::Duration::from_millis(20));
-    OpenOptions::new().write(true).open(&p).unwrap().write_all(b"y").unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .write_all(b"y")
+        .unwrap();
     let m = fs::metadata(&p).unwrap();
     assert!(m.mtime() > 1_500_000_000);
     assert!(m.ctime() * 1_000_000_000 + m.ctime_nsec() > before);
@@ -343,15 +415,43 @@ fn xattrs_for_samba() {
     let big = random_bytes(65536, 4);
     assert_eq!(setxattr(&p, "user.DOSATTRIB", b"\x00\x00\x04\x00", 0), 0);
     assert_eq!(setxattr(&p, "security.NTACL", &big, 0), 0);
-    assert_eq!(setxattr(&p, "user.DosStream.Zone.Identifier:$DATA", b"[ZoneTransfer]\r\nZoneId=3\r\n\0", 0), 0);
+    assert_eq!(
+        setxattr(
+            &p,
+            "user.DosStream.Zone.Identifier:$DATA",
+            b"[ZoneTransfer]\r\nZoneId=3\r\n\0",
+            0
+        ),
+        0
+    );
     assert_eq!(setxattr(&p, "trusted.x", b"t", 0), 0);
-    assert_eq!(setxattr(&p, "system.posix_acl_access", &[2, 0, 0, 0, 1, 0, 6, 0, 255, 255, 255, 255, 4, 0, 4, 0, 255, 255, 255, 255, 32, 0, 4, 0, 255, 255, 255, 255], 0), 0);
+    assert_eq!(
+        setxattr(
+            &p,
+            "system.posix_acl_access",
+            &[
+                2, 0, 0, 0, 1, 0, 6, 0, 255, 255, 255, 255, 4, 0, 4, 0, 255, 255, 255, 255, 32, 0,
+                4, 0, 255, 255, 255, 255
+            ],
+            0
+        ),
+        0
+    );
     // errnos
     assert_eq!(getxattr(&p, "user.nope"), Err(libc::ENODATA));
-    assert_eq!(setxattr(&p, "user.DOSATTRIB", b"y", libc::XATTR_CREATE), libc::EEXIST);
-    assert_eq!(setxattr(&p, "user.new", b"y", libc::XATTR_REPLACE), libc::ENODATA);
+    assert_eq!(
+        setxattr(&p, "user.DOSATTRIB", b"y", libc::XATTR_CREATE),
+        libc::EEXIST
+    );
+    assert_eq!(
+        setxattr(&p, "user.new", b"y", libc::XATTR_REPLACE),
+        libc::ENODATA
+    );
     assert_eq!(setxattr(&p, "foo.bar", b"y", 0), libc::EOPNOTSUPP);
-    assert_eq!(setxattr(&p, "user.huge", &random_bytes(65537, 5), 0), libc::E2BIG);
+    assert_eq!(
+        setxattr(&p, "user.huge", &random_bytes(65537, 5), 0),
+        libc::E2BIG
+    );
     let c = cpath(&p);
     let n = CString::new("user.nope").unwrap();
     assert_eq!(unsafe { libc::removexattr(c.as_ptr(), n.as_ptr()) }, -1);
@@ -362,14 +462,23 @@ fn xattrs_for_samba() {
     assert!(names.contains(&"security.NTACL".to_string()));
     // Small buffer: ERANGE.
     let mut small = [0u8; 2];
-    let r = unsafe { libc::getxattr(c.as_ptr(), CString::new("security.NTACL").unwrap().as_ptr(), small.as_mut_ptr().cast(), 2) };
+    let r = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            CString::new("security.NTACL").unwrap().as_ptr(),
+            small.as_mut_ptr().cast(),
+            2,
+        )
+    };
     assert_eq!((r, last_errno()), (-1, libc::ERANGE));
     t.umount();
     fs::remove_dir_all(&t.cache).unwrap();
     t.mount(&[]);
     assert_eq!(getxattr(&p, "security.NTACL").unwrap(), big);
     assert_eq!(getxattr(&p, "user.DOSATTRIB").unwrap(), b"\x00\x00\x04\x00");
-    assert!(getxattr(&p, "user.DosStream.Zone.Identifier:$DATA").unwrap().starts_with(b"[ZoneTransfer]"));
+    assert!(getxattr(&p, "user.DosStream.Zone.Identifier:$DATA")
+        .unwrap()
+        .starts_with(b"[ZoneTransfer]"));
     let rn = CString::new("user.DOSATTRIB").unwrap();
     assert_eq!(unsafe { libc::removexattr(c.as_ptr(), rn.as_ptr()) }, 0);
     assert_eq!(getxattr(&p, "user.DOSATTRIB"), Err(libc::ENODATA));
@@ -378,7 +487,16 @@ fn xattrs_for_samba() {
 #[test]
 fn japanese_and_odd_names() {
     let t = TestFs::new_mounted();
-    let names = ["日本語のファイル名.txt", "報告書 (最終版).docx", "ｶﾀｶﾅ", "emoji 😀", " leading space", "trailing.", "a\\b", "*?<>|:\""];
+    let names = [
+        "日本語のファイル名.txt",
+        "報告書 (最終版).docx",
+        "ｶﾀｶﾅ",
+        "emoji 😀",
+        " leading space",
+        "trailing.",
+        "a\\b",
+        "*?<>|:\"",
+    ];
     for (i, n) in names.iter().enumerate() {
         fs::write(t.path(n), format!("{i}")).unwrap();
     }
@@ -392,7 +510,10 @@ fn japanese_and_odd_names() {
         assert_eq!(fs::read_to_string(t.path(n)).unwrap(), format!("{i}"));
     }
     assert_eq!(fs::read(t.mp.join(raw)).unwrap(), b"raw");
-    let listed: Vec<_> = fs::read_dir(&t.mp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let listed: Vec<_> = fs::read_dir(&t.mp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(listed.len(), names.len() + 1);
 }
 
@@ -419,7 +540,10 @@ fn large_directory_listing_is_complete_and_stable() {
         }
     }
     for i in 0..4000 {
-        assert!(seen.contains(&format!("file-{i:05}")), "file-{i:05} missing");
+        assert!(
+            seen.contains(&format!("file-{i:05}")),
+            "file-{i:05} missing"
+        );
     }
 }
 
@@ -433,13 +557,26 @@ fn statfs_and_fallocate() {
     assert_eq!(s.name_max(), 255);
     let p = t.path("fa");
     let f = File::create(&p).unwrap();
-    nix::fcntl::fallocate(f.as_raw_fd(), nix::fcntl::FallocateFlags::empty(), 0, 1 << 20).unwrap();
+    nix::fcntl::fallocate(
+        f.as_raw_fd(),
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        1 << 20,
+    )
+    .unwrap();
     assert_eq!(f.metadata().unwrap().len(), 1 << 20);
-    nix::fcntl::fallocate(f.as_raw_fd(), nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, 2 << 20).unwrap();
+    nix::fcntl::fallocate(
+        f.as_raw_fd(),
+        nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        0,
+        2 << 20,
+    )
+    .unwrap();
     assert_eq!(f.metadata().unwrap().len(), 1 << 20);
     let r = nix::fcntl::fallocate(
         f.as_raw_fd(),
-        nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+            | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
         0,
         4096,
     );
@@ -460,13 +597,25 @@ fn posix_locks_and_flock() {
     #[allow(deprecated)]
     {
         flock(f1.as_raw_fd(), FlockArg::LockExclusiveNonblock).unwrap();
-        assert_eq!(flock(f2.as_raw_fd(), FlockArg::LockExclusiveNonblock), Err(nix::errno::Errno::EWOULDBLOCK));
+        assert_eq!(
+            flock(f2.as_raw_fd(), FlockArg::LockExclusiveNonblock),
+            Err(nix::errno::Errno::EWOULDBLOCK)
+        );
         flock(f1.as_raw_fd(), FlockArg::Unlock).unwrap();
         flock(f2.as_raw_fd(), FlockArg::LockSharedNonblock).unwrap();
     }
     // POSIX byte-range locks are per process: test from a child process.
-    let lk = libc::flock { l_type: libc::F_WRLCK as i16, l_whence: libc::SEEK_SET as i16, l_start: 2, l_len: 3, l_pid: 0 };
-    assert_eq!(unsafe { libc::fcntl(f1.as_raw_fd(), libc::F_SETLK, &lk) }, 0);
+    let lk = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: 2,
+        l_len: 3,
+        l_pid: 0,
+    };
+    assert_eq!(
+        unsafe { libc::fcntl(f1.as_raw_fd(), libc::F_SETLK, &lk) },
+        0
+    );
     let out = std::process::Command::new("python3")
         .arg("-c")
         .arg(format!(
@@ -476,7 +625,12 @@ fn posix_locks_and_flock() {
         .output()
         .unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(s.contains(&format!("busy {}", libc::EAGAIN)) || s.contains(&format!("busy {}", libc::EACCES)), "got {s} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        s.contains(&format!("busy {}", libc::EAGAIN))
+            || s.contains(&format!("busy {}", libc::EACCES)),
+        "got {s} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(s.contains("other-range-ok"), "got {s}");
 }
 

@@ -237,7 +237,10 @@ impl Cache {
         let mut st = self.st.lock();
         let dirty_dir = self.dir("dirty");
         let mut requeued = 0;
-        for e in fs::read_dir(&dirty_dir).map_err(io_err(&dirty_dir))?.flatten() {
+        for e in fs::read_dir(&dirty_dir)
+            .map_err(io_err(&dirty_dir))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
             let parsed = name
                 .split_once('.')
@@ -270,18 +273,27 @@ impl Cache {
             }
         }
         if requeued > 0 {
-            tracing::info!(blocks = requeued, "re-queued dirty blocks left by the previous run");
+            tracing::info!(
+                blocks = requeued,
+                "re-queued dirty blocks left by the previous run"
+            );
         }
         let blocks_dir = self.dir("blocks");
         let known: HashSet<i64> = {
             let c = self.meta.lock();
-            let mut s = c.prepare("SELECT id FROM blocks").map_err(MetaError::from)?;
+            let mut s = c
+                .prepare("SELECT id FROM blocks")
+                .map_err(MetaError::from)?;
             let r = s
                 .query_map([], |r| r.get::<_, i64>(0))
                 .map_err(MetaError::from)?;
-            r.collect::<rusqlite::Result<_>>().map_err(MetaError::from)?
+            r.collect::<rusqlite::Result<_>>()
+                .map_err(MetaError::from)?
         };
-        for e in fs::read_dir(&blocks_dir).map_err(io_err(&blocks_dir))?.flatten() {
+        for e in fs::read_dir(&blocks_dir)
+            .map_err(io_err(&blocks_dir))?
+            .flatten()
+        {
             let id = e.file_name().to_string_lossy().parse::<i64>().ok();
             match id {
                 Some(id) if known.contains(&id) => {
@@ -476,7 +488,14 @@ impl Cache {
 
     /// Write `data` at `off` within block `idx`; `file_size` is the size
     /// before this write. Caller holds the inode lock exclusively.
-    pub fn write_block(&self, ino: u64, idx: u64, off: u64, data: &[u8], file_size: u64) -> Result<()> {
+    pub fn write_block(
+        &self,
+        ino: u64,
+        idx: u64,
+        off: u64,
+        data: &[u8],
+        file_size: u64,
+    ) -> Result<()> {
         let bs = self.cfg.block_size;
         let path = self.dir("dirty").join(dirty_name(ino, idx));
         let existed = {
@@ -505,7 +524,10 @@ impl Cache {
         };
         let res = (|| -> Result<u64> {
             let f = if existed {
-                OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?
             } else {
                 self.materialize(ino, idx, &path, off, data.len() as u64, file_size, bs)?
             };
@@ -684,11 +706,9 @@ impl Cache {
         }
         self.cv.notify_all();
         loop {
-            let pending = st
-                .dirty
-                .keys()
-                .any(|k| ino.is_none_or(|i| i == k.0))
-                || !st.pack.recs.is_empty() && ino.is_none_or(|i| st.pack.recs.iter().any(|r| r.key.0 == i));
+            let pending = st.dirty.keys().any(|k| ino.is_none_or(|i| i == k.0))
+                || !st.pack.recs.is_empty()
+                    && ino.is_none_or(|i| st.pack.recs.iter().any(|r| r.key.0 == i));
             if !pending {
                 break;
             }
@@ -909,7 +929,8 @@ impl Cache {
         let obj = self.next_object.fetch_add(1, Ordering::Relaxed);
         self.store.put(&object_key(obj), &rec)?;
         self.uploaded_objects.fetch_add(1, Ordering::Relaxed);
-        self.uploaded_bytes.fetch_add(rec.len() as u64, Ordering::Relaxed);
+        self.uploaded_bytes
+            .fetch_add(rec.len() as u64, Ordering::Relaxed);
         let newb = NewBlock {
             hash,
             offset: 0,
@@ -929,7 +950,8 @@ impl Cache {
             return Err(e.into());
         }
         self.uploaded_objects.fetch_add(1, Ordering::Relaxed);
-        self.uploaded_bytes.fetch_add(pack.buf.len() as u64, Ordering::Relaxed);
+        self.uploaded_bytes
+            .fetch_add(pack.buf.len() as u64, Ordering::Relaxed);
         let mut items = Vec::with_capacity(pack.recs.len());
         let mut by_hash: HashMap<Hash, (u64, u64)> = HashMap::new();
         for r in &pack.recs {

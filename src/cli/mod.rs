@@ -11,7 +11,11 @@ use std::time::Duration;
 use crate::data::Compression;
 
 #[derive(Debug, Parser)]
-#[command(name = "swiftgate", version, about = "File gateway whose bytes live in object storage")]
+#[command(
+    name = "swiftgate",
+    version,
+    about = "File gateway whose bytes live in object storage"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -221,7 +225,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                 crate::meta::fsck::Outcome::Repaired => (1, "repaired"),
                 crate::meta::fsck::Outcome::Unrepairable => (2, "damaged: data was lost"),
             };
-            println!("fsck: {word} ({} inodes, {} blocks checked)", report.inodes, report.blocks);
+            println!(
+                "fsck: {word} ({} inodes, {} blocks checked)",
+                report.inodes, report.blocks
+            );
             Ok(code)
         }
         Cmd::Stat { mountpoint, json } => {
@@ -260,7 +267,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Ctl { mountpoint, action } => {
             let v = control::request(&mountpoint, &action, |_| {})?;
-            println!("{action}: done {}", if v.is_null() { String::new() } else { v.to_string() });
+            println!(
+                "{action}: done {}",
+                if v.is_null() {
+                    String::new()
+                } else {
+                    v.to_string()
+                }
+            );
             Ok(0)
         }
         Cmd::Demo {

@@ -149,7 +149,12 @@ fn redirect_stdio(cache_dir: &Path) {
     }
 }
 
-fn serve(a: MountArgs, mp: PathBuf, passphrase: Option<Vec<u8>>, ready: Option<OwnedFd>) -> Result<i32> {
+fn serve(
+    a: MountArgs,
+    mp: PathBuf,
+    passphrase: Option<Vec<u8>>,
+    ready: Option<OwnedFd>,
+) -> Result<i32> {
     let mut ready = ready.map(|fd| unsafe { std::fs::File::from_raw_fd(fd_into_raw(fd)) });
     let res = start(&a, &mp, passphrase);
     let (engine, mut session) = match res {
@@ -168,17 +173,21 @@ fn serve(a: MountArgs, mp: PathBuf, passphrase: Option<Vec<u8>>, ready: Option<O
     {
         let engine = engine.clone();
         let unmounter = unmounter.clone();
-        let handler: Arc<control::Handler> = Arc::new(move |cmd: &str, progress: &mut dyn FnMut(serde_json::Value)| {
-            handle(&engine, &unmounter, cmd, progress)
-        });
+        let handler: Arc<control::Handler> = Arc::new(
+            move |cmd: &str, progress: &mut dyn FnMut(serde_json::Value)| {
+                handle(&engine, &unmounter, cmd, progress)
+            },
+        );
         control::serve(&sock, handler)?;
     }
     {
         // SIGTERM/SIGINT: unmount cleanly; the session loop then returns
         // and everything is flushed below.
         let unmounter = unmounter.clone();
-        let mut signals =
-            signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])?;
         std::thread::spawn(move || {
             for _ in signals.forever() {
                 tracing::info!("signal received: unmounting");
@@ -210,7 +219,11 @@ fn fd_into_raw(fd: OwnedFd) -> i32 {
     fd.into_raw_fd()
 }
 
-fn start(a: &MountArgs, mp: &Path, passphrase: Option<Vec<u8>>) -> Result<(Arc<Engine>, fuser::Session<FuseFs>)> {
+fn start(
+    a: &MountArgs,
+    mp: &Path,
+    passphrase: Option<Vec<u8>>,
+) -> Result<(Arc<Engine>, fuser::Session<FuseFs>)> {
     let store = crate::store::open(&a.store)?;
     let engine = Engine::open(
         store,
@@ -306,7 +319,9 @@ pub fn umount(mp: &Path) -> Result<i32> {
     let alive = sock.exists() && std::os::unix::net::UnixStream::connect(&sock).is_ok();
     if !alive {
         let _ = std::fs::remove_file(&sock);
-        if is_mountpoint(mp) || matches!(std::fs::metadata(mp), Err(ref e) if e.raw_os_error() == Some(libc::ENOTCONN)) {
+        if is_mountpoint(mp)
+            || matches!(std::fs::metadata(mp), Err(ref e) if e.raw_os_error() == Some(libc::ENOTCONN))
+        {
             nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH)
                 .with_context(|| format!("detaching {}", mp.display()))?;
             eprintln!(
@@ -319,8 +334,10 @@ pub fn umount(mp: &Path) -> Result<i32> {
     }
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} uploading: {pos}/{len} blocks left {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} uploading: {pos}/{len} blocks left {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let r = control::request(mp, "umount", |p| {
         let n = p.as_u64().unwrap_or(0);
@@ -382,7 +399,10 @@ pub fn demo(store_dir: &Path, mp: &Path) -> Result<i32> {
     };
     mount(args)?;
     println!("mounted {url} at {}", mp.display());
-    println!("try: cp -r /usr/share/doc {0}/ && swiftgate stat {0}", mp.display());
+    println!(
+        "try: cp -r /usr/share/doc {0}/ && swiftgate stat {0}",
+        mp.display()
+    );
     println!("unmount with: swiftgate umount {}", mp.display());
     Ok(0)
 }

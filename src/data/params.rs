@@ -210,7 +210,10 @@ mod tests {
             p2.unlock(Some(b"wrong")),
             Err(ParamsError::WrongPassphrase)
         ));
-        assert!(matches!(p2.unlock(None), Err(ParamsError::PassphraseNeeded)));
+        assert!(matches!(
+            p2.unlock(None),
+            Err(ParamsError::PassphraseNeeded)
+        ));
     }
 
     #[test]

@@ -213,8 +213,7 @@ impl Engine {
         let params = read_params(&store)?;
         let key: Option<MasterKey> = params.unlock(o.passphrase.as_deref())?;
         let lease = Lease::acquire(store.clone(), o.lease_ttl, o.takeover)?;
-        let res = Self::open_locked(store.clone(), params, key, o, lease);
-        res
+        Self::open_locked(store.clone(), params, key, o, lease)
     }
 
     fn open_locked(
@@ -250,9 +249,10 @@ impl Engine {
             let codec = BlockCodec::new(key.as_ref(), params.compression);
             let cache = Cache::new(cfg, store.clone(), codec, meta.clone(), shipper.clone())?;
             cache.start_workers();
-            let fs = Arc::new(Fs::new(meta, cache, shipper, o.durability).map_err(|e| {
-                EngineError::Flush(format!("cleaning orphans failed: {e}"))
-            })?);
+            let fs = Arc::new(
+                Fs::new(meta, cache, shipper, o.durability)
+                    .map_err(|e| EngineError::Flush(format!("cleaning orphans failed: {e}")))?,
+            );
             Ok((fs,))
         };
         let (fs,) = match setup() {

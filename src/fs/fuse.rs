@@ -5,8 +5,8 @@ use crate::meta::Attr;
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -199,7 +199,8 @@ impl fuser::Filesystem for FuseFs {
     ) {
         entry(
             reply,
-            self.fs.mkdir(caller(req), parent.0, name.as_bytes(), mode, umask),
+            self.fs
+                .mkdir(caller(req), parent.0, name.as_bytes(), mode, umask),
         )
     }
 
@@ -390,7 +391,14 @@ impl fuser::Filesystem for FuseFs {
         }
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ds: bool,
+        reply: ReplyEmpty,
+    ) {
         empty(reply, self.fs.meta().sync().map_err(FsErrno::from))
     }
 
@@ -413,7 +421,10 @@ impl fuser::Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.setxattr(ino.0, name.as_bytes(), value, flags))
+        empty(
+            reply,
+            self.fs.setxattr(ino.0, name.as_bytes(), value, flags),
+        )
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -447,7 +458,13 @@ impl fuser::Filesystem for FuseFs {
             .fs
             .create(caller(req), parent.0, name.as_bytes(), mode, umask)
         {
-            Ok(a) => reply.created(&TTL, &file_attr(&a), GEN, FileHandle(0), FopenFlags::empty()),
+            Ok(a) => reply.created(
+                &TTL,
+                &file_attr(&a),
+                GEN,
+                FileHandle(0),
+                FopenFlags::empty(),
+            ),
             Err(err) => reply.error(e(err)),
         }
     }

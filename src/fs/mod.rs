@@ -256,16 +256,29 @@ impl Fs {
         check_name(name)?;
         let mode = mode & !(umask & 0o777);
         let kind = mode & libc::S_IFMT;
-        let mode = if kind == 0 { mode | libc::S_IFREG } else { mode };
+        let mode = if kind == 0 {
+            mode | libc::S_IFREG
+        } else {
+            mode
+        };
         match mode & libc::S_IFMT {
             libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => {}
             _ => return Err(Errno(libc::EINVAL)),
         }
         let (gid, mode) = self.owner(parent, c, mode)?;
-        Ok(self.meta.mknod(parent, name, mode, c.uid, gid, rdev, None)?)
+        Ok(self
+            .meta
+            .mknod(parent, name, mode, c.uid, gid, rdev, None)?)
     }
 
-    pub fn mkdir(&self, c: Caller, parent: u64, name: &[u8], mode: u32, umask: u32) -> Result<Attr> {
+    pub fn mkdir(
+        &self,
+        c: Caller,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+    ) -> Result<Attr> {
         check_name(name)?;
         let mode = libc::S_IFDIR | (mode & !(umask & 0o777) & 0o7777);
         let (gid, mode) = self.owner(parent, c, mode)?;
@@ -278,9 +291,15 @@ impl Fs {
             return Err(Errno(libc::ENAMETOOLONG));
         }
         let (gid, _) = self.owner(parent, c, libc::S_IFLNK)?;
-        Ok(self
-            .meta
-            .mknod(parent, name, libc::S_IFLNK | 0o777, c.uid, gid, 0, Some(target))?)
+        Ok(self.meta.mknod(
+            parent,
+            name,
+            libc::S_IFLNK | 0o777,
+            c.uid,
+            gid,
+            0,
+            Some(target),
+        )?)
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -502,7 +521,12 @@ impl Fs {
 
     /// Directory listing from a stable cookie: 0 starts, each entry's
     /// `offset` resumes after it. `.` and `..` come first.
-    pub fn readdir(&self, ino: u64, offset: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>, Attr)>> {
+    pub fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>, Attr)>> {
         let a = self.meta.getattr(ino)?;
         if !a.is_dir() {
             return Err(Errno(libc::ENOTDIR));
@@ -554,7 +578,11 @@ impl Fs {
 
     fn check_xattr_name(name: &[u8]) -> Result<()> {
         if name.is_empty() || name.len() > 255 {
-            return Err(Errno(if name.is_empty() { libc::EINVAL } else { libc::ERANGE }));
+            return Err(Errno(if name.is_empty() {
+                libc::EINVAL
+            } else {
+                libc::ERANGE
+            }));
         }
         let ok = name.starts_with(b"user.")
             || name.starts_with(b"security.")

@@ -94,7 +94,11 @@ fn run_locked(
     o: &FsckOptions,
     progress: &dyn Fn(&str, u64, u64),
 ) -> Result<Report, FsckError> {
-    let tmp = std::env::temp_dir().join(format!("swiftgate-fsck-{}-{}", std::process::id(), rand::random::<u32>()));
+    let tmp = std::env::temp_dir().join(format!(
+        "swiftgate-fsck-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::create_dir_all(&tmp)?;
     let _cleanup = scopeguard(tmp.clone());
     let mcodec = meta_codec(key);
@@ -215,11 +219,14 @@ fn run_locked(
         .collect();
     let objects: Vec<(i64, i64)> = {
         let c = meta.lock();
-        let mut st = c.prepare("SELECT id, size FROM objects").map_err(MetaError::from)?;
+        let mut st = c
+            .prepare("SELECT id, size FROM objects")
+            .map_err(MetaError::from)?;
         let r = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(MetaError::from)?;
-        r.collect::<rusqlite::Result<_>>().map_err(MetaError::from)?
+        r.collect::<rusqlite::Result<_>>()
+            .map_err(MetaError::from)?
     };
     let dead: HashSet<String> = {
         let c = meta.lock();
@@ -246,13 +253,19 @@ fn run_locked(
         if !o.dry_run {
             store.delete_many(&orphans)?;
         }
-        rep.fix(format!("deleted {} objects no metadata refers to", orphans.len()));
+        rep.fix(format!(
+            "deleted {} objects no metadata refers to",
+            orphans.len()
+        ));
     }
     let mut lost_blocks: Vec<(i64, String)> = Vec::new();
     for id in &missing {
         let c = meta.lock();
         for b in q_ids(&c, &format!("SELECT id FROM blocks WHERE object={id}"))? {
-            lost_blocks.push((b, format!("object {} is missing from the store", object_key(*id))));
+            lost_blocks.push((
+                b,
+                format!("object {} is missing from the store", object_key(*id)),
+            ));
         }
     }
     if o.verify_data {
@@ -261,8 +274,11 @@ fn run_locked(
             let mut st = c
                 .prepare("SELECT id, hash, object, offset, length, plain_len FROM blocks")
                 .map_err(MetaError::from)?;
-            let r = st.query_map([], super::row_block).map_err(MetaError::from)?;
-            r.collect::<rusqlite::Result<_>>().map_err(MetaError::from)?
+            let r = st
+                .query_map([], super::row_block)
+                .map_err(MetaError::from)?;
+            r.collect::<rusqlite::Result<_>>()
+                .map_err(MetaError::from)?
         };
         let total = all.len() as u64;
         for (i, b) in all.iter().enumerate() {
@@ -327,7 +343,8 @@ fn run_locked(
     if (rep.repaired > 0 || rep.lost > 0) && !o.dry_run {
         let shipper = Shipper::new(store.clone(), mcodec, meta.clone(), gen);
         let g = shipper.ship(true)?;
-        rep.findings.push(format!("repaired metadata stored as generation {g}"));
+        rep.findings
+            .push(format!("repaired metadata stored as generation {g}"));
     }
     Ok(rep)
 }
@@ -347,7 +364,10 @@ fn lost_found(tx: &rusqlite::Transaction<'_>) -> Result<u64, MetaError> {
         "INSERT INTO dentries(parent, name, ino) VALUES(?1, ?2, ?3)",
         params![ROOT_INO as i64, &b"lost+found"[..], ino],
     )?;
-    tx.execute("UPDATE inodes SET nlink=nlink+1 WHERE ino=?1", [ROOT_INO as i64])?;
+    tx.execute(
+        "UPDATE inodes SET nlink=nlink+1 WHERE ino=?1",
+        [ROOT_INO as i64],
+    )?;
     Ok(ino as u64)
 }
 

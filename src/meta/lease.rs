@@ -111,7 +111,10 @@ impl Lease {
             // here, so nobody else can be using the filesystem through it.
             let dead_here = cur.host == hostname() && !pid_alive(cur.pid);
             if dead_here {
-                tracing::warn!(pid = cur.pid, "previous mount on this host died: taking over its lease");
+                tracing::warn!(
+                    pid = cur.pid,
+                    "previous mount on this host died: taking over its lease"
+                );
                 store.delete(LEASE_KEY)?;
                 continue;
             }

@@ -193,12 +193,13 @@ fn get_attr_tx(c: &Connection, ino: u64) -> Result<Attr> {
 }
 
 pub(crate) fn lookup_tx(c: &Connection, parent: u64, name: &[u8]) -> Result<Option<(i64, u64)>> {
-    Ok(c
-        .prepare_cached("SELECT id, ino FROM dentries WHERE parent=?1 AND name=?2")?
-        .query_row(params![parent as i64, name], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
-        })
-        .optional()?)
+    Ok(
+        c.prepare_cached("SELECT id, ino FROM dentries WHERE parent=?1 AND name=?2")?
+            .query_row(params![parent as i64, name], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .optional()?,
+    )
 }
 
 fn dir_attr_tx(c: &Connection, ino: u64) -> Result<Attr> {
@@ -211,7 +212,8 @@ fn dir_attr_tx(c: &Connection, ino: u64) -> Result<Attr> {
 
 fn add_nlink(c: &Connection, ino: u64, delta: i64, ts: Option<i64>) -> Result<()> {
     match ts {
-        Some(t) => c.prepare_cached("UPDATE inodes SET nlink=nlink+?2, ctime=?3 WHERE ino=?1")?
+        Some(t) => c
+            .prepare_cached("UPDATE inodes SET nlink=nlink+?2, ctime=?3 WHERE ino=?1")?
             .execute(params![ino as i64, delta, t])?,
         None => c
             .prepare_cached("UPDATE inodes SET nlink=nlink+?2 WHERE ino=?1")?
@@ -227,11 +229,12 @@ fn touch_dir(c: &Connection, ino: u64, ts: i64) -> Result<()> {
 }
 
 fn is_empty_dir(c: &Connection, ino: u64) -> Result<bool> {
-    Ok(c
-        .prepare_cached("SELECT 1 FROM dentries WHERE parent=?1 LIMIT 1")?
-        .query_row([ino as i64], |_| Ok(()))
-        .optional()?
-        .is_none())
+    Ok(
+        c.prepare_cached("SELECT 1 FROM dentries WHERE parent=?1 LIMIT 1")?
+            .query_row([ino as i64], |_| Ok(()))
+            .optional()?
+            .is_none(),
+    )
 }
 
 fn check_name(name: &[u8]) -> Result<()> {
@@ -391,7 +394,15 @@ impl Meta {
                 "INSERT INTO inodes(mode, uid, gid, size, nlink, rdev, atime, mtime, ctime, crtime)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7, ?7)",
             )?
-            .execute(params![mode, uid, gid, size, if is_dir { 2 } else { 1 }, rdev, t])?;
+            .execute(params![
+                mode,
+                uid,
+                gid,
+                size,
+                if is_dir { 2 } else { 1 },
+                rdev,
+                t
+            ])?;
             let ino = tx.last_insert_rowid() as u64;
             tx.prepare_cached("INSERT INTO dentries(parent, name, ino) VALUES (?1, ?2, ?3)")?
                 .execute(params![parent as i64, name, ino as i64])?;
@@ -527,15 +538,24 @@ impl Meta {
                 if da.is_dir() && parent != newparent && Self::is_ancestor(tx, dino, parent)? {
                     return Err(MetaError::Invalid("cannot move a directory into itself"));
                 }
-                tx.execute("UPDATE dentries SET ino=?2 WHERE id=?1", params![sid, dino as i64])?;
-                tx.execute("UPDATE dentries SET ino=?2 WHERE id=?1", params![did, sino as i64])?;
+                tx.execute(
+                    "UPDATE dentries SET ino=?2 WHERE id=?1",
+                    params![sid, dino as i64],
+                )?;
+                tx.execute(
+                    "UPDATE dentries SET ino=?2 WHERE id=?1",
+                    params![did, sino as i64],
+                )?;
                 if parent != newparent && sa.is_dir() != da.is_dir() {
                     let d = if sa.is_dir() { 1 } else { -1 };
                     add_nlink(tx, newparent, d, None)?;
                     add_nlink(tx, parent, -d, None)?;
                 }
                 for ino in [sino, dino] {
-                    tx.execute("UPDATE inodes SET ctime=?2 WHERE ino=?1", params![ino as i64, t])?;
+                    tx.execute(
+                        "UPDATE inodes SET ctime=?2 WHERE ino=?1",
+                        params![ino as i64, t],
+                    )?;
                 }
                 touch_dir(tx, parent, t)?;
                 touch_dir(tx, newparent, t)?;
@@ -702,8 +722,10 @@ impl Meta {
             if replace && !exists {
                 return Err(MetaError::NoAttr);
             }
-            tx.prepare_cached("INSERT OR REPLACE INTO xattrs(ino, name, value) VALUES(?1, ?2, ?3)")?
-                .execute(params![ino as i64, name, value])?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO xattrs(ino, name, value) VALUES(?1, ?2, ?3)",
+            )?
+            .execute(params![ino as i64, name, value])?;
             tx.prepare_cached("UPDATE inodes SET ctime=?2 WHERE ino=?1")?
                 .execute(params![ino as i64, now_ns()])?;
             Ok(())
@@ -756,8 +778,10 @@ impl Meta {
         if old == Some(block) {
             return Ok(());
         }
-        tx.prepare_cached("INSERT OR REPLACE INTO file_blocks(ino, idx, block) VALUES(?1, ?2, ?3)")?
-            .execute(params![ino as i64, idx as i64, block])?;
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO file_blocks(ino, idx, block) VALUES(?1, ?2, ?3)",
+        )?
+        .execute(params![ino as i64, idx as i64, block])?;
         tx.prepare_cached("UPDATE blocks SET refcount=refcount+1 WHERE id=?1")?
             .execute([block])?;
         if let Some(old) = old {
@@ -801,7 +825,9 @@ impl Meta {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         let unique_plain: i64 =
-            c.query_row("SELECT coalesce(sum(plain_len),0) FROM blocks", [], |r| r.get(0))?;
+            c.query_row("SELECT coalesce(sum(plain_len),0) FROM blocks", [], |r| {
+                r.get(0)
+            })?;
         let (objects, object_bytes): (i64, i64) = c.query_row(
             "SELECT count(*), coalesce(sum(size),0) FROM objects",
             [],

@@ -55,7 +55,10 @@ fn decode_snapshot(codec: &BlockCodec, gen: u64, rec: &[u8]) -> Result<Vec<u8>, 
 /// probing forward by HEAD (a hint may lag; LIST may be stale on Swift).
 pub fn latest_gen(store: &DynStore) -> Result<u64, StoreError> {
     let mut gen = match store.get("meta/latest") {
-        Ok(d) => String::from_utf8_lossy(&d).trim().parse::<u64>().unwrap_or(0),
+        Ok(d) => String::from_utf8_lossy(&d)
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0),
         Err(e) if e.is_not_found() => 0,
         Err(e) => return Err(e),
     };
@@ -160,7 +163,8 @@ impl Shipper {
         let gen = self.shipped_gen() + 1;
         // Record the new generation inside the snapshot itself, so a host
         // restoring it knows which generation it holds.
-        self.meta.kv_set(KV_SHIPPED_GEN, gen.to_string().as_bytes())?;
+        self.meta
+            .kv_set(KV_SHIPPED_GEN, gen.to_string().as_bytes())?;
         let seq = self.meta.change_seq();
         let tmp = snapshot_path(self.meta.path());
         let _ = std::fs::remove_file(&tmp);

@@ -30,9 +30,7 @@ impl FaultConfig {
             let bad = || format!("fault spec {part:?}: bad value");
             match k {
                 "error_rate" => c.error_rate = v.parse().map_err(|_| bad())?,
-                "latency_ms" => {
-                    c.latency = Duration::from_millis(v.parse().map_err(|_| bad())?)
-                }
+                "latency_ms" => c.latency = Duration::from_millis(v.parse().map_err(|_| bad())?),
                 "fail_after_bytes" => c.fail_after_bytes = Some(v.parse().map_err(|_| bad())?),
                 "down" => c.down = v == "1" || v == "true",
                 _ => return Err(format!("fault spec: unknown key {k:?}")),

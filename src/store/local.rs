@@ -136,7 +136,8 @@ impl ObjectStore for LocalStore {
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let mut f = File::open(self.path(key)?).map_err(|e| self.err(key, e))?;
-        f.seek(SeekFrom::Start(offset)).map_err(|e| self.err(key, e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| self.err(key, e))?;
         let mut buf = Vec::with_capacity(len as usize);
         f.take(len)
             .read_to_end(&mut buf)

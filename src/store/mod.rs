@@ -123,7 +123,9 @@ pub fn open(url: &str) -> Result<DynStore> {
     };
     let store: DynStore = if let Some(rest) = url.strip_prefix("local://") {
         if !rest.starts_with('/') {
-            return Err(bad("a local store needs an absolute path: local:///srv/swiftgate/store"));
+            return Err(bad(
+                "a local store needs an absolute path: local:///srv/swiftgate/store",
+            ));
         }
         Arc::new(local::LocalStore::open(rest)?)
     } else if url.starts_with("swift://") || url.starts_with("swiftks://") {
@@ -139,5 +141,8 @@ pub fn open(url: &str) -> Result<DynStore> {
         }
         _ => store,
     };
-    Ok(Arc::new(retry::RetryStore::new(store, retry::RetryPolicy::default())))
+    Ok(Arc::new(retry::RetryStore::new(
+        store,
+        retry::RetryPolicy::default(),
+    )))
 }

@@ -78,7 +78,9 @@ impl ObjectStore for RetryStore {
             key: key.into(),
             source,
         })?;
-        self.run("create", || self.inner.create_stream(key, len, &mut &buf[..]))
+        self.run("create", || {
+            self.inner.create_stream(key, len, &mut &buf[..])
+        })
     }
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         self.run("get", || self.inner.get(key))

@@ -97,7 +97,10 @@ impl TestFs {
         if let Some(i) = owned.iter().position(|a| a == "--passphrase") {
             let pf = t.root.join("pass");
             std::fs::write(&pf, format!("{}\n", owned[i + 1])).unwrap();
-            owned.splice(i..i + 2, ["--passphrase-file".to_string(), pf.display().to_string()]);
+            owned.splice(
+                i..i + 2,
+                ["--passphrase-file".to_string(), pf.display().to_string()],
+            );
             t.passfile = Some(pf);
         }
         let refs: Vec<&str> = owned.iter().map(|s| s.as_str()).collect();
@@ -206,7 +209,11 @@ pub fn dir_size(p: &Path) -> u64 {
         for e in rd.flatten() {
             // Files come and go while a mount runs.
             let Ok(m) = e.metadata() else { continue };
-            n += if m.is_dir() { dir_size(&e.path()) } else { m.len() };
+            n += if m.is_dir() {
+                dir_size(&e.path())
+            } else {
+                m.len()
+            };
         }
     }
     n
@@ -215,7 +222,8 @@ pub fn dir_size(p: &Path) -> u64 {
 pub fn is_mounted(mp: &Path) -> bool {
     let s = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let want = mp.display().to_string();
-    s.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+    s.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
 
 pub fn wait_unmounted(mp: &Path) {
