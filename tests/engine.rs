@@ -176,13 +176,13 @@ fn kill9_keeps_every_fsynced_file() {
         );
     }
     t.umount();
+    // An object uploaded but not yet recorded when the process died is
+    // an orphan fsck may delete: "repaired" (1) without loss is fine.
     let o = t.fsck(&["--verify-data"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "fsck after crash recovery: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "fsck after crash recovery: {out}");
+    assert!(!out.contains("DATA LOST"), "{out}");
+    assert_eq!(t.fsck(&[]).status.code(), Some(0));
 }
 
 #[test]
