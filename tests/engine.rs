@@ -180,7 +180,10 @@ fn kill9_keeps_every_fsynced_file() {
     // an orphan fsck may delete: "repaired" (1) without loss is fine.
     let o = t.fsck(&["--verify-data"]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(matches!(o.status.code(), Some(0 | 1)), "fsck after crash recovery: {out}");
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "fsck after crash recovery: {out}"
+    );
     assert!(!out.contains("DATA LOST"), "{out}");
     assert_eq!(t.fsck(&[]).status.code(), Some(0));
 }
