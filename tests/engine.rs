@@ -502,3 +502,50 @@ fn ctl_and_stat_commands() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no swiftgate mount"), "{}", stderr(&o));
 }
+
+#[test]
+fn full_cache_disk_makes_writers_wait_not_fail() {
+    let t = TestFs::new(&[]);
+    // The cache lives on a 24 MiB tmpfs but is told it may use 1 GiB: only
+    // watching the disk itself keeps writes from failing with ENOSPC.
+    fs::create_dir_all(&t.cache).unwrap();
+    let src = std::ffi::CString::new("tmpfs").unwrap();
+    let dst = std::ffi::CString::new(t.cache.to_str().unwrap()).unwrap();
+    let opts = std::ffi::CString::new("size=24m").unwrap();
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            src.as_ptr(),
+            0,
+            opts.as_ptr().cast(),
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "mounting a tmpfs: {}",
+        std::io::Error::last_os_error()
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _guard = Unmount(t.cache.clone());
+    t.mount(&["--cache-size", "1G", "--dirty-limit", "512M"]);
+    let data = random_bytes(64 * MIB as usize, 21);
+    let mut f = File::create(t.path("big")).unwrap();
+    for chunk in data.chunks(256 * 1024) {
+        f.write_all(chunk)
+            .expect("a full cache disk must not fail writes");
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(fs::read(t.path("big")).unwrap(), data);
+    t.umount();
+    let fresh = t.root.join("cache-new-host");
+    ok(t.try_mount_at(&t.mp, &fresh, &[]));
+    assert_eq!(fs::read(t.path("big")).unwrap(), data);
+}

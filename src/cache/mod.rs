@@ -49,6 +49,8 @@ pub enum CacheError {
     },
     #[error("the cache is shutting down")]
     Shutdown,
+    #[error("the cache disk is full")]
+    NoSpace,
 }
 
 pub type Result<T> = std::result::Result<T, CacheError>;
@@ -126,6 +128,10 @@ struct State {
     uploads_in_flight: usize,
     shutdown: bool,
     last_error: Option<String>,
+    /// Free bytes on the cache disk beyond the reserve, as last measured
+    /// and adjusted since; negative means over.
+    headroom: i64,
+    disk_checked: Option<Instant>,
 }
 
 #[derive(Debug, Default, serde::Serialize, Clone)]
@@ -355,10 +361,19 @@ impl Cache {
                 buf.fill(0);
                 Ok(())
             }
-            Some(b) => {
-                let (f, path) = self.open_clean(&b)?;
-                read_full_at(&f, buf, off).map_err(io_err(&path))
-            }
+            Some(b) => match self.open_clean(&b) {
+                Ok((f, path)) => read_full_at(&f, buf, off).map_err(io_err(&path)),
+                // No room to cache it: serve this read straight from the store.
+                Err(CacheError::NoSpace) => {
+                    let plain = self.fetch_plain(&b)?;
+                    let start = (off as usize).min(plain.len());
+                    let n = (plain.len() - start).min(buf.len());
+                    buf[..n].copy_from_slice(&plain[start..start + n]);
+                    buf[n..].fill(0);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
         }
     }
 
@@ -392,6 +407,7 @@ impl Cache {
             if let Ok(size) = res {
                 st.tick += 1;
                 let t = st.tick;
+                st.headroom -= size as i64;
                 st.clean.insert(b.id, (size, t));
                 st.lru.insert(t, b.id);
                 st.clean_bytes += size;
@@ -403,7 +419,8 @@ impl Cache {
         }
     }
 
-    fn fetch(&self, b: &BlockRef, path: &Path) -> Result<u64> {
+    /// Download and verify a block's plaintext.
+    fn fetch_plain(&self, b: &BlockRef) -> Result<Vec<u8>> {
         let key = object_key(b.object);
         let rec = self.store.get_range(&key, b.offset, b.length)?;
         let plain = self
@@ -415,8 +432,20 @@ impl Cache {
                 reason: e.to_string(),
             })?;
         self.fetched_blocks.fetch_add(1, Ordering::Relaxed);
+        Ok(plain)
+    }
+
+    fn fetch(&self, b: &BlockRef, path: &Path) -> Result<u64> {
+        let plain = self.fetch_plain(b)?;
         let tmp = self.tmp_path();
-        fs::write(&tmp, &plain).map_err(io_err(&tmp))?;
+        if let Err(e) = fs::write(&tmp, &plain) {
+            let _ = fs::remove_file(&tmp);
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                self.st.lock().disk_checked = None;
+                return Err(CacheError::NoSpace);
+            }
+            return Err(io_err(&tmp)(e));
+        }
         fs::rename(&tmp, path).map_err(io_err(path))?;
         Ok(plain.len() as u64)
     }
@@ -445,14 +474,45 @@ impl Cache {
             .join(SEQ.fetch_add(1, Ordering::Relaxed).to_string())
     }
 
+    /// Free space of the cache disk minus a reserve, re-measured twice a
+    /// second and estimated in between: the disk may be shared, so the
+    /// configured cache size alone cannot keep it from filling up.
+    fn headroom_locked(&self, st: &mut State) -> i64 {
+        if st
+            .disk_checked
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(500))
+        {
+            if let Ok(v) = nix::sys::statvfs::statvfs(&self.cfg.dir) {
+                let frsize = v.fragment_size() as i64;
+                let free = v.blocks_available() as i64 * frsize;
+                let total = v.blocks() as i64 * frsize;
+                // Room for the metadata database to keep committing (its
+                // WAL grows by up to 4 MiB between checkpoints): without
+                // it, uploads could not record their results and free space.
+                let reserve = (total / 10)
+                    .min(1 << 30)
+                    .max(4 * self.cfg.block_size as i64)
+                    .max(8 << 20);
+                st.headroom = free - reserve;
+            }
+            st.disk_checked = Some(Instant::now());
+        }
+        st.headroom
+    }
+
     fn evict_locked(&self, st: &mut State) {
-        while st.clean_bytes + st.dirty_bytes > self.cfg.cache_size {
+        loop {
+            let over_size = st.clean_bytes + st.dirty_bytes > self.cfg.cache_size;
+            if !over_size && self.headroom_locked(st) >= 0 {
+                break;
+            }
             let Some((&t, &id)) = st.lru.iter().next() else {
                 break;
             };
             st.lru.remove(&t);
             if let Some((size, _)) = st.clean.remove(&id) {
                 st.clean_bytes -= size;
+                st.headroom += size as i64;
                 let _ = fs::remove_file(self.dir("blocks").join(id.to_string()));
             }
         }
@@ -465,9 +525,18 @@ impl Cache {
     pub fn wait_for_room(&self) -> Result<()> {
         let mut st = self.st.lock();
         let mut logged = false;
-        while st.dirty_bytes >= self.cfg.dirty_limit {
+        loop {
+            self.evict_locked(&mut st);
+            let disk_full = self.headroom_locked(&mut st) < 2 * self.cfg.block_size as i64
+                && st.dirty_bytes > 0;
+            if st.dirty_bytes < self.cfg.dirty_limit && !disk_full {
+                break;
+            }
             if st.shutdown {
                 return Err(CacheError::Shutdown);
+            }
+            if disk_full && !logged {
+                tracing::warn!("cache disk nearly full: writers wait for uploads to free space");
             }
             if !logged {
                 self.writer_waits.fetch_add(1, Ordering::Relaxed);
@@ -540,6 +609,7 @@ impl Cache {
             Ok(len) => {
                 if let Some(d) = st.dirty.get_mut(&(ino, idx)) {
                     d.version += 1;
+                    st.headroom -= len as i64 - d.bytes as i64;
                     st.dirty_bytes = st.dirty_bytes - d.bytes + len;
                     d.bytes = len;
                     d.modified = Instant::now();
@@ -558,7 +628,16 @@ impl Cache {
                         let _ = fs::remove_file(&path);
                     }
                 }
-                Err(e)
+                match e {
+                    CacheError::Io { ref source, .. }
+                        if source.raw_os_error() == Some(libc::ENOSPC) =>
+                    {
+                        // Measure again next time; the caller waits and retries.
+                        st.disk_checked = None;
+                        Err(CacheError::NoSpace)
+                    }
+                    e => Err(e),
+                }
             }
         }
     }
@@ -727,6 +806,7 @@ impl Cache {
 
     pub fn drop_clean(&self) {
         let mut st = self.st.lock();
+        st.disk_checked = None;
         let ids: Vec<i64> = st.clean.keys().copied().collect();
         for id in ids {
             let _ = fs::remove_file(self.dir("blocks").join(id.to_string()));
@@ -803,6 +883,13 @@ impl Cache {
                     self.cv.notify_all();
                 }
                 Err(e) => {
+                    if is_disk_full(&e) {
+                        // The metadata database needs room to commit:
+                        // clean blocks can always be fetched again.
+                        drop(st);
+                        self.drop_clean();
+                        st = self.st.lock();
+                    }
                     tracing::warn!("upload failed, will retry in {backoff:?}: {e}");
                     st.last_error = Some(e.to_string());
                     self.cv.notify_all();
@@ -1116,6 +1203,17 @@ struct NewBlock {
 enum Job {
     Block((u64, u64), u64, u64),
     Pack(Pack),
+}
+
+fn is_disk_full(e: &CacheError) -> bool {
+    match e {
+        CacheError::Meta(MetaError::Db(rusqlite::Error::SqliteFailure(f, _))) => {
+            f.code == rusqlite::ErrorCode::DiskFull
+        }
+        CacheError::NoSpace => true,
+        CacheError::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+        _ => false,
+    }
 }
 
 /// Fill `buf` from `off`; bytes past the end of the file read as zeros.

@@ -495,11 +495,34 @@ impl Fs {
             // A hole between the old end and this write reads as zeros: the
             // block that held the old end already ends there (truncate and
             // uploads keep nothing past EOF).
-            self.cache.write_block(ino, idx, in_blk, src, a.size)?;
+            self.write_block_retrying(ino, idx, in_blk, src, a.size)?;
             pos += n;
         }
         self.meta.note_write(ino, end, meta::now_ns())?;
         Ok(data.len() as u32)
+    }
+
+    /// A full cache disk is a reason to wait for uploads, not to fail.
+    fn write_block_retrying(
+        &self,
+        ino: u64,
+        idx: u64,
+        off: u64,
+        data: &[u8],
+        size: u64,
+    ) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            match self.cache.write_block(ino, idx, off, data, size) {
+                Err(CacheError::NoSpace) if Instant::now() < deadline => {
+                    tracing::warn!("cache disk full: waiting for uploads to free space");
+                    self.cache.wait_for_room()?;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(CacheError::NoSpace) => return Err(Errno(libc::ENOSPC)),
+                r => return Ok(r?),
+            }
+        }
     }
 
     pub fn fsync(&self, ino: u64) -> Result<()> {

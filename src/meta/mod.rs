@@ -274,6 +274,8 @@ impl Meta {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "cache_size", -32768)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Give the WAL's disk space back after checkpoints.
+        conn.pragma_update(None, "journal_size_limit", 16 << 20)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.execute_batch(SCHEMA)?;
         Ok(Meta {
