@@ -20,7 +20,7 @@ use crate::meta::{object_key, BlockRef, Meta, MetaError};
 use crate::store::{DynStore, StoreError};
 use parking_lot::{Condvar, Mutex, RwLock};
 use rusqlite::{params, OptionalExtension};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -132,6 +132,12 @@ struct State {
     /// and adjusted since; negative means over.
     headroom: i64,
     disk_checked: Option<Instant>,
+    /// Dirty blocks waiting for upload, oldest change first. Entries are
+    /// checked when taken (stale ones dropped), so every change of a block
+    /// just adds a new entry.
+    queue: BTreeSet<(Instant, u64, u64)>,
+    /// Full blocks: uploaded without waiting for the delay.
+    ready: VecDeque<(u64, u64)>,
 }
 
 #[derive(Debug, Default, serde::Serialize, Clone)]
@@ -159,7 +165,10 @@ pub struct Cache {
     meta: Arc<Meta>,
     shipper: Arc<Shipper>,
     st: Mutex<State>,
+    /// Writers waiting for room, flushes, fetch waiters.
     cv: Condvar,
+    /// Upload workers.
+    work_cv: Condvar,
     inode_locks: Mutex<HashMap<u64, Arc<RwLock<()>>>>,
     next_object: AtomicI64,
     next_incarnation: AtomicU64,
@@ -211,6 +220,7 @@ impl Cache {
             shipper,
             st: Mutex::new(State::default()),
             cv: Condvar::new(),
+            work_cv: Condvar::new(),
             inode_locks: Mutex::new(HashMap::new()),
             next_object: AtomicI64::new(max_obj + 1),
             next_incarnation: AtomicU64::new(1),
@@ -270,6 +280,7 @@ impl Cache {
                             needs_sync: false,
                         },
                     );
+                    self.requeue(&mut st, (ino, idx));
                     requeued += 1;
                 }
                 // The file is gone or shorter now: the data is not reachable.
@@ -548,7 +559,7 @@ impl Cache {
                 logged = true;
             }
             st.writers_waiting += 1;
-            self.cv.notify_all();
+            self.work_cv.notify_all();
             self.cv.wait_for(&mut st, Duration::from_millis(200));
             st.writers_waiting -= 1;
         }
@@ -615,6 +626,7 @@ impl Cache {
                     d.modified = Instant::now();
                     d.needs_sync = true;
                 }
+                self.requeue(st, (ino, idx));
                 self.evict_locked(st);
                 Ok(())
             }
@@ -628,6 +640,7 @@ impl Cache {
                         let _ = fs::remove_file(&path);
                     }
                 }
+                self.requeue(st, (ino, idx));
                 match e {
                     CacheError::Io { ref source, .. }
                         if source.raw_os_error() == Some(libc::ENOSPC) =>
@@ -725,6 +738,7 @@ impl Cache {
                     st.dirty_bytes = st.dirty_bytes - d.bytes + nb;
                     d.bytes = nb;
                 }
+                self.requeue(st, (ino, idx));
             }
         }
         Ok(())
@@ -783,7 +797,7 @@ impl Cache {
             }
             None => st.flush_all = true,
         }
-        self.cv.notify_all();
+        self.work_cv.notify_all();
         loop {
             let pending = st.dirty.keys().any(|k| ino.is_none_or(|i| i == k.0))
                 || !st.pack.recs.is_empty()
@@ -846,6 +860,7 @@ impl Cache {
     pub fn shutdown(&self) {
         self.st.lock().shutdown = true;
         self.cv.notify_all();
+        self.work_cv.notify_all();
         let workers = std::mem::take(&mut *self.workers.lock());
         for w in workers {
             let _ = w.join();
@@ -867,7 +882,7 @@ impl Cache {
                     if let Some(j) = self.pick(&mut st) {
                         break j;
                     }
-                    self.cv.wait_for(&mut st, Duration::from_millis(50));
+                    self.work_cv.wait_for(&mut st, Duration::from_millis(100));
                 }
             };
             let res = match job {
@@ -904,18 +919,38 @@ impl Cache {
     fn pick(&self, st: &mut State) -> Option<Job> {
         let now = Instant::now();
         let pressure = st.writers_waiting > 0 || st.flush_all;
-        let mut best: Option<((u64, u64), Instant)> = None;
-        for (k, d) in st.dirty.iter() {
-            if d.uploading || d.version % 2 == 1 {
+        let mut chosen: Option<(u64, u64)> = None;
+        // fsync / flush of one inode: its blocks first (rare: a scan).
+        if !st.urgent.is_empty() {
+            chosen = st
+                .queue
+                .iter()
+                .find(|(_, i, x)| st.urgent.contains(i) && Self::pickable(st, &(*i, *x)))
+                .map(|(_, i, x)| (*i, *x));
+        }
+        while chosen.is_none() {
+            let Some(k) = st.ready.pop_front() else { break };
+            if Self::pickable(st, &k) {
+                chosen = Some(k);
+            }
+        }
+        while chosen.is_none() {
+            let Some(&(t, i, x)) = st.queue.first() else {
+                break;
+            };
+            let current = st
+                .dirty
+                .get(&(i, x))
+                .is_some_and(|d| d.modified == t && !d.uploading && d.version % 2 == 0);
+            if !current {
+                st.queue.pop_first();
                 continue;
             }
-            let due = pressure
-                || st.urgent.contains(&k.0)
-                || now.duration_since(d.modified) >= self.cfg.upload_delay
-                || d.bytes >= self.cfg.block_size;
-            if due && best.is_none_or(|(_, m)| d.modified < m) {
-                best = Some((*k, d.modified));
+            if pressure || now.duration_since(t) >= self.cfg.upload_delay {
+                st.queue.pop_first();
+                chosen = Some((i, x));
             }
+            break;
         }
         // A pack fills while small blocks keep coming; it goes once full,
         // once writing pauses or it grows old, or, when someone waits for
@@ -926,16 +961,19 @@ impl Cache {
                 st.pack.buf.len() as u64 >= self.cfg.pack_target
                     || now.duration_since(l) >= self.cfg.upload_delay
                     || now.duration_since(s) >= max_age
-                    || (best.is_none()
+                    || (chosen.is_none()
                         && (pressure || st.pack.recs.iter().any(|r| st.urgent.contains(&r.key.0))))
             }
             _ => false,
         };
         if pack_due {
+            if let Some(k) = chosen {
+                self.requeue(st, k);
+            }
             st.uploads_in_flight += 1;
             return Some(Job::Pack(std::mem::take(&mut st.pack)));
         }
-        let (k, _) = best?;
+        let k = chosen?;
         let d = st.dirty.get_mut(&k)?;
         d.uploading = true;
         st.uploads_in_flight += 1;
@@ -947,9 +985,30 @@ impl Cache {
         if let Some(d) = st.dirty.get_mut(&key) {
             if d.incarnation == inc {
                 d.uploading = false;
+                self.requeue(&mut st, key);
             }
         }
         self.cv.notify_all();
+    }
+
+    /// Queue a dirty block whose state changed; a no-op unless it can be
+    /// uploaded (not uploading, no write in progress).
+    fn requeue(&self, st: &mut State, key: (u64, u64)) {
+        if let Some(d) = st.dirty.get(&key) {
+            if !d.uploading && d.version % 2 == 0 {
+                st.queue.insert((d.modified, key.0, key.1));
+                if d.bytes >= self.cfg.block_size {
+                    st.ready.push_back(key);
+                }
+                self.work_cv.notify_one();
+            }
+        }
+    }
+
+    fn pickable(st: &State, key: &(u64, u64)) -> bool {
+        st.dirty
+            .get(key)
+            .is_some_and(|d| !d.uploading && d.version % 2 == 0)
     }
 
     fn upload_block(&self, key: (u64, u64), inc: u64, ver: u64) -> Result<()> {
@@ -1170,6 +1229,7 @@ impl Cache {
             }
             if d.version != *ver {
                 d.uploading = false; // changed since: upload again later
+                self.requeue(st, *key);
                 continue;
             }
             let d = st.dirty.remove(key).expect("present");

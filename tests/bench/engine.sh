@@ -51,9 +51,10 @@ echo "preparing ${SIZE_MB} MiB of random data and a source tree of ~${FILES} fil
 head -c $((SIZE_MB * 1048576)) /dev/urandom > /dev/shm/swiftgate-bench-src.$$
 SRC=/dev/shm/swiftgate-bench-src.$$
 trap 'cleanup; rm -f $SRC /dev/shm/swiftgate-bench-tree.$$.tar' EXIT
-TREE_ROOT=$(ls -d "$HOME"/.cargo/registry/src/*/ | head -1)
+# A real source tree: the crates cargo fetched (tens of thousands of files).
+TREE_ROOT="$HOME/.cargo/registry/src"
 TAR=/dev/shm/swiftgate-bench-tree.$$.tar
-(cd "$TREE_ROOT" && find . -type f | head -n "$FILES" | tar -cf "$TAR" -T - 2>/dev/null)
+(cd "$TREE_ROOT" && find . -type f > "$WORK/list" && head -n "$FILES" "$WORK/list" > "$WORK/list.n" && tar -cf "$TAR" -T "$WORK/list.n")
 NFILES=$(tar -tf "$TAR" | wc -l)
 TARMB=$(( $(stat -c %s "$TAR") / 1048576 ))
 echo "tree: $NFILES files, $TARMB MiB (from $TREE_ROOT)"
