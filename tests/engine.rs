@@ -549,3 +549,61 @@ fn full_cache_disk_makes_writers_wait_not_fail() {
     ok(t.try_mount_at(&t.mp, &fresh, &[]));
     assert_eq!(fs::read(t.path("big")).unwrap(), data);
 }
+
+#[test]
+fn mostly_dead_packs_are_rewritten_and_deleted() {
+    let t = TestFs::new(&["--plain"]);
+    // Nothing uploads before the flush: all files land in one pack, of
+    // which 90% then dies.
+    t.mount(&["--upload-delay", "60s"]);
+    for i in 0..200u64 {
+        fs::write(t.path(&format!("s{i}")), random_bytes(20_000, i)).unwrap();
+    }
+    ok(run(&["ctl", t.mp.to_str().unwrap(), "flush"]));
+    let before = data_objects(&t);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let bytes_before = t.stored_data_bytes();
+    for i in 0..200u64 {
+        if i % 10 != 0 {
+            fs::remove_file(t.path(&format!("s{i}"))).unwrap();
+        }
+    }
+    let o = ok(run(&["ctl", t.mp.to_str().unwrap(), "gc"]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("\"packs_rewritten\":") && !out.contains("\"packs_rewritten\":0"),
+        "{out}"
+    );
+    // The old packs go once two newer metadata generations are stored.
+    for _ in 0..3 {
+        ok(run(&["ctl", t.mp.to_str().unwrap(), "backup-metadata"]));
+    }
+    let after = data_objects(&t);
+    assert!(
+        before.iter().all(|p| !after.contains(p)),
+        "old packs still stored: {before:?} -> {after:?}"
+    );
+    let bytes_after = t.stored_data_bytes();
+    assert!(
+        bytes_after * 4 < bytes_before,
+        "{bytes_before} -> {bytes_after} bytes"
+    );
+    // What is left reads back, also on a new host.
+    t.umount();
+    fs::remove_dir_all(&t.cache).unwrap();
+    t.mount(&[]);
+    for i in (0..200u64).step_by(10) {
+        assert_eq!(
+            fs::read(t.path(&format!("s{i}"))).unwrap(),
+            random_bytes(20_000, i)
+        );
+    }
+    t.umount();
+    let o = t.fsck(&["--verify-data"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}

@@ -14,6 +14,8 @@
 //! version: odd while a write is in progress, so an uploader never commits a
 //! torn read.
 
+pub mod gc;
+
 use crate::data::{sha256, BlockCodec, Hash};
 use crate::meta::ship::Shipper;
 use crate::meta::{object_key, BlockRef, Meta, MetaError};
@@ -126,6 +128,8 @@ struct State {
     flush_all: bool,
     writers_waiting: usize,
     uploads_in_flight: usize,
+    /// Block jobs in flight: each may still add a record to the pack.
+    block_jobs: usize,
     shutdown: bool,
     last_error: Option<String>,
     /// Free bytes on the cache disk beyond the reserve, as last measured
@@ -885,12 +889,17 @@ impl Cache {
                     self.work_cv.wait_for(&mut st, Duration::from_millis(100));
                 }
             };
+            let is_block = matches!(job, Job::Block(..));
             let res = match job {
                 Job::Block(key, inc, ver) => self.upload_block(key, inc, ver),
                 Job::Pack(pack) => self.upload_pack(pack),
             };
             let mut st = self.st.lock();
             st.uploads_in_flight -= 1;
+            if is_block {
+                st.block_jobs -= 1;
+                self.work_cv.notify_one();
+            }
             match res {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
@@ -962,6 +971,7 @@ impl Cache {
                     || now.duration_since(l) >= self.cfg.upload_delay
                     || now.duration_since(s) >= max_age
                     || (chosen.is_none()
+                        && st.block_jobs == 0
                         && (pressure || st.pack.recs.iter().any(|r| st.urgent.contains(&r.key.0))))
             }
             _ => false,
@@ -977,6 +987,7 @@ impl Cache {
         let d = st.dirty.get_mut(&k)?;
         d.uploading = true;
         st.uploads_in_flight += 1;
+        st.block_jobs += 1;
         Some(Job::Block(k, d.incarnation, d.version))
     }
 

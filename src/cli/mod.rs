@@ -68,7 +68,8 @@ pub enum Cmd {
     /// Control a mounted filesystem.
     Ctl {
         mountpoint: PathBuf,
-        #[arg(value_parser = ["flush", "backup-metadata", "drop-cache"])]
+        /// gc: rewrite packs that are mostly dead now (otherwise every minute)
+        #[arg(value_parser = ["flush", "backup-metadata", "drop-cache", "gc"])]
         action: String,
     },
     /// Create (first time) and mount a demo filesystem on the local store.

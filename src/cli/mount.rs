@@ -305,6 +305,10 @@ fn handle(
             let gen = fs.shipper().ship(true).map_err(|e| e.to_string())?;
             Ok(json!({ "generation": gen }))
         }
+        "gc" => {
+            let s = fs.cache().gc_packs(1000).map_err(|e| e.to_string())?;
+            Ok(serde_json::to_value(s).unwrap_or_default())
+        }
         "drop-cache" => {
             fs.cache().drop_clean();
             Ok(serde_json::Value::Null)

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 pub const PARAMS_KEY: &str = "params";
 pub const DEFAULT_BLOCK_SIZE: u32 = 4 << 20;
+/// How often mostly-dead packs are looked for.
+const GC_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -288,6 +290,7 @@ impl Engine {
     fn background(&self, interval: Duration, renew_every: Duration) {
         let mut last_ship = Instant::now();
         let mut last_renew = Instant::now();
+        let mut last_gc = Instant::now();
         let (lock, cv) = &*self.stop;
         loop {
             {
@@ -312,6 +315,12 @@ impl Engine {
                 match self.fs.shipper().ship(false) {
                     Ok(_) => last_ship = Instant::now(),
                     Err(e) => tracing::warn!("shipping metadata failed (will retry): {e}"),
+                }
+            }
+            if last_gc.elapsed() >= GC_INTERVAL {
+                last_gc = Instant::now();
+                if let Err(e) = self.fs.cache().gc_packs(8) {
+                    tracing::warn!("pack garbage collection failed (will retry): {e}");
                 }
             }
         }
