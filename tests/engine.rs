@@ -544,10 +544,26 @@ fn full_cache_disk_makes_writers_wait_not_fail() {
     f.sync_all().unwrap();
     drop(f);
     assert_eq!(fs::read(t.path("big")).unwrap(), data);
+    // Small files live in the cache's database: the same must hold there.
+    fs::create_dir(t.path("small")).unwrap();
+    for i in 0..3000u64 {
+        fs::write(t.path(&format!("small/{i}")), random_bytes(8000, i))
+            .expect("a full cache disk must not fail small writes");
+    }
+    for i in (0..3000u64).step_by(101) {
+        assert_eq!(
+            fs::read(t.path(&format!("small/{i}"))).unwrap(),
+            random_bytes(8000, i)
+        );
+    }
     t.umount();
     let fresh = t.root.join("cache-new-host");
     ok(t.try_mount_at(&t.mp, &fresh, &[]));
     assert_eq!(fs::read(t.path("big")).unwrap(), data);
+    assert_eq!(
+        fs::read(t.path("small/2999")).unwrap(),
+        random_bytes(8000, 2999)
+    );
 }
 
 #[test]

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 bash tests/setup.sh
 cargo build --quiet
-cargo test --quiet 2>&1 | tee /tmp/swiftgate-cargo-test.$$.log
+# A hung mount must fail the run, not eat CI's whole time budget.
+timeout 2400 cargo test --quiet 2>&1 | tee /tmp/swiftgate-cargo-test.$$.log
 grep -q "test result: FAILED" /tmp/swiftgate-cargo-test.$$.log && exit 1
 rm -f /tmp/swiftgate-cargo-test.$$.log
 

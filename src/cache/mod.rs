@@ -15,6 +15,7 @@
 //! torn read.
 
 pub mod gc;
+pub mod smalldb;
 
 use crate::data::{sha256, BlockCodec, Hash};
 use crate::meta::ship::Shipper;
@@ -22,6 +23,7 @@ use crate::meta::{object_key, BlockRef, Meta, MetaError};
 use crate::store::{DynStore, StoreError};
 use parking_lot::{Condvar, Mutex, RwLock};
 use rusqlite::{params, OptionalExtension};
+use smalldb::{SmallDb, SMALL_MAX};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -89,6 +91,8 @@ struct Dirty {
     modified: Instant,
     uploading: bool,
     needs_sync: bool,
+    /// Content lives in the small-block database, not in a file.
+    small: bool,
 }
 
 #[derive(Debug)]
@@ -115,8 +119,8 @@ struct Pack {
 #[derive(Debug, Default)]
 struct State {
     dirty: HashMap<(u64, u64), Dirty>,
-    /// Clean block id -> (size, LRU tick).
-    clean: HashMap<i64, (u64, u64)>,
+    /// Clean block id -> (size, LRU tick, in the small-block database).
+    clean: HashMap<i64, (u64, u64, bool)>,
     lru: BTreeMap<u64, i64>,
     tick: u64,
     clean_bytes: u64,
@@ -168,6 +172,7 @@ pub struct Cache {
     codec: BlockCodec,
     meta: Arc<Meta>,
     shipper: Arc<Shipper>,
+    small: SmallDb,
     st: Mutex<State>,
     /// Writers waiting for room, flushes, fetch waiters.
     cv: Condvar,
@@ -216,7 +221,9 @@ impl Cache {
             )
             .map_err(MetaError::from)?
         };
+        let small = SmallDb::open(&cfg.dir.join("cache.db"))?;
         let cache = Arc::new(Cache {
+            small,
             cfg,
             store,
             codec,
@@ -238,6 +245,12 @@ impl Cache {
         });
         cache.recover()?;
         Ok(cache)
+    }
+
+    /// Blocks up to this size live in the small-block database: well
+    /// under a block, so full blocks of big files always get a file.
+    fn small_max(&self) -> u64 {
+        SMALL_MAX.min(self.cfg.block_size / 2)
     }
 
     pub fn block_size(&self) -> u64 {
@@ -282,6 +295,7 @@ impl Cache {
                             modified: Instant::now(),
                             uploading: false,
                             needs_sync: false,
+                            small: false,
                         },
                     );
                     self.requeue(&mut st, (ino, idx));
@@ -291,6 +305,34 @@ impl Cache {
                 _ => {
                     let _ = fs::remove_file(e.path());
                 }
+            }
+        }
+        for (ino, idx, bytes) in self.small.list_dirty()? {
+            if st.dirty.contains_key(&(ino, idx)) {
+                // A crash mid-conversion to a file: the file is complete
+                // (the row is deleted only after it was written).
+                self.small.del_dirty(ino, idx)?;
+                continue;
+            }
+            match self.meta.getattr(ino) {
+                Ok(a) if idx * self.cfg.block_size < a.size.max(1) => {
+                    st.dirty_bytes += bytes;
+                    st.dirty.insert(
+                        (ino, idx),
+                        Dirty {
+                            incarnation: self.next_incarnation.fetch_add(1, Ordering::Relaxed),
+                            version: 0,
+                            bytes,
+                            modified: Instant::now(),
+                            uploading: false,
+                            needs_sync: false,
+                            small: true,
+                        },
+                    );
+                    self.requeue(&mut st, (ino, idx));
+                    requeued += 1;
+                }
+                _ => self.small.del_dirty(ino, idx)?,
             }
         }
         if requeued > 0 {
@@ -321,13 +363,24 @@ impl Cache {
                     let size = e.metadata().map(|m| m.len()).unwrap_or(0);
                     st.tick += 1;
                     let t = st.tick;
-                    st.clean.insert(id, (size, t));
+                    st.clean.insert(id, (size, t, false));
                     st.lru.insert(t, id);
                     st.clean_bytes += size;
                 }
                 _ => {
                     let _ = fs::remove_file(e.path());
                 }
+            }
+        }
+        for (id, size) in self.small.list_clean()? {
+            if known.contains(&id) {
+                st.tick += 1;
+                let t = st.tick;
+                st.clean.insert(id, (size, t, true));
+                st.lru.insert(t, id);
+                st.clean_bytes += size;
+            } else {
+                self.small.del_clean(id)?;
             }
         }
         Ok(())
@@ -366,10 +419,18 @@ impl Cache {
     /// given the file size is `valid`). Caller holds the inode lock (shared).
     pub fn read_block(&self, ino: u64, idx: u64, off: u64, buf: &mut [u8]) -> Result<()> {
         let dirty_path = self.dir("dirty").join(dirty_name(ino, idx));
-        let is_dirty = self.st.lock().dirty.contains_key(&(ino, idx));
-        if is_dirty {
-            let f = File::open(&dirty_path).map_err(io_err(&dirty_path))?;
-            return read_full_at(&f, buf, off).map_err(io_err(&dirty_path));
+        let dirty = self.st.lock().dirty.get(&(ino, idx)).map(|d| d.small);
+        match dirty {
+            Some(true) => {
+                let data = self.small.get_dirty(ino, idx)?.unwrap_or_default();
+                copy_at(&data, buf, off);
+                return Ok(());
+            }
+            Some(false) => {
+                let f = File::open(&dirty_path).map_err(io_err(&dirty_path))?;
+                return read_full_at(&f, buf, off).map_err(io_err(&dirty_path));
+            }
+            None => {}
         }
         match self.meta.block_at(ino, idx)? {
             None => {
@@ -377,14 +438,10 @@ impl Cache {
                 Ok(())
             }
             Some(b) => match self.open_clean(&b) {
-                Ok((f, path)) => read_full_at(&f, buf, off).map_err(io_err(&path)),
+                Ok(c) => c.read_at(buf, off),
                 // No room to cache it: serve this read straight from the store.
                 Err(CacheError::NoSpace) => {
-                    let plain = self.fetch_plain(&b)?;
-                    let start = (off as usize).min(plain.len());
-                    let n = (plain.len() - start).min(buf.len());
-                    buf[..n].copy_from_slice(&plain[start..start + n]);
-                    buf[n..].fill(0);
+                    copy_at(&self.fetch_plain(&b)?, buf, off);
                     Ok(())
                 }
                 Err(e) => Err(e),
@@ -393,11 +450,11 @@ impl Cache {
     }
 
     /// Open the cached plaintext of a block, fetching it if needed.
-    fn open_clean(&self, b: &BlockRef) -> Result<(File, PathBuf)> {
+    fn open_clean(&self, b: &BlockRef) -> Result<CleanData> {
         let path = self.dir("blocks").join(b.id.to_string());
         loop {
             let mut st = self.st.lock();
-            if st.clean.contains_key(&b.id) {
+            if let Some(&(_, _, small)) = st.clean.get(&b.id) {
                 st.tick += 1;
                 let t = st.tick;
                 if let Some(e) = st.clean.get_mut(&b.id) {
@@ -405,10 +462,17 @@ impl Cache {
                     st.lru.remove(&old);
                     st.lru.insert(t, b.id);
                 }
+                if small {
+                    drop(st);
+                    match self.small.get_clean(b.id)? {
+                        Some(d) => return Ok(CleanData::Mem(d)),
+                        None => continue, // evicted meanwhile
+                    }
+                }
                 // Opened under the lock: eviction may unlink the name, but
                 // the open file stays readable.
                 let f = File::open(&path).map_err(io_err(&path))?;
-                return Ok((f, path));
+                return Ok(CleanData::File(f, path));
             }
             if st.fetching.contains(&b.id) {
                 self.cv.wait_for(&mut st, Duration::from_millis(100));
@@ -419,11 +483,11 @@ impl Cache {
             let res = self.fetch(b, &path);
             let mut st = self.st.lock();
             st.fetching.remove(&b.id);
-            if let Ok(size) = res {
+            if let Ok((size, small)) = res {
                 st.tick += 1;
                 let t = st.tick;
                 st.headroom -= size as i64;
-                st.clean.insert(b.id, (size, t));
+                st.clean.insert(b.id, (size, t, small));
                 st.lru.insert(t, b.id);
                 st.clean_bytes += size;
                 self.evict_locked(&mut st);
@@ -450,8 +514,14 @@ impl Cache {
         Ok(plain)
     }
 
-    fn fetch(&self, b: &BlockRef, path: &Path) -> Result<u64> {
+    /// Fetch into the cache; returns the size and whether it went into the
+    /// small-block database.
+    fn fetch(&self, b: &BlockRef, path: &Path) -> Result<(u64, bool)> {
         let plain = self.fetch_plain(b)?;
+        if plain.len() as u64 <= self.small_max() {
+            self.small.put_clean(b.id, &plain)?;
+            return Ok((plain.len() as u64, true));
+        }
         let tmp = self.tmp_path();
         if let Err(e) = fs::write(&tmp, &plain) {
             let _ = fs::remove_file(&tmp);
@@ -462,7 +532,7 @@ impl Cache {
             return Err(io_err(&tmp)(e));
         }
         fs::rename(&tmp, path).map_err(io_err(path))?;
-        Ok(plain.len() as u64)
+        Ok((plain.len() as u64, false))
     }
 
     /// Warm the cache with blocks a sequential reader will want next.
@@ -508,7 +578,7 @@ impl Cache {
                     .min(1 << 30)
                     .max(4 * self.cfg.block_size as i64)
                     .max(8 << 20);
-                st.headroom = free - reserve;
+                st.headroom = free + self.small.free_bytes() as i64 - reserve;
             }
             st.disk_checked = Some(Instant::now());
         }
@@ -525,10 +595,14 @@ impl Cache {
                 break;
             };
             st.lru.remove(&t);
-            if let Some((size, _)) = st.clean.remove(&id) {
+            if let Some((size, _, small)) = st.clean.remove(&id) {
                 st.clean_bytes -= size;
                 st.headroom += size as i64;
-                let _ = fs::remove_file(self.dir("blocks").join(id.to_string()));
+                if small {
+                    let _ = self.small.del_clean(id);
+                } else {
+                    let _ = fs::remove_file(self.dir("blocks").join(id.to_string()));
+                }
             }
         }
     }
@@ -582,15 +656,17 @@ impl Cache {
     ) -> Result<()> {
         let bs = self.cfg.block_size;
         let path = self.dir("dirty").join(dirty_name(ino, idx));
-        let existed = {
+        let end = off + data.len() as u64;
+        let (existed, small) = {
             let mut st = self.st.lock();
             match st.dirty.get_mut(&(ino, idx)) {
                 Some(d) => {
                     d.version += 1; // odd: write in progress
-                    true
+                    (true, d.small)
                 }
                 None => {
                     let inc = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
+                    let small = end <= self.small_max();
                     st.dirty.insert(
                         (ino, idx),
                         Dirty {
@@ -600,28 +676,52 @@ impl Cache {
                             modified: Instant::now(),
                             uploading: false,
                             needs_sync: true,
+                            small,
                         },
                     );
-                    false
+                    (false, small)
                 }
             }
         };
-        let res = (|| -> Result<u64> {
+        let res = (|| -> Result<(u64, bool)> {
+            if small {
+                let mut buf = if existed {
+                    self.small.get_dirty(ino, idx)?.unwrap_or_default()
+                } else {
+                    self.old_content(ino, idx, off, data.len() as u64, file_size, bs)?
+                };
+                if (buf.len() as u64) < end {
+                    buf.resize(end as usize, 0);
+                }
+                buf[off as usize..end as usize].copy_from_slice(data);
+                if buf.len() as u64 <= self.small_max() {
+                    self.small.put_dirty(ino, idx, &buf)?;
+                    return Ok((buf.len() as u64, true));
+                }
+                // Grown past the small limit: the block moves to a file.
+                let f = create_truncated(&path)?;
+                f.write_all_at(&buf, 0).map_err(io_err(&path))?;
+                self.small.del_dirty(ino, idx)?;
+                return Ok((buf.len() as u64, false));
+            }
             let f = if existed {
                 OpenOptions::new()
                     .write(true)
                     .open(&path)
                     .map_err(io_err(&path))?
             } else {
-                self.materialize(ino, idx, &path, off, data.len() as u64, file_size, bs)?
+                let f = create_truncated(&path)?;
+                let old = self.old_content(ino, idx, off, data.len() as u64, file_size, bs)?;
+                f.write_all_at(&old, 0).map_err(io_err(&path))?;
+                f
             };
             f.write_all_at(data, off).map_err(io_err(&path))?;
-            Ok(f.metadata().map_err(io_err(&path))?.len())
+            Ok((f.metadata().map_err(io_err(&path))?.len(), false))
         })();
         let mut st = self.st.lock();
         let st = &mut *st;
         match res {
-            Ok(len) => {
+            Ok((len, small_now)) => {
                 if let Some(d) = st.dirty.get_mut(&(ino, idx)) {
                     d.version += 1;
                     st.headroom -= len as i64 - d.bytes as i64;
@@ -629,6 +729,7 @@ impl Cache {
                     d.bytes = len;
                     d.modified = Instant::now();
                     d.needs_sync = true;
+                    d.small = small_now;
                 }
                 self.requeue(st, (ino, idx));
                 self.evict_locked(st);
@@ -641,8 +742,14 @@ impl Cache {
                         // Nothing valid was written: forget the entry.
                         st.dirty_bytes -= d.bytes;
                         st.dirty.remove(&(ino, idx));
-                        let _ = fs::remove_file(&path);
+                        if small {
+                            let _ = self.small.del_dirty(ino, idx);
+                        }
                     }
+                }
+                if !existed || small {
+                    // A file left by a failed create or conversion.
+                    let _ = fs::remove_file(&path);
                 }
                 self.requeue(st, (ino, idx));
                 match e {
@@ -653,43 +760,43 @@ impl Cache {
                         st.disk_checked = None;
                         Err(CacheError::NoSpace)
                     }
+                    CacheError::Meta(MetaError::Db(rusqlite::Error::SqliteFailure(f, _)))
+                        if f.code == rusqlite::ErrorCode::DiskFull =>
+                    {
+                        st.disk_checked = None;
+                        Err(CacheError::NoSpace)
+                    }
                     e => Err(e),
                 }
             }
         }
     }
 
-    /// Create the dirty file for a block, starting from its stored content
-    /// unless the write replaces all of it.
-    #[allow(clippy::too_many_arguments)]
-    fn materialize(
+    /// A block's current stored content (up to the file's end), unless the
+    /// write about to happen replaces all of it.
+    fn old_content(
         &self,
         ino: u64,
         idx: u64,
-        path: &Path,
         off: u64,
         len: u64,
         file_size: u64,
         bs: u64,
-    ) -> Result<File> {
-        let block_start = idx * bs;
-        let valid = file_size.saturating_sub(block_start).min(bs);
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io_err(path))?;
-        if valid > 0 && !(off == 0 && len >= valid) {
-            if let Some(b) = self.meta.block_at(ino, idx)? {
-                let (src, sp) = self.open_clean(&b)?;
-                let mut buf = vec![0u8; b.plain_len.min(valid) as usize];
-                read_full_at(&src, &mut buf, 0).map_err(io_err(&sp))?;
-                f.write_all_at(&buf, 0).map_err(io_err(path))?;
-            }
+    ) -> Result<Vec<u8>> {
+        let valid = file_size.saturating_sub(idx * bs).min(bs);
+        if valid == 0 || (off == 0 && len >= valid) {
+            return Ok(Vec::new());
         }
-        Ok(f)
+        let Some(b) = self.meta.block_at(ino, idx)? else {
+            return Ok(Vec::new());
+        };
+        let mut buf = vec![0u8; b.plain_len.min(valid) as usize];
+        match self.open_clean(&b) {
+            Ok(c) => c.read_at(&mut buf, 0)?,
+            Err(CacheError::NoSpace) => copy_at(&self.fetch_plain(&b)?, &mut buf, 0),
+            Err(e) => return Err(e),
+        }
+        Ok(buf)
     }
 
     /// Cut a file to `new_size` (caller holds the inode lock exclusively and
@@ -712,8 +819,8 @@ impl Cache {
             for k in drop {
                 if let Some(d) = st.dirty.remove(&k) {
                     st.dirty_bytes -= d.bytes;
+                    self.forget_dirty(k, d.small);
                 }
-                let _ = fs::remove_file(self.dir("dirty").join(dirty_name(k.0, k.1)));
             }
             self.cv.notify_all();
         }
@@ -732,12 +839,21 @@ impl Cache {
                 let st = &mut *st;
                 if let Some(d) = st.dirty.get_mut(&(ino, idx)) {
                     d.version += 1;
-                    let r = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .and_then(|f| f.set_len(tail.min(d.bytes)));
+                    let r = if d.small {
+                        self.small.get_dirty(ino, idx).and_then(|v| {
+                            let mut v = v.unwrap_or_default();
+                            v.truncate(tail as usize);
+                            self.small.put_dirty(ino, idx, &v)
+                        })
+                    } else {
+                        OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .and_then(|f| f.set_len(tail.min(d.bytes)))
+                            .map_err(io_err(&path))
+                    };
                     d.version += 1;
-                    r.map_err(io_err(&path))?;
+                    r?;
                     let nb = tail.min(d.bytes);
                     st.dirty_bytes = st.dirty_bytes - d.bytes + nb;
                     d.bytes = nb;
@@ -748,6 +864,14 @@ impl Cache {
         Ok(())
     }
 
+    fn forget_dirty(&self, k: (u64, u64), small: bool) {
+        if small {
+            let _ = self.small.del_dirty(k.0, k.1);
+        } else {
+            let _ = fs::remove_file(self.dir("dirty").join(dirty_name(k.0, k.1)));
+        }
+    }
+
     /// Forget all cached state of a deleted inode.
     pub fn drop_inode(&self, ino: u64) {
         let mut st = self.st.lock();
@@ -756,8 +880,8 @@ impl Cache {
         for k in keys {
             if let Some(d) = st.dirty.remove(&k) {
                 st.dirty_bytes -= d.bytes;
+                self.forget_dirty(k, d.small);
             }
-            let _ = fs::remove_file(self.dir("dirty").join(dirty_name(k.0, k.1)));
         }
         st.urgent.remove(&ino);
         self.cv.notify_all();
@@ -765,17 +889,25 @@ impl Cache {
 
     /// fsync with local durability: this inode's dirty blocks are on disk.
     pub fn sync_local(&self, ino: u64) -> Result<()> {
+        let mut any_small = false;
         let keys: Vec<(u64, u64)> = {
             let mut st = self.st.lock();
-            st.dirty
-                .iter_mut()
-                .filter(|(k, d)| k.0 == ino && d.needs_sync)
-                .map(|(k, d)| {
+            let mut keys = Vec::new();
+            for (k, d) in st.dirty.iter_mut() {
+                if k.0 == ino && d.needs_sync {
                     d.needs_sync = false;
-                    *k
-                })
-                .collect()
+                    if d.small {
+                        any_small = true;
+                    } else {
+                        keys.push(*k);
+                    }
+                }
+            }
+            keys
         };
+        if any_small {
+            self.small.sync()?;
+        }
         for (i, x) in &keys {
             let p = self.dir("dirty").join(dirty_name(*i, *x));
             match File::open(&p) {
@@ -825,10 +957,13 @@ impl Cache {
     pub fn drop_clean(&self) {
         let mut st = self.st.lock();
         st.disk_checked = None;
-        let ids: Vec<i64> = st.clean.keys().copied().collect();
-        for id in ids {
-            let _ = fs::remove_file(self.dir("blocks").join(id.to_string()));
+        let ids: Vec<(i64, bool)> = st.clean.iter().map(|(id, e)| (*id, e.2)).collect();
+        for (id, small) in ids {
+            if !small {
+                let _ = fs::remove_file(self.dir("blocks").join(id.to_string()));
+            }
         }
+        let _ = self.small.clear_clean();
         st.clean.clear();
         st.lru.clear();
         st.clean_bytes = 0;
@@ -1032,13 +1167,19 @@ impl Cache {
 
     fn upload_block_inner(&self, key: (u64, u64), inc: u64, ver: u64) -> Result<()> {
         let path = self.dir("dirty").join(dirty_name(key.0, key.1));
-        let data = match fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.unmark(key, inc);
-                return Ok(());
-            }
-            Err(e) => return Err(io_err(&path)(e)),
+        let small = self.st.lock().dirty.get(&key).map(|d| d.small);
+        let data = match small {
+            Some(true) => self.small.get_dirty(key.0, key.1)?,
+            Some(false) => match fs::read(&path) {
+                Ok(d) => Some(d),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io_err(&path)(e)),
+            },
+            None => None,
+        };
+        let Some(data) = data else {
+            self.unmark(key, inc);
+            return Ok(());
         };
         {
             let st = self.st.lock();
@@ -1245,14 +1386,25 @@ impl Cache {
             }
             let d = st.dirty.remove(key).expect("present");
             st.dirty_bytes -= d.bytes;
-            let src = self.dir("dirty").join(dirty_name(key.0, key.1));
-            let dst = self.dir("blocks").join(id.to_string());
-            if st.clean.contains_key(&id) || fs::rename(&src, &dst).is_err() {
-                let _ = fs::remove_file(&src);
+            // The uploaded content becomes the clean copy of its block.
+            let kept = if st.clean.contains_key(&id) {
+                self.forget_dirty(*key, d.small);
+                false
+            } else if d.small {
+                self.small.dirty_to_clean(key.0, key.1, id).is_ok()
             } else {
+                let src = self.dir("dirty").join(dirty_name(key.0, key.1));
+                let dst = self.dir("blocks").join(id.to_string());
+                let ok = fs::rename(&src, &dst).is_ok();
+                if !ok {
+                    let _ = fs::remove_file(&src);
+                }
+                ok
+            };
+            if kept {
                 st.tick += 1;
                 let t = st.tick;
-                st.clean.insert(id, (d.bytes, t));
+                st.clean.insert(id, (d.bytes, t, d.small));
                 st.lru.insert(t, id);
                 st.clean_bytes += d.bytes;
             }
@@ -1274,6 +1426,42 @@ struct NewBlock {
 enum Job {
     Block((u64, u64), u64, u64),
     Pack(Pack),
+}
+
+/// A clean block's plaintext: a cache file or (small blocks) bytes.
+enum CleanData {
+    File(File, PathBuf),
+    Mem(Vec<u8>),
+}
+
+impl CleanData {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        match self {
+            CleanData::File(f, p) => read_full_at(f, buf, off).map_err(io_err(p)),
+            CleanData::Mem(d) => {
+                copy_at(d, buf, off);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Copy from `data` at `off` into `buf`; past its end reads as zeros.
+fn copy_at(data: &[u8], buf: &mut [u8], off: u64) {
+    let start = (off as usize).min(data.len());
+    let n = (data.len() - start).min(buf.len());
+    buf[..n].copy_from_slice(&data[start..start + n]);
+    buf[n..].fill(0);
+}
+
+fn create_truncated(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))
 }
 
 fn is_disk_full(e: &CacheError) -> bool {
