@@ -623,3 +623,26 @@ fn mostly_dead_packs_are_rewritten_and_deleted() {
         String::from_utf8_lossy(&o.stdout)
     );
 }
+
+#[test]
+fn closed_small_files_survive_kill9() {
+    let t = TestFs::new_mounted();
+    // Written in many pieces and closed, never fsynced: the close puts the
+    // bytes on the local disk.
+    for i in 0..50u64 {
+        let data = random_bytes(30_000, i);
+        let mut f = File::create(t.path(&format!("c{i}"))).unwrap();
+        for piece in data.chunks(1000) {
+            f.write_all(piece).unwrap();
+        }
+    }
+    t.kill9();
+    t.mount(&[]);
+    for i in 0..50u64 {
+        assert_eq!(
+            fs::read(t.path(&format!("c{i}"))).unwrap(),
+            random_bytes(30_000, i),
+            "c{i}"
+        );
+    }
+}

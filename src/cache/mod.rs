@@ -24,6 +24,9 @@ use crate::store::{DynStore, StoreError};
 use parking_lot::{Condvar, Mutex, RwLock};
 use rusqlite::{params, OptionalExtension};
 use smalldb::{SmallDb, SMALL_MAX};
+
+/// Most bytes of small blocks held in memory before they are persisted.
+const MEM_BUDGET: u64 = 32 << 20;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -93,6 +96,11 @@ struct Dirty {
     needs_sync: bool,
     /// Content lives in the small-block database, not in a file.
     small: bool,
+    /// A small block being written: its bytes in memory, persisted to the
+    /// database when the file is flushed, closed or fsynced (or the memory
+    /// budget is exceeded), so a file written in many small pieces is not
+    /// rewritten whole for each one.
+    mem: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -132,6 +140,8 @@ struct State {
     flush_all: bool,
     writers_waiting: usize,
     uploads_in_flight: usize,
+    /// Bytes of small blocks held in memory (`Dirty::mem`).
+    mem_bytes: u64,
     /// Block jobs in flight: each may still add a record to the pack.
     block_jobs: usize,
     shutdown: bool,
@@ -296,6 +306,7 @@ impl Cache {
                             uploading: false,
                             needs_sync: false,
                             small: false,
+                            mem: None,
                         },
                     );
                     self.requeue(&mut st, (ino, idx));
@@ -327,6 +338,7 @@ impl Cache {
                             uploading: false,
                             needs_sync: false,
                             small: true,
+                            mem: None,
                         },
                     );
                     self.requeue(&mut st, (ino, idx));
@@ -419,7 +431,16 @@ impl Cache {
     /// given the file size is `valid`). Caller holds the inode lock (shared).
     pub fn read_block(&self, ino: u64, idx: u64, off: u64, buf: &mut [u8]) -> Result<()> {
         let dirty_path = self.dir("dirty").join(dirty_name(ino, idx));
-        let dirty = self.st.lock().dirty.get(&(ino, idx)).map(|d| d.small);
+        let dirty = {
+            let st = self.st.lock();
+            match st.dirty.get(&(ino, idx)) {
+                Some(Dirty { mem: Some(m), .. }) => {
+                    copy_at(m, buf, off);
+                    return Ok(());
+                }
+                d => d.map(|d| d.small),
+            }
+        };
         match dirty {
             Some(true) => {
                 let data = self.small.get_dirty(ino, idx)?.unwrap_or_default();
@@ -657,12 +678,15 @@ impl Cache {
         let bs = self.cfg.block_size;
         let path = self.dir("dirty").join(dirty_name(ino, idx));
         let end = off + data.len() as u64;
-        let (existed, small) = {
+        let (existed, small, mem) = {
             let mut st = self.st.lock();
+            let st = &mut *st;
             match st.dirty.get_mut(&(ino, idx)) {
                 Some(d) => {
                     d.version += 1; // odd: write in progress
-                    (true, d.small)
+                    let mem = d.mem.take();
+                    st.mem_bytes -= mem.as_ref().map_or(0, |m| m.len() as u64);
+                    (true, d.small, mem)
                 }
                 None => {
                     let inc = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
@@ -677,32 +701,43 @@ impl Cache {
                             uploading: false,
                             needs_sync: true,
                             small,
+                            mem: None,
                         },
                     );
-                    (false, small)
+                    (false, small, None)
                 }
             }
         };
-        let res = (|| -> Result<(u64, bool)> {
+        // On failure a small block keeps the bytes it had (`keep`).
+        let mut keep: Option<Vec<u8>> = None;
+        let res = (|| -> Result<(u64, bool, Option<Vec<u8>>)> {
             if small {
-                let mut buf = if existed {
-                    self.small.get_dirty(ino, idx)?.unwrap_or_default()
-                } else {
-                    self.old_content(ino, idx, off, data.len() as u64, file_size, bs)?
+                let mut buf = match mem {
+                    Some(m) => m,
+                    None if existed => self.small.get_dirty(ino, idx)?.unwrap_or_default(),
+                    None => self.old_content(ino, idx, off, data.len() as u64, file_size, bs)?,
                 };
-                if (buf.len() as u64) < end {
-                    buf.resize(end as usize, 0);
+                if buf.len() as u64 >= end || end <= self.small_max() {
+                    if (buf.len() as u64) < end {
+                        buf.resize(end as usize, 0);
+                    }
+                    buf[off as usize..end as usize].copy_from_slice(data);
+                    let len = buf.len() as u64;
+                    return Ok((len, true, Some(buf)));
                 }
-                buf[off as usize..end as usize].copy_from_slice(data);
-                if buf.len() as u64 <= self.small_max() {
-                    self.small.put_dirty(ino, idx, &buf)?;
-                    return Ok((buf.len() as u64, true));
-                }
-                // Grown past the small limit: the block moves to a file.
+                // Grows past the small limit: the block moves to a file.
                 let f = create_truncated(&path)?;
-                f.write_all_at(&buf, 0).map_err(io_err(&path))?;
+                let r = f
+                    .write_all_at(&buf, 0)
+                    .and_then(|_| f.write_all_at(data, off))
+                    .map_err(io_err(&path));
+                if let Err(e) = r {
+                    keep = Some(buf);
+                    return Err(e);
+                }
                 self.small.del_dirty(ino, idx)?;
-                return Ok((buf.len() as u64, false));
+                let len = f.metadata().map_err(io_err(&path))?.len();
+                return Ok((len, false, None));
             }
             let f = if existed {
                 OpenOptions::new()
@@ -716,12 +751,12 @@ impl Cache {
                 f
             };
             f.write_all_at(data, off).map_err(io_err(&path))?;
-            Ok((f.metadata().map_err(io_err(&path))?.len(), false))
+            Ok((f.metadata().map_err(io_err(&path))?.len(), false, None))
         })();
         let mut st = self.st.lock();
         let st = &mut *st;
         match res {
-            Ok((len, small_now)) => {
+            Ok((len, small_now, mem)) => {
                 if let Some(d) = st.dirty.get_mut(&(ino, idx)) {
                     d.version += 1;
                     st.headroom -= len as i64 - d.bytes as i64;
@@ -730,6 +765,11 @@ impl Cache {
                     d.modified = Instant::now();
                     d.needs_sync = true;
                     d.small = small_now;
+                    st.mem_bytes += mem.as_ref().map_or(0, |m| m.len() as u64);
+                    d.mem = mem;
+                    if st.mem_bytes > MEM_BUDGET {
+                        self.persist_locked(st, Some(ino))?;
+                    }
                 }
                 self.requeue(st, (ino, idx));
                 self.evict_locked(st);
@@ -738,9 +778,14 @@ impl Cache {
             Err(e) => {
                 if let Some(d) = st.dirty.get_mut(&(ino, idx)) {
                     d.version += 1;
+                    if let Some(m) = keep.take() {
+                        st.mem_bytes += m.len() as u64;
+                        d.mem = Some(m);
+                    }
                     if !existed {
                         // Nothing valid was written: forget the entry.
                         st.dirty_bytes -= d.bytes;
+                        st.mem_bytes -= d.mem.as_ref().map_or(0, |m| m.len() as u64);
                         st.dirty.remove(&(ino, idx));
                         if small {
                             let _ = self.small.del_dirty(ino, idx);
@@ -819,6 +864,7 @@ impl Cache {
             for k in drop {
                 if let Some(d) = st.dirty.remove(&k) {
                     st.dirty_bytes -= d.bytes;
+                    st.mem_bytes -= d.mem.as_ref().map_or(0, |m| m.len() as u64);
                     self.forget_dirty(k, d.small);
                 }
             }
@@ -839,7 +885,11 @@ impl Cache {
                 let st = &mut *st;
                 if let Some(d) = st.dirty.get_mut(&(ino, idx)) {
                     d.version += 1;
-                    let r = if d.small {
+                    let r = if let Some(m) = d.mem.as_mut() {
+                        st.mem_bytes -= m.len().saturating_sub(tail as usize) as u64;
+                        m.truncate(tail as usize);
+                        Ok(())
+                    } else if d.small {
                         self.small.get_dirty(ino, idx).and_then(|v| {
                             let mut v = v.unwrap_or_default();
                             v.truncate(tail as usize);
@@ -864,6 +914,31 @@ impl Cache {
         Ok(())
     }
 
+    /// Write small blocks held in memory to the database: on close,
+    /// flush and fsync of the file (`Some(ino)`), or all of them.
+    pub fn persist(&self, ino: u64) -> Result<()> {
+        let mut st = self.st.lock();
+        self.persist_locked(&mut st, Some(ino))
+    }
+
+    fn persist_locked(&self, st: &mut State, ino: Option<u64>) -> Result<()> {
+        let st = &mut *st;
+        // Over the budget, everything goes; otherwise just this file.
+        let all = ino.is_none() || st.mem_bytes > MEM_BUDGET;
+        for (k, d) in st.dirty.iter_mut() {
+            if d.mem.is_none() || !(all || Some(k.0) == ino) {
+                continue;
+            }
+            let m = d.mem.take().expect("checked");
+            if let Err(e) = self.small.put_dirty(k.0, k.1, &m) {
+                d.mem = Some(m);
+                return Err(e);
+            }
+            st.mem_bytes -= m.len() as u64;
+        }
+        Ok(())
+    }
+
     fn forget_dirty(&self, k: (u64, u64), small: bool) {
         if small {
             let _ = self.small.del_dirty(k.0, k.1);
@@ -880,6 +955,7 @@ impl Cache {
         for k in keys {
             if let Some(d) = st.dirty.remove(&k) {
                 st.dirty_bytes -= d.bytes;
+                st.mem_bytes -= d.mem.as_ref().map_or(0, |m| m.len() as u64);
                 self.forget_dirty(k, d.small);
             }
         }
@@ -889,6 +965,7 @@ impl Cache {
 
     /// fsync with local durability: this inode's dirty blocks are on disk.
     pub fn sync_local(&self, ino: u64) -> Result<()> {
+        self.persist(ino)?;
         let mut any_small = false;
         let keys: Vec<(u64, u64)> = {
             let mut st = self.st.lock();
@@ -1167,8 +1244,15 @@ impl Cache {
 
     fn upload_block_inner(&self, key: (u64, u64), inc: u64, ver: u64) -> Result<()> {
         let path = self.dir("dirty").join(dirty_name(key.0, key.1));
-        let small = self.st.lock().dirty.get(&key).map(|d| d.small);
+        let (small, mem) = {
+            let st = self.st.lock();
+            match st.dirty.get(&key) {
+                Some(d) => (Some(d.small), d.mem.clone()),
+                None => (None, None),
+            }
+        };
         let data = match small {
+            Some(true) if mem.is_some() => mem,
             Some(true) => self.small.get_dirty(key.0, key.1)?,
             Some(false) => match fs::read(&path) {
                 Ok(d) => Some(d),
@@ -1386,10 +1470,14 @@ impl Cache {
             }
             let d = st.dirty.remove(key).expect("present");
             st.dirty_bytes -= d.bytes;
+            st.mem_bytes -= d.mem.as_ref().map_or(0, |m| m.len() as u64);
             // The uploaded content becomes the clean copy of its block.
             let kept = if st.clean.contains_key(&id) {
                 self.forget_dirty(*key, d.small);
                 false
+            } else if let Some(m) = &d.mem {
+                let _ = self.small.del_dirty(key.0, key.1);
+                self.small.put_clean(id, m).is_ok()
             } else if d.small {
                 self.small.dirty_to_clean(key.0, key.1, id).is_ok()
             } else {

@@ -309,12 +309,12 @@ impl fuser::Filesystem for FuseFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok()
+        empty(reply, self.fs.flush(ino.0))
     }
 
     fn release(

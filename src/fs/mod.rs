@@ -394,7 +394,14 @@ impl Fs {
         Ok(a)
     }
 
+    /// close(2) of a descriptor: small blocks written through it reach
+    /// the local disk (see the durability contract).
+    pub fn flush(&self, ino: u64) -> Result<()> {
+        Ok(self.cache.persist(ino)?)
+    }
+
     pub fn release(&self, ino: u64) -> Result<()> {
+        self.cache.persist(ino)?;
         let last = {
             let mut o = self.open.lock();
             let n = o.entry(ino).or_insert(1);
