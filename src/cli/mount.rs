@@ -322,19 +322,7 @@ pub fn umount(mp: &Path) -> Result<i32> {
     // A socket nobody listens on is left by a killed mount process.
     let alive = sock.exists() && std::os::unix::net::UnixStream::connect(&sock).is_ok();
     if !alive {
-        let _ = std::fs::remove_file(&sock);
-        if is_mountpoint(mp)
-            || matches!(std::fs::metadata(mp), Err(ref e) if e.raw_os_error() == Some(libc::ENOTCONN))
-        {
-            nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH)
-                .with_context(|| format!("detaching {}", mp.display()))?;
-            eprintln!(
-                "the mount process for {} was gone; detached the mount. Blocks not yet uploaded stay in the cache and upload at the next mount",
-                mp.display()
-            );
-            return Ok(0);
-        }
-        bail!("{} is not a swiftgate mount", mp.display());
+        return detach_dead(mp, &sock);
     }
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -351,7 +339,15 @@ pub fn umount(mp: &Path) -> Result<i32> {
         bar.set_position(n);
     });
     bar.finish_and_clear();
-    r?;
+    if let Err(e) = r {
+        // The process may have died while we talked to it (killed, or
+        // crashed): then the mount is dead and only needs detaching.
+        std::thread::sleep(Duration::from_millis(500));
+        if std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            return detach_dead(mp, &sock);
+        }
+        return Err(e);
+    }
     // The process exits once the lease is released; wait for the socket.
     for _ in 0..600 {
         if !sock.exists() {
@@ -359,6 +355,23 @@ pub fn umount(mp: &Path) -> Result<i32> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    Ok(0)
+}
+
+/// The mount process is gone: detach its dead mount.
+fn detach_dead(mp: &Path, sock: &Path) -> Result<i32> {
+    let _ = std::fs::remove_file(sock);
+    let dead =
+        matches!(std::fs::metadata(mp), Err(ref e) if e.raw_os_error() == Some(libc::ENOTCONN));
+    if !(is_mountpoint(mp) || dead) {
+        bail!("{} is not a swiftgate mount", mp.display());
+    }
+    nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH)
+        .with_context(|| format!("detaching {}", mp.display()))?;
+    eprintln!(
+        "the mount process for {} was gone; detached the mount. Blocks not yet uploaded stay in the cache and upload at the next mount",
+        mp.display()
+    );
     Ok(0)
 }
 

@@ -168,15 +168,13 @@ impl TestFs {
         unsafe {
             libc::kill(pid, libc::SIGKILL);
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            // A zombie is reaped by init; the process is gone once its
-            // status is Z or the entry vanishes.
-            let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if st.contains(") Z ") {
-                break;
+        // Dead once it exited (gone or a zombie: nobody may reap it here).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Ok(st) if !st.contains(") Z ") => std::thread::sleep(Duration::from_millis(20)),
+                _ => break,
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
         ok(run(&["umount", &self.mp.display().to_string()]));
         wait_unmounted(&self.mp);
