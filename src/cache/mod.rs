@@ -25,6 +25,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use rusqlite::{params, OptionalExtension};
 use smalldb::{SmallDb, SMALL_MAX};
 
+/// Clean block files kept open for readers.
+const OPEN_FILES: usize = 32;
+
 /// Most bytes of small blocks held in memory before they are persisted.
 const MEM_BUDGET: u64 = 32 << 20;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -156,6 +159,8 @@ struct State {
     queue: BTreeSet<(Instant, u64, u64)>,
     /// Full blocks: uploaded without waiting for the delay.
     ready: VecDeque<(u64, u64)>,
+    /// Open clean block files (a handful, for sequential readers).
+    open_files: HashMap<i64, Arc<File>>,
 }
 
 #[derive(Debug, Default, serde::Serialize, Clone)]
@@ -490,9 +495,20 @@ impl Cache {
                         None => continue, // evicted meanwhile
                     }
                 }
+                // Sequential readers come back to the same block many times
+                // (a 4 MiB block is 32 kernel reads): keep a few open.
+                if let Some(f) = st.open_files.get(&b.id) {
+                    return Ok(CleanData::File(f.clone(), path));
+                }
                 // Opened under the lock: eviction may unlink the name, but
                 // the open file stays readable.
-                let f = File::open(&path).map_err(io_err(&path))?;
+                let f = Arc::new(File::open(&path).map_err(io_err(&path))?);
+                if st.open_files.len() >= OPEN_FILES {
+                    if let Some(&k) = st.open_files.keys().next() {
+                        st.open_files.remove(&k);
+                    }
+                }
+                st.open_files.insert(b.id, f.clone());
                 return Ok(CleanData::File(f, path));
             }
             if st.fetching.contains(&b.id) {
@@ -616,6 +632,7 @@ impl Cache {
                 break;
             };
             st.lru.remove(&t);
+            st.open_files.remove(&id);
             if let Some((size, _, small)) = st.clean.remove(&id) {
                 st.clean_bytes -= size;
                 st.headroom += size as i64;
@@ -1042,6 +1059,7 @@ impl Cache {
         }
         let _ = self.small.clear_clean();
         st.clean.clear();
+        st.open_files.clear();
         st.lru.clear();
         st.clean_bytes = 0;
     }
@@ -1518,7 +1536,7 @@ enum Job {
 
 /// A clean block's plaintext: a cache file or (small blocks) bytes.
 enum CleanData {
-    File(File, PathBuf),
+    File(Arc<File>, PathBuf),
     Mem(Vec<u8>),
 }
 
