@@ -297,30 +297,11 @@ impl Cache {
                 let _ = fs::remove_file(e.path());
                 continue;
             };
-            match self.meta.getattr(ino) {
-                Ok(a) if idx * self.cfg.block_size < a.size.max(1) => {
-                    let bytes = e.metadata().map(|m| m.len()).unwrap_or(0);
-                    st.dirty_bytes += bytes;
-                    st.dirty.insert(
-                        (ino, idx),
-                        Dirty {
-                            incarnation: self.next_incarnation.fetch_add(1, Ordering::Relaxed),
-                            version: 0,
-                            bytes,
-                            modified: Instant::now(),
-                            uploading: false,
-                            needs_sync: false,
-                            small: false,
-                            mem: None,
-                        },
-                    );
-                    self.requeue(&mut st, (ino, idx));
-                    requeued += 1;
-                }
-                // The file is gone or shorter now: the data is not reachable.
-                _ => {
-                    let _ = fs::remove_file(e.path());
-                }
+            let bytes = e.metadata().map(|m| m.len()).unwrap_or(0);
+            if self.recovered(&mut st, (ino, idx), bytes, false) {
+                requeued += 1;
+            } else {
+                let _ = fs::remove_file(e.path());
             }
         }
         for (ino, idx, bytes) in self.small.list_dirty()? {
@@ -330,26 +311,10 @@ impl Cache {
                 self.small.del_dirty(ino, idx)?;
                 continue;
             }
-            match self.meta.getattr(ino) {
-                Ok(a) if idx * self.cfg.block_size < a.size.max(1) => {
-                    st.dirty_bytes += bytes;
-                    st.dirty.insert(
-                        (ino, idx),
-                        Dirty {
-                            incarnation: self.next_incarnation.fetch_add(1, Ordering::Relaxed),
-                            version: 0,
-                            bytes,
-                            modified: Instant::now(),
-                            uploading: false,
-                            needs_sync: false,
-                            small: true,
-                            mem: None,
-                        },
-                    );
-                    self.requeue(&mut st, (ino, idx));
-                    requeued += 1;
-                }
-                _ => self.small.del_dirty(ino, idx)?,
+            if self.recovered(&mut st, (ino, idx), bytes, true) {
+                requeued += 1;
+            } else {
+                self.small.del_dirty(ino, idx)?;
             }
         }
         if requeued > 0 {
@@ -401,6 +366,32 @@ impl Cache {
             }
         }
         Ok(())
+    }
+
+    /// Register a dirty block found at start; false if its file is gone
+    /// or now shorter, so the data is unreachable and may be dropped.
+    fn recovered(&self, st: &mut State, key: (u64, u64), bytes: u64, small: bool) -> bool {
+        match self.meta.getattr(key.0) {
+            Ok(a) if key.1 * self.cfg.block_size < a.size.max(1) => {
+                st.dirty_bytes += bytes;
+                st.dirty.insert(
+                    key,
+                    Dirty {
+                        incarnation: self.next_incarnation.fetch_add(1, Ordering::Relaxed),
+                        version: 0,
+                        bytes,
+                        modified: Instant::now(),
+                        uploading: false,
+                        needs_sync: false,
+                        small,
+                        mem: None,
+                    },
+                );
+                self.requeue(st, key);
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn start_workers(self: &Arc<Self>) {

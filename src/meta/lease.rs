@@ -107,6 +107,10 @@ impl Lease {
             let Some(cur) = read(&store)? else {
                 continue; // released meanwhile: try again
             };
+            // A retried create whose first attempt did succeed.
+            if cur.mount_id == info.mount_id {
+                return Ok(Lease { store, info, ttl });
+            }
             // Our own host, and the holder process is gone: it crashed
             // here, so nobody else can be using the filesystem through it.
             let dead_here = cur.host == hostname() && !pid_alive(cur.pid);
