@@ -2,7 +2,7 @@
 # Engine benchmark on the local object store: each figure next to the same
 # workload on a plain directory of the same disk, as a ratio. Release build.
 #
-#   bash tests/bench/engine.sh [--size 2G] [--files 50000] [--million]
+#   bash tests/bench/engine.sh [--size 2G] [--files 50000] [--block-size 4M] [--million]
 #
 # Workloads: sequential write (dd 1 MiB, fsync), hot read (from the local
 # cache / the disk, kernel caches dropped), cold read (swiftgate: cache
@@ -17,11 +17,13 @@ cd "$(dirname "$0")/../.."
 SIZE_MB=2048
 FILES=50000
 MILLION=0
+BLOCK=4M
 while [ $# -gt 0 ]; do
     case "$1" in
         --size) SIZE_MB=$(( $(numfmt --from=iec "$2") / 1048576 )); shift 2 ;;
         --files) FILES=$2; shift 2 ;;
         --million) MILLION=1; shift ;;
+        --block-size) BLOCK=$2; shift 2 ;;
         *) echo "unknown option $1"; exit 2 ;;
     esac
 done
@@ -84,9 +86,9 @@ run_suite() { # $1 = label, $2 = target dir, $3 = cold-read preparation command
 echo "== plain directory"
 run_suite plain "$WORK/plain" "true"
 
-echo "== swiftgate (local store, block size 4 MiB, zstd, AES-256-GCM)"
+echo "== swiftgate (local store, block size $BLOCK, zstd, AES-256-GCM)"
 printf 'benchmark-passphrase\n' > "$WORK/pass"
-"$BIN" mkfs "local://$WORK/store" --passphrase-file "$WORK/pass" >/dev/null
+"$BIN" mkfs "local://$WORK/store" --passphrase-file "$WORK/pass" --block-size "$BLOCK" >/dev/null
 mount_fs --passphrase-file "$WORK/pass" --cache-size 8G --dirty-limit 4G
 run_suite sg "$MP" '"$BIN" ctl "$MP" flush >/dev/null; "$BIN" ctl "$MP" drop-cache >/dev/null'
 PID=$("$BIN" stat --json "$MP" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
