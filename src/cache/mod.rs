@@ -683,6 +683,21 @@ impl Cache {
         data: &[u8],
         file_size: u64,
     ) -> Result<()> {
+        self.write_block_cut(ino, idx, off, data, file_size, None)
+    }
+
+    /// `write_block`, then (with `cut`) shorten the block's content to
+    /// `cut` bytes, all while the block is marked as being written, so no
+    /// upload can take the uncut content in between.
+    fn write_block_cut(
+        &self,
+        ino: u64,
+        idx: u64,
+        off: u64,
+        data: &[u8],
+        file_size: u64,
+        cut: Option<u64>,
+    ) -> Result<()> {
         let bs = self.cfg.block_size;
         let path = self.dir("dirty").join(dirty_name(ino, idx));
         let end = off + data.len() as u64;
@@ -730,6 +745,9 @@ impl Cache {
                         buf.resize(end as usize, 0);
                     }
                     buf[off as usize..end as usize].copy_from_slice(data);
+                    if let Some(c) = cut {
+                        buf.truncate(c as usize);
+                    }
                     let len = buf.len() as u64;
                     return Ok((len, true, Some(buf)));
                 }
@@ -759,6 +777,10 @@ impl Cache {
                 f
             };
             f.write_all_at(data, off).map_err(io_err(&path))?;
+            if let Some(c) = cut {
+                let len = f.metadata().map_err(io_err(&path))?.len();
+                f.set_len(c.min(len)).map_err(io_err(&path))?;
+            }
             Ok((f.metadata().map_err(io_err(&path))?.len(), false, None))
         })();
         let mut st = self.st.lock();
@@ -887,36 +909,7 @@ impl Cache {
             let exists = self.st.lock().dirty.contains_key(&(ino, idx))
                 || self.meta.block_at(ino, idx)?.is_some();
             if exists {
-                self.write_block(ino, idx, tail, &[], old_size)?;
-                let path = self.dir("dirty").join(dirty_name(ino, idx));
-                let mut st = self.st.lock();
-                let st = &mut *st;
-                if let Some(d) = st.dirty.get_mut(&(ino, idx)) {
-                    d.version += 1;
-                    let r = if let Some(m) = d.mem.as_mut() {
-                        st.mem_bytes -= m.len().saturating_sub(tail as usize) as u64;
-                        m.truncate(tail as usize);
-                        Ok(())
-                    } else if d.small {
-                        self.small.get_dirty(ino, idx).and_then(|v| {
-                            let mut v = v.unwrap_or_default();
-                            v.truncate(tail as usize);
-                            self.small.put_dirty(ino, idx, &v)
-                        })
-                    } else {
-                        OpenOptions::new()
-                            .write(true)
-                            .open(&path)
-                            .and_then(|f| f.set_len(tail.min(d.bytes)))
-                            .map_err(io_err(&path))
-                    };
-                    d.version += 1;
-                    r?;
-                    let nb = tail.min(d.bytes);
-                    st.dirty_bytes = st.dirty_bytes - d.bytes + nb;
-                    d.bytes = nb;
-                }
-                self.requeue(st, (ino, idx));
+                self.write_block_cut(ino, idx, tail, &[], old_size, Some(tail))?;
             }
         }
         Ok(())
