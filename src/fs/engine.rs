@@ -227,7 +227,7 @@ impl Engine {
     ) -> Result<Arc<Engine>> {
         let dir = o.cache_dir.join(&params.uuid);
         let mut warnings = Vec::new();
-        let mut setup = || -> Result<(Arc<Fs>,)> {
+        let mut setup = || -> Result<Arc<Fs>> {
             std::fs::create_dir_all(&dir).map_err(|source| EngineError::CacheDir {
                 path: dir.clone(),
                 source,
@@ -255,9 +255,9 @@ impl Engine {
                 Fs::new(meta, cache, shipper, o.durability)
                     .map_err(|e| EngineError::Flush(format!("cleaning orphans failed: {e}")))?,
             );
-            Ok((fs,))
+            Ok(fs)
         };
-        let (fs,) = match setup() {
+        let fs = match setup() {
             Ok(v) => v,
             Err(e) => {
                 let _ = lease.release();

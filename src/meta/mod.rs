@@ -183,10 +183,13 @@ fn row_attr(r: &rusqlite::Row<'_>) -> rusqlite::Result<Attr> {
     })
 }
 
-const ATTR_COLS: &str = "ino, mode, uid, gid, size, nlink, rdev, atime, mtime, ctime, crtime";
+// A literal, not format!(): getattr runs on nearly every FUSE request.
+const GET_ATTR_SQL: &str =
+    "SELECT ino, mode, uid, gid, size, nlink, rdev, atime, mtime, ctime, crtime \
+     FROM inodes WHERE ino=?1";
 
 fn get_attr_tx(c: &Connection, ino: u64) -> Result<Attr> {
-    c.prepare_cached(&format!("SELECT {ATTR_COLS} FROM inodes WHERE ino=?1"))?
+    c.prepare_cached(GET_ATTR_SQL)?
         .query_row([ino as i64], row_attr)
         .optional()?
         .ok_or(MetaError::NotFound)
