@@ -25,8 +25,10 @@ pub struct Cli {
 pub enum Cmd {
     /// Create a filesystem in an object store.
     Mkfs {
-        /// local:///absolute/path
+        /// local:///absolute/path or swift://CONTAINER[/PREFIX]
         store: String,
+        #[command(flatten)]
+        swift: SwiftArgs,
         /// No encryption (blocks are still compressed and checksummed).
         #[arg(long, conflicts_with = "passphrase_file")]
         plain: bool,
@@ -50,6 +52,8 @@ pub enum Cmd {
     /// Check a filesystem (not mounted) and repair what can be repaired.
     Fsck {
         store: String,
+        #[command(flatten)]
+        swift: SwiftArgs,
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
         /// Download and verify every block too.
@@ -79,6 +83,104 @@ pub enum Cmd {
         #[arg(long, default_value = "/mnt/swiftgate")]
         mountpoint: PathBuf,
     },
+}
+
+/// Swift credentials on the command line. Anything not given here comes
+/// from `OS_*` variables, clouds.yaml or `ST_*`; secrets only as files.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Swift (defaults from OS_* variables, clouds.yaml, ST_*)")]
+pub struct SwiftArgs {
+    /// Cloud name in clouds.yaml [env: OS_CLOUD]
+    #[arg(long)]
+    pub os_cloud: Option<String>,
+    /// Identity (Keystone) URL, any path/port, or a tempauth .../auth/v1.0 URL
+    #[arg(long)]
+    pub os_auth_url: Option<String>,
+    /// password, v3password, v2password, v3applicationcredential, v1password
+    #[arg(long)]
+    pub os_auth_type: Option<String>,
+    #[arg(long)]
+    pub os_identity_api_version: Option<String>,
+    #[arg(long)]
+    pub os_username: Option<String>,
+    #[arg(long)]
+    pub os_user_id: Option<String>,
+    /// File whose first line is the password (never on the command line)
+    #[arg(long)]
+    pub os_password_file: Option<PathBuf>,
+    #[arg(long, alias = "os-tenant-name")]
+    pub os_project_name: Option<String>,
+    #[arg(long, alias = "os-tenant-id")]
+    pub os_project_id: Option<String>,
+    #[arg(long)]
+    pub os_user_domain_name: Option<String>,
+    #[arg(long)]
+    pub os_user_domain_id: Option<String>,
+    #[arg(long)]
+    pub os_project_domain_name: Option<String>,
+    #[arg(long)]
+    pub os_project_domain_id: Option<String>,
+    #[arg(long)]
+    pub os_region_name: Option<String>,
+    /// public, internal or admin
+    #[arg(long)]
+    pub os_interface: Option<String>,
+    #[arg(long)]
+    pub os_application_credential_id: Option<String>,
+    #[arg(long)]
+    pub os_application_credential_name: Option<String>,
+    /// File whose first line is the application credential secret
+    #[arg(long)]
+    pub os_application_credential_secret_file: Option<PathBuf>,
+    /// Storage URL to use instead of the catalog's (with a token: no auth at all)
+    #[arg(long)]
+    pub os_storage_url: Option<String>,
+    /// File holding a pre-authenticated token
+    #[arg(long)]
+    pub os_auth_token_file: Option<PathBuf>,
+    /// CA certificate (PEM) for a private cloud's TLS
+    #[arg(long)]
+    pub os_cacert: Option<PathBuf>,
+    /// Parallel requests to Swift
+    #[arg(long, default_value_t = crate::store::swift::DEFAULT_CONNECTIONS)]
+    pub swift_connections: usize,
+    /// S3QL-style URLs: plain http to the derived auth URL
+    #[arg(long)]
+    pub no_ssl: bool,
+}
+
+impl SwiftArgs {
+    pub fn open_options(&self) -> crate::store::OpenOptions {
+        crate::store::OpenOptions {
+            swift: crate::store::swift::SwiftFlags {
+                cloud: self.os_cloud.clone(),
+                auth_url: self.os_auth_url.clone(),
+                auth_type: self.os_auth_type.clone(),
+                identity_api_version: self.os_identity_api_version.clone(),
+                username: self.os_username.clone(),
+                user_id: self.os_user_id.clone(),
+                password_file: self.os_password_file.clone(),
+                project_name: self.os_project_name.clone(),
+                project_id: self.os_project_id.clone(),
+                user_domain_name: self.os_user_domain_name.clone(),
+                user_domain_id: self.os_user_domain_id.clone(),
+                project_domain_name: self.os_project_domain_name.clone(),
+                project_domain_id: self.os_project_domain_id.clone(),
+                region_name: self.os_region_name.clone(),
+                interface: self.os_interface.clone(),
+                application_credential_id: self.os_application_credential_id.clone(),
+                application_credential_name: self.os_application_credential_name.clone(),
+                application_credential_secret_file: self
+                    .os_application_credential_secret_file
+                    .clone(),
+                storage_url: self.os_storage_url.clone(),
+                auth_token_file: self.os_auth_token_file.clone(),
+                cacert: self.os_cacert.clone(),
+                connections: Some(self.swift_connections),
+                no_ssl: self.no_ssl,
+            },
+        }
+    }
 }
 
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
@@ -149,6 +251,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.cmd {
         Cmd::Mkfs {
             store,
+            swift,
             plain,
             passphrase_file,
             block_size,
@@ -159,7 +262,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             if passphrase.is_none() && !plain {
                 bail!("give --passphrase-file FILE to encrypt, or --plain for no encryption");
             }
-            let s = crate::store::open(&store)?;
+            let s = crate::store::open_with(&store, &swift.open_options())?;
             let p = crate::fs::engine::mkfs(
                 &s,
                 &crate::fs::engine::MkfsOptions {
@@ -190,12 +293,13 @@ pub fn run(cli: Cli) -> Result<i32> {
         Cmd::Umount { mountpoint } => mount::umount(&mountpoint),
         Cmd::Fsck {
             store,
+            swift,
             passphrase_file,
             verify_data,
             dry_run,
         } => {
             let passphrase = read_passphrase(passphrase_file.as_deref())?;
-            let s = crate::store::open(&store)?;
+            let s = crate::store::open_with(&store, &swift.open_options())?;
             let params = crate::fs::engine::read_params(&s)?;
             let key = params.unlock(passphrase.as_deref())?;
             let bar = indicatif::ProgressBar::new(0);

@@ -14,8 +14,11 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args, Clone)]
 pub struct MountArgs {
+    /// local:///absolute/path or swift://CONTAINER[/PREFIX]
     pub store: String,
     pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub swift: super::SwiftArgs,
     #[arg(long, default_value = "/var/cache/swiftgate")]
     pub cache_dir: PathBuf,
     /// Local cache size limit.
@@ -224,7 +227,7 @@ fn start(
     mp: &Path,
     passphrase: Option<Vec<u8>>,
 ) -> Result<(Arc<Engine>, fuser::Session<FuseFs>)> {
-    let store = crate::store::open(&a.store)?;
+    let store = crate::store::open_with(&a.store, &a.swift.open_options())?;
     let engine = Engine::open(
         store,
         &OpenOptions {
@@ -400,6 +403,7 @@ pub fn demo(store_dir: &Path, mp: &Path) -> Result<i32> {
     let args = MountArgs {
         store: url.clone(),
         mountpoint: mp.to_path_buf(),
+        swift: Default::default(),
         cache_dir: PathBuf::from("/var/cache/swiftgate"),
         cache_size: 10 << 30,
         dirty_limit: 2 << 30,

@@ -76,7 +76,16 @@ pub fn mkfs(store: &DynStore, o: &MkfsOptions) -> Result<Params> {
     if !bs.is_power_of_two() || !(64 << 10..=64 << 20).contains(&bs) {
         return Err(EngineError::BadBlockSize(bs));
     }
-    let existing = store.list_all("")?;
+    store.prepare()?;
+    // Listings may lag on Swift: a HEAD of the superblock catches a
+    // filesystem created moments ago that the listing does not show yet.
+    let mut existing = store.list_all("")?;
+    if existing.is_empty() && store.head(PARAMS_KEY)?.is_some() {
+        existing.push(crate::store::ObjectInfo {
+            key: PARAMS_KEY.to_string(),
+            size: 0,
+        });
+    }
     if !existing.is_empty() {
         if !o.force {
             return match read_params(store) {

@@ -64,6 +64,7 @@ impl FaultStore {
                 store: self.url(),
                 key: key.to_string(),
                 message: "injected fault".into(),
+                retry_after: None,
             });
         }
         Ok(())
@@ -87,6 +88,7 @@ impl FaultStore {
                     store: self.url(),
                     key: key.to_string(),
                     message: format!("injected connection reset after {n} bytes"),
+                    retry_after: None,
                 })
             }
             _ => f(body),
@@ -97,6 +99,9 @@ impl FaultStore {
 impl ObjectStore for FaultStore {
     fn url(&self) -> String {
         self.inner.url()
+    }
+    fn prepare(&self) -> Result<()> {
+        self.inner.prepare()
     }
     fn put_stream(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<()> {
         self.upload(key, len, body, |b| self.inner.put_stream(key, len, b))

@@ -8,6 +8,7 @@
 pub mod fault;
 pub mod local;
 pub mod retry;
+pub mod swift;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -31,7 +32,18 @@ pub enum StoreError {
         store: String,
         key: String,
         message: String,
+        /// What the server asked for (`Retry-After`), if anything.
+        retry_after: Option<std::time::Duration>,
     },
+    /// Credentials rejected or unusable; retrying will not help.
+    #[error("{0}")]
+    Auth(String),
+    /// Authenticated, but not allowed (HTTP 403).
+    #[error("{0}")]
+    Denied(String),
+    /// The store refuses more data (quota, object too large).
+    #[error("{0}")]
+    Quota(String),
     #[error("invalid store URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("{0}")]
@@ -94,6 +106,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         self.put_stream(key, data.len() as u64, &mut &data[..])
     }
+    /// Make the store ready to hold a new filesystem (Swift: create the
+    /// container). Called by mkfs only.
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
     fn create(&self, key: &str, data: &[u8]) -> Result<()> {
         self.create_stream(key, data.len() as u64, &mut &data[..])
     }
@@ -115,8 +132,21 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
 pub type DynStore = Arc<dyn ObjectStore>;
 
-/// Open a store from its URL. `local:///abs/path` for now; Swift comes next.
+/// Open a store from its URL with credentials from the environment only.
 pub fn open(url: &str) -> Result<DynStore> {
+    open_with(url, &OpenOptions::default())
+}
+
+/// How to reach a store beyond its URL: Swift credentials and limits.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    pub swift: swift::SwiftFlags,
+}
+
+/// Open a store from its URL: `local:///abs/path`, `swift://CONTAINER[/PREFIX]`
+/// (or S3QL's `swift://HOST[:PORT]/CONTAINER[/PREFIX]` and
+/// `swiftks://HOST[:PORT]/REGION:CONTAINER[/PREFIX]`).
+pub fn open_with(url: &str, opts: &OpenOptions) -> Result<DynStore> {
     let bad = |reason: &str| StoreError::BadUrl {
         url: url.to_string(),
         reason: reason.to_string(),
@@ -129,9 +159,11 @@ pub fn open(url: &str) -> Result<DynStore> {
         }
         Arc::new(local::LocalStore::open(rest)?)
     } else if url.starts_with("swift://") || url.starts_with("swiftks://") {
-        return Err(bad("Swift support is not built yet; use local:///path"));
+        Arc::new(swift::SwiftStore::open(url, &opts.swift)?)
     } else {
-        return Err(bad("expected local:///absolute/path"));
+        return Err(bad(
+            "expected local:///absolute/path or swift://CONTAINER[/PREFIX]",
+        ));
     };
     // Test hook: SWIFTGATE_FAULTS injects failures into a running mount.
     let store = match std::env::var("SWIFTGATE_FAULTS") {

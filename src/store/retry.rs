@@ -41,7 +41,16 @@ impl RetryStore {
                     let exp = self.policy.base * 2u32.saturating_pow(attempt);
                     let cap = exp.min(self.policy.max);
                     // Full jitter: spreads retries of many workers apart.
-                    let wait = cap.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+                    let mut wait = cap.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+                    if let super::StoreError::Transient {
+                        retry_after: Some(ra),
+                        ..
+                    } = &e
+                    {
+                        // The server said when; capped so a bogus value
+                        // cannot stall a writer for minutes.
+                        wait = wait.max((*ra).min(Duration::from_secs(60)));
+                    }
                     tracing::debug!(%e, ?wait, attempt, "{what}: retrying");
                     std::thread::sleep(wait);
                     attempt += 1;
@@ -81,6 +90,15 @@ impl ObjectStore for RetryStore {
         self.run("create", || {
             self.inner.create_stream(key, len, &mut &buf[..])
         })
+    }
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.run("put", || self.inner.put(key, data))
+    }
+    fn create(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.run("create", || self.inner.create(key, data))
+    }
+    fn prepare(&self) -> Result<()> {
+        self.run("prepare", || self.inner.prepare())
     }
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         self.run("get", || self.inner.get(key))
