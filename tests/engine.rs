@@ -5,7 +5,6 @@ mod common;
 use common::*;
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,20 +31,6 @@ fn dedup_same_data_twice_stores_it_once() {
     assert_eq!(sha256_file(&t.path("b")), sha256_file(&t.path("a")));
 }
 
-fn store_contains(dir: &Path, needle: &[u8]) -> bool {
-    let mut found = false;
-    for e in fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            found |= store_contains(&p, needle);
-        } else {
-            let d = fs::read(&p).unwrap();
-            found |= d.windows(needle.len()).any(|w| w == needle);
-        }
-    }
-    found
-}
-
 #[test]
 fn encryption_hides_names_and_content() {
     let marker = b"PLAINTEXT-MARKER-8d1f";
@@ -62,11 +47,11 @@ fn encryption_hides_names_and_content() {
     // Control: without encryption or compression the scan does find it.
     let plain = TestFs::new(&["--plain", "--compression", "none"]);
     write(&plain);
-    assert!(store_contains(&plain.store_dir(), marker));
+    assert!(plain.store_contains(marker));
     let enc = TestFs::new(&["--passphrase", "correct horse"]);
     write(&enc);
     assert!(
-        !store_contains(&enc.store_dir(), marker),
+        !enc.store_contains(marker),
         "plaintext leaked into the store"
     );
     // A wrong passphrase is refused with a clear message.
@@ -111,7 +96,7 @@ fn write_lease(t: &TestFs, host: &str, expires_in: i64) {
         "host": host, "pid": 1, "mount_id": "feedfeedfeedfeed",
         "acquired_unix": now - 100, "expires_unix": now + expires_in,
     });
-    fs::write(t.store_dir().join("lease"), lease.to_string()).unwrap();
+    t.obj_put("lease", lease.to_string().as_bytes());
 }
 
 #[test]
@@ -265,15 +250,8 @@ fn faulty_store_never_corrupts_data() {
     );
 }
 
-fn data_objects(t: &TestFs) -> Vec<std::path::PathBuf> {
-    let mut v = Vec::new();
-    for d in fs::read_dir(t.store_dir().join("data")).unwrap().flatten() {
-        for f in fs::read_dir(d.path()).unwrap().flatten() {
-            v.push(f.path());
-        }
-    }
-    v.sort();
-    v
+fn data_objects(t: &TestFs) -> Vec<String> {
+    t.obj_keys("data/")
 }
 
 #[test]
@@ -283,10 +261,10 @@ fn corrupt_or_missing_object_gives_eio_and_fsck_reports_it() {
     t.umount();
     let objs = data_objects(&t);
     assert_eq!(objs.len(), 1);
-    let mut d = fs::read(&objs[0]).unwrap();
+    let mut d = t.obj_get(&objs[0]);
     let n = d.len();
     d[n / 2] ^= 0x01;
-    fs::write(&objs[0], &d).unwrap();
+    t.obj_put(&objs[0], &d);
     fs::remove_dir_all(&t.cache).unwrap();
     t.mount(&[]);
     assert_eq!(errno_of(fs::read(t.path("victim"))), libc::EIO);
@@ -311,8 +289,7 @@ fn fsck_removes_orphan_objects() {
     let t = TestFs::new_mounted();
     fs::write(t.path("a"), b"a").unwrap();
     t.umount();
-    fs::create_dir_all(t.store_dir().join("data/ff")).unwrap();
-    fs::write(t.store_dir().join("data/ff/00000000000000ff"), b"junk").unwrap();
+    t.obj_put("data/ff/00000000000000ff", b"junk");
     let o = t.fsck(&[]);
     assert_eq!(
         o.status.code(),
@@ -320,7 +297,7 @@ fn fsck_removes_orphan_objects() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
-    assert!(!t.store_dir().join("data/ff/00000000000000ff").exists());
+    assert!(!t.obj_exists("data/ff/00000000000000ff"));
     assert_eq!(t.fsck(&[]).status.code(), Some(0));
     // fsck refuses to run on a mounted filesystem.
     t.mount(&[]);
@@ -355,10 +332,9 @@ fn mkfs_refuses_existing_and_foreign_stores() {
 #[test]
 fn newer_format_is_refused() {
     let t = TestFs::new(&[]);
-    let p = t.store_dir().join("params");
-    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&t.obj_get("params")).unwrap();
     v["format_version"] = 99.into();
-    fs::write(&p, v.to_string()).unwrap();
+    t.obj_put("params", v.to_string().as_bytes());
     let o = t.try_mount_at(&t.mp, &t.cache, &[]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("upgrade swiftgate"), "{}", stderr(&o));
@@ -371,16 +347,16 @@ fn corrupt_metadata_snapshot_falls_back_a_generation() {
     ok(run(&["ctl", t.mp.to_str().unwrap(), "backup-metadata"]));
     fs::write(t.path("second"), b"2").unwrap();
     t.umount();
-    let latest: u64 = fs::read_to_string(t.store_dir().join("meta/latest"))
+    let latest: u64 = String::from_utf8(t.obj_get("meta/latest"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let snap = t.store_dir().join(format!("meta/snap-{latest:016x}"));
-    let mut d = fs::read(&snap).unwrap();
+    let snap = format!("meta/snap-{latest:016x}");
+    let mut d = t.obj_get(&snap);
     let n = d.len();
     d[n - 10] ^= 0xff;
-    fs::write(&snap, d).unwrap();
+    t.obj_put(&snap, &d);
     fs::remove_dir_all(&t.cache).unwrap();
     let o = t.try_mount_at(&t.mp, &t.cache, &[]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -49,7 +49,7 @@ pub enum CacheError {
     },
     #[error(transparent)]
     Meta(#[from] MetaError),
-    #[error("object store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("block {block} in object {object} is unreadable: {reason}")]
     Corrupt {

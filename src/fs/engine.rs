@@ -35,7 +35,7 @@ pub enum EngineError {
     Params(#[from] ParamsError),
     #[error("{0}")]
     Lease(#[from] LeaseError),
-    #[error("object store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("metadata: {0}")]
     Meta(#[from] MetaError),

@@ -16,7 +16,7 @@ use std::time::Duration;
 pub enum FsckError {
     #[error("{0}")]
     Lease(#[from] LeaseError),
-    #[error("object store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("metadata: {0}")]
     Meta(#[from] MetaError),

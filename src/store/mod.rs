@@ -27,7 +27,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// A failure worth retrying (connection reset, 5xx, throttling, injected fault).
-    #[error("temporary failure on {store} ({key}): {message}")]
+    #[error("{}{message}", context(store, key))]
     Transient {
         store: String,
         key: String,
@@ -48,6 +48,14 @@ pub enum StoreError {
     BadUrl { url: String, reason: String },
     #[error("{0}")]
     Other(String),
+}
+
+fn context(store: &str, key: &str) -> String {
+    match (store.is_empty(), key.is_empty()) {
+        (true, _) => String::new(),
+        (false, true) => format!("{store}: "),
+        (false, false) => format!("{store} ({key}): "),
+    }
 }
 
 impl StoreError {

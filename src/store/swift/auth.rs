@@ -202,7 +202,7 @@ pub struct Auth {
 
 fn transient(what: String) -> StoreError {
     StoreError::Transient {
-        store: "swift".into(),
+        store: String::new(),
         key: String::new(),
         message: what,
         retry_after: None,

@@ -217,7 +217,7 @@ impl SwiftStore {
             _ => settings.auth_url.clone().unwrap_or_default(),
         };
         let display_name = format!(
-            "swift://{}{} (via {where_})",
+            "swift://{}{}",
             target.container,
             if target.prefix.is_empty() {
                 String::new()
@@ -225,7 +225,7 @@ impl SwiftStore {
                 format!("/{}", target.prefix.trim_end_matches('/'))
             }
         );
-        tracing::debug!(store = %display_name, sources = ?settings.sources, "Swift store configured");
+        tracing::debug!(store = %display_name, via = %where_, sources = ?settings.sources, "Swift store configured");
         Ok(SwiftStore {
             display: display_name,
             container: target.container,
