@@ -230,18 +230,17 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Settings {
     }
 }
 
-/// The swift CLI's tempauth variables (auth version 1).
+/// The swift CLI's tempauth variables (auth version 1). `ST_USER`/`ST_KEY`
+/// alone serve S3QL-style URLs, which carry the auth host themselves.
 fn from_st_env(get: &dyn Fn(&str) -> Option<String>) -> Settings {
     let v = |k: &str| nonempty(get(k));
-    match v("ST_AUTH") {
-        None => Settings::default(),
-        Some(url) => Settings {
-            auth_url: Some(url),
-            auth_type: Some("v1password".into()),
-            username: v("ST_USER"),
-            password: v("ST_KEY").map(Secret::new),
-            ..Settings::default()
-        },
+    let auth_url = v("ST_AUTH");
+    Settings {
+        auth_type: auth_url.as_ref().map(|_| "v1password".to_string()),
+        auth_url,
+        username: v("ST_USER"),
+        password: v("ST_KEY").map(Secret::new),
+        ..Settings::default()
     }
 }
 

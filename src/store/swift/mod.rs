@@ -666,10 +666,12 @@ impl ObjectStore for SwiftStore {
         match resp.status() {
             StatusCode::OK => {}
             StatusCode::NO_CONTENT => return Ok(ListPage::default()),
-            StatusCode::NOT_FOUND => return Err(StoreError::Other(format!(
+            StatusCode::NOT_FOUND => {
+                return Err(StoreError::Other(format!(
                 "container {} does not exist at {} (create the filesystem with `swiftgate mkfs`)",
                 self.container, tok.storage_url
-            ))),
+            )))
+            }
             _ => return Err(self.failure(prefix, "GET container", resp, &tok)),
         }
         #[derive(serde::Deserialize)]
