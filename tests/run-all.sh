@@ -1,16 +1,38 @@
 #!/usr/bin/env bash
-# The whole test suite: unit and integration tests (real FUSE mounts), then
-# pjdfstest against a real mount. Run as root (FUSE mounts, chown, mknod).
+# The whole test suite: unit and integration tests (real FUSE mounts) on the
+# local store, the Swift tests and the same filesystem tests again against a
+# real Swift + Keystone on loopback (tests/swift/start), then pjdfstest
+# against a real mount. Run as root (FUSE mounts, chown, mknod, packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run the tests as root (they mount FUSE filesystems)"; exit 1; }
 
 bash tests/setup.sh
 cargo build --quiet
-# A hung mount must fail the run, not eat CI's whole time budget.
-timeout 2400 cargo test --quiet 2>&1 | tee /tmp/swiftgate-cargo-test.$$.log
-grep -q "test result: FAILED" /tmp/swiftgate-cargo-test.$$.log && exit 1
-rm -f /tmp/swiftgate-cargo-test.$$.log
+
+# The real Swift + Keystone (installed from Debian's packages on first use).
+swift_state=${SWIFTGATE_SWIFT_STATE:-/var/tmp/swiftgate-swift-fixture}
+bash tests/swift/start "$swift_state" >/dev/null
+stop_swift() {
+    [ -n "${SWIFTGATE_KEEP_SWIFT:-}" ] || bash tests/swift/stop "$swift_state" >/dev/null 2>&1 || true
+}
+trap stop_swift EXIT
+# shellcheck disable=SC1091
+. "$swift_state/env"
+export SWIFTGATE_REQUIRE_SWIFT=1
+
+check() { # a hung mount must fail the run, not eat CI's whole time budget
+    local log=/tmp/swiftgate-cargo-test.$$.log
+    timeout 2400 "$@" 2>&1 | tee "$log"
+    if grep -q "test result: FAILED" "$log" || ! grep -q "test result" "$log"; then
+        rm -f "$log"; exit 1
+    fi
+    rm -f "$log"
+}
+echo "== cargo test (local store; Swift tests against the fixture)"
+check cargo test --quiet
+echo "== the filesystem tests again, against the real Swift"
+SWIFTGATE_TEST_STORE=swift PROPTEST_CASES=16 check cargo test --quiet --test engine --test posix --test model
 
 echo "== pjdfstest against a swiftgate mount"
 work=$(mktemp -d /tmp/swiftgate-pjd.XXXXXX)
@@ -19,7 +41,7 @@ cleanup() {
     "$bin" umount "$work/mp" >/dev/null 2>&1 || umount -l "$work/mp" 2>/dev/null || true
     rm -rf "$work"
 }
-trap cleanup EXIT
+trap 'cleanup; stop_swift' EXIT
 # pjdfstest switches to other users: they must be able to reach the mount.
 chmod 755 "$work"
 mkdir -p "$work/mp"
