@@ -85,7 +85,9 @@ fn swift_outage_during_writes_loses_nothing() {
             "nothing pending while Swift is down? {st}"
         );
         assert!(
-            st["cache"]["last_error"].as_str().is_some_and(|e| e.contains("unreachable")),
+            st["cache"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("unreachable")),
             "stat should report why uploads stall: {st}"
         );
     }
@@ -93,9 +95,17 @@ fn swift_outage_during_writes_loses_nothing() {
     // umount waits until everything is in Swift.
     t.umount();
     let log = fs::read_to_string(t.cache.join("mount.log")).unwrap_or_default();
-    assert!(log.contains("upload failed"), "the log should say why uploads stalled:\n{log}");
+    assert!(
+        log.contains("upload failed"),
+        "the log should say why uploads stalled:\n{log}"
+    );
     let o = t.fsck(&["--verify-data"]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     // A new host (empty cache) sees every byte.
     fs::remove_dir_all(&t.cache).unwrap();
     t.mount(&[]);
@@ -105,7 +115,11 @@ fn swift_outage_during_writes_loses_nothing() {
         } else {
             format!("f{i:03}")
         };
-        assert_eq!(fs::read(t.path(&name)).unwrap(), random_bytes(FILE, i), "{name}");
+        assert_eq!(
+            fs::read(t.path(&name)).unwrap(),
+            random_bytes(FILE, i),
+            "{name}"
+        );
     }
     t.umount();
 }

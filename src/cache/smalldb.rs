@@ -127,6 +127,22 @@ impl SmallDb {
         Ok(())
     }
 
+    /// Many clean blocks in one transaction (a pack window).
+    pub fn put_clean_many(&self, items: &[(i64, Vec<u8>)]) -> Result<()> {
+        let mut c = self.conn.lock();
+        let tx = c.transaction().map_err(db)?;
+        {
+            let mut st = tx
+                .prepare_cached("INSERT OR REPLACE INTO clean(block, data) VALUES(?1, ?2)")
+                .map_err(db)?;
+            for (id, d) in items {
+                st.execute(params![id, d]).map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(())
+    }
+
     pub fn del_clean(&self, id: i64) -> Result<()> {
         let c = self.conn.lock();
         c.prepare_cached("DELETE FROM clean WHERE block=?1")

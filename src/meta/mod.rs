@@ -766,6 +766,18 @@ impl Meta {
         Ok(b)
     }
 
+    /// Blocks stored in `object` at offsets in `[from, to)`, in order: the
+    /// neighbours of a packed block, fetched with it in one request.
+    pub fn blocks_in_object(&self, object: i64, from: u64, to: u64) -> Result<Vec<BlockRef>> {
+        let c = self.conn.lock();
+        let mut st = c.prepare_cached(
+            "SELECT id, hash, object, offset, length, plain_len FROM blocks
+             WHERE object=?1 AND offset>=?2 AND offset<?3 ORDER BY offset",
+        )?;
+        let rows = st.query_map(params![object, from as i64, to as i64], row_block)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     pub fn block_by_hash(c: &Connection, hash: &[u8; 32]) -> Result<Option<BlockRef>> {
         Ok(c.prepare_cached(
             "SELECT id, hash, object, offset, length, plain_len FROM blocks WHERE hash=?1",
