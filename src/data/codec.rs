@@ -9,7 +9,7 @@
 //! to another place or swapped for another fails authentication.
 
 use super::{sha256, Hash, MasterKey};
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
 
@@ -89,17 +89,19 @@ impl BlockCodec {
 
     pub fn encode(&self, context: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut flags = 0u8;
-        let mut payload: Option<Vec<u8>> = None;
+        let mut compressed: Option<Vec<u8>> = None;
         if let Compression::Zstd(level) = self.compression {
-            if let Ok(c) = zstd::bulk::compress(plain, level) {
-                // Incompressible data is stored raw: saves CPU on read.
-                if c.len() + c.len() / 32 < plain.len() {
-                    payload = Some(c);
-                    flags |= F_ZSTD;
+            if worth_compressing(plain) {
+                if let Ok(c) = zstd::bulk::compress(plain, level) {
+                    // Incompressible data is stored raw: saves CPU on read.
+                    if c.len() + c.len() / 32 < plain.len() {
+                        compressed = Some(c);
+                        flags |= F_ZSTD;
+                    }
                 }
             }
         }
-        let payload = payload.unwrap_or_else(|| plain.to_vec());
+        let payload: &[u8] = compressed.as_deref().unwrap_or(plain);
         let mut out = Vec::with_capacity(HEADER + NONCE + payload.len() + 16);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
@@ -113,19 +115,17 @@ impl BlockCodec {
                 let mut nonce = [0u8; NONCE];
                 rand::thread_rng().fill_bytes(&mut nonce);
                 let aad = [&out[..HEADER], context].concat();
-                let ct = cipher
-                    .encrypt(
-                        Nonce::from_slice(&nonce),
-                        Payload {
-                            msg: &payload,
-                            aad: &aad,
-                        },
-                    )
-                    .expect("AES-GCM encryption cannot fail for in-memory buffers");
                 out.extend_from_slice(&nonce);
-                out.extend_from_slice(&ct);
+                // Encrypt in the output buffer itself: no extra copies of
+                // a multi-MiB block.
+                let start = out.len();
+                out.extend_from_slice(payload);
+                let tag = cipher
+                    .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut out[start..])
+                    .expect("AES-GCM encryption cannot fail for in-memory buffers");
+                out.extend_from_slice(&tag);
             }
-            None => out.extend_from_slice(&payload),
+            None => out.extend_from_slice(payload),
         }
         out
     }
@@ -186,6 +186,25 @@ impl BlockCodec {
         }
         Ok(plain)
     }
+}
+
+/// Whether zstd may pay off: large blocks are judged by three 16 KiB
+/// samples at the fastest level first, so already-compressed data (photos,
+/// Office files, archives) does not cost a full compression attempt.
+fn worth_compressing(plain: &[u8]) -> bool {
+    const SAMPLE: usize = 16 << 10;
+    if plain.len() < 16 * SAMPLE {
+        return true;
+    }
+    let mid = plain.len() / 2 - SAMPLE / 2;
+    let mut packed = 0;
+    for at in [0, mid, plain.len() - SAMPLE] {
+        match zstd::bulk::compress(&plain[at..at + SAMPLE], 1) {
+            Ok(c) => packed += c.len(),
+            Err(_) => return true,
+        }
+    }
+    packed * 100 < 3 * SAMPLE * 97
 }
 
 #[cfg(test)]
