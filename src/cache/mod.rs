@@ -185,6 +185,10 @@ pub struct CacheStats {
 
 pub struct Cache {
     cfg: CacheConfig,
+    /// The live limits: a gateway shares one budget among its homes and
+    /// moves these as homes come and go.
+    cache_size: AtomicU64,
+    dirty_limit: AtomicU64,
     store: DynStore,
     codec: BlockCodec,
     meta: Arc<Meta>,
@@ -240,6 +244,8 @@ impl Cache {
         };
         let small = SmallDb::open(&cfg.dir.join("cache.db"))?;
         let cache = Arc::new(Cache {
+            cache_size: AtomicU64::new(cfg.cache_size),
+            dirty_limit: AtomicU64::new(cfg.dirty_limit),
             small,
             cfg,
             store,
@@ -644,6 +650,17 @@ impl Cache {
         Ok((plain.len() as u64, false))
     }
 
+    /// New limits (evicts at once if the cache shrank; writers over the new
+    /// dirty limit wait for uploads as usual).
+    pub fn set_limits(&self, cache_size: u64, dirty_limit: u64) {
+        self.cache_size.store(cache_size, Ordering::Relaxed);
+        self.dirty_limit
+            .store(dirty_limit.min(cache_size), Ordering::Relaxed);
+        let mut st = self.st.lock();
+        self.evict_locked(&mut st);
+        self.cv.notify_all();
+    }
+
     /// Warm the cache with blocks a sequential reader will want next.
     pub fn prefetch(self: &Arc<Self>, blocks: Vec<BlockRef>) {
         for b in blocks {
@@ -696,7 +713,7 @@ impl Cache {
 
     fn evict_locked(&self, st: &mut State) {
         loop {
-            let over_size = st.clean_bytes + st.dirty_bytes > self.cfg.cache_size;
+            let over_size = st.clean_bytes + st.dirty_bytes > self.cache_size.load(Ordering::Relaxed);
             if !over_size && self.headroom_locked(st) >= 0 {
                 break;
             }
@@ -728,7 +745,7 @@ impl Cache {
             self.evict_locked(&mut st);
             let disk_full = self.headroom_locked(&mut st) < 2 * self.cfg.block_size as i64
                 && st.dirty_bytes > 0;
-            if st.dirty_bytes < self.cfg.dirty_limit && !disk_full {
+            if st.dirty_bytes < self.dirty_limit.load(Ordering::Relaxed) && !disk_full {
                 break;
             }
             if st.shutdown {
@@ -741,7 +758,7 @@ impl Cache {
                 self.writer_waits.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     dirty = st.dirty_bytes,
-                    limit = self.cfg.dirty_limit,
+                    limit = self.dirty_limit.load(Ordering::Relaxed),
                     "dirty limit reached: writer waits for uploads"
                 );
                 logged = true;
@@ -1136,8 +1153,8 @@ impl Cache {
             dirty_bytes: st.dirty_bytes,
             dirty_blocks: st.dirty.len() as u64,
             clean_blocks: st.clean.len() as u64,
-            cache_size: self.cfg.cache_size,
-            dirty_limit: self.cfg.dirty_limit,
+            cache_size: self.cache_size.load(Ordering::Relaxed),
+            dirty_limit: self.dirty_limit.load(Ordering::Relaxed),
             upload_queue: st.dirty.values().filter(|d| !d.uploading).count() as u64
                 + st.pack.recs.len() as u64,
             uploads_in_flight: st.uploads_in_flight as u64,

@@ -76,6 +76,41 @@ pub enum Cmd {
         #[arg(value_parser = ["flush", "backup-metadata", "drop-cache", "gc"])]
         action: String,
     },
+    /// Run the gateway daemon (foreground): per-user homes for Samba.
+    Serve {
+        #[arg(long, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Samba hooks: `connect %U` (root preexec), `disconnect %U` (root postexec).
+    Hook {
+        #[arg(value_parser = ["connect", "disconnect"])]
+        action: String,
+        user: String,
+        #[arg(long, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Print the smb.conf for the gateway's home share.
+    SambaConfig {
+        #[arg(long, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
+        /// Extra [global] lines, e.g. "smb ports = 445".
+        #[arg(long = "global")]
+        extra_global: Vec<String>,
+    },
+    /// Manage gateway users (Unix + Samba accounts and their homes).
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+        #[arg(long, global = true, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Homes mounted by the running gateway.
+    Status {
+        #[arg(long, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Create (first time) and mount a demo filesystem on the local store.
     Demo {
         #[arg(long, default_value = "/var/lib/swiftgate/demo-store")]
@@ -83,6 +118,195 @@ pub enum Cmd {
         #[arg(long, default_value = "/mnt/swiftgate")]
         mountpoint: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Verify the store credentials, create the home filesystem if new, the
+    /// Unix account (no login shell) and the Samba account. The Samba
+    /// password is read from stdin (or prompted for).
+    Add {
+        user: String,
+        #[command(flatten)]
+        keystone: UserKeystoneArgs,
+    },
+    List,
+    Show { user: String },
+    /// Remove the accounts; the data stays unless --purge.
+    Remove {
+        user: String,
+        #[arg(long)]
+        purge: bool,
+    },
+    /// New Samba password from stdin (or a prompt); with Keystone flags, new
+    /// stored credentials (verified first).
+    Passwd {
+        user: String,
+        #[command(flatten)]
+        keystone: UserKeystoneArgs,
+        /// Only update the Keystone credentials.
+        #[arg(long)]
+        keystone_only: bool,
+    },
+}
+
+/// A user's own Keystone identity (per-user mode).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct UserKeystoneArgs {
+    #[arg(long)]
+    pub os_username: Option<String>,
+    #[arg(long)]
+    pub os_user_id: Option<String>,
+    /// File whose first line is the Keystone password
+    #[arg(long)]
+    pub os_password_file: Option<PathBuf>,
+    #[arg(long)]
+    pub os_project_name: Option<String>,
+    #[arg(long)]
+    pub os_project_id: Option<String>,
+    #[arg(long)]
+    pub os_user_domain_name: Option<String>,
+    #[arg(long)]
+    pub os_project_domain_name: Option<String>,
+    #[arg(long)]
+    pub os_application_credential_id: Option<String>,
+    #[arg(long)]
+    pub os_application_credential_secret_file: Option<PathBuf>,
+}
+
+impl UserKeystoneArgs {
+    fn credentials(&self) -> Result<Option<crate::gateway::usermap::UserCredentials>> {
+        let first_line = |p: &Option<PathBuf>| -> Result<Option<String>> {
+            Ok(match p {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                ),
+                None => None,
+            })
+        };
+        let c = crate::gateway::usermap::UserCredentials {
+            username: self.os_username.clone(),
+            user_id: self.os_user_id.clone(),
+            password: first_line(&self.os_password_file)?,
+            project_name: self.os_project_name.clone(),
+            project_id: self.os_project_id.clone(),
+            user_domain_name: self.os_user_domain_name.clone(),
+            project_domain_name: self.os_project_domain_name.clone(),
+            application_credential_id: self.os_application_credential_id.clone(),
+            application_credential_secret: first_line(&self.os_application_credential_secret_file)?,
+        };
+        Ok(if c == Default::default() { None } else { Some(c) })
+    }
+}
+
+/// A password from stdin: prompted for (twice, no echo) on a terminal.
+fn read_new_password(what: &str) -> Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        let p = line.trim_end_matches(['\n', '\r']).to_string();
+        if p.is_empty() {
+            bail!("empty {what} on stdin");
+        }
+        return Ok(p);
+    }
+    let ask = |prompt: &str| -> Result<String> {
+        use nix::sys::termios;
+        let fd = std::io::stdin();
+        let old = termios::tcgetattr(&fd)?;
+        let mut quiet = old.clone();
+        quiet.local_flags.remove(termios::LocalFlags::ECHO);
+        termios::tcsetattr(&fd, termios::SetArg::TCSANOW, &quiet)?;
+        eprint!("{prompt}");
+        std::io::stderr().flush()?;
+        let mut line = String::new();
+        let r = stdin.lock().read_line(&mut line);
+        termios::tcsetattr(&fd, termios::SetArg::TCSANOW, &old)?;
+        eprintln!();
+        r?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    };
+    let a = ask(&format!("New {what}: "))?;
+    let b = ask(&format!("Retype new {what}: "))?;
+    if a != b {
+        bail!("the two {what}s differ");
+    }
+    if a.is_empty() {
+        bail!("empty {what}");
+    }
+    Ok(a)
+}
+
+fn gateway_parts(config: &Path) -> Result<(crate::gateway::GatewayConfig, crate::gateway::usermap::UserMap)> {
+    let cfg = crate::gateway::GatewayConfig::load(config)?;
+    let map = crate::gateway::usermap::UserMap::open(&cfg.users.db, &cfg.users.key_file)?;
+    Ok((cfg, map))
+}
+
+fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
+    use crate::gateway::users;
+    let (cfg, map) = gateway_parts(config)?;
+    match cmd {
+        UserCmd::Add { user, keystone } => {
+            crate::gateway::usermap::check_name(&user)?;
+            let credentials = keystone.credentials()?;
+            let password = read_new_password("Samba password")?;
+            let msg = users::add(&cfg, &map, &user, users::AddOptions { password, credentials })?;
+            println!("{msg}");
+        }
+        UserCmd::List => {
+            println!("{:<20} {:>6}  {:<9} store", "user", "uid", "state");
+            for (u, e) in map.list()? {
+                println!(
+                    "{:<20} {:>6}  {:<9} {}",
+                    u,
+                    e.uid,
+                    if e.disabled { "removed" } else { "active" },
+                    e.store
+                );
+            }
+        }
+        UserCmd::Show { user } => {
+            let (e, s) = map.get(&user)?;
+            println!("user:        {user}");
+            println!("uid/gid:     {}/{}", e.uid, e.gid);
+            println!("store:       {}", e.store);
+            println!("mountpoint:  {}", cfg.mountpoint(&user).display());
+            println!("state:       {}", if e.disabled { "removed (data kept)" } else { "active" });
+            println!("encrypted:   {}", if s.passphrase.is_some() { "yes (passphrase in the user map)" } else { "no" });
+            match &s.swift {
+                Some(c) => println!(
+                    "keystone:    user {} project {} (secret stored, not shown)",
+                    c.username.clone().or(c.user_id.clone()).or(c.application_credential_id.clone()).unwrap_or_default(),
+                    c.project_name.clone().or(c.project_id.clone()).unwrap_or_else(|| "(default)".into())
+                ),
+                None => println!("keystone:    the gateway's service identity"),
+            }
+        }
+        UserCmd::Remove { user, purge } => println!("{}", users::remove(&cfg, &map, &user, purge)?),
+        UserCmd::Passwd {
+            user,
+            keystone,
+            keystone_only,
+        } => {
+            let credentials = keystone.credentials()?;
+            let password = if keystone_only {
+                None
+            } else {
+                Some(read_new_password("Samba password")?)
+            };
+            users::passwd(&cfg, &map, &user, password.as_deref(), credentials)?;
+            println!("updated {user}");
+        }
+    }
+    Ok(0)
 }
 
 /// Swift credentials on the command line. Anything not given here comes
@@ -178,7 +402,9 @@ impl SwiftArgs {
                 cacert: self.os_cacert.clone(),
                 connections: Some(self.swift_connections),
                 no_ssl: self.no_ssl,
+                ..Default::default()
             },
+            ignore_env: false,
         }
     }
 }
@@ -270,6 +496,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     compression,
                     passphrase,
                     force,
+                    root_owner: None,
                 },
             )?;
             println!(
@@ -290,6 +517,62 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Mount(args) => mount::mount(args),
+        Cmd::Serve { config } => {
+            crate::gateway::serve(&config)?;
+            Ok(0)
+        }
+        Cmd::Hook {
+            action,
+            user,
+            config,
+        } => {
+            let cfg = crate::gateway::GatewayConfig::load(&config)?;
+            let req = serde_json::json!({"op": action, "user": user});
+            // A first mount may rebuild metadata from the store: be patient,
+            // but not forever (Samba waits for us).
+            match crate::gateway::control::request(&cfg.control.socket, &req, Duration::from_secs(120)) {
+                Ok(_) => Ok(0),
+                Err(e) => {
+                    eprintln!("swiftgate: {e}");
+                    Ok(1)
+                }
+            }
+        }
+        Cmd::SambaConfig {
+            config,
+            extra_global,
+        } => {
+            let cfg = crate::gateway::GatewayConfig::load(&config)?;
+            let exe = std::env::current_exe()?;
+            let config = std::fs::canonicalize(&config)?;
+            print!("{}", crate::gateway::samba::generate(&cfg, &exe, &config, &extra_global));
+            Ok(0)
+        }
+        Cmd::User { cmd, config } => user_cmd(cmd, &config),
+        Cmd::Status { config, json } => {
+            let cfg = crate::gateway::GatewayConfig::load(&config)?;
+            let v = crate::gateway::control::request(
+                &cfg.control.socket,
+                &serde_json::json!({"op": "status"}),
+                Duration::from_secs(10),
+            )?;
+            if json {
+                println!("{}", v["homes"]);
+            } else {
+                println!("{:<16} {:>5} {:>8} {:>10}  mountpoint", "user", "conns", "idle s", "dirty MiB");
+                for h in v["homes"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<16} {:>5} {:>8} {:>10}  {}",
+                        h["user"].as_str().unwrap_or(""),
+                        h["connections"],
+                        h["idle_secs"].as_u64().map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                        h["cache"]["dirty_bytes"].as_u64().unwrap_or(0) >> 20,
+                        h["mountpoint"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(0)
+        }
         Cmd::Umount { mountpoint } => mount::umount(&mountpoint),
         Cmd::Fsck {
             store,

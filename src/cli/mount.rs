@@ -391,6 +391,7 @@ pub fn demo(store_dir: &Path, mp: &Path) -> Result<i32> {
                 compression: crate::data::Compression::Zstd(3),
                 passphrase: None,
                 force: false,
+                root_owner: None,
             },
         )?;
         println!("created demo filesystem {} in {url}", p.uuid);

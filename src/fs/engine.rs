@@ -61,6 +61,9 @@ pub struct MkfsOptions {
     pub compression: Compression,
     pub passphrase: Option<Vec<u8>>,
     pub force: bool,
+    /// Owner of the root directory (uid, gid); it is then mode 0700 (a
+    /// user's home). None: root-owned, 0755.
+    pub root_owner: Option<(u32, u32)>,
 }
 
 pub fn read_params(store: &DynStore) -> Result<Params> {
@@ -108,7 +111,10 @@ pub fn mkfs(store: &DynStore, o: &MkfsOptions) -> Result<Params> {
     let db = tmp.join("meta.db");
     {
         let meta = Arc::new(Meta::open(&db)?);
-        meta.init_root(0o755, 0, 0)?;
+        match o.root_owner {
+            Some((uid, gid)) => meta.init_root(0o700, uid, gid)?,
+            None => meta.init_root(0o755, 0, 0)?,
+        }
         meta.kv_set(KV_FS_UUID, params.uuid.as_bytes())?;
         let shipper = Shipper::new(store.clone(), meta_codec(key.as_ref()), meta, 0);
         shipper.ship(true)?;

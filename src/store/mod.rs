@@ -149,6 +149,9 @@ pub fn open(url: &str) -> Result<DynStore> {
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
     pub swift: swift::SwiftFlags,
+    /// Take credentials from `swift` only, not from `OS_*`/`ST_*`/clouds.yaml
+    /// (a gateway opening one user's store with that user's identity).
+    pub ignore_env: bool,
 }
 
 /// Open a store from its URL: `local:///abs/path`, `swift://CONTAINER[/PREFIX]`
@@ -167,7 +170,11 @@ pub fn open_with(url: &str, opts: &OpenOptions) -> Result<DynStore> {
         }
         Arc::new(local::LocalStore::open(rest)?)
     } else if url.starts_with("swift://") || url.starts_with("swiftks://") {
-        Arc::new(swift::SwiftStore::open(url, &opts.swift)?)
+        if opts.ignore_env {
+            Arc::new(swift::SwiftStore::open_with_env(url, &opts.swift, &|_| None)?)
+        } else {
+            Arc::new(swift::SwiftStore::open(url, &opts.swift)?)
+        }
     } else {
         return Err(bad(
             "expected local:///absolute/path or swift://CONTAINER[/PREFIX]",

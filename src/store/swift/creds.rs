@@ -45,6 +45,9 @@ pub struct SwiftFlags {
     pub username: Option<String>,
     pub user_id: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// In-memory secrets (from the gateway's encrypted user map).
+    pub password: Option<Secret>,
+    pub application_credential_secret: Option<Secret>,
     pub project_name: Option<String>,
     pub project_id: Option<String>,
     pub user_domain_name: Option<String>,
@@ -172,9 +175,10 @@ fn from_flags(f: &SwiftFlags) -> Result<Settings, CredsError> {
         identity_api_version: f.identity_api_version.clone(),
         username: f.username.clone(),
         user_id: f.user_id.clone(),
-        password: match &f.password_file {
-            Some(p) => Some(read_secret_file("the password", p)?),
-            None => None,
+        password: match (&f.password, &f.password_file) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(p)) => Some(read_secret_file("the password", p)?),
+            (None, None) => None,
         },
         project_name: f.project_name.clone(),
         project_id: f.project_id.clone(),
@@ -186,9 +190,13 @@ fn from_flags(f: &SwiftFlags) -> Result<Settings, CredsError> {
         interface: f.interface.clone(),
         application_credential_id: f.application_credential_id.clone(),
         application_credential_name: f.application_credential_name.clone(),
-        application_credential_secret: match &f.application_credential_secret_file {
-            Some(p) => Some(read_secret_file("the application credential secret", p)?),
-            None => None,
+        application_credential_secret: match (
+            &f.application_credential_secret,
+            &f.application_credential_secret_file,
+        ) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(p)) => Some(read_secret_file("the application credential secret", p)?),
+            (None, None) => None,
         },
         storage_url: f.storage_url.clone(),
         auth_token: match &f.auth_token_file {

@@ -1,0 +1,360 @@
+//! The gateway's configuration file (TOML). Unknown keys and bad values are
+//! refused at start with the file, the line and what was expected.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_size(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"30s\" or \"15m\": {e}")))
+}
+
+/// "4M", "10G", "512K", plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = t[i..].to_ascii_uppercase();
+            let m: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => return Err(format!("{s:?} is not a size like \"4M\" or \"10G\"")),
+            };
+            (&t[..i], m)
+        }
+        None => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("{s:?} is not a size like \"4M\" or \"10G\""))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UserMapMode {
+    /// Each user has their own Keystone identity, kept in the user map.
+    PerUser,
+    /// One gateway identity ([swift] below); containers from a template.
+    Service,
+}
+
+/// Swift credentials as in OpenStack's clouds.yaml `auth` block; any field
+/// left out comes from the daemon's `OS_*` environment.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwiftSection {
+    pub cloud: Option<String>,
+    pub auth_url: Option<String>,
+    pub auth_type: Option<String>,
+    pub username: Option<String>,
+    pub user_id: Option<String>,
+    /// File holding the password (root-only); never the password itself.
+    pub password_file: Option<PathBuf>,
+    pub project_name: Option<String>,
+    pub project_id: Option<String>,
+    pub user_domain_name: Option<String>,
+    pub user_domain_id: Option<String>,
+    pub project_domain_name: Option<String>,
+    pub project_domain_id: Option<String>,
+    pub region_name: Option<String>,
+    pub interface: Option<String>,
+    pub application_credential_id: Option<String>,
+    pub application_credential_secret_file: Option<PathBuf>,
+    pub cacert: Option<PathBuf>,
+    pub connections: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// Where each user's filesystem lives; `{user}` is replaced by the
+    /// Samba user name: `swift://home-{user}` or `local:///srv/homes/{user}`.
+    #[serde(default = "default_store_template")]
+    pub url: String,
+    #[serde(default)]
+    pub swift: SwiftSection,
+}
+
+fn default_store_template() -> String {
+    "local:///var/lib/swiftgate/homes/{user}".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountsSection {
+    /// Each user's home is mounted at `<root>/<user>`.
+    #[serde(default = "default_mount_root")]
+    pub root: PathBuf,
+    /// Homes nobody is connected to are flushed and unmounted after this.
+    #[serde(default = "default_idle", deserialize_with = "de_duration")]
+    pub idle_unmount: Duration,
+}
+
+fn default_mount_root() -> PathBuf {
+    "/srv/swiftgate/home".into()
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(900)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    #[serde(default = "default_cache_dir")]
+    pub dir: PathBuf,
+    /// One budget shared by every mounted home.
+    #[serde(default = "default_cache_size", deserialize_with = "de_size")]
+    pub size: u64,
+    #[serde(default = "default_dirty", deserialize_with = "de_size")]
+    pub dirty_limit: u64,
+    #[serde(default = "default_workers")]
+    pub upload_workers: usize,
+}
+
+fn default_cache_dir() -> PathBuf {
+    "/var/cache/swiftgate".into()
+}
+fn default_cache_size() -> u64 {
+    20 << 30
+}
+fn default_dirty() -> u64 {
+    4 << 30
+}
+fn default_workers() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsSection {
+    /// local: fsync = on the cache disk; remote: fsync = in the store.
+    #[serde(default = "default_durability")]
+    pub durability: String,
+    #[serde(default = "default_meta_interval", deserialize_with = "de_duration")]
+    pub metadata_interval: Duration,
+    #[serde(default = "default_block", deserialize_with = "de_size")]
+    pub block_size: u64,
+    /// Encrypt each home with its own random passphrase (kept, encrypted,
+    /// in the user map).
+    #[serde(default = "default_true")]
+    pub encrypt: bool,
+}
+
+fn default_durability() -> String {
+    "local".into()
+}
+fn default_meta_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_block() -> u64 {
+    4 << 20
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersSection {
+    #[serde(default = "default_mode")]
+    pub mode: UserMapMode,
+    /// The user map (secrets inside are AES-256-GCM encrypted).
+    #[serde(default = "default_user_db")]
+    pub db: PathBuf,
+    /// The key for those secrets: 32 random bytes, root-only.
+    #[serde(default = "default_key_file")]
+    pub key_file: PathBuf,
+}
+
+fn default_mode() -> UserMapMode {
+    UserMapMode::Service
+}
+fn default_user_db() -> PathBuf {
+    "/etc/swiftgate/users.json".into()
+}
+fn default_key_file() -> PathBuf {
+    "/etc/swiftgate/secret.key".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+}
+
+fn default_socket() -> PathBuf {
+    "/run/swiftgate/gateway.sock".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SambaSection {
+    /// The smb.conf whose passdb holds the users (`smbpasswd -c`).
+    #[serde(default = "default_smb_conf")]
+    pub config: PathBuf,
+    /// The share users map: \\gateway\<share>.
+    #[serde(default = "default_share")]
+    pub share: String,
+}
+
+fn default_smb_conf() -> PathBuf {
+    "/etc/samba/smb.conf".into()
+}
+fn default_share() -> String {
+    "home".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub store: StoreSection,
+    #[serde(default = "default_mounts")]
+    pub mounts: MountsSection,
+    #[serde(default = "default_cache")]
+    pub cache: CacheSection,
+    #[serde(default = "default_fs")]
+    pub fs: FsSection,
+    #[serde(default = "default_users")]
+    pub users: UsersSection,
+    #[serde(default = "default_control")]
+    pub control: ControlSection,
+    #[serde(default = "default_samba")]
+    pub samba: SambaSection,
+}
+
+fn empty<T: for<'de> Deserialize<'de>>() -> T {
+    toml::from_str("").expect("every field has a default")
+}
+fn default_mounts() -> MountsSection {
+    empty()
+}
+fn default_cache() -> CacheSection {
+    empty()
+}
+fn default_fs() -> FsSection {
+    empty()
+}
+fn default_users() -> UsersSection {
+    empty()
+}
+fn default_control() -> ControlSection {
+    empty()
+}
+fn default_samba() -> SambaSection {
+    empty()
+}
+
+impl GatewayConfig {
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let cfg: GatewayConfig = toml::from_str(text).map_err(|e| {
+            // toml reports a byte span; turn it into a line number.
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(l) => invalid(format!("line {l}: {}", e.message())),
+                None => invalid(e.message().to_string()),
+            }
+        })?;
+        if !cfg.store.url.contains("{user}") {
+            return Err(invalid(format!(
+                "[store] url {:?} must contain {{user}}: each user gets a filesystem of their own",
+                cfg.store.url
+            )));
+        }
+        if !(cfg.store.url.starts_with("swift://") || cfg.store.url.starts_with("local:///")) {
+            return Err(invalid(format!(
+                "[store] url {:?}: expected swift://CONTAINER-{{user}} or local:///path/{{user}}",
+                cfg.store.url
+            )));
+        }
+        if cfg.fs.durability.parse::<crate::fs::Durability>().is_err() {
+            return Err(invalid(format!(
+                "[fs] durability {:?}: expected \"local\" or \"remote\"",
+                cfg.fs.durability
+            )));
+        }
+        if !cfg.mounts.root.is_absolute() || !cfg.cache.dir.is_absolute() {
+            return Err(invalid("[mounts] root and [cache] dir must be absolute paths".into()));
+        }
+        if cfg.cache.dirty_limit > cfg.cache.size {
+            return Err(invalid("[cache] dirty_limit must not exceed size".into()));
+        }
+        Ok(cfg)
+    }
+
+    /// The store URL of `user`'s home.
+    pub fn store_url(&self, user: &str) -> String {
+        self.store.url.replace("{user}", user)
+    }
+
+    pub fn mountpoint(&self, user: &str) -> PathBuf {
+        self.mounts.root.join(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_a_minimal_file() {
+        let c = GatewayConfig::parse("[store]\nurl = \"swift://home-{user}\"\n", Path::new("g.toml")).unwrap();
+        assert_eq!(c.store_url("alice"), "swift://home-alice");
+        assert_eq!(c.mountpoint("alice"), PathBuf::from("/srv/swiftgate/home/alice"));
+        assert_eq!(c.users.mode, UserMapMode::Service);
+        assert_eq!(c.cache.size, 20 << 30);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_expectation() {
+        let text = "[store]\nurl = \"swift://home-{user}\"\n\n[cache]\nsize = \"lots\"\n";
+        let e = GatewayConfig::parse(text, Path::new("/etc/g.toml")).unwrap_err().to_string();
+        assert!(e.contains("/etc/g.toml") && e.contains("line 5") && e.contains("\"4M\""), "{e}");
+        let text = "[store]\nurl = \"swift://home-{user}\"\n[mounts]\nidle = \"5m\"\n";
+        let e = GatewayConfig::parse(text, Path::new("g.toml")).unwrap_err().to_string();
+        assert!(e.contains("line 4") && e.contains("unknown field `idle`") && e.contains("idle_unmount"), "{e}");
+        let text = "[store]\nurl = \"swift://home\"\n";
+        let e = GatewayConfig::parse(text, Path::new("g.toml")).unwrap_err().to_string();
+        assert!(e.contains("{user}"), "{e}");
+        let text = "[store]\nurl = \"local:///x/{user}\"\n[users]\nmode = \"everyone\"\n";
+        let e = GatewayConfig::parse(text, Path::new("g.toml")).unwrap_err().to_string();
+        assert!(e.contains("line 4") && e.contains("per-user") && e.contains("service"), "{e}");
+    }
+}

@@ -1,0 +1,142 @@
+//! The daemon's control API: JSON lines on a root-only Unix socket.
+//!
+//! Requests: `{"op":"connect","user":"alice"}`, `disconnect`, `unmount`,
+//! `status`, `ping`. Answers: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
+
+use super::daemon::Gateway;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another gateway daemon is already listening on {0}")]
+    InUse(String),
+    #[error("the gateway daemon is not running (no answer on {path}: {source}); start it with `swiftgate serve`")]
+    NotRunning {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Bind the socket (root-only) and serve requests on a thread per client.
+pub fn serve(path: &Path, gw: Arc<Gateway>) -> Result<(), ControlError> {
+    let ps = path.display().to_string();
+    let io = |source| ControlError::Io {
+        path: ps.clone(),
+        source,
+    };
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(io)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(ControlError::InUse(ps));
+        }
+        std::fs::remove_file(path).map_err(io)?; // left by a crash
+    }
+    let l = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { continue };
+                let gw = gw.clone();
+                let _ = std::thread::Builder::new()
+                    .name("control-client".into())
+                    .spawn(move || handle_client(c, &gw));
+            }
+        })
+        .map_err(io)?;
+    Ok(())
+}
+
+fn handle_client(c: UnixStream, gw: &Arc<Gateway>) {
+    let Ok(w) = c.try_clone() else { return };
+    let mut w = w;
+    for line in BufReader::new(c).lines() {
+        let Ok(line) = line else { return };
+        let reply = match serde_json::from_str::<Value>(&line) {
+            Ok(req) => handle(gw, &req),
+            Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+        };
+        if writeln!(w, "{reply}").is_err() {
+            return;
+        }
+    }
+}
+
+fn handle(gw: &Arc<Gateway>, req: &Value) -> Value {
+    let user = req["user"].as_str().unwrap_or("");
+    let res: Result<Value, String> = match req["op"].as_str().unwrap_or("") {
+        "ping" => Ok(json!({})),
+        "connect" => {
+            let t = std::time::Instant::now();
+            match gw.connect(user) {
+                Ok(()) => Ok(json!({"ms": t.elapsed().as_millis() as u64})),
+                Err(e) => {
+                    // Samba only sees the exit status: the reason goes here.
+                    tracing::error!(user, "refusing the connection: {e}");
+                    Err(e.to_string())
+                }
+            }
+        }
+        "disconnect" => {
+            gw.disconnect(user);
+            Ok(json!({}))
+        }
+        "unmount" => gw
+            .unmount(user)
+            .map(|was| json!({"was_mounted": was}))
+            .map_err(|e| e.to_string()),
+        "status" => Ok(json!({"homes": gw.status()})),
+        other => Err(format!("unknown op {other:?}")),
+    };
+    match res {
+        Ok(mut v) => {
+            v["ok"] = json!(true);
+            v
+        }
+        Err(e) => json!({"ok": false, "error": e}),
+    }
+}
+
+/// Client side: one request, one answer.
+pub fn request(path: &Path, req: &Value, timeout: Duration) -> Result<Value, ControlError> {
+    let ps = path.display().to_string();
+    let mut c = UnixStream::connect(path).map_err(|source| ControlError::NotRunning {
+        path: ps.clone(),
+        source,
+    })?;
+    let io = |source| ControlError::Io {
+        path: ps.clone(),
+        source,
+    };
+    c.set_read_timeout(Some(timeout)).map_err(io)?;
+    writeln!(c, "{req}").map_err(io)?;
+    let mut line = String::new();
+    BufReader::new(&c).read_line(&mut line).map_err(io)?;
+    let v: Value = serde_json::from_str(&line)
+        .map_err(|e| ControlError::Refused(format!("unreadable answer from the daemon: {e}")))?;
+    if v["ok"] == json!(true) {
+        Ok(v)
+    } else {
+        Err(ControlError::Refused(
+            v["error"].as_str().unwrap_or("refused").to_string(),
+        ))
+    }
+}

@@ -1,0 +1,445 @@
+//! The gateway daemon's core: one in-process FUSE session per connected
+//! user, refcounted across Samba sessions, idle homes flushed and unmounted,
+//! one cache budget shared by all mounted homes.
+
+use super::config::{GatewayConfig, UserMapMode};
+use super::usermap::{check_name, UserMap, UserSecrets};
+use crate::fs::engine::{Engine, OpenOptions};
+use crate::fs::fuse::FuseFs;
+use crate::store::swift::{Secret, SwiftFlags};
+use crate::store::DynStore;
+use parking_lot::{Condvar, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    UserMap(#[from] super::usermap::UserMapError),
+    #[error("cannot open the store of {user} ({url}): {source}")]
+    Store {
+        user: String,
+        url: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("cannot mount the home of {user}: {source}")]
+    Engine {
+        user: String,
+        #[source]
+        source: crate::fs::engine::EngineError,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+/// Store flags for a user: the config's [store.swift] plus, in per-user
+/// mode, the user's own Keystone identity.
+pub fn swift_flags(cfg: &GatewayConfig, secrets: &UserSecrets) -> SwiftFlags {
+    let s = &cfg.store.swift;
+    let mut f = SwiftFlags {
+        cloud: s.cloud.clone(),
+        auth_url: s.auth_url.clone(),
+        auth_type: s.auth_type.clone(),
+        username: s.username.clone(),
+        user_id: s.user_id.clone(),
+        password_file: s.password_file.clone(),
+        project_name: s.project_name.clone(),
+        project_id: s.project_id.clone(),
+        user_domain_name: s.user_domain_name.clone(),
+        user_domain_id: s.user_domain_id.clone(),
+        project_domain_name: s.project_domain_name.clone(),
+        project_domain_id: s.project_domain_id.clone(),
+        region_name: s.region_name.clone(),
+        interface: s.interface.clone(),
+        application_credential_id: s.application_credential_id.clone(),
+        application_credential_secret_file: s.application_credential_secret_file.clone(),
+        cacert: s.cacert.clone(),
+        connections: s.connections,
+        ..Default::default()
+    };
+    if cfg.users.mode == UserMapMode::PerUser {
+        if let Some(c) = &secrets.swift {
+            // The user's identity replaces the service one entirely.
+            f.username = c.username.clone();
+            f.user_id = c.user_id.clone();
+            f.password_file = None;
+            f.password = c.password.clone().map(Secret::new);
+            f.project_name = c.project_name.clone().or(f.project_name);
+            f.project_id = c.project_id.clone().or(f.project_id);
+            if c.user_domain_name.is_some() {
+                f.user_domain_name = c.user_domain_name.clone();
+            }
+            if c.project_domain_name.is_some() {
+                f.project_domain_name = c.project_domain_name.clone();
+            }
+            f.application_credential_id = c.application_credential_id.clone();
+            f.application_credential_secret_file = None;
+            f.application_credential_secret =
+                c.application_credential_secret.clone().map(Secret::new);
+            if f.application_credential_id.is_some() {
+                f.auth_type = Some("v3applicationcredential".into());
+            }
+        }
+    }
+    f
+}
+
+/// Open a user's store with the right credentials. In per-user mode the
+/// daemon's own `OS_*` environment is not consulted for identities.
+pub fn open_user_store(
+    cfg: &GatewayConfig,
+    user: &str,
+    secrets: &UserSecrets,
+) -> Result<DynStore, GatewayError> {
+    let url = cfg.store_url(user);
+    let opts = crate::store::OpenOptions {
+        swift: swift_flags(cfg, secrets),
+        ignore_env: cfg.users.mode == UserMapMode::PerUser,
+    };
+    crate::store::open_with(&url, &opts).map_err(|source| GatewayError::Store {
+        user: user.into(),
+        url,
+        source,
+    })
+}
+
+struct Home {
+    engine: Arc<Engine>,
+    unmounter: Mutex<fuser::SessionUnmounter>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    mp: PathBuf,
+    refs: usize,
+    idle_since: Option<Instant>,
+    mounted_at: Instant,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HomeStatus {
+    pub user: String,
+    pub mountpoint: PathBuf,
+    pub store: String,
+    pub connections: usize,
+    pub idle_secs: Option<u64>,
+    pub mounted_secs: u64,
+    pub cache: crate::cache::CacheStats,
+}
+
+pub struct Gateway {
+    pub cfg: GatewayConfig,
+    pub users: UserMap,
+    homes: Mutex<HashMap<String, Home>>,
+    mounting: Mutex<HashSet<String>>,
+    mounting_cv: Condvar,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Gateway {
+    pub fn new(cfg: GatewayConfig) -> Result<Arc<Gateway>, GatewayError> {
+        let users = UserMap::open(&cfg.users.db, &cfg.users.key_file)?;
+        Ok(Arc::new(Gateway {
+            cfg,
+            users,
+            homes: Mutex::new(HashMap::new()),
+            mounting: Mutex::new(HashSet::new()),
+            mounting_cv: Condvar::new(),
+            stopping: false.into(),
+        }))
+    }
+
+    /// A Samba session of `user` starts: mount their home if needed.
+    /// Returns once the home is usable.
+    pub fn connect(self: &Arc<Self>, user: &str) -> Result<(), GatewayError> {
+        check_name(user)?;
+        loop {
+            if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(GatewayError::ShuttingDown);
+            }
+            {
+                let mut homes = self.homes.lock();
+                if let Some(h) = homes.get_mut(user) {
+                    h.refs += 1;
+                    h.idle_since = None;
+                    return Ok(());
+                }
+            }
+            let mut m = self.mounting.lock();
+            if m.contains(user) {
+                // Another session of the same user is mounting: wait for it.
+                self.mounting_cv.wait_for(&mut m, Duration::from_millis(200));
+                continue;
+            }
+            m.insert(user.to_string());
+            drop(m);
+            let res = self.mount(user);
+            let mut m = self.mounting.lock();
+            m.remove(user);
+            self.mounting_cv.notify_all();
+            drop(m);
+            return res;
+        }
+    }
+
+    /// A Samba session of `user` ends.
+    pub fn disconnect(&self, user: &str) {
+        let mut homes = self.homes.lock();
+        if let Some(h) = homes.get_mut(user) {
+            h.refs = h.refs.saturating_sub(1);
+            if h.refs == 0 {
+                h.idle_since = Some(Instant::now());
+            }
+        }
+    }
+
+    fn cache_share(&self, homes: usize) -> (u64, u64) {
+        let n = homes.max(1) as u64;
+        (
+            (self.cfg.cache.size / n).max(64 << 20),
+            (self.cfg.cache.dirty_limit / n).max(32 << 20),
+        )
+    }
+
+    /// Give every mounted home an equal share of the global budget.
+    fn rebalance(&self, homes: &HashMap<String, Home>) {
+        let (size, dirty) = self.cache_share(homes.len());
+        for h in homes.values() {
+            h.engine.fs.cache().set_limits(size, dirty);
+        }
+    }
+
+    fn mount(self: &Arc<Self>, user: &str) -> Result<(), GatewayError> {
+        let started = Instant::now();
+        let (entry, secrets) = self.users.get(user)?;
+        let store = open_user_store(&self.cfg, user, &secrets)?;
+        let mp = self.cfg.mountpoint(user);
+        prepare_mountpoint(&mp)?;
+        let n = self.homes.lock().len() + 1;
+        let (cache_size, dirty_limit) = self.cache_share(n);
+        let engine = Engine::open(
+            store,
+            &OpenOptions {
+                cache_dir: self.cfg.cache.dir.join(user),
+                cache_size,
+                dirty_limit,
+                upload_workers: self.cfg.cache.upload_workers,
+                upload_delay: Duration::from_secs(2),
+                durability: self.cfg.fs.durability.parse().unwrap_or(crate::fs::Durability::Local),
+                metadata_interval: self.cfg.fs.metadata_interval,
+                lease_ttl: Duration::from_secs(60),
+                takeover: false,
+                passphrase: secrets.passphrase.clone().map(String::into_bytes),
+            },
+        )
+        .map_err(|source| GatewayError::Engine {
+            user: user.into(),
+            source,
+        })?;
+        for w in &engine.warnings {
+            tracing::warn!(user, "{w}");
+        }
+        let mut fcfg = fuser::Config::default();
+        fcfg.mount_options = vec![
+            fuser::MountOption::FSName(format!("swiftgate:{}", engine.store.url())),
+            fuser::MountOption::Subtype("swiftgate".into()),
+            fuser::MountOption::DefaultPermissions,
+            fuser::MountOption::NoAtime,
+            fuser::MountOption::NoDev,
+            fuser::MountOption::NoSuid,
+        ];
+        // Samba's smbd runs as the user: it must reach the mount.
+        fcfg.acl = fuser::SessionACL::All;
+        fcfg.n_threads = Some(4);
+        fcfg.clone_fd = true;
+        let fs = FuseFs {
+            fs: engine.fs.clone(),
+        };
+        let mut session = match fuser::Session::new(fs, &mp, &fcfg) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = engine.close();
+                return Err(GatewayError::Io { path: mp, source: e });
+            }
+        };
+        let unmounter = session.unmount_callable();
+        // The home's root belongs to its user, closed to everyone else.
+        let root = std::fs::metadata(&mp).map_err(|source| GatewayError::Io {
+            path: mp.clone(),
+            source,
+        });
+        let thread = {
+            let engine = engine.clone();
+            let user = user.to_string();
+            std::thread::Builder::new()
+                .name(format!("fuse-{user}"))
+                .spawn(move || {
+                    if let Err(e) = session.run() {
+                        tracing::error!(user, "FUSE session ended with an error: {e}");
+                    }
+                    if let Err(e) = engine.close() {
+                        tracing::error!(user, "closing the home failed: {e}");
+                    }
+                })
+                .map_err(|source| GatewayError::Io {
+                    path: mp.clone(),
+                    source,
+                })?
+        };
+        {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            if let Ok(m) = root {
+                if m.uid() != entry.uid || m.gid() != entry.gid {
+                    let _ = std::os::unix::fs::chown(&mp, Some(entry.uid), Some(entry.gid));
+                }
+                if m.mode() & 0o077 != 0 {
+                    let _ = std::fs::set_permissions(&mp, std::fs::Permissions::from_mode(0o700));
+                }
+            }
+        }
+        let mut homes = self.homes.lock();
+        homes.insert(
+            user.to_string(),
+            Home {
+                engine,
+                unmounter: Mutex::new(unmounter),
+                thread: Mutex::new(Some(thread)),
+                mp: mp.clone(),
+                refs: 1,
+                idle_since: None,
+                mounted_at: Instant::now(),
+            },
+        );
+        self.rebalance(&homes);
+        tracing::info!(user, mountpoint = %mp.display(), ms = started.elapsed().as_millis() as u64, "home mounted");
+        Ok(())
+    }
+
+    /// Flush and unmount one home (idle or on request).
+    pub fn unmount(&self, user: &str) -> Result<bool, GatewayError> {
+        let home = {
+            let mut homes = self.homes.lock();
+            let h = homes.remove(user);
+            self.rebalance(&homes);
+            h
+        };
+        let Some(h) = home else { return Ok(false) };
+        // Upload first, while the mount still serves (a slow store does not
+        // block other users' connects).
+        if let Err(e) = h.engine.flush(&|_| {}) {
+            tracing::warn!(user, "flush before unmount failed (the unmount retries it): {e}");
+        }
+        if let Err(e) = h.unmounter.lock().unmount() {
+            tracing::warn!(user, "unmount failed, detaching: {e}");
+            let _ = nix::mount::umount2(&h.mp, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Some(t) = h.thread.lock().take() {
+            let _ = t.join();
+        }
+        tracing::info!(user, "home unmounted");
+        Ok(true)
+    }
+
+    /// Unmount homes idle longer than the configured timeout.
+    pub fn reap_idle(&self) {
+        let idle: Vec<String> = {
+            let homes = self.homes.lock();
+            homes
+                .iter()
+                .filter(|(_, h)| {
+                    h.refs == 0
+                        && h.idle_since
+                            .is_some_and(|t| t.elapsed() >= self.cfg.mounts.idle_unmount)
+                })
+                .map(|(u, _)| u.clone())
+                .collect()
+        };
+        for u in idle {
+            tracing::info!(user = %u, "idle: unmounting");
+            if let Err(e) = self.unmount(&u) {
+                tracing::error!(user = %u, "idle unmount failed: {e}");
+            }
+        }
+    }
+
+    pub fn status(&self) -> Vec<HomeStatus> {
+        let homes = self.homes.lock();
+        let mut v: Vec<HomeStatus> = homes
+            .iter()
+            .map(|(u, h)| HomeStatus {
+                user: u.clone(),
+                mountpoint: h.mp.clone(),
+                store: h.engine.store.url(),
+                connections: h.refs,
+                idle_secs: h.idle_since.map(|t| t.elapsed().as_secs()),
+                mounted_secs: h.mounted_at.elapsed().as_secs(),
+                cache: h.engine.fs.cache().stats(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.user.cmp(&b.user));
+        v
+    }
+
+    /// Users with live sessions, to re-establish after a daemon restart.
+    pub fn connected(&self) -> Vec<(String, usize)> {
+        self.homes
+            .lock()
+            .iter()
+            .map(|(u, h)| (u.clone(), h.refs))
+            .collect()
+    }
+
+    /// Restore sessions recorded before a restart.
+    pub fn restore(self: &Arc<Self>, sessions: &[(String, usize)]) {
+        for (u, refs) in sessions {
+            match self.connect(u) {
+                Ok(()) => {
+                    let mut homes = self.homes.lock();
+                    if let Some(h) = homes.get_mut(u) {
+                        h.refs = (*refs).max(1);
+                    }
+                    tracing::info!(user = %u, sessions = refs, "re-established after restart");
+                }
+                Err(e) => tracing::error!(user = %u, "could not re-establish the home: {e}"),
+            }
+        }
+    }
+
+    /// Flush and unmount everything (SIGTERM).
+    pub fn shutdown(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Release);
+        let users: Vec<String> = self.homes.lock().keys().cloned().collect();
+        for u in users {
+            if let Err(e) = self.unmount(&u) {
+                tracing::error!(user = %u, "unmount at shutdown failed: {e}");
+            }
+        }
+    }
+}
+
+/// Create the mountpoint; detach a dead FUSE mount left by a crash.
+fn prepare_mountpoint(mp: &Path) -> Result<(), GatewayError> {
+    let io = |source| GatewayError::Io {
+        path: mp.to_path_buf(),
+        source,
+    };
+    match std::fs::metadata(mp) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            tracing::warn!(mountpoint = %mp.display(), "detaching a dead mount left by a crash");
+            nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH)
+                .map_err(|e| io(std::io::Error::from_raw_os_error(e as i32)))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(mp).map_err(io)?;
+        }
+        Err(e) => return Err(io(e)),
+    }
+    Ok(())
+}

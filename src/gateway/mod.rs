@@ -1,0 +1,115 @@
+//! The gateway: per-user Swift-backed homes mounted when Samba's
+//! `root preexec` fires, a user map, a control socket, Samba integration.
+
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod samba;
+pub mod users;
+pub mod usermap;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::GatewayConfig;
+pub use daemon::Gateway;
+
+/// Sessions open when the daemon stopped, re-established at its next start
+/// (smbd keeps its clients connected across a daemon restart).
+fn sessions_file(cfg: &GatewayConfig) -> PathBuf {
+    cfg.cache.dir.join("sessions.json")
+}
+
+fn save_sessions(cfg: &GatewayConfig, s: &[(String, usize)]) {
+    let p = sessions_file(cfg);
+    let tmp = p.with_extension("tmp");
+    if std::fs::write(&tmp, serde_json::to_vec(s).unwrap_or_default()).is_ok() {
+        let _ = std::fs::rename(&tmp, &p);
+    }
+}
+
+/// Tell systemd (Type=notify) we are ready, if it is listening.
+fn notify_ready() {
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+        let mut p = PathBuf::from(&path);
+        let s = std::os::unix::net::UnixDatagram::unbound();
+        if let Ok(s) = s {
+            if path.to_string_lossy().starts_with('@') {
+                // Abstract socket: not reachable through a path; skip.
+                return;
+            }
+            if p.as_os_str().is_empty() {
+                p = PathBuf::from("/run/systemd/notify");
+            }
+            let _ = s.send_to(b"READY=1", &p);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Gateway(#[from] daemon::GatewayError),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    #[error("signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// `swiftgate serve`: run until SIGTERM/SIGINT, then flush and unmount all.
+pub fn serve(config_path: &Path) -> Result<(), ServeError> {
+    let cfg = GatewayConfig::load(config_path)?;
+    std::fs::create_dir_all(&cfg.cache.dir).map_err(|source| daemon::GatewayError::Io {
+        path: cfg.cache.dir.clone(),
+        source,
+    })?;
+    let gw = Gateway::new(cfg.clone())?;
+    control::serve(&cfg.control.socket, gw.clone())?;
+    let restore: Vec<(String, usize)> = std::fs::read(sessions_file(&cfg))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if !restore.is_empty() {
+        gw.restore(&restore);
+    }
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(ServeError::Signals)?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let handle = signals.handle();
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                tracing::info!("signal received: flushing and unmounting every home");
+                stop.store(true, std::sync::atomic::Ordering::Release);
+                handle.close();
+            }
+        });
+    }
+    tracing::info!(socket = %cfg.control.socket.display(), "gateway ready");
+    println!("swiftgate gateway ready (control socket {})", cfg.control.socket.display());
+    notify_ready();
+    let mut last: Vec<(String, usize)> = restore;
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(500));
+        gw.reap_idle();
+        let mut now = gw.connected();
+        now.sort();
+        if now != last {
+            save_sessions(&cfg, &now);
+            last = now;
+        }
+    }
+    // Keep the session list: a restart re-establishes those homes.
+    save_sessions(&cfg, &gw.connected());
+    gw.shutdown();
+    let _ = std::fs::remove_file(&cfg.control.socket);
+    tracing::info!("gateway stopped cleanly");
+    Ok(())
+}

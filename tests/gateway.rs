@@ -1,0 +1,321 @@
+//! The gateway end to end: the daemon, real smbd on a private loopback
+//! port with the generated smb.conf, real Unix and Samba accounts, and
+//! smbclient (plus the PyPI smbprotocol package as a Windows-like client).
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::io::{BufRead, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn unique_user(tag: &str) -> String {
+    // Short: Unix names are at most 32 bytes.
+    format!("sg{tag}{:06x}", rand_u32() & 0xffffff)
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .unwrap();
+    u32::from_le_bytes(b)
+}
+
+/// A gateway daemon + smbd pair in a private directory; everything is
+/// stopped, unmounted and removed on drop (users too).
+struct Gw {
+    root: PathBuf,
+    config: PathBuf,
+    smb_conf: PathBuf,
+    port: u16,
+    daemon: Option<Child>,
+    smbd: Option<Child>,
+    users: Vec<String>,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Gw {
+    fn new(store_url: &str, extra_toml: &str, env: &[(&str, String)]) -> Gw {
+        let root = unique_dir("gw");
+        // smbd runs sessions as the users: they must reach their homes.
+        Command::new("chmod").arg("755").arg(&root).status().unwrap();
+        let port = free_port();
+        let config = root.join("gateway.toml");
+        let smb_conf = root.join("smb.conf");
+        fs::write(
+            &config,
+            format!(
+                r#"[store]
+url = "{store_url}"
+{extra_toml}
+[mounts]
+root = "{r}/home"
+idle_unmount = "3s"
+[cache]
+dir = "{r}/cache"
+size = "2G"
+dirty_limit = "512M"
+[users]
+db = "{r}/etc/users.json"
+key_file = "{r}/etc/secret.key"
+[control]
+socket = "{r}/run/gw.sock"
+[samba]
+config = "{smb}"
+"#,
+                r = root.display(),
+                smb = smb_conf.display()
+            ),
+        )
+        .unwrap();
+        let d = |n: &str| {
+            let p = root.join("samba").join(n);
+            fs::create_dir_all(&p).unwrap();
+            p.display().to_string()
+        };
+        let globals = [
+            format!("smb ports = {port}"),
+            "interfaces = lo".into(),
+            "bind interfaces only = yes".into(),
+            "disable netbios = yes".into(),
+            format!("private dir = {}", d("private")),
+            format!("lock directory = {}", d("lock")),
+            format!("state directory = {}", d("state")),
+            format!("cache directory = {}", d("cache")),
+            format!("pid directory = {}", d("pid")),
+            format!("ncalrpc dir = {}", d("ncalrpc")),
+            format!("log file = {}/log.%m", d("log")),
+            "log level = 1".into(),
+        ];
+        let mut args = vec!["samba-config".to_string(), "--config".into(), config.display().to_string()];
+        for g in &globals {
+            args.push("--global".into());
+            args.push(g.clone());
+        }
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let o = ok(run(&refs));
+        fs::write(&smb_conf, &o.stdout).unwrap();
+        let t = Command::new("testparm").args(["-s"]).arg(&smb_conf).output().unwrap();
+        assert!(t.status.success(), "testparm: {}", String::from_utf8_lossy(&t.stderr));
+        let mut g = Gw {
+            root,
+            config,
+            smb_conf,
+            port,
+            daemon: None,
+            smbd: None,
+            users: Vec::new(),
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        };
+        g.start_daemon();
+        g.start_smbd();
+        g
+    }
+
+    fn start_daemon(&mut self) {
+        let mut c = Command::new(BIN);
+        c.args(["serve", "--config", self.config.to_str().unwrap()])
+            .env("SWIFTGATE_LOG", "swiftgate=info")
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(self.root.join("daemon.log")).unwrap());
+        for (k, v) in &self.extra_env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("ready"), "daemon did not start: {line}\n{}", self.daemon_log());
+        self.daemon = Some(child);
+    }
+
+    fn stop_daemon(&mut self, signal: i32) {
+        if let Some(mut c) = self.daemon.take() {
+            unsafe { libc::kill(c.id() as i32, signal) };
+            let _ = c.wait();
+        }
+    }
+
+    fn start_smbd(&mut self) {
+        let child = Command::new("smbd")
+            .args(["--foreground", "--no-process-group", "--debug-stdout", "-s"])
+            .arg(&self.smb_conf)
+            .stdout(fs::File::create(self.root.join("smbd.log")).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smbd (apt install samba)");
+        self.smbd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "smbd did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn daemon_log(&self) -> String {
+        fs::read_to_string(self.root.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn sg(&self, args: &[&str], stdin: &str) -> Output {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .args(["--config", self.config.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.extra_env {
+            c.env(k, v);
+        }
+        let mut ch = c.spawn().unwrap();
+        ch.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        ch.wait_with_output().unwrap()
+    }
+
+    fn add_user(&mut self, user: &str, password: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["user", "add", user];
+        args.extend(extra);
+        let o = self.sg(&args, &format!("{password}\n"));
+        self.users.push(user.to_string());
+        o
+    }
+
+    /// smbclient against the home share, commands separated by ';'.
+    fn smbclient(&self, user: &str, password: &str, cmds: &str, cwd: &Path) -> Output {
+        Command::new("smbclient")
+            .arg("//127.0.0.1/home")
+            .args(["-p", &self.port.to_string(), "-U", &format!("{user}%{password}"), "-c", cmds])
+            .args(["--option=client min protocol=SMB2"])
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    }
+
+    fn home(&self, user: &str) -> PathBuf {
+        self.root.join("home").join(user)
+    }
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.smbd.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        self.stop_daemon(libc::SIGTERM);
+        for u in self.users.clone() {
+            let _ = self.sg(&["user", "remove", &u, "--purge"], "");
+            let _ = Command::new("userdel").arg(&u).output();
+        }
+        if let Ok(rd) = fs::read_dir(self.root.join("home")) {
+            for e in rd.flatten() {
+                if is_mounted(&e.path()) {
+                    let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+        }
+        if std::env::var_os("SWIFTGATE_KEEP_TEST_DIRS").is_none() {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+#[track_caller]
+fn smb_ok(o: Output) -> String {
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "smbclient failed: {out}");
+    assert!(!out.contains("NT_STATUS_"), "smbclient reported an error: {out}");
+    out
+}
+
+fn local_gw() -> Gw {
+    let store = format!("local://{}/homes/{{user}}", unique_dir("gwstore").display());
+    Gw::new(&store, "", &[])
+}
+
+#[test]
+fn two_users_work_in_their_own_homes_through_samba() {
+    let mut g = local_gw();
+    let (alice, bob) = (unique_user("a"), unique_user("b"));
+    ok(g.add_user(&alice, "alice-pw1", &[]));
+    ok(g.add_user(&bob, "bob-pw1", &[]));
+    let work = unique_dir("smbwork");
+    fs::write(work.join("a.txt"), b"from alice").unwrap();
+    fs::write(work.join("b.txt"), b"from bob").unwrap();
+    // Both at once.
+    let (ga, gb) = (&g, &g);
+    std::thread::scope(|s| {
+        let w = work.clone();
+        let (a, b) = (alice.clone(), bob.clone());
+        let ta = s.spawn(move || smb_ok(ga.smbclient(&a, "alice-pw1", "mkdir docs; put a.txt docs/a.txt; rename docs/a.txt docs/renamed.txt; put a.txt gone.txt; del gone.txt", &w)));
+        let w = work.clone();
+        let tb = s.spawn(move || smb_ok(gb.smbclient(&b, "bob-pw1", "put b.txt secret.txt", &w)));
+        ta.join().unwrap();
+        tb.join().unwrap();
+    });
+    let out = smb_ok(g.smbclient(&alice, "alice-pw1", "get docs/renamed.txt back.txt; ls", &work));
+    assert!(!out.contains("gone.txt"), "{out}");
+    assert_eq!(fs::read(work.join("back.txt")).unwrap(), b"from alice");
+    // Each home is its user's mount, closed to others.
+    let home_b = g.home(&bob);
+    assert!(is_mounted(&home_b));
+    let o = Command::new("runuser")
+        .args(["-u", &alice, "--", "cat"])
+        .arg(home_b.join("secret.txt"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "alice read bob's file");
+    // Alice's session only ever sees her own home.
+    let out = smb_ok(g.smbclient(&alice, "alice-pw1", "ls", &work));
+    assert!(!out.contains("secret.txt"), "{out}");
+    // A wrong Samba password is refused.
+    let o = g.smbclient(&alice, "wrong", "ls", &work);
+    assert!(!o.status.success());
+    let _ = fs::remove_dir_all(&work);
+}
+
+#[test]
+fn big_file_japanese_names_dos_attributes_and_streams_survive_remount() {
+    let mut g = local_gw();
+    let u = unique_user("c");
+    ok(g.add_user(&u, "pw-c", &[]));
+    let work = unique_dir("smbwork");
+    let big = random_bytes(200 << 20, 11);
+    fs::write(work.join("big.bin"), &big).unwrap();
+    fs::write(work.join("ja.txt"), "日本語の内容".as_bytes()).unwrap();
+    fs::write(work.join("ads.txt"), b"stream data").unwrap();
+    smb_ok(g.smbclient(
+        &u,
+        "pw-c",
+        "put big.bin; put ja.txt 報告書.txt; put ads.txt plain.txt; put ads.txt plain.txt:extra; setmode plain.txt +h; setmode 報告書.txt +r",
+        &work,
+    ));
+    // Unmount the home (as the idle timer would) and connect again.
+    ok(g.sg(&["status"], ""));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while is_mounted(&g.home(&u)) {
+        assert!(Instant::now() < deadline, "idle home was not unmounted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = smb_ok(g.smbclient(&u, "pw-c", "allinfo plain.txt; allinfo 報告書.txt; get big.bin big.back; get 報告書.txt ja.back; get plain.txt:extra ads.back", &work));
+    assert!(out.contains(":extra"), "stream lost: {out}");
+    let attrs: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("attributes:")).collect();
+    assert!(attrs.len() == 2 && attrs[0].contains('H') && attrs[1].contains('R'), "{out}");
+    assert_eq!(sha256(&fs::read(work.join("big.back")).unwrap()), sha256(&big));
+    assert_eq!(fs::read(work.join("ja.back")).unwrap(), "日本語の内容".as_bytes());
+    assert_eq!(fs::read(work.join("ads.back")).unwrap(), b"stream data");
+    let _ = fs::remove_dir_all(&work);
+}
+
+fn sha256(d: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(d))
+}
