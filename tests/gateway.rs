@@ -13,7 +13,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn unique_user(tag: &str) -> String {
@@ -46,7 +50,11 @@ impl Gw {
     fn new(store_url: &str, extra_toml: &str, env: &[(&str, String)]) -> Gw {
         let root = unique_dir("gw");
         // smbd runs sessions as the users: they must reach their homes.
-        Command::new("chmod").arg("755").arg(&root).status().unwrap();
+        Command::new("chmod")
+            .arg("755")
+            .arg(&root)
+            .status()
+            .unwrap();
         let port = free_port();
         let config = root.join("gateway.toml");
         let smb_conf = root.join("smb.conf");
@@ -95,7 +103,11 @@ config = "{smb}"
             format!("log file = {}/log.%m", d("log")),
             "log level = 1".into(),
         ];
-        let mut args = vec!["samba-config".to_string(), "--config".into(), config.display().to_string()];
+        let mut args = vec![
+            "samba-config".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
         for g in &globals {
             args.push("--global".into());
             args.push(g.clone());
@@ -103,8 +115,16 @@ config = "{smb}"
         let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         let o = ok(run(&refs));
         fs::write(&smb_conf, &o.stdout).unwrap();
-        let t = Command::new("testparm").args(["-s"]).arg(&smb_conf).output().unwrap();
-        assert!(t.status.success(), "testparm: {}", String::from_utf8_lossy(&t.stderr));
+        let t = Command::new("testparm")
+            .args(["-s"])
+            .arg(&smb_conf)
+            .output()
+            .unwrap();
+        assert!(
+            t.status.success(),
+            "testparm: {}",
+            String::from_utf8_lossy(&t.stderr)
+        );
         let mut g = Gw {
             root,
             config,
@@ -113,7 +133,10 @@ config = "{smb}"
             daemon: None,
             smbd: None,
             users: Vec::new(),
-            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         };
         g.start_daemon();
         g.start_smbd();
@@ -134,7 +157,11 @@ config = "{smb}"
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert!(line.contains("ready"), "daemon did not start: {line}\n{}", self.daemon_log());
+        assert!(
+            line.contains("ready"),
+            "daemon did not start: {line}\n{}",
+            self.daemon_log()
+        );
         self.daemon = Some(child);
     }
 
@@ -176,7 +203,11 @@ config = "{smb}"
             c.env(k, v);
         }
         let mut ch = c.spawn().unwrap();
-        ch.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        ch.stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         ch.wait_with_output().unwrap()
     }
 
@@ -192,7 +223,14 @@ config = "{smb}"
     fn smbclient(&self, user: &str, password: &str, cmds: &str, cwd: &Path) -> Output {
         Command::new("smbclient")
             .arg("//127.0.0.1/home")
-            .args(["-p", &self.port.to_string(), "-U", &format!("{user}%{password}"), "-c", cmds])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                &format!("{user}%{password}"),
+                "-c",
+                cmds,
+            ])
             .args(["--option=client min protocol=SMB2"])
             .current_dir(cwd)
             .output()
@@ -230,9 +268,16 @@ impl Drop for Gw {
 
 #[track_caller]
 fn smb_ok(o: Output) -> String {
-    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(o.status.success(), "smbclient failed: {out}");
-    assert!(!out.contains("NT_STATUS_"), "smbclient reported an error: {out}");
+    assert!(
+        !out.contains("NT_STATUS_"),
+        "smbclient reported an error: {out}"
+    );
     out
 }
 
@@ -261,7 +306,12 @@ fn two_users_work_in_their_own_homes_through_samba() {
         ta.join().unwrap();
         tb.join().unwrap();
     });
-    let out = smb_ok(g.smbclient(&alice, "alice-pw1", "get docs/renamed.txt back.txt; ls", &work));
+    let out = smb_ok(g.smbclient(
+        &alice,
+        "alice-pw1",
+        "get docs/renamed.txt back.txt; ls",
+        &work,
+    ));
     assert!(!out.contains("gone.txt"), "{out}");
     assert_eq!(fs::read(work.join("back.txt")).unwrap(), b"from alice");
     // Each home is its user's mount, closed to others.
@@ -307,10 +357,22 @@ fn big_file_japanese_names_dos_attributes_and_streams_survive_remount() {
     }
     let out = smb_ok(g.smbclient(&u, "pw-c", "allinfo plain.txt; allinfo 報告書.txt; get big.bin big.back; get 報告書.txt ja.back; get plain.txt:extra ads.back", &work));
     assert!(out.contains(":extra"), "stream lost: {out}");
-    let attrs: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("attributes:")).collect();
-    assert!(attrs.len() == 2 && attrs[0].contains('H') && attrs[1].contains('R'), "{out}");
-    assert_eq!(sha256(&fs::read(work.join("big.back")).unwrap()), sha256(&big));
-    assert_eq!(fs::read(work.join("ja.back")).unwrap(), "日本語の内容".as_bytes());
+    let attrs: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("attributes:"))
+        .collect();
+    assert!(
+        attrs.len() == 2 && attrs[0].contains('H') && attrs[1].contains('R'),
+        "{out}"
+    );
+    assert_eq!(
+        sha256(&fs::read(work.join("big.back")).unwrap()),
+        sha256(&big)
+    );
+    assert_eq!(
+        fs::read(work.join("ja.back")).unwrap(),
+        "日本語の内容".as_bytes()
+    );
     assert_eq!(fs::read(work.join("ads.back")).unwrap(), b"stream data");
     let _ = fs::remove_dir_all(&work);
 }

@@ -11,6 +11,8 @@ command -v cc >/dev/null || need+=(gcc)
 command -v smbd >/dev/null || need+=(samba)
 command -v smbclient >/dev/null || need+=(smbclient)
 command -v testparm >/dev/null || need+=(samba-common-bin)
+# acl_xattr, streams_xattr, fruit, catia for the home share.
+[ -e /usr/lib/x86_64-linux-gnu/samba/vfs/acl_xattr.so ] || [ -e /usr/lib/aarch64-linux-gnu/samba/vfs/acl_xattr.so ] || need+=(samba-vfs-modules)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     # Packages must not start their daemons (smbd on port 445) here: the

@@ -713,7 +713,8 @@ impl Cache {
 
     fn evict_locked(&self, st: &mut State) {
         loop {
-            let over_size = st.clean_bytes + st.dirty_bytes > self.cache_size.load(Ordering::Relaxed);
+            let over_size =
+                st.clean_bytes + st.dirty_bytes > self.cache_size.load(Ordering::Relaxed);
             if !over_size && self.headroom_locked(st) >= 0 {
                 break;
             }

@@ -131,7 +131,9 @@ pub enum UserCmd {
         keystone: UserKeystoneArgs,
     },
     List,
-    Show { user: String },
+    Show {
+        user: String,
+    },
     /// Remove the accounts; the data stays unless --purge.
     Remove {
         user: String,
@@ -200,7 +202,11 @@ impl UserKeystoneArgs {
             application_credential_id: self.os_application_credential_id.clone(),
             application_credential_secret: first_line(&self.os_application_credential_secret_file)?,
         };
-        Ok(if c == Default::default() { None } else { Some(c) })
+        Ok(if c == Default::default() {
+            None
+        } else {
+            Some(c)
+        })
     }
 }
 
@@ -244,7 +250,12 @@ fn read_new_password(what: &str) -> Result<String> {
     Ok(a)
 }
 
-fn gateway_parts(config: &Path) -> Result<(crate::gateway::GatewayConfig, crate::gateway::usermap::UserMap)> {
+fn gateway_parts(
+    config: &Path,
+) -> Result<(
+    crate::gateway::GatewayConfig,
+    crate::gateway::usermap::UserMap,
+)> {
     let cfg = crate::gateway::GatewayConfig::load(config)?;
     let map = crate::gateway::usermap::UserMap::open(&cfg.users.db, &cfg.users.key_file)?;
     Ok((cfg, map))
@@ -258,7 +269,15 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
             crate::gateway::usermap::check_name(&user)?;
             let credentials = keystone.credentials()?;
             let password = read_new_password("Samba password")?;
-            let msg = users::add(&cfg, &map, &user, users::AddOptions { password, credentials })?;
+            let msg = users::add(
+                &cfg,
+                &map,
+                &user,
+                users::AddOptions {
+                    password,
+                    credentials,
+                },
+            )?;
             println!("{msg}");
         }
         UserCmd::List => {
@@ -279,13 +298,34 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
             println!("uid/gid:     {}/{}", e.uid, e.gid);
             println!("store:       {}", e.store);
             println!("mountpoint:  {}", cfg.mountpoint(&user).display());
-            println!("state:       {}", if e.disabled { "removed (data kept)" } else { "active" });
-            println!("encrypted:   {}", if s.passphrase.is_some() { "yes (passphrase in the user map)" } else { "no" });
+            println!(
+                "state:       {}",
+                if e.disabled {
+                    "removed (data kept)"
+                } else {
+                    "active"
+                }
+            );
+            println!(
+                "encrypted:   {}",
+                if s.passphrase.is_some() {
+                    "yes (passphrase in the user map)"
+                } else {
+                    "no"
+                }
+            );
             match &s.swift {
                 Some(c) => println!(
                     "keystone:    user {} project {} (secret stored, not shown)",
-                    c.username.clone().or(c.user_id.clone()).or(c.application_credential_id.clone()).unwrap_or_default(),
-                    c.project_name.clone().or(c.project_id.clone()).unwrap_or_else(|| "(default)".into())
+                    c.username
+                        .clone()
+                        .or(c.user_id.clone())
+                        .or(c.application_credential_id.clone())
+                        .unwrap_or_default(),
+                    c.project_name
+                        .clone()
+                        .or(c.project_id.clone())
+                        .unwrap_or_else(|| "(default)".into())
                 ),
                 None => println!("keystone:    the gateway's service identity"),
             }
@@ -530,7 +570,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             let req = serde_json::json!({"op": action, "user": user});
             // A first mount may rebuild metadata from the store: be patient,
             // but not forever (Samba waits for us).
-            match crate::gateway::control::request(&cfg.control.socket, &req, Duration::from_secs(120)) {
+            match crate::gateway::control::request(
+                &cfg.control.socket,
+                &req,
+                Duration::from_secs(120),
+            ) {
                 Ok(_) => Ok(0),
                 Err(e) => {
                     eprintln!("swiftgate: {e}");
@@ -545,7 +589,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             let cfg = crate::gateway::GatewayConfig::load(&config)?;
             let exe = std::env::current_exe()?;
             let config = std::fs::canonicalize(&config)?;
-            print!("{}", crate::gateway::samba::generate(&cfg, &exe, &config, &extra_global));
+            print!(
+                "{}",
+                crate::gateway::samba::generate(&cfg, &exe, &config, &extra_global)
+            );
             Ok(0)
         }
         Cmd::User { cmd, config } => user_cmd(cmd, &config),
@@ -559,13 +606,19 @@ pub fn run(cli: Cli) -> Result<i32> {
             if json {
                 println!("{}", v["homes"]);
             } else {
-                println!("{:<16} {:>5} {:>8} {:>10}  mountpoint", "user", "conns", "idle s", "dirty MiB");
+                println!(
+                    "{:<16} {:>5} {:>8} {:>10}  mountpoint",
+                    "user", "conns", "idle s", "dirty MiB"
+                );
                 for h in v["homes"].as_array().into_iter().flatten() {
                     println!(
                         "{:<16} {:>5} {:>8} {:>10}  {}",
                         h["user"].as_str().unwrap_or(""),
                         h["connections"],
-                        h["idle_secs"].as_u64().map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                        h["idle_secs"]
+                            .as_u64()
+                            .map(|s| s.to_string())
+                            .unwrap_or_else(|| "-".into()),
                         h["cache"]["dirty_bytes"].as_u64().unwrap_or(0) >> 20,
                         h["mountpoint"].as_str().unwrap_or("")
                     );

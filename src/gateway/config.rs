@@ -24,8 +24,11 @@ fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"30s\" or \"15m\": {e}")))
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{s:?} is not a duration like \"30s\" or \"15m\": {e}"
+        ))
+    })
 }
 
 /// "4M", "10G", "512K", plain bytes.
@@ -311,7 +314,9 @@ impl GatewayConfig {
             )));
         }
         if !cfg.mounts.root.is_absolute() || !cfg.cache.dir.is_absolute() {
-            return Err(invalid("[mounts] root and [cache] dir must be absolute paths".into()));
+            return Err(invalid(
+                "[mounts] root and [cache] dir must be absolute paths".into(),
+            ));
         }
         if cfg.cache.dirty_limit > cfg.cache.size {
             return Err(invalid("[cache] dirty_limit must not exceed size".into()));
@@ -335,9 +340,16 @@ mod tests {
 
     #[test]
     fn defaults_fill_a_minimal_file() {
-        let c = GatewayConfig::parse("[store]\nurl = \"swift://home-{user}\"\n", Path::new("g.toml")).unwrap();
+        let c = GatewayConfig::parse(
+            "[store]\nurl = \"swift://home-{user}\"\n",
+            Path::new("g.toml"),
+        )
+        .unwrap();
         assert_eq!(c.store_url("alice"), "swift://home-alice");
-        assert_eq!(c.mountpoint("alice"), PathBuf::from("/srv/swiftgate/home/alice"));
+        assert_eq!(
+            c.mountpoint("alice"),
+            PathBuf::from("/srv/swiftgate/home/alice")
+        );
         assert_eq!(c.users.mode, UserMapMode::Service);
         assert_eq!(c.cache.size, 20 << 30);
     }
@@ -345,16 +357,35 @@ mod tests {
     #[test]
     fn errors_name_the_line_and_the_expectation() {
         let text = "[store]\nurl = \"swift://home-{user}\"\n\n[cache]\nsize = \"lots\"\n";
-        let e = GatewayConfig::parse(text, Path::new("/etc/g.toml")).unwrap_err().to_string();
-        assert!(e.contains("/etc/g.toml") && e.contains("line 5") && e.contains("\"4M\""), "{e}");
+        let e = GatewayConfig::parse(text, Path::new("/etc/g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/g.toml") && e.contains("line 5") && e.contains("\"4M\""),
+            "{e}"
+        );
         let text = "[store]\nurl = \"swift://home-{user}\"\n[mounts]\nidle = \"5m\"\n";
-        let e = GatewayConfig::parse(text, Path::new("g.toml")).unwrap_err().to_string();
-        assert!(e.contains("line 4") && e.contains("unknown field `idle`") && e.contains("idle_unmount"), "{e}");
+        let e = GatewayConfig::parse(text, Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 4")
+                && e.contains("unknown field `idle`")
+                && e.contains("idle_unmount"),
+            "{e}"
+        );
         let text = "[store]\nurl = \"swift://home\"\n";
-        let e = GatewayConfig::parse(text, Path::new("g.toml")).unwrap_err().to_string();
+        let e = GatewayConfig::parse(text, Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("{user}"), "{e}");
         let text = "[store]\nurl = \"local:///x/{user}\"\n[users]\nmode = \"everyone\"\n";
-        let e = GatewayConfig::parse(text, Path::new("g.toml")).unwrap_err().to_string();
-        assert!(e.contains("line 4") && e.contains("per-user") && e.contains("service"), "{e}");
+        let e = GatewayConfig::parse(text, Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 4") && e.contains("per-user") && e.contains("service"),
+            "{e}"
+        );
     }
 }

@@ -174,7 +174,8 @@ impl Gateway {
             let mut m = self.mounting.lock();
             if m.contains(user) {
                 // Another session of the same user is mounting: wait for it.
-                self.mounting_cv.wait_for(&mut m, Duration::from_millis(200));
+                self.mounting_cv
+                    .wait_for(&mut m, Duration::from_millis(200));
                 continue;
             }
             m.insert(user.to_string());
@@ -231,7 +232,12 @@ impl Gateway {
                 dirty_limit,
                 upload_workers: self.cfg.cache.upload_workers,
                 upload_delay: Duration::from_secs(2),
-                durability: self.cfg.fs.durability.parse().unwrap_or(crate::fs::Durability::Local),
+                durability: self
+                    .cfg
+                    .fs
+                    .durability
+                    .parse()
+                    .unwrap_or(crate::fs::Durability::Local),
                 metadata_interval: self.cfg.fs.metadata_interval,
                 lease_ttl: Duration::from_secs(60),
                 takeover: false,
@@ -265,15 +271,13 @@ impl Gateway {
             Ok(s) => s,
             Err(e) => {
                 let _ = engine.close();
-                return Err(GatewayError::Io { path: mp, source: e });
+                return Err(GatewayError::Io {
+                    path: mp,
+                    source: e,
+                });
             }
         };
         let unmounter = session.unmount_callable();
-        // The home's root belongs to its user, closed to everyone else.
-        let root = std::fs::metadata(&mp).map_err(|source| GatewayError::Io {
-            path: mp.clone(),
-            source,
-        });
         let thread = {
             let engine = engine.clone();
             let user = user.to_string();
@@ -293,8 +297,10 @@ impl Gateway {
                 })?
         };
         {
+            // The home's root belongs to its user, closed to everyone else
+            // (asked only now: the session thread serves the request).
             use std::os::unix::fs::{MetadataExt, PermissionsExt};
-            if let Ok(m) = root {
+            if let Ok(m) = std::fs::metadata(&mp) {
                 if m.uid() != entry.uid || m.gid() != entry.gid {
                     let _ = std::os::unix::fs::chown(&mp, Some(entry.uid), Some(entry.gid));
                 }
@@ -333,7 +339,10 @@ impl Gateway {
         // Upload first, while the mount still serves (a slow store does not
         // block other users' connects).
         if let Err(e) = h.engine.flush(&|_| {}) {
-            tracing::warn!(user, "flush before unmount failed (the unmount retries it): {e}");
+            tracing::warn!(
+                user,
+                "flush before unmount failed (the unmount retries it): {e}"
+            );
         }
         if let Err(e) = h.unmounter.lock().unmount() {
             tracing::warn!(user, "unmount failed, detaching: {e}");
@@ -413,7 +422,8 @@ impl Gateway {
 
     /// Flush and unmount everything (SIGTERM).
     pub fn shutdown(&self) {
-        self.stopping.store(true, std::sync::atomic::Ordering::Release);
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         let users: Vec<String> = self.homes.lock().keys().cloned().collect();
         for u in users {
             if let Err(e) = self.unmount(&u) {

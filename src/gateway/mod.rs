@@ -5,8 +5,8 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod samba;
-pub mod users;
 pub mod usermap;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,7 +93,10 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
         });
     }
     tracing::info!(socket = %cfg.control.socket.display(), "gateway ready");
-    println!("swiftgate gateway ready (control socket {})", cfg.control.socket.display());
+    println!(
+        "swiftgate gateway ready (control socket {})",
+        cfg.control.socket.display()
+    );
     notify_ready();
     let mut last: Vec<(String, usize)> = restore;
     while !stop.load(std::sync::atomic::Ordering::Acquire) {

@@ -20,7 +20,12 @@ pub enum SambaError {
 
 /// The smb.conf for the gateway. `extra_global` lines go into [global]
 /// (tests use it for a private port and directories).
-pub fn generate(cfg: &GatewayConfig, exe: &Path, config_path: &Path, extra_global: &[String]) -> String {
+pub fn generate(
+    cfg: &GatewayConfig,
+    exe: &Path,
+    config_path: &Path,
+    extra_global: &[String],
+) -> String {
     let hook = |what: &str| {
         format!(
             "{} hook {what} %U --config {}",
@@ -92,10 +97,12 @@ fn run_with_input(cmd: &mut Command, input: &str) -> Result<(), SambaError> {
     if let Some(mut i) = child.stdin.take() {
         let _ = i.write_all(input.as_bytes());
     }
-    let out = child.wait_with_output().map_err(|source| SambaError::Spawn {
-        cmd: name.clone(),
-        source,
-    })?;
+    let out = child
+        .wait_with_output()
+        .map_err(|source| SambaError::Spawn {
+            cmd: name.clone(),
+            source,
+        })?;
     if out.status.success() {
         Ok(())
     } else {
@@ -123,7 +130,10 @@ pub fn set_password(smb_conf: &Path, user: &str, password: &str) -> Result<(), S
 
 pub fn delete_account(smb_conf: &Path, user: &str) -> Result<(), SambaError> {
     run_with_input(
-        Command::new("smbpasswd").arg("-c").arg(smb_conf).args(["-s", "-x", user]),
+        Command::new("smbpasswd")
+            .arg("-c")
+            .arg(smb_conf)
+            .args(["-s", "-x", user]),
         "",
     )
 }

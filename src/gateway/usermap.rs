@@ -103,7 +103,10 @@ impl Drop for UserSecrets {
             zeroize::Zeroize::zeroize(p);
         }
         if let Some(c) = self.swift.as_mut() {
-            for s in [&mut c.password, &mut c.application_credential_secret].into_iter().flatten() {
+            for s in [&mut c.password, &mut c.application_credential_secret]
+                .into_iter()
+                .flatten()
+            {
                 zeroize::Zeroize::zeroize(s);
             }
         }
@@ -299,12 +302,16 @@ impl UserMap {
         check_name(user)?;
         let _g = self.lock.lock();
         let mut m = self.read()?;
-        let created_unix = m.users.get(user).map(|e| e.created_unix).unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        });
+        let created_unix = m
+            .users
+            .get(user)
+            .map(|e| e.created_unix)
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            });
         m.version = 1;
         m.users.insert(
             user.to_string(),
@@ -363,29 +370,46 @@ mod tests {
                 ..Default::default()
             }),
         };
-        m.put("alice", 1001, 1001, "swift://home-alice", &s).unwrap();
+        m.put("alice", 1001, 1001, "swift://home-alice", &s)
+            .unwrap();
         let raw = std::fs::read_to_string(d.path().join("users.json")).unwrap();
         assert!(!raw.contains("very-secret"), "secret in the clear: {raw}");
         let (e, back) = m.get("alice").unwrap();
         assert_eq!(e.uid, 1001);
         assert_eq!(back.passphrase.as_deref(), Some("pp-very-secret"));
-        assert_eq!(back.swift.as_ref().unwrap().password.as_deref(), Some("pw-very-secret"));
+        assert_eq!(
+            back.swift.as_ref().unwrap().password.as_deref(),
+            Some("pw-very-secret")
+        );
         assert!(!format!("{back:?} {e:?}").contains("very-secret"));
         // Copying alice's sealed secrets onto bob does not decrypt.
         let mut v: serde_json::Value = serde_json::from_str(&raw).unwrap();
         v["users"]["bob"] = v["users"]["alice"].clone();
         std::fs::write(d.path().join("users.json"), v.to_string()).unwrap();
         assert!(matches!(m.get("bob"), Err(UserMapError::Decrypt(_))));
-        let mode = std::fs::metadata(d.path().join("k")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(d.path().join("k"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        std::fs::set_permissions(d.path().join("k"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(d.path().join("k"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
         let e = UserMap::open(&d.path().join("users.json"), &d.path().join("k")).unwrap_err();
         assert!(e.to_string().contains("chmod 600"), "{e}");
     }
 
     #[test]
     fn hostile_names_are_refused() {
-        for bad in ["", "../root", "a/b", ".hidden", "-rf", "x y", "名前", &"a".repeat(33)] {
+        for bad in [
+            "",
+            "../root",
+            "a/b",
+            ".hidden",
+            "-rf",
+            "x y",
+            "名前",
+            &"a".repeat(33),
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
         for good in ["alice", "bob.smith", "user_01", "a-b"] {

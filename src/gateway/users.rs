@@ -61,7 +61,13 @@ fn ensure_unix_account(cfg: &GatewayConfig, user: &str) -> Result<(u32, u32), Us
     run(
         "useradd",
         Command::new("useradd")
-            .args(["--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", "--home-dir"])
+            .args([
+                "--no-create-home",
+                "--user-group",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--home-dir",
+            ])
             .arg(&home)
             .arg(user),
     )?;
@@ -83,7 +89,12 @@ pub struct AddOptions {
 
 /// Add a user: verify the store credentials, create the filesystem if the
 /// container is new, then the Unix and Samba accounts, then the map entry.
-pub fn add(cfg: &GatewayConfig, map: &UserMap, user: &str, o: AddOptions) -> Result<String, UsersError> {
+pub fn add(
+    cfg: &GatewayConfig,
+    map: &UserMap,
+    user: &str,
+    o: AddOptions,
+) -> Result<String, UsersError> {
     check_name(user)?;
     let previous = match map.get(user) {
         Ok((e, s)) if e.disabled => Some(s),
@@ -91,7 +102,10 @@ pub fn add(cfg: &GatewayConfig, map: &UserMap, user: &str, o: AddOptions) -> Res
         Err(UserMapError::NoSuchUser(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    if cfg.users.mode == UserMapMode::PerUser && o.credentials.is_none() && previous.as_ref().is_none_or(|p| p.swift.is_none()) {
+    if cfg.users.mode == UserMapMode::PerUser
+        && o.credentials.is_none()
+        && previous.as_ref().is_none_or(|p| p.swift.is_none())
+    {
         return Err(UsersError::NeedCredentials(user.into()));
     }
     let mut secrets = previous.unwrap_or_else(|| UserSecrets {
@@ -109,11 +123,13 @@ pub fn add(cfg: &GatewayConfig, map: &UserMap, user: &str, o: AddOptions) -> Res
     // First contact with the store: wrong credentials fail here.
     let store = open_user_store(cfg, user, &secrets)?;
     let url = cfg.store_url(user);
-    let head = store.head(PARAMS_KEY).map_err(|source| GatewayError::Store {
-        user: user.into(),
-        url: url.clone(),
-        source,
-    })?;
+    let head = store
+        .head(PARAMS_KEY)
+        .map_err(|source| GatewayError::Store {
+            user: user.into(),
+            url: url.clone(),
+            source,
+        })?;
     let what = if head.is_some() {
         let p = engine::read_params(&store).map_err(|e| UsersError::Foreign {
             user: user.into(),
@@ -162,11 +178,13 @@ pub fn passwd(
     if let Some(c) = credentials {
         s.swift = Some(c);
         let store = open_user_store(cfg, user, &s)?;
-        store.head(PARAMS_KEY).map_err(|source| GatewayError::Store {
-            user: user.into(),
-            url: e.store.clone(),
-            source,
-        })?;
+        store
+            .head(PARAMS_KEY)
+            .map_err(|source| GatewayError::Store {
+                user: user.into(),
+                url: e.store.clone(),
+                source,
+            })?;
         map.put(user, e.uid, e.gid, &e.store, &s)?;
     }
     if let Some(p) = password {
@@ -177,7 +195,12 @@ pub fn passwd(
 
 /// Remove a user's accounts. The data (and the passphrase, kept encrypted
 /// in the map) stay unless `purge`.
-pub fn remove(cfg: &GatewayConfig, map: &UserMap, user: &str, purge: bool) -> Result<String, UsersError> {
+pub fn remove(
+    cfg: &GatewayConfig,
+    map: &UserMap,
+    user: &str,
+    purge: bool,
+) -> Result<String, UsersError> {
     let (e, s) = map.get(user)?;
     // A running daemon lets go of the home first (best effort).
     let _ = super::control::request(
@@ -205,12 +228,18 @@ pub fn remove(cfg: &GatewayConfig, map: &UserMap, user: &str, purge: bool) -> Re
         source,
     })?;
     let keys: Vec<String> = all.into_iter().map(|o| o.key).collect();
-    store.delete_many(&keys).map_err(|source| GatewayError::Store {
-        user: user.into(),
-        url: e.store.clone(),
-        source,
-    })?;
+    store
+        .delete_many(&keys)
+        .map_err(|source| GatewayError::Store {
+            user: user.into(),
+            url: e.store.clone(),
+            source,
+        })?;
     let _ = std::fs::remove_dir_all(cfg.cache.dir.join(user));
     map.remove(user)?;
-    Ok(format!("user {user} removed and {} objects deleted from {}", keys.len(), e.store))
+    Ok(format!(
+        "user {user} removed and {} objects deleted from {}",
+        keys.len(),
+        e.store
+    ))
 }

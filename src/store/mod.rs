@@ -171,7 +171,9 @@ pub fn open_with(url: &str, opts: &OpenOptions) -> Result<DynStore> {
         Arc::new(local::LocalStore::open(rest)?)
     } else if url.starts_with("swift://") || url.starts_with("swiftks://") {
         if opts.ignore_env {
-            Arc::new(swift::SwiftStore::open_with_env(url, &opts.swift, &|_| None)?)
+            Arc::new(swift::SwiftStore::open_with_env(url, &opts.swift, &|_| {
+                None
+            })?)
         } else {
             Arc::new(swift::SwiftStore::open(url, &opts.swift)?)
         }
