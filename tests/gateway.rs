@@ -381,3 +381,99 @@ fn sha256(d: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(d))
 }
+
+/// The PyPI smbprotocol client (what a Windows client sends: SMB 3 with
+/// signing/encryption negotiation, create dispositions, streams).
+#[test]
+fn windows_like_client_smbprotocol() {
+    let mut g = local_gw();
+    let u = unique_user("w");
+    ok(g.add_user(&u, "pw-w", &[]));
+    let script = format!(
+        r#"
+import smbclient, sys
+kw = dict(username="{u}", password="pw-w", port={port})
+smbclient.register_session("127.0.0.1", encrypt=False, **kw)
+base = r"\\127.0.0.1\home"
+smbclient.mkdir(base + r"\Documents", **kw)
+with smbclient.open_file(base + r"\Documents\議事録.docx", mode="wb", **kw) as f:
+    f.write(b"x" * 100000)
+with smbclient.open_file(base + r"\Documents\議事録.docx:Zone.Identifier", mode="wb", **kw) as f:
+    f.write(b"[ZoneTransfer]\r\nZoneId=3\r\n")
+smbclient.rename(base + r"\Documents\議事録.docx", base + r"\Documents\minutes.docx", **kw)
+names = smbclient.listdir(base + r"\Documents", **kw)
+assert names == ["minutes.docx"], names
+with smbclient.open_file(base + r"\Documents\minutes.docx", mode="rb", **kw) as f:
+    assert f.read() == b"x" * 100000
+with smbclient.open_file(base + r"\Documents\minutes.docx:Zone.Identifier", mode="rb", **kw) as f:
+    assert b"ZoneId=3" in f.read()
+smbclient.remove(base + r"\Documents\minutes.docx", **kw)
+assert smbclient.listdir(base + r"\Documents", **kw) == []
+print("smbprotocol OK")
+"#,
+        u = u,
+        port = g.port
+    );
+    let o = Command::new("python3").arg("-c").arg(&script).output().unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && out.contains("smbprotocol OK"), "{out}");
+}
+
+#[test]
+fn daemon_restart_and_crash_keep_homes_and_fsynced_data() {
+    let mut g = local_gw();
+    let u = unique_user("r");
+    ok(g.add_user(&u, "pw-r", &[]));
+    let work = unique_dir("smbwork");
+    fs::write(work.join("f.txt"), b"before restart").unwrap();
+    smb_ok(g.smbclient(&u, "pw-r", "put f.txt", &work));
+    // A session stays open (as a Windows client's would) while the
+    // daemon restarts: its home must come back by itself.
+    ok(g.sg(&["hook", "connect", &u], ""));
+    g.stop_daemon(libc::SIGTERM);
+    assert!(!is_mounted(&g.home(&u)), "SIGTERM must unmount");
+    g.start_daemon();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !is_mounted(&g.home(&u)) {
+        assert!(Instant::now() < deadline, "home not re-established:\n{}", g.daemon_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(fs::read(g.home(&u).join("f.txt")).unwrap(), b"before restart");
+    // A crash: data written and fsynced through the mount survives.
+    {
+        let mut f = fs::File::create(g.home(&u).join("synced.txt")).unwrap();
+        f.write_all(b"fsynced before the crash").unwrap();
+        f.sync_all().unwrap();
+    }
+    g.stop_daemon(libc::SIGKILL);
+    g.start_daemon();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs::read(g.home(&u).join("synced.txt")).is_err() {
+        assert!(Instant::now() < deadline, "home not back after a crash:\n{}", g.daemon_log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(fs::read(g.home(&u).join("synced.txt")).unwrap(), b"fsynced before the crash");
+    let out = smb_ok(g.smbclient(&u, "pw-r", "get synced.txt back.txt", &work));
+    drop(out);
+    assert_eq!(fs::read(work.join("back.txt")).unwrap(), b"fsynced before the crash");
+    let _ = fs::remove_dir_all(&work);
+}
+
+#[test]
+fn bad_config_and_unknown_users_are_refused_clearly() {
+    let g = local_gw();
+    // The hook for a user not in the map fails, with the reason.
+    let o = g.sg(&["hook", "connect", "nosuchuser"], "");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not in the user map"), "{}", stderr(&o));
+    let o = g.sg(&["hook", "connect", "../etc"], "");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("invalid user name"), "{}", stderr(&o));
+    // A malformed config: file, line, expectation.
+    let bad = g.root.join("bad.toml");
+    fs::write(&bad, "[store]\nurl = \"local:///x/{user}\"\n[cache]\nsize = 12\n").unwrap();
+    let o = run(&["serve", "--config", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("bad.toml") && e.contains("line 4"), "{e}");
+}

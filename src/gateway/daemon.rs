@@ -137,6 +137,7 @@ pub struct Gateway {
     pub cfg: GatewayConfig,
     pub users: UserMap,
     homes: Mutex<HashMap<String, Home>>,
+    /// Users being mounted or unmounted right now.
     mounting: Mutex<HashSet<String>>,
     mounting_cv: Condvar,
     stopping: std::sync::atomic::AtomicBool,
@@ -329,13 +330,30 @@ impl Gateway {
 
     /// Flush and unmount one home (idle or on request).
     pub fn unmount(&self, user: &str) -> Result<bool, GatewayError> {
+        // Busy while unmounting: a connect arriving now waits for the old
+        // session to release the lease and the cache, then mounts again.
+        {
+            let mut m = self.mounting.lock();
+            while m.contains(user) {
+                self.mounting_cv.wait_for(&mut m, Duration::from_millis(200));
+            }
+            m.insert(user.to_string());
+        }
         let home = {
             let mut homes = self.homes.lock();
             let h = homes.remove(user);
             self.rebalance(&homes);
             h
         };
-        let Some(h) = home else { return Ok(false) };
+        let done = || {
+            let mut m = self.mounting.lock();
+            m.remove(user);
+            self.mounting_cv.notify_all();
+        };
+        let Some(h) = home else {
+            done();
+            return Ok(false);
+        };
         // Upload first, while the mount still serves (a slow store does not
         // block other users' connects).
         if let Err(e) = h.engine.flush(&|_| {}) {
@@ -351,6 +369,7 @@ impl Gateway {
         if let Some(t) = h.thread.lock().take() {
             let _ = t.join();
         }
+        done();
         tracing::info!(user, "home unmounted");
         Ok(true)
     }
