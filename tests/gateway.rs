@@ -47,7 +47,7 @@ struct Gw {
 }
 
 impl Gw {
-    fn new(store_url: &str, extra_toml: &str, env: &[(&str, String)]) -> Gw {
+    fn new(store_url: &str, extra_toml: &str, env: &[(&str, String)], mode: &str) -> Gw {
         let root = unique_dir("gw");
         // smbd runs sessions as the users: they must reach their homes.
         Command::new("chmod")
@@ -72,6 +72,7 @@ dir = "{r}/cache"
 size = "2G"
 dirty_limit = "512M"
 [users]
+mode = "{mode}"
 db = "{r}/etc/users.json"
 key_file = "{r}/etc/secret.key"
 [control]
@@ -283,7 +284,7 @@ fn smb_ok(o: Output) -> String {
 
 fn local_gw() -> Gw {
     let store = format!("local://{}/homes/{{user}}", unique_dir("gwstore").display());
-    Gw::new(&store, "", &[])
+    Gw::new(&store, "", &[], "service")
 }
 
 #[test]
@@ -476,4 +477,127 @@ fn bad_config_and_unknown_users_are_refused_clearly() {
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("bad.toml") && e.contains("line 4"), "{e}");
+}
+
+/// Per-user Keystone identities against the real Swift fixture.
+fn swift_gw() -> Option<Gw> {
+    if std::env::var_os("SWIFT_AIO_STATE_DIR").is_none() {
+        assert!(
+            std::env::var("SWIFTGATE_REQUIRE_SWIFT").as_deref() != Ok("1"),
+            "no Swift fixture: run `bash tests/swift/start DIR && . DIR/env` first"
+        );
+        eprintln!("skipped: no Swift fixture in the environment");
+        return None;
+    }
+    let v = |k: &str| std::env::var(k).unwrap();
+    let toml = format!(
+        "[store.swift]\nauth_url = \"{}\"\nregion_name = \"{}\"\nuser_domain_name = \"Default\"\nproject_domain_name = \"Default\"\n",
+        v("SWIFT_AIO_AUTH_URL"),
+        v("SWIFT_AIO_REGION")
+    );
+    let tag = format!("{:06x}", rand_u32() & 0xffffff);
+    Some(Gw::new(&format!("swift://sgt-home-{tag}-{{user}}"), &toml, &[], "per-user"))
+}
+
+fn pwfile(dir: &Path, name: &str, pw: &str) -> String {
+    let p = dir.join(name);
+    fs::write(&p, format!("{pw}\n")).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn swift_homes_with_per_user_keystone_identities() {
+    let Some(mut g) = swift_gw() else { return };
+    let v = |k: &str| std::env::var(k).unwrap();
+    let work = unique_dir("smbwork");
+    let (alice, bob) = (unique_user("ka"), unique_user("kb"));
+    let apw = pwfile(&work, "apw", &v("SWIFT_AIO_ALICE_PASSWORD"));
+    let bpw = pwfile(&work, "bpw", &v("SWIFT_AIO_BOB_PASSWORD"));
+    // Wrong Keystone password: refused before anything is created.
+    let bad = pwfile(&work, "bad", "not-the-password");
+    let o = g.add_user(&unique_user("kx"), "pw", &["--os-username", "alice", "--os-password-file", &bad, "--os-project-name", "alice-project"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("rejected the credentials of user alice") && stderr(&o).contains("401"), "{}", stderr(&o));
+    ok(g.add_user(&alice, "smb-a", &["--os-username", "alice", "--os-password-file", &apw, "--os-project-name", "alice-project"]));
+    ok(g.add_user(&bob, "smb-b", &["--os-username", "bob", "--os-password-file", &bpw, "--os-project-name", "bob-project"]));
+    let show = ok(g.sg(&["user", "show", &alice], ""));
+    let show = String::from_utf8_lossy(&show.stdout).to_string();
+    assert!(show.contains("alice-project") && !show.contains(&v("SWIFT_AIO_ALICE_PASSWORD")), "{show}");
+    fs::write(work.join("x.txt"), b"in swift").unwrap();
+    smb_ok(g.smbclient(&alice, "smb-a", "put x.txt; mkdir 日本; put x.txt 日本/y.txt", &work));
+    smb_ok(g.smbclient(&bob, "smb-b", "put x.txt bob.txt", &work));
+    // The bytes are in alice's own Swift account (her project).
+    let (tok, _) = {
+        let body = serde_json::json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": "alice", "domain": {"name": "Default"}, "password": v("SWIFT_AIO_ALICE_PASSWORD")}}},
+            "scope": {"project": {"name": "alice-project", "domain": {"name": "Default"}}}}});
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{}/auth/tokens", v("SWIFT_AIO_AUTH_URL")))
+            .json(&body)
+            .send()
+            .unwrap();
+        (r.headers()["x-subject-token"].to_str().unwrap().to_string(), ())
+    };
+    let list = reqwest::blocking::Client::new()
+        .get(format!("{}?format=json", v("SWIFT_AIO_ALICE_STORAGE_URL")))
+        .header("X-Auth-Token", &tok)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(list.contains(&format!("-{alice}\"")), "alice's container missing from her account: {list}");
+    assert!(!list.contains(&format!("-{bob}\"")), "bob's container in alice's account: {list}");
+    // Everything reaches Swift: unmount (idle), wipe the local cache, read back.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while is_mounted(&g.home(&alice)) {
+        assert!(Instant::now() < deadline, "idle home was not unmounted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    fs::remove_dir_all(g.root.join("cache").join(&alice)).unwrap();
+    smb_ok(g.smbclient(&alice, "smb-a", "get 日本/y.txt back.txt", &work));
+    assert_eq!(fs::read(work.join("back.txt")).unwrap(), b"in swift");
+    let _ = fs::remove_dir_all(&work);
+}
+
+#[test]
+fn revoked_keystone_credentials_refuse_the_connection() {
+    let Some(mut g) = swift_gw() else { return };
+    let v = |k: &str| std::env::var(k).unwrap();
+    let http = reqwest::blocking::Client::new();
+    let body = serde_json::json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "alice", "domain": {"name": "Default"}, "password": v("SWIFT_AIO_ALICE_PASSWORD")}}},
+        "scope": {"project": {"name": "alice-project", "domain": {"name": "Default"}}}}});
+    let r = http.post(format!("{}/auth/tokens", v("SWIFT_AIO_AUTH_URL"))).json(&body).send().unwrap();
+    let tok = r.headers()["x-subject-token"].to_str().unwrap().to_string();
+    let ac: serde_json::Value = http
+        .post(format!("{}/users/{}/application_credentials", v("SWIFT_AIO_AUTH_URL"), v("SWIFT_AIO_ALICE_USER_ID")))
+        .header("X-Auth-Token", &tok)
+        .json(&serde_json::json!({"application_credential": {"name": unique_user("ac")}}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = ac["application_credential"]["id"].as_str().unwrap().to_string();
+    let work = unique_dir("smbwork");
+    let secret = pwfile(&work, "acs", ac["application_credential"]["secret"].as_str().unwrap());
+    let u = unique_user("kr");
+    ok(g.add_user(&u, "smb-r", &["--os-application-credential-id", &id, "--os-application-credential-secret-file", &secret]));
+    smb_ok(g.smbclient(&u, "smb-r", "ls", &work));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while is_mounted(&g.home(&u)) {
+        assert!(Instant::now() < deadline, "idle home was not unmounted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The credential is deleted in Keystone: the next session is refused,
+    // and the daemon log says why.
+    http.delete(format!("{}/users/{}/application_credentials/{id}", v("SWIFT_AIO_AUTH_URL"), v("SWIFT_AIO_ALICE_USER_ID")))
+        .header("X-Auth-Token", &tok)
+        .send()
+        .unwrap();
+    let o = g.smbclient(&u, "smb-r", "ls", &work);
+    assert!(!o.status.success(), "connection accepted with revoked credentials");
+    assert!(!is_mounted(&g.home(&u)));
+    let log = g.daemon_log();
+    assert!(log.contains("refusing the connection") && log.contains(&format!("application credential {id}")), "{log}");
+    let _ = fs::remove_dir_all(&work);
 }

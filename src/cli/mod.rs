@@ -316,7 +316,7 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
             );
             match &s.swift {
                 Some(c) => println!(
-                    "keystone:    user {} project {} (secret stored, not shown)",
+                    "keystone:    user {} project {} (credentials kept encrypted, never shown)",
                     c.username
                         .clone()
                         .or(c.user_id.clone())
