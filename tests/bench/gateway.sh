@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Gateway benchmark: smbclient put/get of one large file and of many small
+# files into a swiftgate home, next to the same smbd sharing a plain
+# directory on the same disk; and the Samba hook's connect times. Release
+# build, local store (the Swift figures are in tests/bench/swift.sh).
+#
+#   bash tests/bench/gateway.sh [--size 1G] [--files 5000]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[ "$(id -u)" = 0 ] || { echo "run as root"; exit 1; }
+SIZE_MB=1024
+FILES=5000
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --size) SIZE_MB=$(( $(numfmt --from=iec "$2") / 1048576 )); shift 2 ;;
+        --files) FILES=$2; shift 2 ;;
+        *) echo "unknown option $1"; exit 2 ;;
+    esac
+done
+bash provisioning/deps.sh
+cargo build --release --quiet
+BIN=$PWD/target/release/swiftgate
+WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/swiftgate-gwbench.XXXXXX")
+chmod 755 "$WORK"
+CFG=$WORK/gateway.toml
+USER_NAME=sgbench$$
+PW=bench-pw-$$
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cleanup() {
+    [ -s "$WORK/samba/pid/smbd.pid" ] && kill "$(cat "$WORK/samba/pid/smbd.pid")" 2>/dev/null || true
+    [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null || true
+    "$BIN" user remove "$USER_NAME" --purge --config "$CFG" >/dev/null 2>&1 || true
+    userdel "$USER_NAME" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+mkdir -p "$WORK"/samba/{private,lock,state,cache,pid,ncalrpc,log} "$WORK/plain" "$WORK/src/small" "$WORK/out"
+cat > "$CFG" <<EOT
+[store]
+url = "local://$WORK/homes/{user}"
+[mounts]
+root = "$WORK/home"
+[cache]
+dir = "$WORK/cache"
+size = "8G"
+dirty_limit = "4G"
+[users]
+db = "$WORK/users.json"
+key_file = "$WORK/secret.key"
+[control]
+socket = "$WORK/gw.sock"
+[samba]
+config = "$WORK/smb.conf"
+EOT
+g=()
+for k in private lock state cache pid ncalrpc; do g+=(--global "$( [ $k = private ] && echo "private dir" || ([ $k = ncalrpc ] && echo "ncalrpc dir" || echo "$k directory")) = $WORK/samba/$k"); done
+"$BIN" samba-config --config "$CFG" --global "smb ports = $port" --global "interfaces = lo" \
+    --global "bind interfaces only = yes" --global "log file = $WORK/samba/log/log.%m" "${g[@]}" > "$WORK/smb.conf"
+cat >> "$WORK/smb.conf" <<EOT
+
+[plain]
+   path = $WORK/plain
+   valid users = $USER_NAME
+   read only = no
+EOT
+"$BIN" serve --config "$CFG" > "$WORK/daemon.log" 2>&1 &
+DPID=$!
+for _ in $(seq 1 100); do [ -S "$WORK/gw.sock" ] && break; sleep 0.1; done
+echo "$PW" | "$BIN" user add "$USER_NAME" --config "$CFG" >/dev/null
+chown "$USER_NAME" "$WORK/plain"
+smbd -D -s "$WORK/smb.conf"
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+
+echo "preparing a ${SIZE_MB} MiB file and $FILES small files (1-64 KiB)..."
+head -c $((SIZE_MB * 1048576)) /dev/urandom > "$WORK/src/big.bin"
+python3 - "$WORK/src/small" "$FILES" <<'EOT'
+import os, random, sys
+rnd = random.Random(7)
+for i in range(int(sys.argv[2])):
+    with open(os.path.join(sys.argv[1], "f%05d.dat" % i), "wb") as f:
+        f.write(os.urandom(rnd.randint(1024, 65536)))
+EOT
+now() { date +%s.%N; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+smb() { smbclient "//127.0.0.1/$1" -p "$port" -U "$USER_NAME%$PW" -c "$2" >/dev/null; }
+declare -A T
+for share in plain home; do
+    drop; t0=$(now); smb $share "lcd $WORK/src; put big.bin"; t1=$(now); T[$share.put]=$(echo "$t1 - $t0" | bc -l)
+    drop; t0=$(now); smb $share "lcd $WORK/out; get big.bin"; t1=$(now); T[$share.get]=$(echo "$t1 - $t0" | bc -l)
+    cmp -s "$WORK/src/big.bin" "$WORK/out/big.bin" || { echo "MISMATCH on $share"; exit 1; }
+    rm -f "$WORK/out/big.bin"
+    drop; t0=$(now); smb $share "mkdir s; cd s; lcd $WORK/src/small; prompt off; mput *"; t1=$(now); T[$share.mput]=$(echo "$t1 - $t0" | bc -l)
+    mkdir -p "$WORK/out/s-$share"
+    drop; t0=$(now); smb $share "cd s; lcd $WORK/out/s-$share; prompt off; mget *"; t1=$(now); T[$share.mget]=$(echo "$t1 - $t0" | bc -l)
+    [ "$(ls "$WORK/out/s-$share" | wc -l)" = "$FILES" ] || { echo "missing files on $share"; exit 1; }
+done
+# Hook times: cold = the home is not mounted but its metadata is cached
+# locally (a returning user); warm = already mounted (another session).
+"$BIN" hook disconnect "$USER_NAME" --config "$CFG" >/dev/null 2>&1 || true
+python3 - "$WORK/gw.sock" "$USER_NAME" <<'EOT'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall((json.dumps({"op": "unmount", "user": sys.argv[2]}) + "\n").encode()); s.recv(4096)
+EOT
+t0=$(now); "$BIN" hook connect "$USER_NAME" --config "$CFG"; t1=$(now); COLD=$(echo "($t1 - $t0) * 1000" | bc -l)
+t0=$(now); for _ in $(seq 1 20); do "$BIN" hook connect "$USER_NAME" --config "$CFG"; done; t1=$(now)
+WARM=$(echo "($t1 - $t0) * 1000 / 20" | bc -l)
+
+rate() { echo "scale=0; $1 / $2" | bc -l; }
+ratio() { printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }
+echo
+printf '%-40s %12s %12s %7s\n' workload "plain share" swiftgate ratio
+printf '%-40s %12s %12s %7s\n' "put ${SIZE_MB} MiB file (MiB/s)" "$(rate $SIZE_MB "${T[plain.put]}")" "$(rate $SIZE_MB "${T[home.put]}")" "$(ratio "${T[plain.put]}" "${T[home.put]}")"
+printf '%-40s %12s %12s %7s\n' "get ${SIZE_MB} MiB file (MiB/s)" "$(rate $SIZE_MB "${T[plain.get]}")" "$(rate $SIZE_MB "${T[home.get]}")" "$(ratio "${T[plain.get]}" "${T[home.get]}")"
+printf '%-40s %12s %12s %7s\n' "put $FILES small files (files/s)" "$(rate "$FILES" "${T[plain.mput]}")" "$(rate "$FILES" "${T[home.mput]}")" "$(ratio "${T[plain.mput]}" "${T[home.mput]}")"
+printf '%-40s %12s %12s %7s\n' "get $FILES small files (files/s)" "$(rate "$FILES" "${T[plain.mget]}")" "$(rate "$FILES" "${T[home.mget]}")" "$(ratio "${T[plain.mget]}" "${T[home.mget]}")"
+printf 'hook connect, cold (mount with cached metadata): %.0f ms\n' "$COLD"
+printf 'hook connect, warm (already mounted), mean of 20: %.1f ms\n' "$WARM"
