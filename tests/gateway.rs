@@ -415,9 +415,20 @@ print("smbprotocol OK")
         u = u,
         port = g.port
     );
-    let o = Command::new("python3").arg("-c").arg(&script).output().unwrap();
-    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success() && out.contains("smbprotocol OK"), "{out}");
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.status.success() && out.contains("smbprotocol OK"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -436,10 +447,17 @@ fn daemon_restart_and_crash_keep_homes_and_fsynced_data() {
     g.start_daemon();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !is_mounted(&g.home(&u)) {
-        assert!(Instant::now() < deadline, "home not re-established:\n{}", g.daemon_log());
+        assert!(
+            Instant::now() < deadline,
+            "home not re-established:\n{}",
+            g.daemon_log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(fs::read(g.home(&u).join("f.txt")).unwrap(), b"before restart");
+    assert_eq!(
+        fs::read(g.home(&u).join("f.txt")).unwrap(),
+        b"before restart"
+    );
     // A crash: data written and fsynced through the mount survives.
     {
         let mut f = fs::File::create(g.home(&u).join("synced.txt")).unwrap();
@@ -450,13 +468,23 @@ fn daemon_restart_and_crash_keep_homes_and_fsynced_data() {
     g.start_daemon();
     let deadline = Instant::now() + Duration::from_secs(30);
     while fs::read(g.home(&u).join("synced.txt")).is_err() {
-        assert!(Instant::now() < deadline, "home not back after a crash:\n{}", g.daemon_log());
+        assert!(
+            Instant::now() < deadline,
+            "home not back after a crash:\n{}",
+            g.daemon_log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(fs::read(g.home(&u).join("synced.txt")).unwrap(), b"fsynced before the crash");
+    assert_eq!(
+        fs::read(g.home(&u).join("synced.txt")).unwrap(),
+        b"fsynced before the crash"
+    );
     let out = smb_ok(g.smbclient(&u, "pw-r", "get synced.txt back.txt", &work));
     drop(out);
-    assert_eq!(fs::read(work.join("back.txt")).unwrap(), b"fsynced before the crash");
+    assert_eq!(
+        fs::read(work.join("back.txt")).unwrap(),
+        b"fsynced before the crash"
+    );
     let _ = fs::remove_dir_all(&work);
 }
 
@@ -472,7 +500,11 @@ fn bad_config_and_unknown_users_are_refused_clearly() {
     assert!(stderr(&o).contains("invalid user name"), "{}", stderr(&o));
     // A malformed config: file, line, expectation.
     let bad = g.root.join("bad.toml");
-    fs::write(&bad, "[store]\nurl = \"local:///x/{user}\"\n[cache]\nsize = 12\n").unwrap();
+    fs::write(
+        &bad,
+        "[store]\nurl = \"local:///x/{user}\"\n[cache]\nsize = 12\n",
+    )
+    .unwrap();
     let o = run(&["serve", "--config", bad.to_str().unwrap()]);
     assert!(!o.status.success());
     let e = stderr(&o);
@@ -496,7 +528,12 @@ fn swift_gw() -> Option<Gw> {
         v("SWIFT_AIO_REGION")
     );
     let tag = format!("{:06x}", rand_u32() & 0xffffff);
-    Some(Gw::new(&format!("swift://sgt-home-{tag}-{{user}}"), &toml, &[], "per-user"))
+    Some(Gw::new(
+        &format!("swift://sgt-home-{tag}-{{user}}"),
+        &toml,
+        &[],
+        "per-user",
+    ))
 }
 
 fn pwfile(dir: &Path, name: &str, pw: &str) -> String {
@@ -515,16 +552,61 @@ fn swift_homes_with_per_user_keystone_identities() {
     let bpw = pwfile(&work, "bpw", &v("SWIFT_AIO_BOB_PASSWORD"));
     // Wrong Keystone password: refused before anything is created.
     let bad = pwfile(&work, "bad", "not-the-password");
-    let o = g.add_user(&unique_user("kx"), "pw", &["--os-username", "alice", "--os-password-file", &bad, "--os-project-name", "alice-project"]);
+    let o = g.add_user(
+        &unique_user("kx"),
+        "pw",
+        &[
+            "--os-username",
+            "alice",
+            "--os-password-file",
+            &bad,
+            "--os-project-name",
+            "alice-project",
+        ],
+    );
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("rejected the credentials of user alice") && stderr(&o).contains("401"), "{}", stderr(&o));
-    ok(g.add_user(&alice, "smb-a", &["--os-username", "alice", "--os-password-file", &apw, "--os-project-name", "alice-project"]));
-    ok(g.add_user(&bob, "smb-b", &["--os-username", "bob", "--os-password-file", &bpw, "--os-project-name", "bob-project"]));
+    assert!(
+        stderr(&o).contains("rejected the credentials of user alice") && stderr(&o).contains("401"),
+        "{}",
+        stderr(&o)
+    );
+    ok(g.add_user(
+        &alice,
+        "smb-a",
+        &[
+            "--os-username",
+            "alice",
+            "--os-password-file",
+            &apw,
+            "--os-project-name",
+            "alice-project",
+        ],
+    ));
+    ok(g.add_user(
+        &bob,
+        "smb-b",
+        &[
+            "--os-username",
+            "bob",
+            "--os-password-file",
+            &bpw,
+            "--os-project-name",
+            "bob-project",
+        ],
+    ));
     let show = ok(g.sg(&["user", "show", &alice], ""));
     let show = String::from_utf8_lossy(&show.stdout).to_string();
-    assert!(show.contains("alice-project") && !show.contains(&v("SWIFT_AIO_ALICE_PASSWORD")), "{show}");
+    assert!(
+        show.contains("alice-project") && !show.contains(&v("SWIFT_AIO_ALICE_PASSWORD")),
+        "{show}"
+    );
     fs::write(work.join("x.txt"), b"in swift").unwrap();
-    smb_ok(g.smbclient(&alice, "smb-a", "put x.txt; mkdir 日本; put x.txt 日本/y.txt", &work));
+    smb_ok(g.smbclient(
+        &alice,
+        "smb-a",
+        "put x.txt; mkdir 日本; put x.txt 日本/y.txt",
+        &work,
+    ));
     smb_ok(g.smbclient(&bob, "smb-b", "put x.txt bob.txt", &work));
     // The bytes are in alice's own Swift account (her project).
     let (tok, _) = {
@@ -536,7 +618,10 @@ fn swift_homes_with_per_user_keystone_identities() {
             .json(&body)
             .send()
             .unwrap();
-        (r.headers()["x-subject-token"].to_str().unwrap().to_string(), ())
+        (
+            r.headers()["x-subject-token"].to_str().unwrap().to_string(),
+            (),
+        )
     };
     let list = reqwest::blocking::Client::new()
         .get(format!("{}?format=json", v("SWIFT_AIO_ALICE_STORAGE_URL")))
@@ -545,8 +630,14 @@ fn swift_homes_with_per_user_keystone_identities() {
         .unwrap()
         .text()
         .unwrap();
-    assert!(list.contains(&format!("-{alice}\"")), "alice's container missing from her account: {list}");
-    assert!(!list.contains(&format!("-{bob}\"")), "bob's container in alice's account: {list}");
+    assert!(
+        list.contains(&format!("-{alice}\"")),
+        "alice's container missing from her account: {list}"
+    );
+    assert!(
+        !list.contains(&format!("-{bob}\"")),
+        "bob's container in alice's account: {list}"
+    );
     // Everything reaches Swift: unmount (idle), wipe the local cache, read back.
     let deadline = Instant::now() + Duration::from_secs(60);
     while is_mounted(&g.home(&alice)) {
@@ -567,21 +658,45 @@ fn revoked_keystone_credentials_refuse_the_connection() {
     let body = serde_json::json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
         "name": "alice", "domain": {"name": "Default"}, "password": v("SWIFT_AIO_ALICE_PASSWORD")}}},
         "scope": {"project": {"name": "alice-project", "domain": {"name": "Default"}}}}});
-    let r = http.post(format!("{}/auth/tokens", v("SWIFT_AIO_AUTH_URL"))).json(&body).send().unwrap();
+    let r = http
+        .post(format!("{}/auth/tokens", v("SWIFT_AIO_AUTH_URL")))
+        .json(&body)
+        .send()
+        .unwrap();
     let tok = r.headers()["x-subject-token"].to_str().unwrap().to_string();
     let ac: serde_json::Value = http
-        .post(format!("{}/users/{}/application_credentials", v("SWIFT_AIO_AUTH_URL"), v("SWIFT_AIO_ALICE_USER_ID")))
+        .post(format!(
+            "{}/users/{}/application_credentials",
+            v("SWIFT_AIO_AUTH_URL"),
+            v("SWIFT_AIO_ALICE_USER_ID")
+        ))
         .header("X-Auth-Token", &tok)
         .json(&serde_json::json!({"application_credential": {"name": unique_user("ac")}}))
         .send()
         .unwrap()
         .json()
         .unwrap();
-    let id = ac["application_credential"]["id"].as_str().unwrap().to_string();
+    let id = ac["application_credential"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let work = unique_dir("smbwork");
-    let secret = pwfile(&work, "acs", ac["application_credential"]["secret"].as_str().unwrap());
+    let secret = pwfile(
+        &work,
+        "acs",
+        ac["application_credential"]["secret"].as_str().unwrap(),
+    );
     let u = unique_user("kr");
-    ok(g.add_user(&u, "smb-r", &["--os-application-credential-id", &id, "--os-application-credential-secret-file", &secret]));
+    ok(g.add_user(
+        &u,
+        "smb-r",
+        &[
+            "--os-application-credential-id",
+            &id,
+            "--os-application-credential-secret-file",
+            &secret,
+        ],
+    ));
     smb_ok(g.smbclient(&u, "smb-r", "ls", &work));
     let deadline = Instant::now() + Duration::from_secs(60);
     while is_mounted(&g.home(&u)) {
@@ -590,14 +705,25 @@ fn revoked_keystone_credentials_refuse_the_connection() {
     }
     // The credential is deleted in Keystone: the next session is refused,
     // and the daemon log says why.
-    http.delete(format!("{}/users/{}/application_credentials/{id}", v("SWIFT_AIO_AUTH_URL"), v("SWIFT_AIO_ALICE_USER_ID")))
-        .header("X-Auth-Token", &tok)
-        .send()
-        .unwrap();
+    http.delete(format!(
+        "{}/users/{}/application_credentials/{id}",
+        v("SWIFT_AIO_AUTH_URL"),
+        v("SWIFT_AIO_ALICE_USER_ID")
+    ))
+    .header("X-Auth-Token", &tok)
+    .send()
+    .unwrap();
     let o = g.smbclient(&u, "smb-r", "ls", &work);
-    assert!(!o.status.success(), "connection accepted with revoked credentials");
+    assert!(
+        !o.status.success(),
+        "connection accepted with revoked credentials"
+    );
     assert!(!is_mounted(&g.home(&u)));
     let log = g.daemon_log();
-    assert!(log.contains("refusing the connection") && log.contains(&format!("application credential {id}")), "{log}");
+    assert!(
+        log.contains("refusing the connection")
+            && log.contains(&format!("application credential {id}")),
+        "{log}"
+    );
     let _ = fs::remove_dir_all(&work);
 }

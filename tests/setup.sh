@@ -17,5 +17,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # A Windows-like SMB client for the gateway tests (PyPI smbprotocol).
 if ! python3 -c 'import smbclient' 2>/dev/null; then
-    python3 -m pip install --quiet smbprotocol
+    python3 -m pip --version >/dev/null 2>&1 || {
+        apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends python3-pip >/dev/null
+    }
+    # Debian's own python refuses pip installs without this flag (PEP 668).
+    python3 -m pip install --quiet smbprotocol 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages smbprotocol
 fi

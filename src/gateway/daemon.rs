@@ -23,13 +23,13 @@ pub enum GatewayError {
         user: String,
         url: String,
         #[source]
-        source: crate::store::StoreError,
+        source: Box<crate::store::StoreError>,
     },
     #[error("cannot mount the home of {user}: {source}")]
     Engine {
         user: String,
         #[source]
-        source: crate::fs::engine::EngineError,
+        source: Box<crate::fs::engine::EngineError>,
     },
     #[error("{path}: {source}")]
     Io {
@@ -108,7 +108,7 @@ pub fn open_user_store(
     crate::store::open_with(&url, &opts).map_err(|source| GatewayError::Store {
         user: user.into(),
         url,
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -247,7 +247,7 @@ impl Gateway {
         )
         .map_err(|source| GatewayError::Engine {
             user: user.into(),
-            source,
+            source: Box::new(source),
         })?;
         for w in &engine.warnings {
             tracing::warn!(user, "{w}");
@@ -335,7 +335,8 @@ impl Gateway {
         {
             let mut m = self.mounting.lock();
             while m.contains(user) {
-                self.mounting_cv.wait_for(&mut m, Duration::from_millis(200));
+                self.mounting_cv
+                    .wait_for(&mut m, Duration::from_millis(200));
             }
             m.insert(user.to_string());
         }

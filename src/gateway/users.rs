@@ -30,7 +30,7 @@ pub enum UsersError {
     Mkfs {
         user: String,
         #[source]
-        source: engine::EngineError,
+        source: Box<engine::EngineError>,
     },
     #[error("{what} failed: {message}")]
     Command { what: String, message: String },
@@ -128,7 +128,7 @@ pub fn add(
         .map_err(|source| GatewayError::Store {
             user: user.into(),
             url: url.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let what = if head.is_some() {
         let p = engine::read_params(&store).map_err(|e| UsersError::Foreign {
@@ -156,7 +156,7 @@ pub fn add(
         )
         .map_err(|source| UsersError::Mkfs {
             user: user.into(),
-            source,
+            source: Box::new(source),
         })?;
         "new filesystem created"
     };
@@ -183,7 +183,7 @@ pub fn passwd(
             .map_err(|source| GatewayError::Store {
                 user: user.into(),
                 url: e.store.clone(),
-                source,
+                source: Box::new(source),
             })?;
         map.put(user, e.uid, e.gid, &e.store, &s)?;
     }
@@ -225,7 +225,7 @@ pub fn remove(
     let all = store.list_all("").map_err(|source| GatewayError::Store {
         user: user.into(),
         url: e.store.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let keys: Vec<String> = all.into_iter().map(|o| o.key).collect();
     store
@@ -233,7 +233,7 @@ pub fn remove(
         .map_err(|source| GatewayError::Store {
             user: user.into(),
             url: e.store.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let _ = std::fs::remove_dir_all(cfg.cache.dir.join(user));
     map.remove(user)?;
