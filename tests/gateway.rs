@@ -511,6 +511,13 @@ fn bad_config_and_unknown_users_are_refused_clearly() {
     assert!(e.contains("bad.toml") && e.contains("line 4"), "{e}");
 }
 
+/// Swift gateway tests run one at a time: one of them stops the proxy.
+static SWIFT_SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn swift_lock() -> std::sync::MutexGuard<'static, ()> {
+    SWIFT_SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Per-user Keystone identities against the real Swift fixture.
 fn swift_gw() -> Option<Gw> {
     if std::env::var_os("SWIFT_AIO_STATE_DIR").is_none() {
@@ -544,6 +551,7 @@ fn pwfile(dir: &Path, name: &str, pw: &str) -> String {
 
 #[test]
 fn swift_homes_with_per_user_keystone_identities() {
+    let _serial = swift_lock();
     let Some(mut g) = swift_gw() else { return };
     let v = |k: &str| std::env::var(k).unwrap();
     let work = unique_dir("smbwork");
@@ -652,6 +660,7 @@ fn swift_homes_with_per_user_keystone_identities() {
 
 #[test]
 fn revoked_keystone_credentials_refuse_the_connection() {
+    let _serial = swift_lock();
     let Some(mut g) = swift_gw() else { return };
     let v = |k: &str| std::env::var(k).unwrap();
     let http = reqwest::blocking::Client::new();
@@ -726,4 +735,123 @@ fn revoked_keystone_credentials_refuse_the_connection() {
         "{log}"
     );
     let _ = fs::remove_dir_all(&work);
+}
+
+fn fixture_script(name: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/swift");
+    let o = Command::new("bash")
+        .arg(dir.join(name))
+        .arg(std::env::var("SWIFT_AIO_STATE_DIR").unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Restarts the Swift proxy even when the test fails half-way.
+struct ProxyDown;
+
+impl Drop for ProxyDown {
+    fn drop(&mut self) {
+        fixture_script("proxy-start");
+    }
+}
+
+#[test]
+fn swift_down_refuses_a_first_mount_and_mounted_homes_keep_working() {
+    let _serial = swift_lock();
+    let Some(mut g) = swift_gw() else { return };
+    let v = |k: &str| std::env::var(k).unwrap();
+    let work = unique_dir("smbwork");
+    let pw = pwfile(&work, "pw", &v("SWIFT_AIO_BOB_PASSWORD"));
+    let (mounted, cold) = (unique_user("km"), unique_user("kc"));
+    for u in [&mounted, &cold] {
+        ok(g.add_user(
+            u,
+            "smb-pw",
+            &[
+                "--os-username",
+                "bob",
+                "--os-password-file",
+                &pw,
+                "--os-project-name",
+                "bob-project",
+            ],
+        ));
+    }
+    fs::write(work.join("a.txt"), b"written while Swift is down").unwrap();
+    // One home is mounted and stays mounted (a session is open).
+    ok(g.sg(&["hook", "connect", &mounted], ""));
+    fixture_script("proxy-stop");
+    let _up = ProxyDown;
+    // Its users keep working from the cache.
+    smb_ok(g.smbclient(&mounted, "smb-pw", "put a.txt; get a.txt a.back", &work));
+    assert_eq!(
+        fs::read(work.join("a.back")).unwrap(),
+        b"written while Swift is down"
+    );
+    // A home that is not mounted cannot be: the connection is refused and
+    // the daemon log names the cause.
+    let o = g.smbclient(&cold, "smb-pw", "ls", &work);
+    assert!(!o.status.success(), "connected without Swift");
+    let log = g.daemon_log();
+    assert!(
+        log.contains("refusing the connection")
+            && log.contains(&cold)
+            && log.contains("127.0.0.1:8080"),
+        "{log}"
+    );
+    drop(_up);
+    // Swift is back: the pending upload completes and the file is in Swift.
+    ok(g.sg(&["hook", "disconnect", &mounted], ""));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while is_mounted(&g.home(&mounted)) {
+        assert!(
+            Instant::now() < deadline,
+            "home not flushed and unmounted after Swift returned:\n{}",
+            g.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    fs::remove_dir_all(g.root.join("cache").join(&mounted)).unwrap();
+    smb_ok(g.smbclient(&mounted, "smb-pw", "get a.txt a.again", &work));
+    assert_eq!(
+        fs::read(work.join("a.again")).unwrap(),
+        b"written while Swift is down"
+    );
+    let _ = fs::remove_dir_all(&work);
+}
+
+#[test]
+fn shipped_smb_conf_matches_the_generator() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = ok(run(&[
+        "samba-config",
+        "--config",
+        root.join("provisioning/gateway.toml").to_str().unwrap(),
+    ]));
+    let exe = std::fs::canonicalize(BIN).unwrap();
+    let cfg = std::fs::canonicalize(root.join("provisioning/gateway.toml")).unwrap();
+    let generated = String::from_utf8(o.stdout)
+        .unwrap()
+        .replace(exe.to_str().unwrap(), "/usr/local/bin/swiftgate")
+        .replace(cfg.to_str().unwrap(), "/etc/swiftgate/gateway.toml");
+    let shipped = fs::read_to_string(root.join("provisioning/smb.conf")).unwrap();
+    assert_eq!(
+        shipped, generated,
+        "provisioning/smb.conf is stale: regenerate it with `swiftgate samba-config`"
+    );
+    let t = Command::new("testparm")
+        .arg("-s")
+        .arg(root.join("provisioning/smb.conf"))
+        .output()
+        .unwrap();
+    assert!(
+        t.status.success(),
+        "testparm: {}",
+        String::from_utf8_lossy(&t.stderr)
+    );
 }

@@ -129,6 +129,9 @@ CREATE TABLE IF NOT EXISTS dentries(
     parent INTEGER NOT NULL, name BLOB NOT NULL, ino INTEGER NOT NULL,
     UNIQUE(parent, name));
 CREATE INDEX IF NOT EXISTS dentries_by_ino ON dentries(ino);
+-- readdir pages by (parent, id): O(page) however large the directory, and
+-- however many other directories there are.
+CREATE INDEX IF NOT EXISTS dentries_by_parent_id ON dentries(parent, id);
 CREATE TABLE IF NOT EXISTS symlinks(ino INTEGER PRIMARY KEY, target BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS xattrs(ino INTEGER NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY(ino, name));
