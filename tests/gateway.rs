@@ -855,3 +855,29 @@ fn shipped_smb_conf_matches_the_generator() {
         String::from_utf8_lossy(&t.stderr)
     );
 }
+
+#[test]
+fn busy_idle_home_stays_mounted_until_released() {
+    let mut g = local_gw();
+    let u = unique_user("i");
+    ok(g.add_user(&u, "pw-i", &[]));
+    ok(g.sg(&["hook", "connect", &u], ""));
+    // A local process keeps a file open in the home.
+    let held = fs::File::create(g.home(&u).join("held.txt")).unwrap();
+    ok(g.sg(&["hook", "disconnect", &u], ""));
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(is_mounted(&g.home(&u)), "a busy home must not be detached");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while is_mounted(&g.home(&u)) {
+        assert!(
+            Instant::now() < deadline,
+            "idle home not unmounted once released:\n{}",
+            g.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Nothing lost on the way.
+    ok(g.sg(&["hook", "connect", &u], ""));
+    assert!(g.home(&u).join("held.txt").exists());
+}

@@ -32,6 +32,7 @@ impl SmallDb {
             .map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(db)?;
+        conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS dirty(ino INTEGER NOT NULL, idx INTEGER NOT NULL,
                  data BLOB NOT NULL, PRIMARY KEY(ino, idx));

@@ -114,7 +114,6 @@ pub fn open_user_store(
 
 struct Home {
     engine: Arc<Engine>,
-    unmounter: Mutex<fuser::SessionUnmounter>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     mp: PathBuf,
     refs: usize,
@@ -268,7 +267,7 @@ impl Gateway {
         let fs = FuseFs {
             fs: engine.fs.clone(),
         };
-        let mut session = match fuser::Session::new(fs, &mp, &fcfg) {
+        let session = match fuser::Session::new(fs, &mp, &fcfg) {
             Ok(s) => s,
             Err(e) => {
                 let _ = engine.close();
@@ -278,7 +277,6 @@ impl Gateway {
                 });
             }
         };
-        let unmounter = session.unmount_callable();
         let thread = {
             let engine = engine.clone();
             let user = user.to_string();
@@ -315,7 +313,6 @@ impl Gateway {
             user.to_string(),
             Home {
                 engine,
-                unmounter: Mutex::new(unmounter),
                 thread: Mutex::new(Some(thread)),
                 mp: mp.clone(),
                 refs: 1,
@@ -363,9 +360,26 @@ impl Gateway {
                 "flush before unmount failed (the unmount retries it): {e}"
             );
         }
-        if let Err(e) = h.unmounter.lock().unmount() {
-            tracing::warn!(user, "unmount failed, detaching: {e}");
-            let _ = nix::mount::umount2(&h.mp, nix::mount::MntFlags::MNT_DETACH);
+        // A plain umount(2): the kernel then ends the FUSE session and the
+        // session thread closes the engine. (fuser's unmounter is single-
+        // use: after a busy failure a retry through it did nothing.)
+        let unmounted = nix::mount::umount2(&h.mp, nix::mount::MntFlags::empty());
+        if let Err(e) = unmounted {
+            // Busy (a local process has a file open): a lazy detach would
+            // leave the session running with nobody to flush it. Keep the
+            // home and try again after another idle period.
+            tracing::warn!(
+                user,
+                "unmount failed, keeping the home mounted for now: {e}"
+            );
+            let mut homes = self.homes.lock();
+            let mut h = h;
+            h.idle_since = Some(Instant::now());
+            homes.insert(user.to_string(), h);
+            self.rebalance(&homes);
+            drop(homes);
+            done();
+            return Ok(false);
         }
         if let Some(t) = h.thread.lock().take() {
             let _ = t.join();
@@ -449,6 +463,12 @@ impl Gateway {
             if let Err(e) = self.unmount(&u) {
                 tracing::error!(user = %u, "unmount at shutdown failed: {e}");
             }
+        }
+        // Still busy: detach. Everything was flushed above; what a process
+        // writes from now on stays in the cache and uploads next mount.
+        for (u, h) in self.homes.lock().iter() {
+            tracing::warn!(user = %u, "home busy at shutdown: detaching it");
+            let _ = nix::mount::umount2(&h.mp, nix::mount::MntFlags::MNT_DETACH);
         }
     }
 }

@@ -283,6 +283,9 @@ impl Meta {
         // Give the WAL's disk space back after checkpoints.
         conn.pragma_update(None, "journal_size_limit", 16 << 20)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        // Every FUSE operation runs a few cached statements; rusqlite's
+        // default of 16 made them evict each other and parse again.
+        conn.set_prepared_statement_cache_capacity(256);
         conn.execute_batch(SCHEMA)?;
         Ok(Meta {
             conn: Mutex::new(conn),

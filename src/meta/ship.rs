@@ -34,11 +34,25 @@ pub fn meta_codec(key: Option<&MasterKey>) -> BlockCodec {
     BlockCodec::new(key, Compression::Zstd(3))
 }
 
-fn encode_snapshot(codec: &BlockCodec, gen: u64, db: &[u8]) -> Vec<u8> {
-    // The checksum makes corruption detectable even on --plain filesystems.
-    let mut plain = sha256(db).to_vec();
-    plain.extend_from_slice(db);
-    codec.encode(snap_key(gen).as_bytes(), &plain)
+/// A snapshot record: SHA-256 of the database, then the database, encoded
+/// (the checksum makes corruption detectable even on --plain filesystems).
+/// The file is read straight behind the checksum slot: one copy of a large
+/// database in memory, not two.
+fn encode_snapshot_file(
+    codec: &BlockCodec,
+    gen: u64,
+    path: &std::path::Path,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    // Two passes over the file (it is in the page cache): the checksum
+    // first, then the file streams through the codec behind it.
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let mut f = std::fs::File::open(path)?;
+    let len = std::io::copy(&mut f, &mut hasher)?;
+    let sum: [u8; 32] = sha2::Digest::finalize(hasher).into();
+    let f = std::fs::File::open(path)?;
+    let mut src = (&sum[..]).chain(f);
+    codec.encode_stream(snap_key(gen).as_bytes(), 32 + len, &mut src)
 }
 
 fn decode_snapshot(codec: &BlockCodec, gen: u64, rec: &[u8]) -> Result<Vec<u8>, String> {
@@ -177,9 +191,9 @@ impl Shipper {
             c.execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
                 .map_err(MetaError::from)?;
         }
-        let db = std::fs::read(&tmp)?;
+        let rec = encode_snapshot_file(&self.codec, gen, &tmp);
         let _ = std::fs::remove_file(&tmp);
-        let rec = encode_snapshot(&self.codec, gen, &db);
+        let rec = rec?;
         self.store.put(&snap_key(gen), &rec)?;
         self.store.put("meta/latest", gen.to_string().as_bytes())?;
         self.shipped.store(gen, Ordering::Release);
