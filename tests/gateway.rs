@@ -617,20 +617,7 @@ fn swift_homes_with_per_user_keystone_identities() {
     ));
     smb_ok(g.smbclient(&bob, "smb-b", "put x.txt bob.txt", &work));
     // The bytes are in alice's own Swift account (her project).
-    let (tok, _) = {
-        let body = serde_json::json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": "alice", "domain": {"name": "Default"}, "password": v("SWIFT_AIO_ALICE_PASSWORD")}}},
-            "scope": {"project": {"name": "alice-project", "domain": {"name": "Default"}}}}});
-        let r = reqwest::blocking::Client::new()
-            .post(format!("{}/auth/tokens", v("SWIFT_AIO_AUTH_URL")))
-            .json(&body)
-            .send()
-            .unwrap();
-        (
-            r.headers()["x-subject-token"].to_str().unwrap().to_string(),
-            (),
-        )
-    };
+    let tok = v3_token("ALICE_");
     let list = reqwest::blocking::Client::new()
         .get(format!("{}?format=json", v("SWIFT_AIO_ALICE_STORAGE_URL")))
         .header("X-Auth-Token", &tok)
@@ -664,15 +651,7 @@ fn revoked_keystone_credentials_refuse_the_connection() {
     let Some(mut g) = swift_gw() else { return };
     let v = |k: &str| std::env::var(k).unwrap();
     let http = reqwest::blocking::Client::new();
-    let body = serde_json::json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": "alice", "domain": {"name": "Default"}, "password": v("SWIFT_AIO_ALICE_PASSWORD")}}},
-        "scope": {"project": {"name": "alice-project", "domain": {"name": "Default"}}}}});
-    let r = http
-        .post(format!("{}/auth/tokens", v("SWIFT_AIO_AUTH_URL")))
-        .json(&body)
-        .send()
-        .unwrap();
-    let tok = r.headers()["x-subject-token"].to_str().unwrap().to_string();
+    let tok = v3_token("ALICE_");
     let ac: serde_json::Value = http
         .post(format!(
             "{}/users/{}/application_credentials",
@@ -737,29 +716,6 @@ fn revoked_keystone_credentials_refuse_the_connection() {
     let _ = fs::remove_dir_all(&work);
 }
 
-fn fixture_script(name: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/swift");
-    let o = Command::new("bash")
-        .arg(dir.join(name))
-        .arg(std::env::var("SWIFT_AIO_STATE_DIR").unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{name}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Restarts the Swift proxy even when the test fails half-way.
-struct ProxyDown;
-
-impl Drop for ProxyDown {
-    fn drop(&mut self) {
-        fixture_script("proxy-start");
-    }
-}
-
 #[test]
 fn swift_down_refuses_a_first_mount_and_mounted_homes_keep_working() {
     let _serial = swift_lock();
@@ -785,8 +741,7 @@ fn swift_down_refuses_a_first_mount_and_mounted_homes_keep_working() {
     fs::write(work.join("a.txt"), b"written while Swift is down").unwrap();
     // One home is mounted and stays mounted (a session is open).
     ok(g.sg(&["hook", "connect", &mounted], ""));
-    fixture_script("proxy-stop");
-    let _up = ProxyDown;
+    let down = ProxyDown::new();
     // Its users keep working from the cache.
     smb_ok(g.smbclient(&mounted, "smb-pw", "put a.txt; get a.txt a.back", &work));
     assert_eq!(
@@ -804,7 +759,7 @@ fn swift_down_refuses_a_first_mount_and_mounted_homes_keep_working() {
             && log.contains("127.0.0.1:8080"),
         "{log}"
     );
-    drop(_up);
+    drop(down);
     // Swift is back: the pending upload completes and the file is in Swift.
     ok(g.sg(&["hook", "disconnect", &mounted], ""));
     let deadline = Instant::now() + Duration::from_secs(90);

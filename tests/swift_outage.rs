@@ -6,40 +6,7 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-fn fixture_script(name: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/swift");
-    let state = std::env::var("SWIFT_AIO_STATE_DIR").unwrap();
-    let o = Command::new("bash")
-        .arg(dir.join(name))
-        .arg(state)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{name}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Restarts the proxy even when the test fails half-way.
-struct ProxyDown;
-
-impl ProxyDown {
-    fn new() -> ProxyDown {
-        fixture_script("proxy-stop");
-        ProxyDown
-    }
-}
-
-impl Drop for ProxyDown {
-    fn drop(&mut self) {
-        fixture_script("proxy-start");
-    }
-}
 
 const FILE: usize = 2 << 20;
 

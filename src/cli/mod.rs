@@ -449,29 +449,8 @@ impl SwiftArgs {
     }
 }
 
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let unit = s[i..].to_ascii_uppercase();
-            let m: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
-                "" => 1,
-                "K" => 1 << 10,
-                "M" => 1 << 20,
-                "G" => 1 << 30,
-                "T" => 1 << 40,
-                _ => return Err(format!("invalid size {s:?}: use e.g. 512M, 10G")),
-            };
-            (&s[..i], m)
-        }
-        None => (s, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("invalid size {s:?}: use e.g. 512M, 10G"))
-}
+/// Sizes on the command line: the same grammar as the gateway's config.
+pub use crate::gateway::config::parse_size;
 
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();

@@ -51,8 +51,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     num.trim()
         .parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("{s:?} is not a size like \"4M\" or \"10G\""))
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size like \"4M\" or \"10G\""))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

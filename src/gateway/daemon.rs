@@ -137,8 +137,8 @@ pub struct Gateway {
     pub users: UserMap,
     homes: Mutex<HashMap<String, Home>>,
     /// Users being mounted or unmounted right now.
-    mounting: Mutex<HashSet<String>>,
-    mounting_cv: Condvar,
+    busy: Mutex<HashSet<String>>,
+    busy_cv: Condvar,
     stopping: std::sync::atomic::AtomicBool,
 }
 
@@ -149,8 +149,8 @@ impl Gateway {
             cfg,
             users,
             homes: Mutex::new(HashMap::new()),
-            mounting: Mutex::new(HashSet::new()),
-            mounting_cv: Condvar::new(),
+            busy: Mutex::new(HashSet::new()),
+            busy_cv: Condvar::new(),
             stopping: false.into(),
         }))
     }
@@ -171,19 +171,18 @@ impl Gateway {
                     return Ok(());
                 }
             }
-            let mut m = self.mounting.lock();
+            let mut m = self.busy.lock();
             if m.contains(user) {
                 // Another session of the same user is mounting: wait for it.
-                self.mounting_cv
-                    .wait_for(&mut m, Duration::from_millis(200));
+                self.busy_cv.wait_for(&mut m, Duration::from_millis(200));
                 continue;
             }
             m.insert(user.to_string());
             drop(m);
             let res = self.mount(user);
-            let mut m = self.mounting.lock();
+            let mut m = self.busy.lock();
             m.remove(user);
-            self.mounting_cv.notify_all();
+            self.busy_cv.notify_all();
             drop(m);
             return res;
         }
@@ -330,10 +329,9 @@ impl Gateway {
         // Busy while unmounting: a connect arriving now waits for the old
         // session to release the lease and the cache, then mounts again.
         {
-            let mut m = self.mounting.lock();
+            let mut m = self.busy.lock();
             while m.contains(user) {
-                self.mounting_cv
-                    .wait_for(&mut m, Duration::from_millis(200));
+                self.busy_cv.wait_for(&mut m, Duration::from_millis(200));
             }
             m.insert(user.to_string());
         }
@@ -344,9 +342,9 @@ impl Gateway {
             h
         };
         let done = || {
-            let mut m = self.mounting.lock();
+            let mut m = self.busy.lock();
             m.remove(user);
-            self.mounting_cv.notify_all();
+            self.busy_cv.notify_all();
         };
         let Some(h) = home else {
             done();

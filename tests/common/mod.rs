@@ -345,3 +345,58 @@ pub fn sha256_file(p: &Path) -> String {
     let d = std::fs::read(p).unwrap();
     hex::encode(sha2::Sha256::digest(&d))
 }
+
+/// Run one of the Swift fixture's scripts (tests/swift/NAME STATE_DIR).
+pub fn fixture_script(name: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/swift");
+    let state = std::env::var("SWIFT_AIO_STATE_DIR").expect("the Swift fixture's environment");
+    let o = Command::new("bash")
+        .arg(dir.join(name))
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The Swift proxy stopped for as long as this lives; started again on
+/// drop, also when the test fails half-way.
+pub struct ProxyDown;
+
+impl ProxyDown {
+    pub fn new() -> ProxyDown {
+        fixture_script("proxy-stop");
+        ProxyDown
+    }
+}
+
+impl Drop for ProxyDown {
+    fn drop(&mut self) {
+        fixture_script("proxy-start");
+    }
+}
+
+/// A Keystone v3 token scoped to a fixture user's project: `user` is the
+/// env prefix after SWIFT_AIO_ ("" for gncu00000001, "ALICE_", "BOB_").
+pub fn v3_token(user: &str) -> String {
+    let p = |k: &str| {
+        std::env::var(format!("SWIFT_AIO_{user}{k}")).expect("the Swift fixture's environment")
+    };
+    let body = serde_json::json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": p("USERNAME"), "domain": {"name": "Default"}, "password": p("PASSWORD")}}},
+        "scope": {"project": {"name": p("PROJECT_NAME"), "domain": {"name": "Default"}}}}});
+    let r = reqwest::blocking::Client::new()
+        .post(format!(
+            "{}/auth/tokens",
+            std::env::var("SWIFT_AIO_AUTH_URL").unwrap()
+        ))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    r.headers()["x-subject-token"].to_str().unwrap().to_string()
+}

@@ -381,6 +381,19 @@ impl SwiftStore {
         }
     }
 
+    /// A body to send: the ETag needs all of it before the request starts.
+    fn buffer(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(len as usize);
+        body.take(len)
+            .read_to_end(&mut buf)
+            .map_err(|source| StoreError::Io {
+                store: self.display.clone(),
+                key: key.to_string(),
+                source,
+            })?;
+        Ok(buf)
+    }
+
     fn not_found(&self, key: &str) -> StoreError {
         StoreError::NotFound {
             store: self.display.clone(),
@@ -472,26 +485,12 @@ impl ObjectStore for SwiftStore {
     }
 
     fn put_stream(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<()> {
-        let mut buf = Vec::with_capacity(len as usize);
-        body.take(len)
-            .read_to_end(&mut buf)
-            .map_err(|source| StoreError::Io {
-                store: self.display.clone(),
-                key: key.to_string(),
-                source,
-            })?;
+        let buf = self.buffer(key, len, body)?;
         self.upload(key, &buf, false)
     }
 
     fn create_stream(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<()> {
-        let mut buf = Vec::with_capacity(len as usize);
-        body.take(len)
-            .read_to_end(&mut buf)
-            .map_err(|source| StoreError::Io {
-                store: self.display.clone(),
-                key: key.to_string(),
-                source,
-            })?;
+        let buf = self.buffer(key, len, body)?;
         self.upload(key, &buf, true)
     }
 
