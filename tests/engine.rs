@@ -603,8 +603,8 @@ fn mostly_dead_packs_are_rewritten_and_deleted() {
 #[test]
 fn closed_small_files_survive_kill9() {
     let t = TestFs::new_mounted();
-    // Written in many pieces and closed, never fsynced: the close puts the
-    // bytes on the local disk.
+    // Written in many pieces and closed, never fsynced: closed files are on
+    // the local disk once the metadata group window (50 ms) has passed.
     for i in 0..50u64 {
         let data = random_bytes(30_000, i);
         let mut f = File::create(t.path(&format!("c{i}"))).unwrap();
@@ -612,6 +612,7 @@ fn closed_small_files_survive_kill9() {
             f.write_all(piece).unwrap();
         }
     }
+    std::thread::sleep(Duration::from_millis(300));
     t.kill9();
     t.mount(&[]);
     for i in 0..50u64 {

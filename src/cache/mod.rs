@@ -28,8 +28,6 @@ use smalldb::{SmallDb, SMALL_MAX};
 /// Clean block files kept open for readers.
 const OPEN_FILES: usize = 32;
 
-/// Most bytes of small blocks held in memory before they are persisted.
-const MEM_BUDGET: u64 = 32 << 20;
 /// How far past a wanted packed block one read reaches (see fetch_pack_window).
 const PACK_READ_WINDOW: u64 = 2 << 20;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -101,11 +99,42 @@ struct Dirty {
     needs_sync: bool,
     /// Content lives in the small-block database, not in a file.
     small: bool,
-    /// A small block being written: its bytes in memory, persisted to the
-    /// database when the file is flushed, closed or fsynced (or the memory
-    /// budget is exceeded), so a file written in many small pieces is not
-    /// rewritten whole for each one.
-    mem: Option<Vec<u8>>,
+    /// Byte ranges of the block that hold written (or earlier) data, sorted
+    /// and disjoint. A block goes up at once only when they cover it whole:
+    /// the kernel's writeback hands pieces over in any order, and a block
+    /// that merely reaches its full length may still have pieces to come.
+    cover: Vec<(u64, u64)>,
+}
+
+/// Room for one write, held from `wait_for_room` until the write is done.
+pub struct Room<'a> {
+    cache: &'a Cache,
+    len: u64,
+}
+
+impl Drop for Room<'_> {
+    fn drop(&mut self) {
+        let mut st = self.cache.st.lock();
+        st.reserved -= self.len;
+        self.cache.cv.notify_all();
+    }
+}
+
+/// Add `[a, b)` to sorted, disjoint ranges, merging neighbours.
+fn add_range(r: &mut Vec<(u64, u64)>, a: u64, b: u64) {
+    if a >= b {
+        return;
+    }
+    let (mut a, mut b) = (a, b);
+    // Ranges that overlap or touch [a, b) melt into it.
+    let first = r.partition_point(|&(_, e)| e < a);
+    let mut last = first;
+    while last < r.len() && r[last].0 <= b {
+        a = a.min(r[last].0);
+        b = b.max(r[last].1);
+        last += 1;
+    }
+    r.splice(first..last, [(a, b)]);
 }
 
 #[derive(Debug)]
@@ -131,7 +160,7 @@ struct Pack {
 
 #[derive(Debug, Default)]
 struct State {
-    dirty: HashMap<(u64, u64), Dirty>,
+    dirty: BTreeMap<(u64, u64), Dirty>,
     /// Clean block id -> (size, LRU tick, in the small-block database).
     clean: HashMap<i64, (u64, u64, bool)>,
     lru: BTreeMap<u64, i64>,
@@ -144,9 +173,9 @@ struct State {
     urgent: HashSet<u64>,
     flush_all: bool,
     writers_waiting: usize,
+    /// Bytes that writers past `wait_for_room` are about to add.
+    reserved: u64,
     uploads_in_flight: usize,
-    /// Bytes of small blocks held in memory (`Dirty::mem`).
-    mem_bytes: u64,
     /// Block jobs in flight: each may still add a record to the pack.
     block_jobs: usize,
     shutdown: bool,
@@ -392,7 +421,7 @@ impl Cache {
                         uploading: false,
                         needs_sync: false,
                         small,
-                        mem: None,
+                        cover: vec![(0, u64::MAX)],
                     },
                 );
                 self.requeue(st, key);
@@ -435,16 +464,7 @@ impl Cache {
     /// given the file size is `valid`). Caller holds the inode lock (shared).
     pub fn read_block(&self, ino: u64, idx: u64, off: u64, buf: &mut [u8]) -> Result<()> {
         let dirty_path = self.dir("dirty").join(dirty_name(ino, idx));
-        let dirty = {
-            let st = self.st.lock();
-            match st.dirty.get(&(ino, idx)) {
-                Some(Dirty { mem: Some(m), .. }) => {
-                    copy_at(m, buf, off);
-                    return Ok(());
-                }
-                d => d.map(|d| d.small),
-            }
-        };
+        let dirty = self.st.lock().dirty.get(&(ino, idx)).map(|d| d.small);
         match dirty {
             Some(true) => {
                 let data = self.small.get_dirty(ino, idx)?.unwrap_or_default();
@@ -737,16 +757,23 @@ impl Cache {
 
     // --------------------------------------------------------------- writes
 
-    /// Block until there is room for more dirty data. Call before taking the
-    /// inode lock: uploads may need to read that inode's blocks.
-    pub fn wait_for_room(&self) -> Result<()> {
+    /// Block until there is room for `len` more dirty bytes, and hold
+    /// that room until the returned guard is dropped (after the write), so
+    /// concurrent writers cannot all pass the limit at once. Call before
+    /// taking the inode lock: uploads may need to read that inode's blocks.
+    pub fn wait_for_room(&self, len: u64) -> Result<Room<'_>> {
         let mut st = self.st.lock();
         let mut logged = false;
         loop {
             self.evict_locked(&mut st);
             let disk_full = self.headroom_locked(&mut st) < 2 * self.cfg.block_size as i64
                 && st.dirty_bytes > 0;
-            if st.dirty_bytes < self.dirty_limit.load(Ordering::Relaxed) && !disk_full {
+            // With nothing dirty, writers get through whatever the limit,
+            // so a write larger than the limit still makes progress.
+            let fits = st.dirty_bytes + st.reserved < self.dirty_limit.load(Ordering::Relaxed)
+                || st.dirty_bytes == 0;
+            if fits && !disk_full {
+                st.reserved += len;
                 break;
             }
             if st.shutdown {
@@ -769,7 +796,7 @@ impl Cache {
             self.cv.wait_for(&mut st, Duration::from_millis(200));
             st.writers_waiting -= 1;
         }
-        Ok(())
+        Ok(Room { cache: self, len })
     }
 
     /// Write `data` at `off` within block `idx`; `file_size` is the size
@@ -800,15 +827,13 @@ impl Cache {
         let bs = self.cfg.block_size;
         let path = self.dir("dirty").join(dirty_name(ino, idx));
         let end = off + data.len() as u64;
-        let (existed, small, mem) = {
+        let (existed, small) = {
             let mut st = self.st.lock();
             let st = &mut *st;
             match st.dirty.get_mut(&(ino, idx)) {
                 Some(d) => {
                     d.version += 1; // odd: write in progress
-                    let mem = d.mem.take();
-                    st.mem_bytes -= mem.as_ref().map_or(0, |m| m.len() as u64);
-                    (true, d.small, mem)
+                    (true, d.small)
                 }
                 None => {
                     let inc = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
@@ -823,21 +848,23 @@ impl Cache {
                             uploading: false,
                             needs_sync: true,
                             small,
-                            mem: None,
+                            // What the block held before stays valid.
+                            cover: vec![(0, file_size.saturating_sub(idx * bs).min(bs))],
                         },
                     );
-                    (false, small, None)
+                    (false, small)
                 }
             }
         };
-        // On failure a small block keeps the bytes it had (`keep`).
-        let mut keep: Option<Vec<u8>> = None;
-        let res = (|| -> Result<(u64, bool, Option<Vec<u8>>)> {
+        // Small blocks go to the database straight away: its writes are
+        // grouped, and it is committed before the metadata that points at
+        // them, so a crash never leaves a size without its bytes.
+        let res = (|| -> Result<(u64, bool)> {
             if small {
-                let mut buf = match mem {
-                    Some(m) => m,
-                    None if existed => self.small.get_dirty(ino, idx)?.unwrap_or_default(),
-                    None => self.old_content(ino, idx, off, data.len() as u64, file_size, bs)?,
+                let mut buf = if existed {
+                    self.small.get_dirty(ino, idx)?.unwrap_or_default()
+                } else {
+                    self.old_content(ino, idx, off, data.len() as u64, file_size, bs)?
                 };
                 if buf.len() as u64 >= end || end <= self.small_max() {
                     if (buf.len() as u64) < end {
@@ -847,22 +874,17 @@ impl Cache {
                     if let Some(c) = cut {
                         buf.truncate(c as usize);
                     }
-                    let len = buf.len() as u64;
-                    return Ok((len, true, Some(buf)));
+                    self.small.put_dirty(ino, idx, &buf)?;
+                    return Ok((buf.len() as u64, true));
                 }
                 // Grows past the small limit: the block moves to a file.
                 let f = create_truncated(&path)?;
-                let r = f
-                    .write_all_at(&buf, 0)
+                f.write_all_at(&buf, 0)
                     .and_then(|_| f.write_all_at(data, off))
-                    .map_err(io_err(&path));
-                if let Err(e) = r {
-                    keep = Some(buf);
-                    return Err(e);
-                }
+                    .map_err(io_err(&path))?;
                 self.small.del_dirty(ino, idx)?;
                 let len = f.metadata().map_err(io_err(&path))?.len();
-                return Ok((len, false, None));
+                return Ok((len, false));
             }
             let f = if existed {
                 OpenOptions::new()
@@ -880,12 +902,12 @@ impl Cache {
                 let len = f.metadata().map_err(io_err(&path))?.len();
                 f.set_len(c.min(len)).map_err(io_err(&path))?;
             }
-            Ok((f.metadata().map_err(io_err(&path))?.len(), false, None))
+            Ok((f.metadata().map_err(io_err(&path))?.len(), false))
         })();
         let mut st = self.st.lock();
         let st = &mut *st;
         match res {
-            Ok((len, small_now, mem)) => {
+            Ok((len, small_now)) => {
                 if let Some(d) = st.dirty.get_mut(&(ino, idx)) {
                     d.version += 1;
                     st.headroom -= len as i64 - d.bytes as i64;
@@ -894,11 +916,7 @@ impl Cache {
                     d.modified = Instant::now();
                     d.needs_sync = true;
                     d.small = small_now;
-                    st.mem_bytes += mem.as_ref().map_or(0, |m| m.len() as u64);
-                    d.mem = mem;
-                    if st.mem_bytes > MEM_BUDGET {
-                        self.persist_locked(st, Some(ino))?;
-                    }
+                    add_range(&mut d.cover, off, end);
                 }
                 self.requeue(st, (ino, idx));
                 self.evict_locked(st);
@@ -907,14 +925,9 @@ impl Cache {
             Err(e) => {
                 if let Some(d) = st.dirty.get_mut(&(ino, idx)) {
                     d.version += 1;
-                    if let Some(m) = keep.take() {
-                        st.mem_bytes += m.len() as u64;
-                        d.mem = Some(m);
-                    }
                     if !existed {
                         // Nothing valid was written: forget the entry.
                         st.dirty_bytes -= d.bytes;
-                        st.mem_bytes -= d.mem.as_ref().map_or(0, |m| m.len() as u64);
                         st.dirty.remove(&(ino, idx));
                         if small {
                             let _ = self.small.del_dirty(ino, idx);
@@ -986,14 +999,12 @@ impl Cache {
             let st = &mut *st;
             let drop: Vec<(u64, u64)> = st
                 .dirty
-                .keys()
-                .filter(|(i, x)| *i == ino && *x >= keep)
-                .copied()
+                .range((ino, keep)..=(ino, u64::MAX))
+                .map(|(k, _)| *k)
                 .collect();
             for k in drop {
                 if let Some(d) = st.dirty.remove(&k) {
                     st.dirty_bytes -= d.bytes;
-                    st.mem_bytes -= d.mem.as_ref().map_or(0, |m| m.len() as u64);
                     self.forget_dirty(k, d.small);
                 }
             }
@@ -1014,31 +1025,6 @@ impl Cache {
         Ok(())
     }
 
-    /// Write small blocks held in memory to the database: on close,
-    /// flush and fsync of the file (`Some(ino)`), or all of them.
-    pub fn persist(&self, ino: u64) -> Result<()> {
-        let mut st = self.st.lock();
-        self.persist_locked(&mut st, Some(ino))
-    }
-
-    fn persist_locked(&self, st: &mut State, ino: Option<u64>) -> Result<()> {
-        let st = &mut *st;
-        // Over the budget, everything goes; otherwise just this file.
-        let all = ino.is_none() || st.mem_bytes > MEM_BUDGET;
-        for (k, d) in st.dirty.iter_mut() {
-            if d.mem.is_none() || !(all || Some(k.0) == ino) {
-                continue;
-            }
-            let m = d.mem.take().expect("checked");
-            if let Err(e) = self.small.put_dirty(k.0, k.1, &m) {
-                d.mem = Some(m);
-                return Err(e);
-            }
-            st.mem_bytes -= m.len() as u64;
-        }
-        Ok(())
-    }
-
     fn forget_dirty(&self, k: (u64, u64), small: bool) {
         if small {
             let _ = self.small.del_dirty(k.0, k.1);
@@ -1051,11 +1037,14 @@ impl Cache {
     pub fn drop_inode(&self, ino: u64) {
         let mut st = self.st.lock();
         let st = &mut *st;
-        let keys: Vec<(u64, u64)> = st.dirty.keys().filter(|k| k.0 == ino).copied().collect();
+        let keys: Vec<(u64, u64)> = st
+            .dirty
+            .range((ino, 0)..=(ino, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
         for k in keys {
             if let Some(d) = st.dirty.remove(&k) {
                 st.dirty_bytes -= d.bytes;
-                st.mem_bytes -= d.mem.as_ref().map_or(0, |m| m.len() as u64);
                 self.forget_dirty(k, d.small);
             }
         }
@@ -1065,7 +1054,6 @@ impl Cache {
 
     /// fsync with local durability: this inode's dirty blocks are on disk.
     pub fn sync_local(&self, ino: u64) -> Result<()> {
-        self.persist(ino)?;
         let mut any_small = false;
         let keys: Vec<(u64, u64)> = {
             let mut st = self.st.lock();
@@ -1112,9 +1100,11 @@ impl Cache {
         }
         self.work_cv.notify_all();
         loop {
-            let pending = st.dirty.keys().any(|k| ino.is_none_or(|i| i == k.0))
-                || !st.pack.recs.is_empty()
-                    && ino.is_none_or(|i| st.pack.recs.iter().any(|r| r.key.0 == i));
+            let pending = match ino {
+                Some(i) => st.dirty.range((i, 0)..=(i, u64::MAX)).next().is_some(),
+                None => !st.dirty.is_empty(),
+            } || !st.pack.recs.is_empty()
+                && ino.is_none_or(|i| st.pack.recs.iter().any(|r| r.key.0 == i));
             if !pending {
                 break;
             }
@@ -1321,7 +1311,10 @@ impl Cache {
         if let Some(d) = st.dirty.get(&key) {
             if !d.uploading && d.version % 2 == 0 {
                 st.queue.insert((d.modified, key.0, key.1));
-                if d.bytes >= self.cfg.block_size {
+                if d.cover
+                    .first()
+                    .is_some_and(|r| r.0 == 0 && r.1 >= self.cfg.block_size)
+                {
                     st.ready.push_back(key);
                 }
                 self.work_cv.notify_one();
@@ -1345,15 +1338,8 @@ impl Cache {
 
     fn upload_block_inner(&self, key: (u64, u64), inc: u64, ver: u64) -> Result<()> {
         let path = self.dir("dirty").join(dirty_name(key.0, key.1));
-        let (small, mem) = {
-            let st = self.st.lock();
-            match st.dirty.get(&key) {
-                Some(d) => (Some(d.small), d.mem.clone()),
-                None => (None, None),
-            }
-        };
+        let small = self.st.lock().dirty.get(&key).map(|d| d.small);
         let data = match small {
-            Some(true) if mem.is_some() => mem,
             Some(true) => self.small.get_dirty(key.0, key.1)?,
             Some(false) => match fs::read(&path) {
                 Ok(d) => Some(d),
@@ -1552,6 +1538,8 @@ impl Cache {
             }
             Ok(true)
         })?;
+        // The block map must be on disk before the dirty copies go.
+        self.meta.commit()?;
         if let (Some((obj, _)), false) = (object, object_used) {
             // Nothing references it and no metadata ever did: delete now.
             let _ = self.store.delete(&object_key(obj));
@@ -1571,14 +1559,10 @@ impl Cache {
             }
             let d = st.dirty.remove(key).expect("present");
             st.dirty_bytes -= d.bytes;
-            st.mem_bytes -= d.mem.as_ref().map_or(0, |m| m.len() as u64);
             // The uploaded content becomes the clean copy of its block.
             let kept = if st.clean.contains_key(&id) {
                 self.forget_dirty(*key, d.small);
                 false
-            } else if let Some(m) = &d.mem {
-                let _ = self.small.del_dirty(key.0, key.1);
-                self.small.put_clean(id, m).is_ok()
             } else if d.small {
                 self.small.dirty_to_clean(key.0, key.1, id).is_ok()
             } else {
@@ -1676,4 +1660,24 @@ fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
         done += n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::add_range;
+
+    #[test]
+    fn ranges_merge_in_any_order() {
+        let mut r = Vec::new();
+        add_range(&mut r, 8, 12);
+        add_range(&mut r, 0, 4);
+        assert_eq!(r, vec![(0, 4), (8, 12)]);
+        add_range(&mut r, 4, 8); // touches both
+        assert_eq!(r, vec![(0, 12)]);
+        add_range(&mut r, 20, 30);
+        add_range(&mut r, 2, 25);
+        assert_eq!(r, vec![(0, 30)]);
+        add_range(&mut r, 5, 5);
+        assert_eq!(r, vec![(0, 30)]);
+    }
 }

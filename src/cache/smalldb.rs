@@ -4,16 +4,20 @@
 //! and office trees are mostly small files.
 
 use super::{CacheError, Result};
+use crate::meta::group::Group;
 use crate::meta::MetaError;
-use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Blocks up to this size live in the database.
 pub const SMALL_MAX: u64 = 128 * 1024;
 
+/// Each write commits on its own, so the bytes of a file are on disk
+/// before the grouped metadata commit that records its size (and a full
+/// disk fails just that write, which then waits for room).
 pub struct SmallDb {
-    conn: Mutex<Connection>,
+    conn: Arc<Group>,
 }
 
 fn db(e: rusqlite::Error) -> CacheError {
@@ -27,7 +31,10 @@ impl SmallDb {
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db)?;
-        conn.pragma_update(None, "cache_size", -4096).map_err(db)?;
+        conn.pragma_update(None, "cache_size", -16384).map_err(db)?;
+        // Savepoints of grouped writes journal in memory, not in temp files.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(db)?;
         conn.pragma_update(None, "journal_size_limit", 16 << 20)
             .map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
@@ -41,7 +48,7 @@ impl SmallDb {
         )
         .map_err(db)?;
         Ok(SmallDb {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Group::new(conn)),
         })
     }
 
@@ -57,38 +64,38 @@ impl SmallDb {
     }
 
     pub fn put_dirty(&self, ino: u64, idx: u64, data: &[u8]) -> Result<()> {
-        let c = self.conn.lock();
-        c.prepare_cached("INSERT OR REPLACE INTO dirty(ino, idx, data) VALUES(?1, ?2, ?3)")
-            .map_err(db)?
-            .execute(params![ino as i64, idx as i64, data])
-            .map_err(db)?;
-        Ok(())
+        self.conn
+            .write(|c| {
+                c.prepare_cached("INSERT OR REPLACE INTO dirty(ino, idx, data) VALUES(?1, ?2, ?3)")?
+                    .execute(params![ino as i64, idx as i64, data])
+                    .map(|_| ())
+            })
+            .map_err(db)
     }
 
     pub fn del_dirty(&self, ino: u64, idx: u64) -> Result<()> {
-        let c = self.conn.lock();
-        c.prepare_cached("DELETE FROM dirty WHERE ino=?1 AND idx=?2")
-            .map_err(db)?
-            .execute(params![ino as i64, idx as i64])
-            .map_err(db)?;
-        Ok(())
+        self.conn
+            .write(|c| {
+                c.prepare_cached("DELETE FROM dirty WHERE ino=?1 AND idx=?2")?
+                    .execute(params![ino as i64, idx as i64])
+                    .map(|_| ())
+            })
+            .map_err(db)
     }
 
     /// Keep an uploaded dirty block as the clean copy of block `id`.
     pub fn dirty_to_clean(&self, ino: u64, idx: u64, id: i64) -> Result<()> {
-        let mut c = self.conn.lock();
-        let tx = c.transaction().map_err(db)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO clean(block, data) SELECT ?3, data FROM dirty WHERE ino=?1 AND idx=?2",
-            params![ino as i64, idx as i64, id],
-        )
-        .map_err(db)?;
-        tx.execute(
-            "DELETE FROM dirty WHERE ino=?1 AND idx=?2",
-            params![ino as i64, idx as i64],
-        )
-        .map_err(db)?;
-        tx.commit().map_err(db)
+        self.conn
+            .write(|c| {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO clean(block, data) SELECT ?3, data FROM dirty WHERE ino=?1 AND idx=?2",
+                )?
+                .execute(params![ino as i64, idx as i64, id])?;
+                c.prepare_cached("DELETE FROM dirty WHERE ino=?1 AND idx=?2")?
+                    .execute(params![ino as i64, idx as i64])
+                    .map(|_| ())
+            })
+            .map_err(db)
     }
 
     pub fn list_dirty(&self) -> Result<Vec<(u64, u64, u64)>> {
@@ -120,45 +127,43 @@ impl SmallDb {
     }
 
     pub fn put_clean(&self, id: i64, data: &[u8]) -> Result<()> {
-        let c = self.conn.lock();
-        c.prepare_cached("INSERT OR REPLACE INTO clean(block, data) VALUES(?1, ?2)")
-            .map_err(db)?
-            .execute(params![id, data])
-            .map_err(db)?;
-        Ok(())
+        self.conn
+            .write(|c| {
+                c.prepare_cached("INSERT OR REPLACE INTO clean(block, data) VALUES(?1, ?2)")?
+                    .execute(params![id, data])
+                    .map(|_| ())
+            })
+            .map_err(db)
     }
 
     /// Many clean blocks in one transaction (a pack window).
     pub fn put_clean_many(&self, items: &[(i64, Vec<u8>)]) -> Result<()> {
-        let mut c = self.conn.lock();
-        let tx = c.transaction().map_err(db)?;
-        {
-            let mut st = tx
-                .prepare_cached("INSERT OR REPLACE INTO clean(block, data) VALUES(?1, ?2)")
-                .map_err(db)?;
-            for (id, d) in items {
-                st.execute(params![id, d]).map_err(db)?;
-            }
-        }
-        tx.commit().map_err(db)?;
-        Ok(())
+        self.conn
+            .write(|c| {
+                let mut st =
+                    c.prepare_cached("INSERT OR REPLACE INTO clean(block, data) VALUES(?1, ?2)")?;
+                for (id, d) in items {
+                    st.execute(params![id, d])?;
+                }
+                Ok(())
+            })
+            .map_err(db)
     }
 
     pub fn del_clean(&self, id: i64) -> Result<()> {
-        let c = self.conn.lock();
-        c.prepare_cached("DELETE FROM clean WHERE block=?1")
-            .map_err(db)?
-            .execute([id])
-            .map_err(db)?;
-        Ok(())
+        self.conn
+            .write(|c| {
+                c.prepare_cached("DELETE FROM clean WHERE block=?1")?
+                    .execute([id])
+                    .map(|_| ())
+            })
+            .map_err(db)
     }
 
     pub fn clear_clean(&self) -> Result<()> {
         self.conn
-            .lock()
-            .execute("DELETE FROM clean", [])
-            .map_err(db)?;
-        Ok(())
+            .write(|c| c.execute("DELETE FROM clean", []).map(|_| ()))
+            .map_err(db)
     }
 
     pub fn list_clean(&self) -> Result<Vec<(i64, u64)>> {
@@ -187,15 +192,8 @@ impl SmallDb {
 
     /// Make every committed change durable (see `Meta::sync`).
     pub fn sync(&self) -> Result<()> {
-        let c = self.conn.lock();
-        c.pragma_update(None, "synchronous", "FULL").map_err(db)?;
-        // A commit that writes something, so the WAL is synced.
-        let r = c.execute(
-            "INSERT INTO syncs(id, n) VALUES(1, 1) ON CONFLICT(id) DO UPDATE SET n=n+1",
-            [],
-        );
-        c.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
-        r.map_err(db)?;
-        Ok(())
+        self.conn
+            .sync("INSERT INTO syncs(id, n) VALUES(1, 1) ON CONFLICT(id) DO UPDATE SET n=n+1")
+            .map_err(db)
     }
 }

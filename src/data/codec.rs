@@ -92,7 +92,7 @@ impl BlockCodec {
         let mut compressed: Option<Vec<u8>> = None;
         if let Compression::Zstd(level) = self.compression {
             if worth_compressing(plain) {
-                if let Ok(c) = zstd::bulk::compress(plain, level) {
+                if let Ok(c) = zstd_compress(plain, level) {
                     // Incompressible data is stored raw: saves CPU on read.
                     if c.len() + c.len() / 32 < plain.len() {
                         compressed = Some(c);
@@ -225,7 +225,7 @@ impl BlockCodec {
             body.to_vec()
         };
         let plain = if flags & F_ZSTD != 0 {
-            zstd::bulk::decompress(&payload, plain_len)
+            zstd_decompress(&payload, plain_len)
                 .map_err(|e| CodecError::Decompress(e.to_string()))?
         } else {
             payload
@@ -247,6 +247,39 @@ impl BlockCodec {
     }
 }
 
+thread_local! {
+    // One context per thread and level: creating one costs more than
+    // compressing a small block.
+    static COMPRESSORS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSORS.with(|c| {
+        let mut c = c.borrow_mut();
+        let i = match c.iter().position(|(l, _)| *l == level) {
+            Some(i) => i,
+            None => {
+                c.push((level, zstd::bulk::Compressor::new(level)?));
+                c.len() - 1
+            }
+        };
+        c[i].1.compress(data)
+    })
+}
+
+fn zstd_decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        d.as_mut().expect("set above").decompress(data, capacity)
+    })
+}
+
 /// Whether zstd may pay off: large blocks are judged by three 16 KiB
 /// samples at the fastest level first, so already-compressed data (photos,
 /// Office files, archives) does not cost a full compression attempt.
@@ -258,7 +291,7 @@ fn worth_compressing(plain: &[u8]) -> bool {
     let mid = plain.len() / 2 - SAMPLE / 2;
     let mut packed = 0;
     for at in [0, mid, plain.len() - SAMPLE] {
-        match zstd::bulk::compress(&plain[at..at + SAMPLE], 1) {
+        match zstd_compress(&plain[at..at + SAMPLE], 1) {
             Ok(c) => packed += c.len(),
             Err(_) => return true,
         }

@@ -251,6 +251,11 @@ impl Engine {
             let gen = prepare_metadata(&store, &mcodec, &dir, &params.uuid, &mut warnings)?;
             let meta = Arc::new(Meta::open(&dir.join("meta.db"))?);
             meta.kv_set(KV_FS_UUID, params.uuid.as_bytes())?;
+            meta.start_batching()
+                .map_err(|source| EngineError::CacheDir {
+                    path: dir.clone(),
+                    source,
+                })?;
             let shipper = Arc::new(Shipper::new(store.clone(), mcodec, meta.clone(), gen));
             let bs = params.block_size as u64;
             let cfg = CacheConfig {
@@ -394,5 +399,7 @@ impl Engine {
         *lock.lock() = true;
         cv.notify_all();
         self.fs.cache().shutdown();
+        // What a crash loses: the uncommitted group of operations.
+        self.fs.meta().abandon_batch();
     }
 }

@@ -116,6 +116,11 @@ impl fuser::Filesystem for FuseFs {
         let _ = config.add_capabilities(
             fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_PARALLEL_DIROPS,
         );
+        // The kernel's page cache takes writes and hands them over in
+        // large pieces on close, fsync or memory pressure: one request for
+        // a small file written in many pieces (tar, Samba), and no size or
+        // mtime update per write.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE);
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         Ok(())

@@ -7,9 +7,10 @@ pub mod fuse;
 
 use crate::cache::{Cache, CacheError};
 use crate::meta::ship::Shipper;
-use crate::meta::{self, Attr, Meta, MetaError, SetAttr};
+use crate::meta::{self, Attr, Meta, MetaError, SetAttr, CAPS_XATTR};
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -129,6 +130,10 @@ pub struct Fs {
     last_read: Mutex<HashMap<u64, u64>>,
     counts: Mutex<Option<(Instant, meta::Counts)>>,
     prefetch_blocks: u64,
+    /// Whether any file may carry `security.capability`: the kernel asks
+    /// for it before each file's first write and on every chown, and it is
+    /// almost never there, so those answers skip the database.
+    caps_possible: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Fs {
@@ -164,6 +169,7 @@ impl Fs {
             meta.purge_inode(ino, shipper.next_gen())?;
         }
         let bs = cache.block_size();
+        let caps_possible = meta.caps_possible()?;
         Ok(Fs {
             meta,
             cache,
@@ -173,6 +179,7 @@ impl Fs {
             last_read: Mutex::new(HashMap::new()),
             counts: Mutex::new(None),
             prefetch_blocks: ((32u64 << 20) / bs).clamp(2, 16),
+            caps_possible: caps_possible.into(),
         })
     }
 
@@ -394,14 +401,13 @@ impl Fs {
         Ok(a)
     }
 
-    /// close(2) of a descriptor: small blocks written through it reach
-    /// the local disk (see the durability contract).
-    pub fn flush(&self, ino: u64) -> Result<()> {
-        Ok(self.cache.persist(ino)?)
+    /// close(2) of a descriptor. Nothing to do: written blocks are in the
+    /// cache already and committed within the group window.
+    pub fn flush(&self, _ino: u64) -> Result<()> {
+        Ok(())
     }
 
     pub fn release(&self, ino: u64) -> Result<()> {
-        self.cache.persist(ino)?;
         let last = {
             let mut o = self.open.lock();
             let n = o.entry(ino).or_insert(1);
@@ -485,7 +491,7 @@ impl Fs {
         if end > MAX_FILE_SIZE {
             return Err(Errno(libc::EFBIG));
         }
-        self.cache.wait_for_room()?;
+        let _room = self.cache.wait_for_room(data.len() as u64)?;
         let lock = self.cache.inode_lock(ino);
         let _g = lock.write();
         let a = self.meta.getattr(ino)?;
@@ -523,7 +529,7 @@ impl Fs {
             match self.cache.write_block(ino, idx, off, data, size) {
                 Err(CacheError::NoSpace) if Instant::now() < deadline => {
                     tracing::warn!("cache disk full: waiting for uploads to free space");
-                    self.cache.wait_for_room()?;
+                    drop(self.cache.wait_for_room(0)?);
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(CacheError::NoSpace) => return Err(Errno(libc::ENOSPC)),
@@ -637,11 +643,17 @@ impl Fs {
         }
         let create = flags & libc::XATTR_CREATE != 0;
         let replace = flags & libc::XATTR_REPLACE != 0;
+        if name == CAPS_XATTR {
+            self.caps_possible.store(true, Ordering::Release);
+        }
         Ok(self.meta.setxattr(ino, name, value, create, replace)?)
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
         Self::check_xattr_name(name)?;
+        if name == CAPS_XATTR && !self.caps_possible.load(Ordering::Acquire) {
+            return Err(Errno(libc::ENODATA));
+        }
         Ok(self.meta.getxattr(ino, name)?)
     }
 

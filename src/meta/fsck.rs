@@ -349,7 +349,7 @@ fn run_locked(
     Ok(rep)
 }
 
-fn lost_found(tx: &rusqlite::Transaction<'_>) -> Result<u64, MetaError> {
+fn lost_found(tx: &rusqlite::Connection) -> Result<u64, MetaError> {
     if let Some((_, ino)) = super::lookup_tx(tx, ROOT_INO, b"lost+found")? {
         return Ok(ino);
     }

@@ -1,19 +1,26 @@
 //! SQLite metadata: inodes, directory entries, block map with refcounts,
 //! symlinks, xattrs, and the stored objects blocks live in.
 //!
-//! Namespace operations are single transactions, so a crash leaves the
-//! namespace either before or after an operation, never in between.
+//! Namespace operations are atomic (savepoints), so a crash leaves the
+//! namespace either before or after an operation, never in between. While
+//! mounted, operations are grouped into transactions ([`group`]); fsync,
+//! metadata shipping and uploads that drop their dirty copies commit first.
 
 pub mod fsck;
+pub mod group;
 pub mod lease;
 pub mod ship;
 
-use parking_lot::{Mutex, MutexGuard};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use group::{Db, Group};
+use parking_lot::MutexGuard;
+use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub const ROOT_INO: u64 = 1;
+pub const CAPS_XATTR: &[u8] = b"security.capability";
+const KV_CAPS: &str = "xattr.caps";
 pub const NAME_MAX: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +165,7 @@ pub fn object_key(id: i64) -> String {
 }
 
 pub struct Meta {
-    conn: Mutex<Connection>,
+    db: Arc<Group>,
     path: PathBuf,
     /// Bumped by every committed change: the shipper uploads when it moves.
     change_seq: AtomicU64,
@@ -288,7 +295,7 @@ impl Meta {
         conn.set_prepared_statement_cache_capacity(256);
         conn.execute_batch(SCHEMA)?;
         Ok(Meta {
-            conn: Mutex::new(conn),
+            db: Arc::new(Group::new(conn)),
             path: path.to_path_buf(),
             change_seq: AtomicU64::new(1),
         })
@@ -300,7 +307,7 @@ impl Meta {
 
     /// Create the root directory of a new filesystem.
     pub fn init_root(&self, mode: u32, uid: u32, gid: u32) -> Result<()> {
-        let c = self.conn.lock();
+        let c = self.db.lock();
         let t = now_ns();
         c.execute(
             "INSERT OR IGNORE INTO inodes(ino, mode, uid, gid, size, nlink, rdev, atime, mtime, ctime, crtime)
@@ -314,27 +321,42 @@ impl Meta {
         self.change_seq.load(Ordering::Acquire)
     }
 
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut c = self.conn.lock();
-        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
+    /// One operation, atomic (see [`group`]).
+    fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let out = self.db.write(f)?;
         self.change_seq.fetch_add(1, Ordering::AcqRel);
         Ok(out)
     }
 
-    /// Direct access for layers that run their own queries (cache, fsck).
-    pub fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock()
+    /// Commit the open group, if any (a second connection, an upload that
+    /// drops its dirty copy, or a clean close needs it on disk).
+    pub fn commit(&self) -> Result<()> {
+        Ok(self.db.commit()?)
     }
 
-    pub fn with_tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    /// Group operations into transactions from now on (while mounted).
+    pub fn start_batching(&self) -> std::io::Result<()> {
+        Group::start_batching(&self.db, "meta-commit")
+    }
+
+    /// Drop the open group as a crash would, and commit each operation
+    /// on its own from now on.
+    pub fn abandon_batch(&self) {
+        self.db.abandon()
+    }
+
+    /// Direct access for layers that run their own queries (cache, fsck).
+    pub fn lock(&self) -> MutexGuard<'_, Db> {
+        self.db.lock()
+    }
+
+    pub fn with_tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         self.write(f)
     }
 
     pub fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
-            .conn
+            .db
             .lock()
             .query_row("SELECT value FROM kv WHERE key=?1", [key], |r| r.get(0))
             .optional()?)
@@ -351,11 +373,11 @@ impl Meta {
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        get_attr_tx(&self.conn.lock(), ino)
+        get_attr_tx(&self.db.lock(), ino)
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
-        let c = self.conn.lock();
+        let c = self.db.lock();
         dir_attr_tx(&c, parent)?;
         match lookup_tx(&c, parent, name)? {
             Some((_, ino)) => get_attr_tx(&c, ino),
@@ -368,7 +390,7 @@ impl Meta {
         if ino == ROOT_INO {
             return Ok(ROOT_INO);
         }
-        let c = self.conn.lock();
+        let c = self.db.lock();
         let p = c
             .prepare_cached("SELECT parent FROM dentries WHERE ino=?1 LIMIT 1")?
             .query_row([ino as i64], |r| r.get::<_, i64>(0))
@@ -430,7 +452,7 @@ impl Meta {
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
-        let c = self.conn.lock();
+        let c = self.db.lock();
         let t = c
             .prepare_cached("SELECT target FROM symlinks WHERE ino=?1")?
             .query_row([ino as i64], |r| r.get(0))
@@ -606,7 +628,7 @@ impl Meta {
 
     /// Entries with `id > after`, in id order, at most `limit`.
     pub fn readdir(&self, dir: u64, after: i64, limit: usize) -> Result<Vec<DirEntry>> {
-        let c = self.conn.lock();
+        let c = self.db.lock();
         let mut st = c.prepare_cached(
             "SELECT i.ino, i.mode, i.uid, i.gid, i.size, i.nlink, i.rdev, i.atime, i.mtime, i.ctime, i.crtime,
                     d.id, d.name
@@ -668,19 +690,11 @@ impl Meta {
         })
     }
 
-    /// Make every committed transaction durable (fsync of the WAL): the
-    /// connection runs with synchronous=NORMAL for speed, so fsync() needs
-    /// one commit at FULL.
+    /// Make every change so far durable (fsync of the WAL).
     pub fn sync(&self) -> Result<()> {
-        let c = self.conn.lock();
-        c.pragma_update(None, "synchronous", "FULL")?;
-        let r = c.execute(
+        Ok(self.db.sync(
             "INSERT INTO kv(key, value) VALUES('sync', 1) ON CONFLICT(key) DO UPDATE SET value=value+1",
-            [],
-        );
-        c.pragma_update(None, "synchronous", "NORMAL")?;
-        r?;
-        Ok(())
+        )?)
     }
 
     pub fn touch_atime(&self, ino: u64, t: i64) -> Result<()> {
@@ -694,7 +708,7 @@ impl Meta {
     // ---- xattrs ----
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
-        let c = self.conn.lock();
+        let c = self.db.lock();
         get_attr_tx(&c, ino)?;
         let v = c
             .prepare_cached("SELECT value FROM xattrs WHERE ino=?1 AND name=?2")?
@@ -703,8 +717,24 @@ impl Meta {
         v.ok_or(MetaError::NoAttr)
     }
 
+    /// Whether any file may carry `security.capability` (the kernel asks
+    /// for it before writes and chowns; it is almost never there). Kept as
+    /// a flag that setting one raises, found by one scan the first time.
+    pub fn caps_possible(&self) -> Result<bool> {
+        if let Some(v) = self.kv_get(KV_CAPS)? {
+            return Ok(v == b"1");
+        }
+        let any: bool = self.db.lock().query_row(
+            "SELECT EXISTS(SELECT 1 FROM xattrs WHERE name=?1)",
+            [CAPS_XATTR],
+            |r| r.get(0),
+        )?;
+        self.kv_set(KV_CAPS, if any { b"1" } else { b"0" })?;
+        Ok(any)
+    }
+
     pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
-        let c = self.conn.lock();
+        let c = self.db.lock();
         get_attr_tx(&c, ino)?;
         let mut st = c.prepare_cached("SELECT name FROM xattrs WHERE ino=?1 ORDER BY name")?;
         let rows = st.query_map([ino as i64], |r| r.get(0))?;
@@ -739,6 +769,12 @@ impl Meta {
             .execute(params![ino as i64, name, value])?;
             tx.prepare_cached("UPDATE inodes SET ctime=?2 WHERE ino=?1")?
                 .execute(params![ino as i64, now_ns()])?;
+            if name == CAPS_XATTR {
+                tx.execute(
+                    "INSERT OR REPLACE INTO kv(key, value) VALUES(?1, X'31')",
+                    [KV_CAPS],
+                )?;
+            }
             Ok(())
         })
     }
@@ -761,7 +797,7 @@ impl Meta {
     // ---- block map ----
 
     pub fn block_at(&self, ino: u64, idx: u64) -> Result<Option<BlockRef>> {
-        let c = self.conn.lock();
+        let c = self.db.lock();
         let b = c
             .prepare_cached(
                 "SELECT b.id, b.hash, b.object, b.offset, b.length, b.plain_len
@@ -775,7 +811,7 @@ impl Meta {
     /// Blocks stored in `object` at offsets in `[from, to)`, in order: the
     /// neighbours of a packed block, fetched with it in one request.
     pub fn blocks_in_object(&self, object: i64, from: u64, to: u64) -> Result<Vec<BlockRef>> {
-        let c = self.conn.lock();
+        let c = self.db.lock();
         let mut st = c.prepare_cached(
             "SELECT id, hash, object, offset, length, plain_len FROM blocks
              WHERE object=?1 AND offset>=?2 AND offset<?3 ORDER BY offset",
@@ -793,7 +829,7 @@ impl Meta {
     }
 
     /// Point `(ino, idx)` at `block` (which must exist), fixing refcounts.
-    pub fn map_block(tx: &Transaction<'_>, ino: u64, idx: u64, block: i64, gen: u64) -> Result<()> {
+    pub fn map_block(tx: &Connection, ino: u64, idx: u64, block: i64, gen: u64) -> Result<()> {
         let old: Option<i64> = tx
             .prepare_cached("SELECT block FROM file_blocks WHERE ino=?1 AND idx=?2")?
             .query_row(params![ino as i64, idx as i64], |r| r.get(0))
@@ -831,7 +867,7 @@ impl Meta {
 
     /// Inodes left with no names (open-but-unlinked at a crash).
     pub fn orphans(&self) -> Result<Vec<u64>> {
-        let c = self.conn.lock();
+        let c = self.db.lock();
         let mut st = c.prepare("SELECT ino FROM inodes WHERE nlink=0")?;
         let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
         Ok(rows
@@ -840,7 +876,7 @@ impl Meta {
     }
 
     pub fn counts(&self) -> Result<Counts> {
-        let c = self.conn.lock();
+        let c = self.db.lock();
         let files: i64 = c.query_row("SELECT count(*) FROM inodes", [], |r| r.get(0))?;
         let (logical, stored, blocks): (i64, i64, i64) = c.query_row(
             "SELECT coalesce(sum(b.plain_len*b.refcount),0), coalesce(sum(b.length),0), count(*) FROM blocks b",
@@ -898,11 +934,11 @@ pub(crate) fn row_block(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRef> {
     })
 }
 
-pub(crate) fn unmap_all(tx: &Transaction<'_>, ino: u64, gen: u64) -> Result<()> {
+pub(crate) fn unmap_all(tx: &Connection, ino: u64, gen: u64) -> Result<()> {
     unmap_from_tx(tx, ino, 0, gen)
 }
 
-fn unmap_from_tx(tx: &Transaction<'_>, ino: u64, from: u64, gen: u64) -> Result<()> {
+fn unmap_from_tx(tx: &Connection, ino: u64, from: u64, gen: u64) -> Result<()> {
     let blocks: Vec<i64> = {
         let mut st = tx.prepare_cached("SELECT block FROM file_blocks WHERE ino=?1 AND idx>=?2")?;
         let rows = st.query_map(params![ino as i64, from as i64], |r| r.get(0))?;
@@ -919,7 +955,7 @@ fn unmap_from_tx(tx: &Transaction<'_>, ino: u64, from: u64, gen: u64) -> Result<
 /// Drop one reference; a block with none left is removed and its bytes no
 /// longer count as live in its object. An object with nothing live is queued
 /// for deletion once metadata generation `gen` is safely shipped.
-pub fn decref_block(tx: &Transaction<'_>, block: i64, gen: u64) -> Result<()> {
+pub fn decref_block(tx: &Connection, block: i64, gen: u64) -> Result<()> {
     tx.prepare_cached("UPDATE blocks SET refcount=refcount-1 WHERE id=?1")?
         .execute([block])?;
     let row: Option<(i64, i64, i64)> = tx

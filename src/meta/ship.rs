@@ -180,6 +180,9 @@ impl Shipper {
         self.meta
             .kv_set(KV_SHIPPED_GEN, gen.to_string().as_bytes())?;
         let seq = self.meta.change_seq();
+        // The snapshot reads through a second connection: it sees only
+        // what is committed.
+        self.meta.commit()?;
         let tmp = snapshot_path(self.meta.path());
         let _ = std::fs::remove_file(&tmp);
         {

@@ -1,0 +1,272 @@
+//! A SQLite connection whose writes are grouped into transactions (group
+//! commit, as a journaling filesystem does). Each write is a savepoint,
+//! undone whole on error, inside one transaction that is committed within
+//! [`BATCH_WINDOW`]: a commit per operation (WAL frames, locks, checkpoints)
+//! cost most of the time of small-file workloads. Until batching is
+//! started, every write commits on its own.
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use rusqlite::Connection;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a group of changes may stay uncommitted: what a process crash
+/// can lose of operations nobody fsynced.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
+
+/// The connection and the transaction it may hold open.
+pub struct Db {
+    conn: Connection,
+    /// When the open group began; `None` when none is open.
+    open_since: Option<Instant>,
+}
+
+impl std::ops::Deref for Db {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Db {
+    fn run(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
+    pub fn commit(&mut self) -> rusqlite::Result<()> {
+        if self.open_since.is_some() {
+            self.run("COMMIT")?;
+            self.open_since = None;
+        }
+        Ok(())
+    }
+}
+
+pub struct Group {
+    db: Mutex<Db>,
+    batching: AtomicBool,
+    /// Wakes the committer when a group opens.
+    opened: Condvar,
+}
+
+impl Group {
+    pub fn new(conn: Connection) -> Group {
+        Group {
+            db: Mutex::new(Db {
+                conn,
+                open_since: None,
+            }),
+            batching: AtomicBool::new(false),
+            opened: Condvar::new(),
+        }
+    }
+
+    /// Direct access (reads see the uncommitted group: same connection).
+    pub fn lock(&self) -> MutexGuard<'_, Db> {
+        self.db.lock()
+    }
+
+    /// One operation, atomic: a savepoint inside the open group.
+    pub fn write<T, E: From<rusqlite::Error>>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut c = self.db.lock();
+        let batching = self.batching.load(Ordering::Acquire);
+        if c.open_since.is_none() {
+            c.run("BEGIN IMMEDIATE")?;
+            c.open_since = Some(Instant::now());
+            if batching {
+                self.opened.notify_one();
+            }
+        }
+        c.run("SAVEPOINT op")?;
+        let out = match f(&c.conn) {
+            Ok(v) => v,
+            Err(e) => {
+                let undo = c.run("ROLLBACK TO op").and_then(|_| c.run("RELEASE op"));
+                if let Err(u) = undo {
+                    // The transaction is in an unknown state: drop it whole.
+                    tracing::error!("database rollback failed: {u}");
+                    let _ = c.run("ROLLBACK");
+                    c.open_since = None;
+                }
+                if !batching {
+                    c.commit()?;
+                }
+                return Err(e);
+            }
+        };
+        c.run("RELEASE op")?;
+        if !batching || c.open_since.is_some_and(|t| t.elapsed() >= BATCH_WINDOW) {
+            c.commit()?;
+        }
+        Ok(out)
+    }
+
+    /// Commit the open group, if any.
+    pub fn commit(&self) -> rusqlite::Result<()> {
+        self.db.lock().commit()
+    }
+
+    /// Make every change so far durable (fsync of the WAL): the connection
+    /// runs with synchronous=NORMAL for speed, so this commits at FULL.
+    /// `marker` is a write for when no group is open, so the WAL is synced.
+    pub fn sync(&self, marker: &str) -> rusqlite::Result<()> {
+        let mut c = self.db.lock();
+        // The safety level cannot change inside a transaction: commit the
+        // group first; the marker's commit at FULL then syncs the WAL with
+        // everything before it.
+        c.commit()?;
+        c.pragma_update(None, "synchronous", "FULL")?;
+        let r = c.execute(marker, []).map(|_| ());
+        c.pragma_update(None, "synchronous", "NORMAL")?;
+        r
+    }
+
+    /// Group writes from now on. A thread commits each group within
+    /// [`BATCH_WINDOW`]; it ends once `group` is dropped everywhere else.
+    pub fn start_batching(group: &Arc<Group>, name: &str) -> std::io::Result<()> {
+        group.batching.store(true, Ordering::Release);
+        let weak = Arc::downgrade(group);
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || loop {
+                let Some(g) = weak.upgrade() else { return };
+                let mut c = g.db.lock();
+                match c.open_since {
+                    None => {
+                        // Wake now and then to notice the end of the mount.
+                        g.opened.wait_for(&mut c, Duration::from_secs(1));
+                    }
+                    Some(t) if t.elapsed() < BATCH_WINDOW => {
+                        let left = BATCH_WINDOW - t.elapsed();
+                        drop(c);
+                        drop(g);
+                        std::thread::sleep(left);
+                    }
+                    Some(_) => {
+                        if let Err(e) = c.commit() {
+                            tracing::error!("committing a group of changes failed: {e}");
+                            drop(c);
+                            drop(g);
+                            std::thread::sleep(BATCH_WINDOW);
+                        }
+                    }
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Drop the open group as a crash would; commit each write on its own
+    /// from now on.
+    pub fn abandon(&self) {
+        self.batching.store(false, Ordering::Release);
+        let mut c = self.db.lock();
+        if c.open_since.take().is_some() {
+            let _ = c.run("ROLLBACK");
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Err(e) = self.db.get_mut().commit() {
+            tracing::error!("committing at close failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(path: &std::path::Path) -> Group {
+        let c = Connection::open(path).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        c.execute_batch("CREATE TABLE t(x INTEGER PRIMARY KEY)")
+            .unwrap();
+        Group::new(c)
+    }
+
+    fn count(path: &std::path::Path) -> i64 {
+        // A second connection sees only what is committed.
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn failed_write_is_undone_whole_and_the_group_survives() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("g.db");
+        let g = Arc::new(group(&p));
+        Group::start_batching(&g, "test-commit").unwrap();
+        g.write(|c| c.execute("INSERT INTO t VALUES(1)", []).map(|_| ()))
+            .unwrap();
+        let r: rusqlite::Result<()> = g.write(|c| {
+            c.execute("INSERT INTO t VALUES(2)", [])?;
+            c.execute("INSERT INTO t VALUES(1)", []).map(|_| ()) // duplicate
+        });
+        assert!(r.is_err());
+        g.commit().unwrap();
+        let rows: Vec<i64> = {
+            let c = g.lock();
+            let mut s = c.prepare("SELECT x FROM t ORDER BY x").unwrap();
+            let r = s.query_map([], |r| r.get(0)).unwrap();
+            r.map(|x| x.unwrap()).collect()
+        };
+        assert_eq!(rows, vec![1]);
+        assert_eq!(count(&p), 1);
+    }
+
+    #[test]
+    fn groups_are_committed_within_the_window() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("g.db");
+        let g = Arc::new(group(&p));
+        Group::start_batching(&g, "test-commit").unwrap();
+        g.write(|c| c.execute("INSERT INTO t VALUES(7)", []).map(|_| ()))
+            .unwrap();
+        assert_eq!(count(&p), 0, "not committed at once");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count(&p) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(count(&p), 1, "committed by the committer");
+    }
+
+    #[test]
+    fn sync_commits_an_open_group() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("g.db");
+        let g = Arc::new(group(&p));
+        g.batching.store(true, Ordering::Release); // no committer thread
+        g.lock()
+            .execute_batch("CREATE TABLE m(id INTEGER PRIMARY KEY, n INTEGER)")
+            .unwrap();
+        g.write(|c| c.execute("INSERT INTO t VALUES(1)", []).map(|_| ()))
+            .unwrap();
+        g.sync("INSERT INTO m VALUES(1, 1) ON CONFLICT(id) DO UPDATE SET n=n+1")
+            .unwrap();
+        assert_eq!(count(&p), 1);
+    }
+
+    #[test]
+    fn abandon_loses_the_open_group_like_a_crash() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("g.db");
+        let g = Arc::new(group(&p));
+        g.batching.store(true, Ordering::Release); // no committer thread
+        g.write(|c| c.execute("INSERT INTO t VALUES(1)", []).map(|_| ()))
+            .unwrap();
+        g.abandon();
+        assert_eq!(count(&p), 0);
+        g.write(|c| c.execute("INSERT INTO t VALUES(2)", []).map(|_| ()))
+            .unwrap();
+        assert_eq!(count(&p), 1, "after abandon each write commits");
+    }
+}
