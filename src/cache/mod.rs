@@ -175,6 +175,8 @@ struct State {
     writers_waiting: usize,
     /// Bytes that writers past `wait_for_room` are about to add.
     reserved: u64,
+    /// The cache disk is nearly full: metadata commits one by one.
+    meta_unbatched: bool,
     uploads_in_flight: usize,
     /// Block jobs in flight: each may still add a record to the pack.
     block_jobs: usize,
@@ -766,8 +768,12 @@ impl Cache {
         let mut logged = false;
         loop {
             self.evict_locked(&mut st);
-            let disk_full = self.headroom_locked(&mut st) < 2 * self.cfg.block_size as i64
-                && st.dirty_bytes > 0;
+            let headroom = self.headroom_locked(&mut st);
+            let disk_full = headroom < 2 * self.cfg.block_size as i64 && st.dirty_bytes > 0;
+            if (headroom < 4 * self.cfg.block_size as i64) != st.meta_unbatched {
+                st.meta_unbatched = !st.meta_unbatched;
+                self.meta.set_batching(!st.meta_unbatched)?;
+            }
             // With nothing dirty, writers get through whatever the limit,
             // so a write larger than the limit still makes progress.
             let fits = st.dirty_bytes + st.reserved < self.dirty_limit.load(Ordering::Relaxed)

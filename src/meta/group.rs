@@ -37,7 +37,12 @@ impl Db {
 
     pub fn commit(&mut self) -> rusqlite::Result<()> {
         if self.open_since.is_some() {
-            self.run("COMMIT")?;
+            if let Err(e) = self.run("COMMIT") {
+                if self.conn.is_autocommit() {
+                    Group::lost(self, "a commit failed");
+                }
+                return Err(e);
+            }
             self.open_since = None;
         }
         Ok(())
@@ -47,6 +52,8 @@ impl Db {
 pub struct Group {
     db: Mutex<Db>,
     batching: AtomicBool,
+    /// A committer thread runs (batching may be switched back on).
+    committer: AtomicBool,
     /// Wakes the committer when a group opens.
     opened: Condvar,
 }
@@ -59,6 +66,7 @@ impl Group {
                 open_since: None,
             }),
             batching: AtomicBool::new(false),
+            committer: AtomicBool::new(false),
             opened: Condvar::new(),
         }
     }
@@ -86,6 +94,12 @@ impl Group {
         let out = match f(&c.conn) {
             Ok(v) => v,
             Err(e) => {
+                if c.conn.is_autocommit() {
+                    // SQLite rolled the whole transaction back itself (a
+                    // full disk, an I/O error): the group is gone.
+                    Self::lost(&mut c, "an operation failed");
+                    return Err(e);
+                }
                 let undo = c.run("ROLLBACK TO op").and_then(|_| c.run("RELEASE op"));
                 if let Err(u) = undo {
                     // The transaction is in an unknown state: drop it whole.
@@ -111,6 +125,27 @@ impl Group {
         self.db.lock().commit()
     }
 
+    fn lost(c: &mut Db, why: &str) {
+        if let Some(t) = c.open_since.take() {
+            tracing::error!(
+                "{why} and the database dropped the changes of the last {} ms \
+                 (is the cache disk full or failing?)",
+                t.elapsed().as_millis()
+            );
+        }
+    }
+
+    /// Commit each write on its own while `on` is false: when the disk is
+    /// nearly full, a failed group commit would drop many operations
+    /// already answered, a failed single one only itself.
+    pub fn set_batching(&self, on: bool) -> rusqlite::Result<()> {
+        let on = on && self.committer.load(Ordering::Acquire);
+        if self.batching.swap(on, Ordering::AcqRel) && !on {
+            return self.commit();
+        }
+        Ok(())
+    }
+
     /// Make every change so far durable (fsync of the WAL): the connection
     /// runs with synchronous=NORMAL for speed, so this commits at FULL.
     /// `marker` is a write for when no group is open, so the WAL is synced.
@@ -130,6 +165,7 @@ impl Group {
     /// [`BATCH_WINDOW`]; it ends once `group` is dropped everywhere else.
     pub fn start_batching(group: &Arc<Group>, name: &str) -> std::io::Result<()> {
         group.batching.store(true, Ordering::Release);
+        group.committer.store(true, Ordering::Release);
         let weak = Arc::downgrade(group);
         std::thread::Builder::new()
             .name(name.into())

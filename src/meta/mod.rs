@@ -339,6 +339,12 @@ impl Meta {
         Group::start_batching(&self.db, "meta-commit")
     }
 
+    /// Group operations (true) or commit each on its own (false); see
+    /// [`Group::set_batching`].
+    pub fn set_batching(&self, on: bool) -> Result<()> {
+        Ok(self.db.set_batching(on)?)
+    }
+
     /// Drop the open group as a crash would, and commit each operation
     /// on its own from now on.
     pub fn abandon_batch(&self) {
