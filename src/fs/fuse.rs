@@ -109,12 +109,44 @@ fn xattr_reply(reply: ReplyXattr, r: super::Result<Vec<u8>>, size: u32) {
     }
 }
 
+impl FuseFs {
+    /// Fill a directory reply from `offset` in chunks of `chunk` entries
+    /// until `add` says the kernel's buffer is full (its size is not passed
+    /// on, and it grows with the reader's), so a reply never costs many
+    /// more rows than it holds.
+    fn fill_dir(
+        &self,
+        ino: u64,
+        mut offset: u64,
+        chunk: usize,
+        mut add: impl FnMut(u64, &[u8], &super::Attr) -> bool,
+    ) -> super::Result<()> {
+        loop {
+            let entries = self.fs.readdir(ino, offset, chunk)?;
+            if entries.is_empty() {
+                return Ok(());
+            }
+            for (off, name, a) in &entries {
+                if add(*off, name, a) {
+                    return Ok(());
+                }
+                offset = *off;
+            }
+        }
+    }
+}
+
 impl fuser::Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Big writes amortise per-request overhead; readdirplus saves a
-        // lookup per entry when listing large directories.
+        // lookup per entry when listing large directories, and "auto"
+        // drops to plain readdir (a quarter of the bytes) when the kernel
+        // knows the entries already: Samba rescans a directory for every
+        // new name to rule out case variants.
         let _ = config.add_capabilities(
-            fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_PARALLEL_DIROPS,
+            fuser::InitFlags::FUSE_DO_READDIRPLUS
+                | fuser::InitFlags::FUSE_READDIRPLUS_AUTO
+                | fuser::InitFlags::FUSE_PARALLEL_DIROPS,
         );
         // The kernel's page cache takes writes and hands them over in
         // large pieces on close, fsync or memory pressure: one request for
@@ -366,7 +398,13 @@ impl fuser::Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.getattr(ino.0) {
-            Ok(a) if a.is_dir() => reply.opened(FileHandle(0), FopenFlags::empty()),
+            // The kernel may keep listings: every change to this namespace
+            // goes through it (one mount per filesystem, by the lease), and
+            // it drops a directory's listing when the directory changes.
+            Ok(a) if a.is_dir() => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(err) => reply.error(e(err)),
         }
@@ -380,17 +418,25 @@ impl fuser::Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(ino.0, offset, 512) {
-            Ok(entries) => {
-                for (off, name, a) in entries {
-                    if reply.add(INodeNo(a.ino), off, kind(a.mode), OsStr::from_bytes(&name)) {
-                        break;
-                    }
-                }
-                reply.ok()
+        // Chunks of 128 rows: the kernel's buffer size is not passed on,
+        // and it grows with the reader's.
+        let mut offset = offset;
+        loop {
+            let entries = match self.fs.readdir_names(ino.0, offset, 128) {
+                Ok(v) => v,
+                Err(err) => return reply.error(e(err)),
+            };
+            if entries.is_empty() {
+                break;
             }
-            Err(err) => reply.error(e(err)),
+            for (off, i, mode, name) in &entries {
+                if reply.add(INodeNo(*i), *off, kind(*mode), OsStr::from_bytes(name)) {
+                    return reply.ok();
+                }
+                offset = *off;
+            }
         }
+        reply.ok()
     }
 
     fn readdirplus(
@@ -401,22 +447,18 @@ impl fuser::Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self.fs.readdir(ino.0, offset, 256) {
-            Ok(entries) => {
-                for (off, name, a) in entries {
-                    if reply.add(
-                        INodeNo(a.ino),
-                        off,
-                        OsStr::from_bytes(&name),
-                        &TTL,
-                        &file_attr(&a),
-                        GEN,
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok()
-            }
+        let r = self.fill_dir(ino.0, offset, 32, |off, name, a| {
+            reply.add(
+                INodeNo(a.ino),
+                off,
+                OsStr::from_bytes(name),
+                &TTL,
+                &file_attr(a),
+                GEN,
+            )
+        });
+        match r {
+            Ok(()) => reply.ok(),
             Err(err) => reply.error(e(err)),
         }
     }

@@ -119,6 +119,9 @@ pub struct StatFs {
     pub namelen: u32,
 }
 
+/// A directory entry for plain readdir: (offset, inode, mode, name).
+pub type DirName = (u64, u64, u32, Vec<u8>);
+
 pub struct Fs {
     meta: Arc<Meta>,
     cache: Arc<Cache>,
@@ -553,6 +556,26 @@ impl Fs {
             }
         }
         Ok(())
+    }
+
+    /// `readdir` without attributes.
+    pub fn readdir_names(&self, ino: u64, offset: u64, limit: usize) -> Result<Vec<DirName>> {
+        let a = self.meta.getattr(ino)?;
+        if !a.is_dir() {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        let mut out = Vec::new();
+        if offset < 1 {
+            out.push((1, ino, a.mode, b".".to_vec()));
+        }
+        if offset < 2 {
+            out.push((2, self.meta.parent_of(ino)?, libc::S_IFDIR, b"..".to_vec()));
+        }
+        let after = offset.saturating_sub(2) as i64;
+        for (id, i, mode, name) in self.meta.readdir_names(ino, after, limit)? {
+            out.push((id as u64 + 2, i, mode, name));
+        }
+        Ok(out)
     }
 
     /// Directory listing from a stable cookie: 0 starts, each entry's

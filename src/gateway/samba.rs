@@ -72,7 +72,10 @@ pub fn generate(
    root preexec close = yes
    root postexec = {disconnect}
    vfs objects = catia fruit streams_xattr acl_xattr
-   map acl inherit = yes
+   # Windows ACLs live whole in security.NTACL. The filesystem stores
+   # POSIX ACLs but does not enforce them, so mapping to them would only
+   # cost smbd a dozen round trips per new file.
+   acl_xattr:ignore system acls = yes
    create mask = 0600
    directory mask = 0700
 "#,

@@ -6,6 +6,7 @@
 //! mounted, operations are grouped into transactions ([`group`]); fsync,
 //! metadata shipping and uploads that drop their dirty copies commit first.
 
+pub mod dircache;
 pub mod fsck;
 pub mod group;
 pub mod lease;
@@ -166,6 +167,8 @@ pub fn object_key(id: i64) -> String {
 
 pub struct Meta {
     db: Arc<Group>,
+    /// Listings for plain readdir; locked only inside the database lock.
+    dcache: parking_lot::Mutex<dircache::DirCache>,
     path: PathBuf,
     /// Bumped by every committed change: the shipper uploads when it moves.
     change_seq: AtomicU64,
@@ -296,6 +299,7 @@ impl Meta {
         conn.execute_batch(SCHEMA)?;
         Ok(Meta {
             db: Arc::new(Group::new(conn)),
+            dcache: Default::default(),
             path: path.to_path_buf(),
             change_seq: AtomicU64::new(1),
         })
@@ -323,7 +327,10 @@ impl Meta {
 
     /// One operation, atomic (see [`group`]).
     fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let out = self.db.write(f)?;
+        let out = self.db.write(f).inspect_err(|_| {
+            // A listing changed inside an operation that was undone.
+            self.dcache.lock().clear();
+        })?;
         self.change_seq.fetch_add(1, Ordering::AcqRel);
         Ok(out)
     }
@@ -445,6 +452,9 @@ impl Meta {
             let ino = tx.last_insert_rowid() as u64;
             tx.prepare_cached("INSERT INTO dentries(parent, name, ino) VALUES (?1, ?2, ?3)")?
                 .execute(params![parent as i64, name, ino as i64])?;
+            self.dcache
+                .lock()
+                .insert(parent, tx.last_insert_rowid(), ino, mode, name);
             if let Some(target) = target {
                 tx.prepare_cached("INSERT INTO symlinks(ino, target) VALUES (?1, ?2)")?
                     .execute(params![ino as i64, target])?;
@@ -485,6 +495,9 @@ impl Meta {
             }
             tx.prepare_cached("INSERT INTO dentries(parent, name, ino) VALUES (?1, ?2, ?3)")?
                 .execute(params![newparent as i64, newname, ino as i64])?;
+            self.dcache
+                .lock()
+                .insert(newparent, tx.last_insert_rowid(), ino, a.mode, newname);
             let t = now_ns();
             add_nlink(tx, ino, 1, Some(t))?;
             touch_dir(tx, newparent, t)?;
@@ -500,6 +513,7 @@ impl Meta {
             if a.is_dir() {
                 return Err(MetaError::IsDir);
             }
+            self.dcache.lock().forget(parent);
             drop_entry(tx, id, parent, &a, now_ns())
         })
     }
@@ -521,6 +535,10 @@ impl Meta {
             if !is_empty_dir(tx, ino)? {
                 return Err(MetaError::NotEmpty);
             }
+            let mut dc = self.dcache.lock();
+            dc.forget(parent);
+            dc.forget(ino);
+            drop(dc);
             drop_entry(tx, id, parent, &a, now_ns())
         })
     }
@@ -559,6 +577,12 @@ impl Meta {
     ) -> Result<Option<Unlinked>> {
         check_name(newname)?;
         self.write(|tx| {
+            {
+                // Forgetting is always safe: the next listing reloads.
+                let mut dc = self.dcache.lock();
+                dc.forget(parent);
+                dc.forget(newparent);
+            }
             dir_attr_tx(tx, parent)?;
             let np = dir_attr_tx(tx, newparent)?;
             if np.nlink == 0 {
@@ -648,6 +672,52 @@ impl Meta {
                 name: r.get(12)?,
             })
         })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Names, inodes and types of a directory's entries after `after` (for
+    /// plain readdir), from the in-memory listing when there is one.
+    pub fn readdir_names(
+        &self,
+        dir: u64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<dircache::NameEntry>> {
+        let c = self.db.lock();
+        if let Some(p) = self.dcache.lock().page(dir, after, limit) {
+            return Ok(p);
+        }
+        let row = |r: &rusqlite::Row<'_>| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, u32>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        };
+        // A listing is loaded whole when one starts; a directory too big to
+        // keep is read page by page.
+        if after == 0 {
+            let cap = dircache::MAX_DIR;
+            let all = {
+                let mut st = c.prepare_cached(
+                    "SELECT d.id, d.ino, i.mode, d.name FROM dentries d JOIN inodes i ON i.ino=d.ino
+                     WHERE d.parent=?1 ORDER BY d.id LIMIT ?2",
+                )?;
+                let rows = st.query_map(params![dir as i64, cap as i64 + 1], row)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            if all.len() <= cap {
+                let page = all.iter().take(limit).cloned().collect();
+                self.dcache.lock().store(dir, all);
+                return Ok(page);
+            }
+        }
+        let mut st = c.prepare_cached(
+            "SELECT d.id, d.ino, i.mode, d.name FROM dentries d JOIN inodes i ON i.ino=d.ino
+             WHERE d.parent=?1 AND d.id>?2 ORDER BY d.id LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![dir as i64, after, limit as i64], row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
