@@ -34,6 +34,7 @@ WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/swiftgate-bench.XXXXXX")
 MP=$WORK/mp
 cleanup() {
     "$BIN" umount "$MP" >/dev/null 2>&1 || umount -l "$MP" 2>/dev/null || true
+    umount "$WORK/bmp" 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -86,6 +87,19 @@ run_suite() { # $1 = label, $2 = target dir, $3 = cold-read preparation command
 echo "== plain directory"
 run_suite plain "$WORK/plain" "true"
 
+# The floor FUSE itself sets on this machine: the same untar through
+# bindfs, a minimal passthrough FUSE filesystem in C, over a plain
+# directory (every file costs a dozen kernel round trips to the daemon).
+if command -v bindfs >/dev/null || apt-get install -y -q bindfs >/dev/null 2>&1; then
+    echo "== bindfs passthrough (the FUSE floor)"
+    mkdir -p "$WORK/bsrc" "$WORK/bmp"
+    bindfs --multithreaded "$WORK/bsrc" "$WORK/bmp"
+    drop_caches
+    t0=$(now); tar -xf "$TAR" -C "$WORK/bmp"; sync -f "$WORK/bmp"; t1=$(now)
+    RES[fuse.untar]=$(secs "$t0" "$t1")
+    umount "$WORK/bmp"
+fi
+
 echo "== swiftgate (local store, block size $BLOCK, zstd, AES-256-GCM)"
 printf 'benchmark-passphrase\n' > "$WORK/pass"
 "$BIN" mkfs "local://$WORK/store" --passphrase-file "$WORK/pass" --block-size "$BLOCK" >/dev/null
@@ -132,6 +146,9 @@ row "sequential write ${SIZE_MB} MiB (MiB/s)" "$(mbps $SIZE_MB ${RES[plain.write
 row "hot read (MiB/s)" "$(mbps $SIZE_MB ${RES[plain.hotread]})" "$(mbps $SIZE_MB ${RES[sg.hotread]})" "$(ratio ${RES[plain.hotread]} ${RES[sg.hotread]})"
 row "cold read, from the store (MiB/s)" "$(mbps $SIZE_MB ${RES[plain.coldread]})" "$(mbps $SIZE_MB ${RES[sg.coldread]})" "$(ratio ${RES[plain.coldread]} ${RES[sg.coldread]})"
 row "untar $NFILES files (files/s)" "$(fps $NFILES ${RES[plain.untar]})" "$(fps $NFILES ${RES[sg.untar]})" "$(ratio ${RES[plain.untar]} ${RES[sg.untar]})"
+if [ -n "${RES[fuse.untar]:-}" ]; then
+    row "  same untar through bindfs" "" "$(fps $NFILES ${RES[fuse.untar]})" "$(ratio ${RES[plain.untar]} ${RES[fuse.untar]})"
+fi
 row "stat all files (files/s)" "$(fps $NFILES ${RES[plain.stat]})" "$(fps $NFILES ${RES[sg.stat]})" "$(ratio ${RES[plain.stat]} ${RES[sg.stat]})"
 row "rm -rf (files/s)" "$(fps $NFILES ${RES[plain.rm]})" "$(fps $NFILES ${RES[sg.rm]})" "$(ratio ${RES[plain.rm]} ${RES[sg.rm]})"
 echo
