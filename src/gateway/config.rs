@@ -1,6 +1,7 @@
 //! The gateway's configuration file (TOML). Unknown keys and bad values are
 //! refused at start with the file, the line and what was expected.
 
+use crate::store::swift::SwiftFlags;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -65,32 +66,6 @@ pub enum UserMapMode {
     Service,
 }
 
-/// Swift credentials as in OpenStack's clouds.yaml `auth` block; any field
-/// left out comes from the daemon's `OS_*` environment.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SwiftSection {
-    pub cloud: Option<String>,
-    pub auth_url: Option<String>,
-    pub auth_type: Option<String>,
-    pub username: Option<String>,
-    pub user_id: Option<String>,
-    /// File holding the password (root-only); never the password itself.
-    pub password_file: Option<PathBuf>,
-    pub project_name: Option<String>,
-    pub project_id: Option<String>,
-    pub user_domain_name: Option<String>,
-    pub user_domain_id: Option<String>,
-    pub project_domain_name: Option<String>,
-    pub project_domain_id: Option<String>,
-    pub region_name: Option<String>,
-    pub interface: Option<String>,
-    pub application_credential_id: Option<String>,
-    pub application_credential_secret_file: Option<PathBuf>,
-    pub cacert: Option<PathBuf>,
-    pub connections: Option<usize>,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
@@ -98,8 +73,10 @@ pub struct StoreSection {
     /// Samba user name: `swift://home-{user}` or `local:///srv/homes/{user}`.
     #[serde(default = "default_store_template")]
     pub url: String,
+    /// Swift credentials as in clouds.yaml's `auth` block; any field left
+    /// out comes from the daemon's `OS_*` environment.
     #[serde(default)]
-    pub swift: SwiftSection,
+    pub swift: SwiftFlags,
 }
 
 fn default_store_template() -> String {

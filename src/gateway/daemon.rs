@@ -44,28 +44,7 @@ pub enum GatewayError {
 /// Store flags for a user: the config's [store.swift] plus, in per-user
 /// mode, the user's own Keystone identity.
 pub fn swift_flags(cfg: &GatewayConfig, secrets: &UserSecrets) -> SwiftFlags {
-    let s = &cfg.store.swift;
-    let mut f = SwiftFlags {
-        cloud: s.cloud.clone(),
-        auth_url: s.auth_url.clone(),
-        auth_type: s.auth_type.clone(),
-        username: s.username.clone(),
-        user_id: s.user_id.clone(),
-        password_file: s.password_file.clone(),
-        project_name: s.project_name.clone(),
-        project_id: s.project_id.clone(),
-        user_domain_name: s.user_domain_name.clone(),
-        user_domain_id: s.user_domain_id.clone(),
-        project_domain_name: s.project_domain_name.clone(),
-        project_domain_id: s.project_domain_id.clone(),
-        region_name: s.region_name.clone(),
-        interface: s.interface.clone(),
-        application_credential_id: s.application_credential_id.clone(),
-        application_credential_secret_file: s.application_credential_secret_file.clone(),
-        cacert: s.cacert.clone(),
-        connections: s.connections,
-        ..Default::default()
-    };
+    let mut f = cfg.store.swift.clone();
     if cfg.users.mode == UserMapMode::PerUser {
         if let Some(c) = &secrets.swift {
             // The user's identity replaces the service one entirely.

@@ -34,9 +34,11 @@ impl Drop for Secret {
     }
 }
 
-/// Values given on the command line. Secrets come as file paths so they
-/// never show up in `ps`.
-#[derive(Debug, Clone, Default)]
+/// Values given on the command line or in the gateway's `[store.swift]`
+/// (the names of clouds.yaml's `auth` block). Secrets come as file paths,
+/// so they never show up in `ps` or in a config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SwiftFlags {
     pub cloud: Option<String>,
     pub auth_url: Option<String>,
@@ -46,7 +48,9 @@ pub struct SwiftFlags {
     pub user_id: Option<String>,
     pub password_file: Option<PathBuf>,
     /// In-memory secrets (from the gateway's encrypted user map).
+    #[serde(skip)]
     pub password: Option<Secret>,
+    #[serde(skip)]
     pub application_credential_secret: Option<Secret>,
     pub project_name: Option<String>,
     pub project_id: Option<String>,
@@ -65,6 +69,7 @@ pub struct SwiftFlags {
     /// Parallel requests to Swift (default 16).
     pub connections: Option<usize>,
     /// For S3QL-style URLs: talk plain http to the derived auth URL.
+    #[serde(default)]
     pub no_ssl: bool,
 }
 
