@@ -219,12 +219,27 @@ impl Drop for Group {
 mod tests {
     use super::*;
 
-    fn group(path: &std::path::Path) -> Group {
-        let c = Connection::open(path).unwrap();
+    /// A group on a fresh database with table t(x); `committer` starts
+    /// the commit thread, else batching is on with nobody committing.
+    fn fresh(committer: bool) -> (tempfile::TempDir, std::path::PathBuf, Arc<Group>) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("g.db");
+        let c = Connection::open(&p).unwrap();
         c.pragma_update(None, "journal_mode", "WAL").unwrap();
         c.execute_batch("CREATE TABLE t(x INTEGER PRIMARY KEY)")
             .unwrap();
-        Group::new(c)
+        let g = Arc::new(Group::new(c));
+        if committer {
+            Group::start_batching(&g, "test-commit").unwrap();
+        } else {
+            g.batching.store(true, Ordering::Release);
+        }
+        (d, p, g)
+    }
+
+    fn insert(g: &Group, x: i64) {
+        g.write(|c| c.execute("INSERT INTO t VALUES(?1)", [x]).map(|_| ()))
+            .unwrap();
     }
 
     fn count(path: &std::path::Path) -> i64 {
@@ -237,12 +252,8 @@ mod tests {
 
     #[test]
     fn failed_write_is_undone_whole_and_the_group_survives() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("g.db");
-        let g = Arc::new(group(&p));
-        Group::start_batching(&g, "test-commit").unwrap();
-        g.write(|c| c.execute("INSERT INTO t VALUES(1)", []).map(|_| ()))
-            .unwrap();
+        let (_d, p, g) = fresh(true);
+        insert(&g, 1);
         let r: rusqlite::Result<()> = g.write(|c| {
             c.execute("INSERT INTO t VALUES(2)", [])?;
             c.execute("INSERT INTO t VALUES(1)", []).map(|_| ()) // duplicate
@@ -261,12 +272,8 @@ mod tests {
 
     #[test]
     fn groups_are_committed_within_the_window() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("g.db");
-        let g = Arc::new(group(&p));
-        Group::start_batching(&g, "test-commit").unwrap();
-        g.write(|c| c.execute("INSERT INTO t VALUES(7)", []).map(|_| ()))
-            .unwrap();
+        let (_d, p, g) = fresh(true);
+        insert(&g, 7);
         assert_eq!(count(&p), 0, "not committed at once");
         let deadline = Instant::now() + Duration::from_secs(5);
         while count(&p) == 0 && Instant::now() < deadline {
@@ -277,15 +284,11 @@ mod tests {
 
     #[test]
     fn sync_commits_an_open_group() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("g.db");
-        let g = Arc::new(group(&p));
-        g.batching.store(true, Ordering::Release); // no committer thread
+        let (_d, p, g) = fresh(false);
         g.lock()
             .execute_batch("CREATE TABLE m(id INTEGER PRIMARY KEY, n INTEGER)")
             .unwrap();
-        g.write(|c| c.execute("INSERT INTO t VALUES(1)", []).map(|_| ()))
-            .unwrap();
+        insert(&g, 1);
         g.sync("INSERT INTO m VALUES(1, 1) ON CONFLICT(id) DO UPDATE SET n=n+1")
             .unwrap();
         assert_eq!(count(&p), 1);
@@ -293,16 +296,11 @@ mod tests {
 
     #[test]
     fn abandon_loses_the_open_group_like_a_crash() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("g.db");
-        let g = Arc::new(group(&p));
-        g.batching.store(true, Ordering::Release); // no committer thread
-        g.write(|c| c.execute("INSERT INTO t VALUES(1)", []).map(|_| ()))
-            .unwrap();
+        let (_d, p, g) = fresh(false);
+        insert(&g, 1);
         g.abandon();
         assert_eq!(count(&p), 0);
-        g.write(|c| c.execute("INSERT INTO t VALUES(2)", []).map(|_| ()))
-            .unwrap();
+        insert(&g, 2);
         assert_eq!(count(&p), 1, "after abandon each write commits");
     }
 }
