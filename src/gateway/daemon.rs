@@ -119,6 +119,9 @@ pub struct Gateway {
     busy: Mutex<HashSet<String>>,
     busy_cv: Condvar,
     stopping: std::sync::atomic::AtomicBool,
+    /// Idle unmounts in progress, one thread each: a slow flush (a large
+    /// upload) must not hold up the others or the serve loop.
+    reapers: Mutex<HashMap<String, std::thread::JoinHandle<()>>>,
 }
 
 impl Gateway {
@@ -131,6 +134,7 @@ impl Gateway {
             busy: Mutex::new(HashSet::new()),
             busy_cv: Condvar::new(),
             stopping: false.into(),
+            reapers: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -366,8 +370,11 @@ impl Gateway {
         Ok(true)
     }
 
-    /// Unmount homes idle longer than the configured timeout.
-    pub fn reap_idle(&self) {
+    /// Unmount homes idle longer than the configured timeout, each in a
+    /// thread of its own.
+    pub fn reap_idle(self: &Arc<Self>) {
+        let mut reapers = self.reapers.lock();
+        reapers.retain(|_, t| !t.is_finished());
         let idle: Vec<String> = {
             let homes = self.homes.lock();
             homes
@@ -381,9 +388,24 @@ impl Gateway {
                 .collect()
         };
         for u in idle {
+            if reapers.contains_key(&u) {
+                continue;
+            }
             tracing::info!(user = %u, "idle: unmounting");
-            if let Err(e) = self.unmount(&u) {
-                tracing::error!(user = %u, "idle unmount failed: {e}");
+            let gw = self.clone();
+            let user = u.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("unmount-{u}"))
+                .spawn(move || {
+                    if let Err(e) = gw.unmount(&user) {
+                        tracing::error!(user = %user, "idle unmount failed: {e}");
+                    }
+                });
+            match t {
+                Ok(t) => {
+                    reapers.insert(u, t);
+                }
+                Err(e) => tracing::error!(user = %u, "cannot start an unmount thread: {e}"),
             }
         }
     }
@@ -435,6 +457,12 @@ impl Gateway {
     pub fn shutdown(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Release);
+        // Idle unmounts already under way finish first (their homes have
+        // left the list below).
+        let reapers: Vec<_> = self.reapers.lock().drain().collect();
+        for (_, t) in reapers {
+            let _ = t.join();
+        }
         let users: Vec<String> = self.homes.lock().keys().cloned().collect();
         for u in users {
             if let Err(e) = self.unmount(&u) {
