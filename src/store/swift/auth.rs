@@ -480,11 +480,7 @@ impl Auth {
             json!({ "auth": auth })
         };
         let sent = Instant::now();
-        let resp = client
-            .post(&url)
-            .json(&body)
-            .send()
-            .map_err(|e| transient(format!("cannot reach Keystone at {url}: {}", cause(&e))))?;
+        let resp = post_keystone(client, &url, &body)?;
         let status = resp.status();
         if status == 401 || status == 403 {
             return Err(StoreError::Auth(format!(
@@ -522,12 +518,7 @@ impl Auth {
                     "Keystone at {url} answered without X-Subject-Token"
                 ))
             })?;
-        let doc: Value = resp.json().map_err(|e| {
-            transient(format!(
-                "Keystone at {url}: unreadable answer: {}",
-                cause(&e)
-            ))
-        })?;
+        let doc = read_keystone(resp, &url)?;
         let t = &doc["token"];
         let lifetime = lifetime_of(t["issued_at"].as_str(), t["expires_at"].as_str());
         let mut offered = Vec::new();
@@ -554,10 +545,25 @@ impl Auth {
             .flatten()
             .filter_map(|s| s["type"].as_str().map(str::to_string))
             .collect();
+        self.token_from(token, &offered, &services, base, sent, lifetime)
+    }
+
+    /// The token and the storage URL the catalog offers for our region and
+    /// interface (none needed when the storage URL is overridden).
+    fn token_from(
+        &self,
+        token: String,
+        offered: &[Endpoint],
+        services: &[String],
+        base: &str,
+        sent: Instant,
+        lifetime: Option<Duration>,
+    ) -> Result<Token, StoreError> {
+        let s = &self.settings;
         let storage_url = if s.storage_url.is_some() {
             String::new() // replaced by the override
         } else {
-            pick_endpoint(&offered, &services, s, base)?
+            pick_endpoint(offered, services, s, base)?
         };
         Ok(Token {
             value: Secret::new(token),
@@ -580,11 +586,7 @@ impl Auth {
             auth["tenantName"] = json!(n);
         }
         let sent = Instant::now();
-        let resp = client
-            .post(&url)
-            .json(&json!({ "auth": auth }))
-            .send()
-            .map_err(|e| transient(format!("cannot reach Keystone at {url}: {}", cause(&e))))?;
+        let resp = post_keystone(client, &url, &json!({ "auth": auth }))?;
         let status = resp.status();
         if status == 401 || status == 403 {
             return Err(StoreError::Auth(format!(
@@ -601,12 +603,7 @@ impl Auth {
         if !status.is_success() {
             return Err(http_failure("Keystone", &url, status, resp));
         }
-        let doc: Value = resp.json().map_err(|e| {
-            transient(format!(
-                "Keystone at {url}: unreadable answer: {}",
-                cause(&e)
-            ))
-        })?;
+        let doc = read_keystone(resp, &url)?;
         let a = &doc["access"];
         let token = a["token"]["id"]
             .as_str()
@@ -645,18 +642,29 @@ impl Auth {
                 }
             }
         }
-        let storage_url = if s.storage_url.is_some() {
-            String::new()
-        } else {
-            pick_endpoint(&offered, &services, s, base)?
-        };
-        Ok(Token {
-            value: Secret::new(token),
-            storage_url,
-            deadline: lifetime.map(|l| sent + l),
-            lifetime,
-        })
+        self.token_from(token, &offered, &services, base, sent, lifetime)
     }
+}
+
+fn post_keystone(
+    client: &Client,
+    url: &str,
+    body: &Value,
+) -> Result<reqwest::blocking::Response, StoreError> {
+    client
+        .post(url)
+        .json(body)
+        .send()
+        .map_err(|e| transient(format!("cannot reach Keystone at {url}: {}", cause(&e))))
+}
+
+fn read_keystone(resp: reqwest::blocking::Response, url: &str) -> Result<Value, StoreError> {
+    resp.json().map_err(|e| {
+        transient(format!(
+            "Keystone at {url}: unreadable answer: {}",
+            cause(&e)
+        ))
+    })
 }
 
 #[derive(Debug, Clone)]
