@@ -564,6 +564,76 @@ fn large_directory_listing_is_complete_and_stable() {
     }
 }
 
+/// Listings (kept in memory by the filesystem for plain readdir) match
+/// the namespace after every kind of change, each checked on its own.
+#[test]
+fn listings_follow_every_change() {
+    use std::collections::BTreeSet;
+    let t = TestFs::new_mounted();
+    let (a, b) = (t.path("a"), t.path("b"));
+    fs::create_dir(&a).unwrap();
+    fs::create_dir(&b).unwrap();
+    let list = |d: &Path| -> BTreeSet<String> {
+        fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    // Enough entries that a listing takes several reads (only the first is
+    // a readdirplus); the changes are near the end.
+    let mut ma: BTreeSet<String> = (0..3000).map(|i| format!("f{i:04}")).collect();
+    let mut mb: BTreeSet<String> = BTreeSet::new();
+    for n in &ma {
+        File::create(a.join(n)).unwrap();
+    }
+    let check = |ma: &BTreeSet<String>, mb: &BTreeSet<String>, what: &str| {
+        assert_eq!(&list(&a), ma, "directory a after {what}");
+        assert_eq!(&list(&b), mb, "directory b after {what}");
+    };
+    check(&ma, &mb, "creating");
+    let s = |x: &str| x.to_string();
+    File::create(a.join("new")).unwrap();
+    ma.insert(s("new"));
+    check(&ma, &mb, "create");
+    fs::remove_file(a.join("f2990")).unwrap();
+    ma.remove("f2990");
+    check(&ma, &mb, "unlink");
+    fs::create_dir(a.join("sub")).unwrap();
+    ma.insert(s("sub"));
+    check(&ma, &mb, "mkdir");
+    fs::remove_dir(a.join("sub")).unwrap();
+    ma.remove("sub");
+    check(&ma, &mb, "rmdir");
+    std::os::unix::fs::symlink("f2991", a.join("link")).unwrap();
+    ma.insert(s("link"));
+    check(&ma, &mb, "symlink");
+    fs::hard_link(a.join("f2992"), b.join("hard")).unwrap();
+    mb.insert(s("hard"));
+    check(&ma, &mb, "link");
+    fs::rename(a.join("f2993"), a.join("renamed")).unwrap();
+    ma.remove("f2993");
+    ma.insert(s("renamed"));
+    check(&ma, &mb, "rename within a directory");
+    fs::rename(a.join("f2994"), b.join("moved")).unwrap();
+    ma.remove("f2994");
+    mb.insert(s("moved"));
+    check(&ma, &mb, "rename across directories");
+    fs::rename(a.join("f2995"), a.join("f2996")).unwrap();
+    ma.remove("f2995");
+    check(&ma, &mb, "rename over an existing name");
+    File::create(b.join("x")).unwrap();
+    mb.insert(s("x"));
+    assert_eq!(
+        renameat2(&a.join("f2997"), &b.join("x"), libc::RENAME_EXCHANGE),
+        0
+    );
+    check(&ma, &mb, "exchange");
+    // Unchanged after a remount (listings rebuilt from the database).
+    t.umount();
+    t.mount(&[]);
+    check(&ma, &mb, "remount");
+}
+
 #[test]
 fn statfs_and_fallocate() {
     use std::os::fd::AsRawFd;

@@ -20,6 +20,9 @@ pub type NameEntry = (i64, u64, u32, Vec<u8>);
 #[derive(Default)]
 pub struct DirCache {
     dirs: HashMap<u64, Listing>,
+    /// Directories found too big to keep: read page by page from then on
+    /// (not reloaded after every change).
+    too_big: std::collections::HashSet<u64>,
     entries: usize,
     tick: u64,
 }
@@ -44,9 +47,14 @@ impl DirCache {
         )
     }
 
+    pub fn too_big(&self, dir: u64) -> bool {
+        self.too_big.contains(&dir)
+    }
+
     /// Keep a whole listing just read from the database.
     pub fn store(&mut self, dir: u64, all: Vec<NameEntry>) {
         if all.len() > MAX_DIR {
+            self.too_big.insert(dir);
             return;
         }
         self.forget(dir);
@@ -87,6 +95,7 @@ impl DirCache {
 
     pub fn clear(&mut self) {
         self.dirs.clear();
+        self.too_big.clear();
         self.entries = 0;
     }
 }
@@ -127,5 +136,13 @@ mod tests {
         assert!(c.page(8, 0, 1).is_none());
         assert!(c.page(7, 0, 1).is_some());
         assert!(c.entries <= MAX_ENTRIES);
+        // Too big to keep: remembered, so it is not reloaded after changes.
+        let mut huge = big(0);
+        huge.push((MAX_DIR as i64, 1, 0, Vec::new()));
+        c.store(10, huge);
+        assert!(c.page(10, 0, 1).is_none());
+        assert!(c.too_big(10));
+        c.forget(10);
+        assert!(c.too_big(10));
     }
 }

@@ -695,9 +695,10 @@ impl Meta {
                 r.get::<_, Vec<u8>>(3)?,
             ))
         };
-        // A listing is loaded whole when one starts; a directory too big to
-        // keep is read page by page.
-        if after == 0 {
+        // A listing is loaded whole the first time (the kernel's first read
+        // of a directory is usually a readdirplus, so this may be at any
+        // offset); a directory too big to keep is read page by page.
+        if !self.dcache.lock().too_big(dir) {
             let cap = dircache::MAX_DIR;
             let all = {
                 let mut st = c.prepare_cached(
@@ -707,9 +708,11 @@ impl Meta {
                 let rows = st.query_map(params![dir as i64, cap as i64 + 1], row)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
             };
-            if all.len() <= cap {
-                let page = all.iter().take(limit).cloned().collect();
-                self.dcache.lock().store(dir, all);
+            let fits = all.len() <= cap;
+            let start = all.partition_point(|e| e.0 <= after);
+            let page = all[start..].iter().take(limit).cloned().collect();
+            self.dcache.lock().store(dir, all);
+            if fits {
                 return Ok(page);
             }
         }
