@@ -221,6 +221,15 @@ config = "{smb}"
     }
 
     /// smbclient against the home share, commands separated by ';'.
+    /// A file's bytes as the user fetches it from their share.
+    fn smb_get(&self, user: &str, password: &str, remote: &str, work: &Path) -> Vec<u8> {
+        let local = work.join("smb-get.tmp");
+        let _ = fs::remove_file(&local);
+        let cmd = format!("get \"{remote}\" smb-get.tmp");
+        smb_ok(self.smbclient(user, password, &cmd, work));
+        fs::read(&local).unwrap()
+    }
+
     fn smbclient(&self, user: &str, password: &str, cmds: &str, cwd: &Path) -> Output {
         Command::new("smbclient")
             .arg("//127.0.0.1/home")
@@ -479,10 +488,8 @@ fn daemon_restart_and_crash_keep_homes_and_fsynced_data() {
         fs::read(g.home(&u).join("synced.txt")).unwrap(),
         b"fsynced before the crash"
     );
-    let out = smb_ok(g.smbclient(&u, "pw-r", "get synced.txt back.txt", &work));
-    drop(out);
     assert_eq!(
-        fs::read(work.join("back.txt")).unwrap(),
+        g.smb_get(&u, "pw-r", "synced.txt", &work),
         b"fsynced before the crash"
     );
     let _ = fs::remove_dir_all(&work);
@@ -640,8 +647,7 @@ fn swift_homes_with_per_user_keystone_identities() {
         std::thread::sleep(Duration::from_millis(200));
     }
     fs::remove_dir_all(g.root.join("cache").join(&alice)).unwrap();
-    smb_ok(g.smbclient(&alice, "smb-a", "get 日本/y.txt back.txt", &work));
-    assert_eq!(fs::read(work.join("back.txt")).unwrap(), b"in swift");
+    assert_eq!(g.smb_get(&alice, "smb-a", "日本/y.txt", &work), b"in swift");
     let _ = fs::remove_dir_all(&work);
 }
 
@@ -772,9 +778,8 @@ fn swift_down_refuses_a_first_mount_and_mounted_homes_keep_working() {
         std::thread::sleep(Duration::from_millis(200));
     }
     fs::remove_dir_all(g.root.join("cache").join(&mounted)).unwrap();
-    smb_ok(g.smbclient(&mounted, "smb-pw", "get a.txt a.again", &work));
     assert_eq!(
-        fs::read(work.join("a.again")).unwrap(),
+        g.smb_get(&mounted, "smb-pw", "a.txt", &work),
         b"written while Swift is down"
     );
     let _ = fs::remove_dir_all(&work);

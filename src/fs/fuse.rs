@@ -109,29 +109,26 @@ fn xattr_reply(reply: ReplyXattr, r: super::Result<Vec<u8>>, size: u32) {
     }
 }
 
-impl FuseFs {
-    /// Fill a directory reply from `offset` in chunks of `chunk` entries
-    /// until `add` says the kernel's buffer is full (its size is not passed
-    /// on, and it grows with the reader's), so a reply never costs many
-    /// more rows than it holds.
-    fn fill_dir(
-        &self,
-        ino: u64,
-        mut offset: u64,
-        chunk: usize,
-        mut add: impl FnMut(u64, &[u8], &super::Attr) -> bool,
-    ) -> super::Result<()> {
-        loop {
-            let entries = self.fs.readdir(ino, offset, chunk)?;
-            if entries.is_empty() {
+/// Fill a directory reply from `offset`, fetching `fetch(offset)` chunk
+/// after chunk until `add` says the kernel's buffer is full (its size is not
+/// passed on, and it grows with the reader's), so a reply never costs many
+/// more rows than it holds. `off` gives an entry's offset.
+fn fill_dir<T>(
+    mut offset: u64,
+    mut fetch: impl FnMut(u64) -> super::Result<Vec<T>>,
+    off: impl Fn(&T) -> u64,
+    mut add: impl FnMut(&T) -> bool,
+) -> super::Result<()> {
+    loop {
+        let entries = fetch(offset)?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for en in &entries {
+            if add(en) {
                 return Ok(());
             }
-            for (off, name, a) in &entries {
-                if add(*off, name, a) {
-                    return Ok(());
-                }
-                offset = *off;
-            }
+            offset = off(en);
         }
     }
 }
@@ -418,25 +415,18 @@ impl fuser::Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        // Chunks of 128 rows: the kernel's buffer size is not passed on,
-        // and it grows with the reader's.
-        let mut offset = offset;
-        loop {
-            let entries = match self.fs.readdir_names(ino.0, offset, 128) {
-                Ok(v) => v,
-                Err(err) => return reply.error(e(err)),
-            };
-            if entries.is_empty() {
-                break;
-            }
-            for (off, i, mode, name) in &entries {
-                if reply.add(INodeNo(*i), *off, kind(*mode), OsStr::from_bytes(name)) {
-                    return reply.ok();
-                }
-                offset = *off;
-            }
+        let r = fill_dir(
+            offset,
+            |o| self.fs.readdir_names(ino.0, o, 128),
+            |en| en.0,
+            |(off, i, mode, name)| {
+                reply.add(INodeNo(*i), *off, kind(*mode), OsStr::from_bytes(name))
+            },
+        );
+        match r {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(e(err)),
         }
-        reply.ok()
     }
 
     fn readdirplus(
@@ -447,16 +437,21 @@ impl fuser::Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = self.fill_dir(ino.0, offset, 32, |off, name, a| {
-            reply.add(
-                INodeNo(a.ino),
-                off,
-                OsStr::from_bytes(name),
-                &TTL,
-                &file_attr(a),
-                GEN,
-            )
-        });
+        let r = fill_dir(
+            offset,
+            |o| self.fs.readdir(ino.0, o, 32),
+            |en| en.0,
+            |(off, name, a)| {
+                reply.add(
+                    INodeNo(a.ino),
+                    *off,
+                    OsStr::from_bytes(name),
+                    &TTL,
+                    &file_attr(a),
+                    GEN,
+                )
+            },
+        );
         match r {
             Ok(()) => reply.ok(),
             Err(err) => reply.error(e(err)),

@@ -10,7 +10,6 @@ use crate::meta::ship::Shipper;
 use crate::meta::{self, Attr, Meta, MetaError, SetAttr, CAPS_XATTR};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,10 +132,6 @@ pub struct Fs {
     last_read: Mutex<HashMap<u64, u64>>,
     counts: Mutex<Option<(Instant, meta::Counts)>>,
     prefetch_blocks: u64,
-    /// Whether any file may carry `security.capability`: the kernel asks
-    /// for it before each file's first write and on every chown, and it is
-    /// almost never there, so those answers skip the database.
-    caps_possible: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Fs {
@@ -172,7 +167,6 @@ impl Fs {
             meta.purge_inode(ino, shipper.next_gen())?;
         }
         let bs = cache.block_size();
-        let caps_possible = meta.caps_possible()?;
         Ok(Fs {
             meta,
             cache,
@@ -182,7 +176,6 @@ impl Fs {
             last_read: Mutex::new(HashMap::new()),
             counts: Mutex::new(None),
             prefetch_blocks: ((32u64 << 20) / bs).clamp(2, 16),
-            caps_possible: caps_possible.into(),
         })
     }
 
@@ -666,15 +659,14 @@ impl Fs {
         }
         let create = flags & libc::XATTR_CREATE != 0;
         let replace = flags & libc::XATTR_REPLACE != 0;
-        if name == CAPS_XATTR {
-            self.caps_possible.store(true, Ordering::Release);
-        }
         Ok(self.meta.setxattr(ino, name, value, create, replace)?)
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
         Self::check_xattr_name(name)?;
-        if name == CAPS_XATTR && !self.caps_possible.load(Ordering::Acquire) {
+        // The kernel asks for it before each file's first write and on
+        // every chown; it is almost never there.
+        if name == CAPS_XATTR && !self.meta.caps_possible()? {
             return Err(Errno(libc::ENODATA));
         }
         Ok(self.meta.getxattr(ino, name)?)

@@ -83,6 +83,15 @@ impl Group {
     ) -> Result<T, E> {
         let mut c = self.db.lock();
         let batching = self.batching.load(Ordering::Acquire);
+        if !batching && c.open_since.is_none() {
+            // A transaction of its own: no savepoint needed.
+            c.run("BEGIN IMMEDIATE")?;
+            let r = f(&c.conn).and_then(|v| c.run("COMMIT").map(|_| v).map_err(E::from));
+            if r.is_err() && !c.conn.is_autocommit() {
+                let _ = c.run("ROLLBACK");
+            }
+            return r;
+        }
         if c.open_since.is_none() {
             c.run("BEGIN IMMEDIATE")?;
             c.open_since = Some(Instant::now());

@@ -22,6 +22,9 @@ use std::sync::Arc;
 pub const ROOT_INO: u64 = 1;
 pub const CAPS_XATTR: &[u8] = b"security.capability";
 const KV_CAPS: &str = "xattr.caps";
+const CAPS_UNKNOWN: u8 = 0;
+const CAPS_NO: u8 = 1;
+const CAPS_YES: u8 = 2;
 pub const NAME_MAX: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +172,8 @@ pub struct Meta {
     db: Arc<Group>,
     /// Listings for plain readdir; locked only inside the database lock.
     dcache: parking_lot::Mutex<dircache::DirCache>,
+    /// `caps_possible`, known once asked (CAPS_*).
+    caps: std::sync::atomic::AtomicU8,
     path: PathBuf,
     /// Bumped by every committed change: the shipper uploads when it moves.
     change_seq: AtomicU64,
@@ -300,6 +305,7 @@ impl Meta {
         Ok(Meta {
             db: Arc::new(Group::new(conn)),
             dcache: Default::default(),
+            caps: CAPS_UNKNOWN.into(),
             path: path.to_path_buf(),
             change_seq: AtomicU64::new(1),
         })
@@ -800,16 +806,31 @@ impl Meta {
     /// for it before writes and chowns; it is almost never there). Kept as
     /// a flag that setting one raises, found by one scan the first time.
     pub fn caps_possible(&self) -> Result<bool> {
-        if let Some(v) = self.kv_get(KV_CAPS)? {
-            return Ok(v == b"1");
+        match self.caps.load(Ordering::Acquire) {
+            CAPS_NO => return Ok(false),
+            CAPS_YES => return Ok(true),
+            _ => {}
         }
-        let any: bool = self.db.lock().query_row(
-            "SELECT EXISTS(SELECT 1 FROM xattrs WHERE name=?1)",
-            [CAPS_XATTR],
-            |r| r.get(0),
-        )?;
-        self.kv_set(KV_CAPS, if any { b"1" } else { b"0" })?;
-        Ok(any)
+        let any = match self.kv_get(KV_CAPS)? {
+            Some(v) => v == b"1",
+            None => {
+                let any: bool = self.db.lock().query_row(
+                    "SELECT EXISTS(SELECT 1 FROM xattrs WHERE name=?1)",
+                    [CAPS_XATTR],
+                    |r| r.get(0),
+                )?;
+                self.kv_set(KV_CAPS, if any { b"1" } else { b"0" })?;
+                any
+            }
+        };
+        // A concurrent setxattr may have raised it meanwhile: keep "yes".
+        let _ = self.caps.compare_exchange(
+            CAPS_UNKNOWN,
+            if any { CAPS_YES } else { CAPS_NO },
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        Ok(self.caps.load(Ordering::Acquire) == CAPS_YES)
     }
 
     pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
@@ -849,6 +870,7 @@ impl Meta {
             tx.prepare_cached("UPDATE inodes SET ctime=?2 WHERE ino=?1")?
                 .execute(params![ino as i64, now_ns()])?;
             if name == CAPS_XATTR {
+                self.caps.store(CAPS_YES, Ordering::Release);
                 tx.execute(
                     "INSERT OR REPLACE INTO kv(key, value) VALUES(?1, X'31')",
                     [KV_CAPS],
