@@ -274,6 +274,7 @@ impl Cache {
             .map_err(MetaError::from)?
         };
         let small = SmallDb::open(&cfg.dir.join("cache.db"))?;
+        meta.commit_first(small.group());
         let cache = Arc::new(Cache {
             cache_size: AtomicU64::new(cfg.cache_size),
             dirty_limit: AtomicU64::new(cfg.dirty_limit),
@@ -433,17 +434,24 @@ impl Cache {
         }
     }
 
-    pub fn start_workers(self: &Arc<Self>) {
+    /// Start the upload workers, and group small-block writes.
+    pub fn start_workers(self: &Arc<Self>) -> std::io::Result<()> {
+        self.small.start_batching()?;
         let mut w = self.workers.lock();
         for i in 0..self.cfg.upload_workers.max(1) {
             let me = self.clone();
             w.push(
                 std::thread::Builder::new()
                     .name(format!("upload-{i}"))
-                    .spawn(move || me.worker())
-                    .expect("spawn upload worker"),
+                    .spawn(move || me.worker())?,
             );
         }
+        Ok(())
+    }
+
+    /// Drop the open group of small-block writes as a crash would.
+    pub fn abandon_batch(&self) {
+        self.small.abandon()
     }
 
     /// Per-inode lock: writes and truncates exclusive, reads shared.
@@ -773,6 +781,7 @@ impl Cache {
             if (headroom < 4 * self.cfg.block_size as i64) != st.meta_unbatched {
                 st.meta_unbatched = !st.meta_unbatched;
                 self.meta.set_batching(!st.meta_unbatched)?;
+                self.small.set_batching(!st.meta_unbatched)?;
             }
             // With nothing dirty, writers get through whatever the limit,
             // so a write larger than the limit still makes progress.

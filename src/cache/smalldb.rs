@@ -13,9 +13,10 @@ use std::sync::Arc;
 /// Blocks up to this size live in the database.
 pub const SMALL_MAX: u64 = 128 * 1024;
 
-/// Each write commits on its own, so the bytes of a file are on disk
-/// before the grouped metadata commit that records its size (and a full
-/// disk fails just that write, which then waits for room).
+/// Writes are grouped like the metadata's (see `meta::group`), and this
+/// group is committed before each metadata commit, so the bytes of a file
+/// are on disk before the size that covers them. Near a full disk both
+/// commit each write on its own (a failed group would drop many).
 pub struct SmallDb {
     conn: Arc<Group>,
 }
@@ -50,6 +51,25 @@ impl SmallDb {
         Ok(SmallDb {
             conn: Arc::new(Group::new(conn)),
         })
+    }
+
+    /// The connection's group, for the metadata to commit first.
+    pub fn group(&self) -> Arc<Group> {
+        self.conn.clone()
+    }
+
+    /// Group writes from now on (while mounted).
+    pub fn start_batching(&self) -> std::io::Result<()> {
+        Group::start_batching(&self.conn, "cache-commit")
+    }
+
+    pub fn set_batching(&self, on: bool) -> Result<()> {
+        self.conn.set_batching(on).map_err(db)
+    }
+
+    /// Drop the open group as a crash would.
+    pub fn abandon(&self) {
+        self.conn.abandon()
     }
 
     pub fn get_dirty(&self, ino: u64, idx: u64) -> Result<Option<Vec<u8>>> {

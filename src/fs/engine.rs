@@ -270,7 +270,12 @@ impl Engine {
             };
             let codec = BlockCodec::new(key.as_ref(), params.compression);
             let cache = Cache::new(cfg, store.clone(), codec, meta.clone(), shipper.clone())?;
-            cache.start_workers();
+            cache
+                .start_workers()
+                .map_err(|source| EngineError::CacheDir {
+                    path: dir.clone(),
+                    source,
+                })?;
             let fs = Arc::new(
                 Fs::new(meta, cache, shipper, o.durability)
                     .map_err(|e| EngineError::Flush(format!("cleaning orphans failed: {e}")))?,
@@ -399,7 +404,8 @@ impl Engine {
         *lock.lock() = true;
         cv.notify_all();
         self.fs.cache().shutdown();
-        // What a crash loses: the uncommitted group of operations.
+        // What a crash loses: the uncommitted groups of operations.
         self.fs.meta().abandon_batch();
+        self.fs.cache().abandon_batch();
     }
 }

@@ -118,9 +118,6 @@ pub struct StatFs {
     pub namelen: u32,
 }
 
-/// A directory entry for plain readdir: (offset, inode, mode, name).
-pub type DirName = (u64, u64, u32, Vec<u8>);
-
 pub struct Fs {
     meta: Arc<Meta>,
     cache: Arc<Cache>,
@@ -551,51 +548,34 @@ impl Fs {
         Ok(())
     }
 
-    /// `readdir` without attributes.
-    pub fn readdir_names(&self, ino: u64, offset: u64, limit: usize) -> Result<Vec<DirName>> {
-        let a = self.meta.getattr(ino)?;
-        if !a.is_dir() {
-            return Err(Errno(libc::ENOTDIR));
-        }
-        let mut out = Vec::new();
-        if offset < 1 {
-            out.push((1, ino, a.mode, b".".to_vec()));
-        }
-        if offset < 2 {
-            out.push((2, self.meta.parent_of(ino)?, libc::S_IFDIR, b"..".to_vec()));
-        }
-        let after = offset.saturating_sub(2) as i64;
-        for (id, i, mode, name) in self.meta.readdir_names(ino, after, limit)? {
-            out.push((id as u64 + 2, i, mode, name));
-        }
-        Ok(out)
-    }
-
     /// Directory listing from a stable cookie: 0 starts, each entry's
-    /// `offset` resumes after it. `.` and `..` come first.
+    /// offset resumes after it; `.` and `..` come first. Calls
+    /// `add(offset, ino, mode, name)` for each entry until it returns true
+    /// (the reply is full). Attributes are not listed: the kernel looks up
+    /// the names it needs (see `fuse.rs` on readdirplus).
     pub fn readdir(
         &self,
         ino: u64,
         offset: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>, Attr)>> {
-        let a = self.meta.getattr(ino)?;
-        if !a.is_dir() {
-            return Err(Errno(libc::ENOTDIR));
-        }
-        let mut out = Vec::new();
-        if offset < 1 {
-            out.push((1, b".".to_vec(), a.clone()));
-        }
+        mut add: impl FnMut(u64, u64, u32, &[u8]) -> bool,
+    ) -> Result<()> {
         if offset < 2 {
-            let p = self.meta.parent_of(ino)?;
-            out.push((2, b"..".to_vec(), self.meta.getattr(p)?));
+            let a = self.meta.getattr(ino)?;
+            if !a.is_dir() {
+                return Err(Errno(libc::ENOTDIR));
+            }
+            if offset < 1 && add(1, ino, a.mode, b".") {
+                return Ok(());
+            }
+            if add(2, self.meta.parent_of(ino)?, libc::S_IFDIR, b"..") {
+                return Ok(());
+            }
         }
         let after = offset.saturating_sub(2) as i64;
-        for e in self.meta.readdir(ino, after, limit)? {
-            out.push((e.id as u64 + 2, e.name, e.attr));
-        }
-        Ok(out)
+        self.meta.readdir(ino, after, |id, i, mode, name| {
+            add(id as u64 + 2, i, mode, name)
+        })?;
+        Ok(())
     }
 
     pub fn statfs(&self) -> Result<StatFs> {

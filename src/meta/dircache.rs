@@ -33,18 +33,25 @@ struct Listing {
 }
 
 impl DirCache {
-    /// Up to `limit` entries after `after`, if `dir` is cached.
-    pub fn page(&mut self, dir: u64, after: i64, limit: usize) -> Option<Vec<NameEntry>> {
+    /// Calls `f` on the entries after `after` until it returns true;
+    /// false if `dir` is not cached (nothing was called).
+    pub fn visit(
+        &mut self,
+        dir: u64,
+        after: i64,
+        f: &mut impl FnMut(i64, u64, u32, &[u8]) -> bool,
+    ) -> bool {
         self.tick += 1;
-        let l = self.dirs.get_mut(&dir)?;
+        let Some(l) = self.dirs.get_mut(&dir) else {
+            return false;
+        };
         l.used = self.tick;
-        Some(
-            l.by_id
-                .range(after + 1..)
-                .take(limit)
-                .map(|(id, (ino, mode, name))| (*id, *ino, *mode, name.clone()))
-                .collect(),
-        )
+        for (id, (ino, mode, name)) in l.by_id.range(after + 1..) {
+            if f(*id, *ino, *mode, name) {
+                break;
+            }
+        }
+        true
     }
 
     pub fn too_big(&self, dir: u64) -> bool {
@@ -104,6 +111,18 @@ impl DirCache {
 mod tests {
     use super::*;
 
+    impl DirCache {
+        /// Up to `limit` entry ids after `after`, if `dir` is cached.
+        fn page(&mut self, dir: u64, after: i64, limit: usize) -> Option<Vec<i64>> {
+            let mut ids = Vec::new();
+            let hit = self.visit(dir, after, &mut |id, _, _, _| {
+                ids.push(id);
+                ids.len() == limit
+            });
+            hit.then_some(ids)
+        }
+    }
+
     #[test]
     fn pages_inserts_and_eviction() {
         let mut c = DirCache::default();
@@ -118,7 +137,8 @@ mod tests {
         c.insert(1, 5, 12, 0o100644, b"c");
         c.insert(2, 6, 13, 0o100644, b"x"); // not cached: ignored
         let p = c.page(1, 1, 10).unwrap();
-        assert_eq!(p.iter().map(|e| e.0).collect::<Vec<_>>(), vec![3, 5]);
+        assert_eq!(p, vec![3, 5]);
+        assert_eq!(c.page(1, 0, 2).unwrap(), vec![1, 3], "stops when full");
         assert!(c.page(2, 0, 10).is_none());
         c.forget(1);
         assert!(c.page(1, 0, 10).is_none());

@@ -20,6 +20,9 @@ pub struct Db {
     conn: Connection,
     /// When the open group began; `None` when none is open.
     open_since: Option<Instant>,
+    /// Committed before each commit here: changes here may refer to its
+    /// (the metadata's file sizes to the cache's block bytes).
+    first: Option<Arc<Group>>,
 }
 
 impl std::ops::Deref for Db {
@@ -35,8 +38,16 @@ impl Db {
         Ok(())
     }
 
+    fn commit_first(&self) -> rusqlite::Result<()> {
+        match &self.first {
+            Some(g) => g.commit(),
+            None => Ok(()),
+        }
+    }
+
     pub fn commit(&mut self) -> rusqlite::Result<()> {
         if self.open_since.is_some() {
+            self.commit_first()?;
             if let Err(e) = self.run("COMMIT") {
                 if self.conn.is_autocommit() {
                     Group::lost(self, "a commit failed");
@@ -64,6 +75,7 @@ impl Group {
             db: Mutex::new(Db {
                 conn,
                 open_since: None,
+                first: None,
             }),
             batching: AtomicBool::new(false),
             committer: AtomicBool::new(false),
@@ -86,7 +98,12 @@ impl Group {
         if !batching && c.open_since.is_none() {
             // A transaction of its own: no savepoint needed.
             c.run("BEGIN IMMEDIATE")?;
-            let r = f(&c.conn).and_then(|v| c.run("COMMIT").map(|_| v).map_err(E::from));
+            let r = f(&c.conn).and_then(|v| {
+                c.commit_first()
+                    .and_then(|_| c.run("COMMIT"))
+                    .map(|_| v)
+                    .map_err(E::from)
+            });
             if r.is_err() && !c.conn.is_autocommit() {
                 let _ = c.run("ROLLBACK");
             }
@@ -127,6 +144,12 @@ impl Group {
             c.commit()?;
         }
         Ok(out)
+    }
+
+    /// Commit `first` before every commit here, so nothing committed here
+    /// refers to what `first` has not committed yet.
+    pub fn commit_first(&self, first: Arc<Group>) {
+        self.db.lock().first = Some(first);
     }
 
     /// Commit the open group, if any.
@@ -289,6 +312,29 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(count(&p), 1, "committed by the committer");
+    }
+
+    #[test]
+    fn the_first_group_is_committed_before_this_one() {
+        let (_d1, data_path, data) = fresh(false);
+        let (_d2, meta_path, meta) = fresh(false);
+        meta.commit_first(data.clone());
+        insert(&data, 1);
+        insert(&meta, 1);
+        meta.commit().unwrap();
+        assert_eq!(count(&data_path), 1, "the first group went first");
+        assert_eq!(count(&meta_path), 1);
+        // Also when this group commits each write on its own.
+        meta.set_batching(false).unwrap();
+        insert(&data, 2);
+        insert(&meta, 2);
+        assert_eq!(count(&data_path), 2);
+        assert_eq!(count(&meta_path), 2);
+        // The first group alone does not drag this one along.
+        meta.batching.store(true, Ordering::Release);
+        insert(&meta, 3);
+        data.commit().unwrap();
+        assert_eq!(count(&meta_path), 2);
     }
 
     #[test]

@@ -352,6 +352,12 @@ impl Meta {
         Group::start_batching(&self.db, "meta-commit")
     }
 
+    /// Commit `g` before each commit of the metadata: the cache's group of
+    /// block bytes, so a file's size never lands without its bytes.
+    pub fn commit_first(&self, g: Arc<Group>) {
+        self.db.commit_first(g)
+    }
+
     /// Group operations (true) or commit each on its own (false); see
     /// [`Group::set_batching`].
     pub fn set_batching(&self, on: bool) -> Result<()> {
@@ -663,35 +669,19 @@ impl Meta {
     }
 
     /// Entries with `id > after`, in id order, at most `limit`.
-    pub fn readdir(&self, dir: u64, after: i64, limit: usize) -> Result<Vec<DirEntry>> {
-        let c = self.db.lock();
-        let mut st = c.prepare_cached(
-            "SELECT i.ino, i.mode, i.uid, i.gid, i.size, i.nlink, i.rdev, i.atime, i.mtime, i.ctime, i.crtime,
-                    d.id, d.name
-             FROM dentries d JOIN inodes i ON i.ino=d.ino
-             WHERE d.parent=?1 AND d.id>?2 ORDER BY d.id LIMIT ?3",
-        )?;
-        let rows = st.query_map(params![dir as i64, after, limit as i64], |r| {
-            Ok(DirEntry {
-                attr: row_attr(r)?,
-                id: r.get(11)?,
-                name: r.get(12)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-    }
-
-    /// Names, inodes and types of a directory's entries after `after` (for
-    /// plain readdir), from the in-memory listing when there is one.
-    pub fn readdir_names(
+    /// A directory's entries after `after`, in id order: `f(id, ino, mode,
+    /// name)` until it returns true. Served from the in-memory listing,
+    /// loaded whole the first time; a directory too big to keep is read
+    /// from the database page by page.
+    pub fn readdir(
         &self,
         dir: u64,
         after: i64,
-        limit: usize,
-    ) -> Result<Vec<dircache::NameEntry>> {
+        mut f: impl FnMut(i64, u64, u32, &[u8]) -> bool,
+    ) -> Result<()> {
         let c = self.db.lock();
-        if let Some(p) = self.dcache.lock().page(dir, after, limit) {
-            return Ok(p);
+        if self.dcache.lock().visit(dir, after, &mut f) {
+            return Ok(());
         }
         let row = |r: &rusqlite::Row<'_>| {
             Ok((
@@ -701,9 +691,6 @@ impl Meta {
                 r.get::<_, Vec<u8>>(3)?,
             ))
         };
-        // A listing is loaded whole the first time (the kernel's first read
-        // of a directory is usually a readdirplus, so this may be at any
-        // offset); a directory too big to keep is read page by page.
         if !self.dcache.lock().too_big(dir) {
             let cap = dircache::MAX_DIR;
             let all = {
@@ -714,20 +701,31 @@ impl Meta {
                 let rows = st.query_map(params![dir as i64, cap as i64 + 1], row)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
             };
-            let fits = all.len() <= cap;
-            let start = all.partition_point(|e| e.0 <= after);
-            let page = all[start..].iter().take(limit).cloned().collect();
-            self.dcache.lock().store(dir, all);
-            if fits {
-                return Ok(page);
+            let mut dc = self.dcache.lock();
+            dc.store(dir, all);
+            if dc.visit(dir, after, &mut f) {
+                return Ok(());
             }
         }
         let mut st = c.prepare_cached(
             "SELECT d.id, d.ino, i.mode, d.name FROM dentries d JOIN inodes i ON i.ino=d.ino
-             WHERE d.parent=?1 AND d.id>?2 ORDER BY d.id LIMIT ?3",
+             WHERE d.parent=?1 AND d.id>?2 ORDER BY d.id LIMIT 256",
         )?;
-        let rows = st.query_map(params![dir as i64, after, limit as i64], row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let mut after = after;
+        loop {
+            let page = st
+                .query_map(params![dir as i64, after], row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.0;
+            for (id, ino, mode, name) in &page {
+                if f(*id, *ino, *mode, name) {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     pub fn setattr(&self, ino: u64, s: &SetAttr) -> Result<Attr> {

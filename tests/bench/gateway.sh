@@ -4,16 +4,24 @@
 # directory on the same disk; and the Samba hook's connect times. Release
 # build, local store (the Swift figures are in tests/bench/swift.sh).
 #
-#   bash tests/bench/gateway.sh [--size 1G] [--files 5000]
+#   bash tests/bench/gateway.sh [--size 1G] [--files 5000] [--only large|small]
+#
+# Two baselines: "plain" is a share of a plain directory with Samba's
+# defaults; "plain+vfs" is the same directory exported with the home share's
+# VFS modules (catia fruit streams_xattr acl_xattr), so its ratio measures the
+# filesystem alone and the other one also Samba's per-file cost of those
+# modules.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "run as root"; exit 1; }
 SIZE_MB=1024
 FILES=5000
+ONLY=all
 while [ $# -gt 0 ]; do
     case "$1" in
         --size) SIZE_MB=$(( $(numfmt --from=iec "$2") / 1048576 )); shift 2 ;;
         --files) FILES=$2; shift 2 ;;
+        --only) ONLY=$2; shift 2 ;;
         *) echo "unknown option $1"; exit 2 ;;
     esac
 done
@@ -34,7 +42,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-mkdir -p "$WORK"/samba/{private,lock,state,cache,pid,ncalrpc,log} "$WORK/plain" "$WORK/src/small" "$WORK/out"
+mkdir -p "$WORK"/samba/{private,lock,state,cache,pid,ncalrpc,log} "$WORK/plain" "$WORK/plainvfs" "$WORK/src/small" "$WORK/out"
 cat > "$CFG" <<EOT
 [store]
 url = "local://$WORK/homes/{user}"
@@ -62,12 +70,18 @@ cat >> "$WORK/smb.conf" <<EOT
    path = $WORK/plain
    valid users = $USER_NAME
    read only = no
+
+[plainvfs]
+   path = $WORK/plainvfs
+   valid users = $USER_NAME
+   read only = no
+$(sed -n '/^\[home\]/,$p' "$WORK/smb.conf" | grep -E '^ *(vfs objects|acl_xattr|create mask|directory mask) ')
 EOT
 "$BIN" serve --config "$CFG" > "$WORK/daemon.log" 2>&1 &
 DPID=$!
 for _ in $(seq 1 100); do [ -S "$WORK/gw.sock" ] && break; sleep 0.1; done
 echo "$PW" | "$BIN" user add "$USER_NAME" --config "$CFG" >/dev/null
-chown "$USER_NAME" "$WORK/plain"
+chown "$USER_NAME" "$WORK/plain" "$WORK/plainvfs"
 smbd -D -s "$WORK/smb.conf"
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 
@@ -84,15 +98,19 @@ now() { date +%s.%N; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 smb() { smbclient "//127.0.0.1/$1" -p "$port" -U "$USER_NAME%$PW" -c "$2" >/dev/null; }
 declare -A T
-for share in plain home; do
-    drop; t0=$(now); smb $share "lcd $WORK/src; put big.bin"; t1=$(now); T[$share.put]=$(echo "$t1 - $t0" | bc -l)
-    drop; t0=$(now); smb $share "lcd $WORK/out; get big.bin"; t1=$(now); T[$share.get]=$(echo "$t1 - $t0" | bc -l)
-    cmp -s "$WORK/src/big.bin" "$WORK/out/big.bin" || { echo "MISMATCH on $share"; exit 1; }
-    rm -f "$WORK/out/big.bin"
-    drop; t0=$(now); smb $share "mkdir s; cd s; lcd $WORK/src/small; prompt off; mput *"; t1=$(now); T[$share.mput]=$(echo "$t1 - $t0" | bc -l)
-    mkdir -p "$WORK/out/s-$share"
-    drop; t0=$(now); smb $share "cd s; lcd $WORK/out/s-$share; prompt off; mget *"; t1=$(now); T[$share.mget]=$(echo "$t1 - $t0" | bc -l)
-    [ "$(ls "$WORK/out/s-$share" | wc -l)" = "$FILES" ] || { echo "missing files on $share"; exit 1; }
+for share in plain plainvfs home; do
+    if [ "$ONLY" != small ]; then
+        drop; t0=$(now); smb $share "lcd $WORK/src; put big.bin"; t1=$(now); T[$share.put]=$(echo "$t1 - $t0" | bc -l)
+        drop; t0=$(now); smb $share "lcd $WORK/out; get big.bin"; t1=$(now); T[$share.get]=$(echo "$t1 - $t0" | bc -l)
+        cmp -s "$WORK/src/big.bin" "$WORK/out/big.bin" || { echo "MISMATCH on $share"; exit 1; }
+        rm -f "$WORK/out/big.bin"
+    fi
+    if [ "$ONLY" != large ]; then
+        drop; t0=$(now); smb $share "mkdir s; cd s; lcd $WORK/src/small; prompt off; mput *"; t1=$(now); T[$share.mput]=$(echo "$t1 - $t0" | bc -l)
+        mkdir -p "$WORK/out/s-$share"
+        drop; t0=$(now); smb $share "cd s; lcd $WORK/out/s-$share; prompt off; mget *"; t1=$(now); T[$share.mget]=$(echo "$t1 - $t0" | bc -l)
+        [ "$(ls "$WORK/out/s-$share" | wc -l)" = "$FILES" ] || { echo "missing files on $share"; exit 1; }
+    fi
 done
 # Hook times: cold = the home is not mounted but its metadata is cached
 # locally (a returning user); warm = already mounted (another session).
@@ -108,11 +126,19 @@ WARM=$(echo "($t1 - $t0) * 1000 / 20" | bc -l)
 
 rate() { echo "scale=0; $1 / $2" | bc -l; }
 ratio() { printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }
+row() { # label, key, amount
+    printf '%-34s %9s %9s %9s %7s %9s\n' "$1" "$(rate "$3" "${T[plain.$2]}")" "$(rate "$3" "${T[plainvfs.$2]}")" \
+        "$(rate "$3" "${T[home.$2]}")" "$(ratio "${T[plain.$2]}" "${T[home.$2]}")" "$(ratio "${T[plainvfs.$2]}" "${T[home.$2]}")"
+}
 echo
-printf '%-40s %12s %12s %7s\n' workload "plain share" swiftgate ratio
-printf '%-40s %12s %12s %7s\n' "put ${SIZE_MB} MiB file (MiB/s)" "$(rate $SIZE_MB "${T[plain.put]}")" "$(rate $SIZE_MB "${T[home.put]}")" "$(ratio "${T[plain.put]}" "${T[home.put]}")"
-printf '%-40s %12s %12s %7s\n' "get ${SIZE_MB} MiB file (MiB/s)" "$(rate $SIZE_MB "${T[plain.get]}")" "$(rate $SIZE_MB "${T[home.get]}")" "$(ratio "${T[plain.get]}" "${T[home.get]}")"
-printf '%-40s %12s %12s %7s\n' "put $FILES small files (files/s)" "$(rate "$FILES" "${T[plain.mput]}")" "$(rate "$FILES" "${T[home.mput]}")" "$(ratio "${T[plain.mput]}" "${T[home.mput]}")"
-printf '%-40s %12s %12s %7s\n' "get $FILES small files (files/s)" "$(rate "$FILES" "${T[plain.mget]}")" "$(rate "$FILES" "${T[home.mget]}")" "$(ratio "${T[plain.mget]}" "${T[home.mget]}")"
+printf '%-34s %9s %9s %9s %7s %9s\n' workload plain plain+vfs swiftgate ratio ratio+vfs
+if [ "$ONLY" != small ]; then
+    row "put ${SIZE_MB} MiB file (MiB/s)" put "$SIZE_MB"
+    row "get ${SIZE_MB} MiB file (MiB/s)" get "$SIZE_MB"
+fi
+if [ "$ONLY" != large ]; then
+    row "put $FILES small files (files/s)" mput "$FILES"
+    row "get $FILES small files (files/s)" mget "$FILES"
+fi
 printf 'hook connect, cold (mount with cached metadata): %.0f ms\n' "$COLD"
 printf 'hook connect, warm (already mounted), mean of 20: %.1f ms\n' "$WARM"
