@@ -564,6 +564,47 @@ fn large_directory_listing_is_complete_and_stable() {
     }
 }
 
+/// Listing and stating every entry gives each file's own attributes, when
+/// the listing comes with attributes (readdirplus) and when it is repeated
+/// at once (a first reply of `.` and `..`, then names only), and after the
+/// sizes change.
+#[test]
+fn listings_with_attributes() {
+    let t = TestFs::new_mounted();
+    let d = t.path("d");
+    fs::create_dir(&d).unwrap();
+    for i in 0..600u64 {
+        fs::write(d.join(format!("f{i:03}")), vec![7u8; i as usize]).unwrap();
+    }
+    let sizes = || -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let len = e.metadata().unwrap().len();
+                (e.file_name().to_string_lossy().into_owned(), len)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let want: Vec<(String, u64)> = (0..600u64).map(|i| (format!("f{i:03}"), i)).collect();
+    assert_eq!(sizes(), want, "first listing");
+    assert_eq!(sizes(), want, "the same listing at once");
+    for i in (0..600u64).step_by(7) {
+        OpenOptions::new()
+            .write(true)
+            .open(d.join(format!("f{i:03}")))
+            .unwrap()
+            .set_len(1000 + i)
+            .unwrap();
+    }
+    let want: Vec<(String, u64)> = (0..600u64)
+        .map(|i| (format!("f{i:03}"), if i % 7 == 0 { 1000 + i } else { i }))
+        .collect();
+    assert_eq!(sizes(), want, "after truncating some");
+}
+
 /// Listings (kept in memory by the filesystem for plain readdir) match
 /// the namespace after every kind of change, each checked on its own.
 #[test]

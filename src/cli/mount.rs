@@ -257,9 +257,7 @@ fn start(
     }
     cfg.n_threads = Some(a.fuse_threads.max(1));
     cfg.clone_fd = true;
-    let fs = FuseFs {
-        fs: engine.fs.clone(),
-    };
+    let fs = FuseFs::new(engine.fs.clone());
     match fuser::Session::new(fs, mp, &cfg) {
         Ok(s) => Ok((engine, s)),
         Err(e) => {

@@ -5,20 +5,47 @@ use crate::meta::Attr;
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const TTL: Duration = Duration::from_secs(1);
 const GEN: Generation = Generation(0);
 
 pub struct FuseFs {
-    pub fs: Arc<Fs>,
+    fs: Arc<Fs>,
+    /// When each directory last got a full readdirplus from offset 0.
+    listed: parking_lot::Mutex<HashMap<u64, Instant>>,
+}
+
+impl FuseFs {
+    pub fn new(fs: Arc<Fs>) -> FuseFs {
+        FuseFs {
+            fs,
+            listed: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `dir` got attributes with a full listing less than a TTL
+    /// ago (the kernel still holds them); notes this listing otherwise.
+    fn listed_recently(&self, dir: u64) -> bool {
+        let now = Instant::now();
+        let mut l = self.listed.lock();
+        if l.get(&dir).is_some_and(|t| now.duration_since(*t) < TTL) {
+            return true;
+        }
+        if l.len() >= 4096 {
+            l.retain(|_, t| now.duration_since(*t) < TTL);
+        }
+        l.insert(dir, now);
+        false
+    }
 }
 
 fn e(err: FsErrno) -> Errno {
@@ -111,13 +138,14 @@ fn xattr_reply(reply: ReplyXattr, r: super::Result<Vec<u8>>, size: u32) {
 
 impl fuser::Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // No readdirplus: Samba rescans a whole directory for every new
-        // name (to rule out a case variant), and the kernel asks for
-        // readdirplus at offset 0 of every scan. With attributes that cost
-        // ~2 us per entry from SQLite, without them ~0.1 us from the
-        // in-memory listing; the names a reader then stats cost a lookup
-        // each (~25 us), which Samba's listings pay once, not per file.
-        let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        // Readdirplus saves a lookup per entry for readers that stat what
+        // they list; "auto" makes the kernel ask for it only at offset 0
+        // and after lookups in the directory (see `readdirplus`).
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_DO_READDIRPLUS
+                | fuser::InitFlags::FUSE_READDIRPLUS_AUTO
+                | fuser::InitFlags::FUSE_PARALLEL_DIROPS,
+        );
         // The kernel's page cache takes writes and hands them over in
         // large pieces on close, fsync or memory pressure: one request for
         // a small file written in many pieces (tar, Samba), and no size or
@@ -390,6 +418,40 @@ impl fuser::Filesystem for FuseFs {
     ) {
         let r = self.fs.readdir(ino.0, offset, |off, i, mode, name| {
             reply.add(INodeNo(i), off, kind(mode), OsStr::from_bytes(name))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        // Samba rescans a whole directory for every new name (to rule out
+        // a case variant), so a directory of n files costs n^2 entries, and
+        // the kernel asks each scan's first reply as readdirplus. A
+        // directory listed with attributes less than a TTL ago (the kernel
+        // still holds them) gets a first reply of `.` and `..` only; the
+        // kernel goes on with plain readdir, served from memory (~0.1 us an
+        // entry, against ~2 us with attributes from SQLite). Later
+        // readdirplus requests (after lookups) get full replies.
+        let first = offset == 0 && self.listed_recently(ino.0);
+        let r = self.fs.readdir_plus(ino.0, offset, |off, name, a| {
+            let full = reply.add(
+                INodeNo(a.ino),
+                off,
+                OsStr::from_bytes(name),
+                &TTL,
+                &file_attr(a),
+                GEN,
+            );
+            full || (first && off == 2)
         });
         match r {
             Ok(()) => reply.ok(),

@@ -551,31 +551,59 @@ impl Fs {
     /// Directory listing from a stable cookie: 0 starts, each entry's
     /// offset resumes after it; `.` and `..` come first. Calls
     /// `add(offset, ino, mode, name)` for each entry until it returns true
-    /// (the reply is full). Attributes are not listed: the kernel looks up
-    /// the names it needs (see `fuse.rs` on readdirplus).
+    /// (the reply is full). Served from the in-memory listing.
     pub fn readdir(
         &self,
         ino: u64,
         offset: u64,
         mut add: impl FnMut(u64, u64, u32, &[u8]) -> bool,
     ) -> Result<()> {
-        if offset < 2 {
-            let a = self.meta.getattr(ino)?;
-            if !a.is_dir() {
-                return Err(Errno(libc::ENOTDIR));
-            }
-            if offset < 1 && add(1, ino, a.mode, b".") {
-                return Ok(());
-            }
-            if add(2, self.meta.parent_of(ino)?, libc::S_IFDIR, b"..") {
-                return Ok(());
-            }
+        if self.dot_entries(ino, offset, |off, name, a| add(off, a.ino, a.mode, name))? {
+            return Ok(());
         }
         let after = offset.saturating_sub(2) as i64;
         self.meta.readdir(ino, after, |id, i, mode, name| {
             add(id as u64 + 2, i, mode, name)
         })?;
         Ok(())
+    }
+
+    /// `readdir` with each entry's attributes: `add(offset, name, attr)`.
+    pub fn readdir_plus(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &[u8], &Attr) -> bool,
+    ) -> Result<()> {
+        if self.dot_entries(ino, offset, &mut add)? {
+            return Ok(());
+        }
+        let after = offset.saturating_sub(2) as i64;
+        self.meta
+            .readdir_plus(ino, after, |id, name, a| add(id as u64 + 2, name, a))?;
+        Ok(())
+    }
+
+    /// `.` and `..` (offsets 1 and 2) for a listing from `offset`; true
+    /// when `add` found the reply full.
+    fn dot_entries(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &[u8], &Attr) -> bool,
+    ) -> Result<bool> {
+        if offset >= 2 {
+            return Ok(false);
+        }
+        let a = self.meta.getattr(ino)?;
+        if !a.is_dir() {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        if offset < 1 && add(1, b".", &a) {
+            return Ok(true);
+        }
+        let parent = self.meta.getattr(self.meta.parent_of(ino)?)?;
+        Ok(add(2, b"..", &parent))
     }
 
     pub fn statfs(&self) -> Result<StatFs> {

@@ -246,9 +246,7 @@ impl Gateway {
         fcfg.acl = fuser::SessionACL::All;
         fcfg.n_threads = Some(4);
         fcfg.clone_fd = true;
-        let fs = FuseFs {
-            fs: engine.fs.clone(),
-        };
+        let fs = FuseFs::new(engine.fs.clone());
         let session = match fuser::Session::new(fs, &mp, &fcfg) {
             Ok(s) => s,
             Err(e) => {

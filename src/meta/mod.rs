@@ -669,6 +669,43 @@ impl Meta {
     }
 
     /// Entries with `id > after`, in id order, at most `limit`.
+    /// A directory's entries after `after` with their attributes, in id
+    /// order: `f(id, name, attr)` until it returns true. Read from the
+    /// database a page at a time, so a full reply costs about the rows it
+    /// holds.
+    pub fn readdir_plus(
+        &self,
+        dir: u64,
+        after: i64,
+        mut f: impl FnMut(i64, &[u8], &Attr) -> bool,
+    ) -> Result<()> {
+        let mut after = after;
+        loop {
+            let page = {
+                let c = self.db.lock();
+                let mut st = c.prepare_cached(
+                    "SELECT i.ino, i.mode, i.uid, i.gid, i.size, i.nlink, i.rdev, i.atime, i.mtime,
+                            i.ctime, i.crtime, d.id, d.name
+                     FROM dentries d JOIN inodes i ON i.ino=d.ino
+                     WHERE d.parent=?1 AND d.id>?2 ORDER BY d.id LIMIT 64",
+                )?;
+                let rows = st.query_map(params![dir as i64, after], |r| {
+                    Ok((r.get::<_, i64>(11)?, r.get::<_, Vec<u8>>(12)?, row_attr(r)?))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.0;
+            for (id, name, attr) in &page {
+                if f(*id, name, attr) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     /// A directory's entries after `after`, in id order: `f(id, ino, mode,
     /// name)` until it returns true. Served from the in-memory listing,
     /// loaded whole the first time; a directory too big to keep is read
