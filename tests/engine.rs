@@ -452,6 +452,36 @@ fn small_files_are_packed() {
 }
 
 #[test]
+fn full_blocks_go_up_together_in_few_objects() {
+    let t = TestFs::new_mounted(); // 64 KiB blocks
+                                   // 96 blocks; the last 16 repeat the first 16 (stored once, even when
+                                   // they land in the same object).
+    let mut data = random_bytes(80 << 16, 21);
+    let head = data[..16 << 16].to_vec();
+    data.extend_from_slice(&head);
+    fs::write(t.path("big"), &data).unwrap();
+    fs::write(t.path("other"), random_bytes(3 << 16, 22)).unwrap();
+    t.umount();
+    let objs = data_objects(&t).len();
+    assert!(objs <= 12, "99 full blocks became {objs} objects");
+    let stored: u64 = data_objects(&t)
+        .iter()
+        .map(|k| t.obj_get(k).len() as u64)
+        .sum();
+    assert!(
+        stored < 84 << 16,
+        "repeated blocks stored twice: {stored} bytes"
+    );
+    fs::remove_dir_all(&t.cache).unwrap();
+    t.mount(&[]);
+    assert_eq!(fs::read(t.path("big")).unwrap(), data);
+    assert_eq!(
+        fs::read(t.path("other")).unwrap(),
+        random_bytes(3 << 16, 22)
+    );
+}
+
+#[test]
 fn umount_waits_for_uploads_and_new_host_sees_all() {
     let t = TestFs::new(&[]);
     t.mount(&["--upload-delay", "30s"]);

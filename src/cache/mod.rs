@@ -85,7 +85,14 @@ pub struct CacheConfig {
     pub pack_threshold: u64,
     /// A pack is uploaded once it reaches this size (or ages).
     pub pack_target: u64,
+    /// Full blocks waiting together go up as one object of up to this
+    /// size: a store pays per request (Swift's proxy and object server
+    /// spend about as much on a 4 MiB PUT's setup as on its bytes).
+    pub object_target: u64,
 }
+
+/// A dirty block (key, incarnation) waiting for an upload of its content.
+type Waiter = ((u64, u64), u64);
 
 #[derive(Debug)]
 struct Dirty {
@@ -192,6 +199,11 @@ struct State {
     queue: BTreeSet<(Instant, u64, u64)>,
     /// Full blocks: uploaded without waiting for the delay.
     ready: VecDeque<(u64, u64)>,
+    /// Content being uploaded as a new block, with the dirty blocks (key,
+    /// incarnation) holding the same content: they wait, still marked
+    /// uploading, and go back to the queue once it is stored (to find it
+    /// by hash) or failed, so the same bytes never go up twice at once.
+    inflight: HashMap<Hash, Vec<Waiter>>,
     /// Open clean block files (a handful, for sequential readers).
     open_files: HashMap<i64, Arc<File>>,
 }
@@ -1207,9 +1219,9 @@ impl Cache {
                     self.work_cv.wait_for(&mut st, Duration::from_millis(100));
                 }
             };
-            let is_block = matches!(job, Job::Block(..));
+            let is_block = matches!(job, Job::Blocks(..));
             let res = match job {
-                Job::Block(key, inc, ver) => self.upload_block(key, inc, ver),
+                Job::Blocks(blocks) => self.upload_blocks(&blocks),
                 Job::Pack(pack) => self.upload_pack(pack),
             };
             let mut st = self.st.lock();
@@ -1257,7 +1269,7 @@ impl Cache {
         }
         while chosen.is_none() {
             let Some(k) = st.ready.pop_front() else { break };
-            if Self::pickable(st, &k) {
+            if Self::pickable(st, &k) && (pressure || !self.wait_for_next(st, k)) {
                 chosen = Some(k);
             }
         }
@@ -1302,11 +1314,38 @@ impl Cache {
             return Some(Job::Pack(std::mem::take(&mut st.pack)));
         }
         let k = chosen?;
-        let d = st.dirty.get_mut(&k)?;
-        d.uploading = true;
+        let room = (self.cfg.object_target / self.cfg.block_size).max(1) as usize;
+        let mut keys = vec![k];
+        if self.full_pickable(st, &k) {
+            // The file's neighbouring full blocks, then other full blocks
+            // waiting, join it up to the object size.
+            let (ino, mut first, mut last) = (k.0, k.1, k.1);
+            while keys.len() < room && first > 0 && self.full_pickable(st, &(ino, first - 1)) {
+                first -= 1;
+                keys.push((ino, first));
+            }
+            while keys.len() < room && self.full_pickable(st, &(ino, last + 1)) {
+                last += 1;
+                keys.push((ino, last));
+            }
+            while keys.len() < room {
+                let Some(k) = st.ready.pop_front() else { break };
+                if self.full_pickable(st, &k) && !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+            keys.sort_unstable();
+        }
+        let mut blocks = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(d) = st.dirty.get_mut(&k) {
+                d.uploading = true;
+                blocks.push((k, d.incarnation, d.version));
+            }
+        }
         st.uploads_in_flight += 1;
         st.block_jobs += 1;
-        Some(Job::Block(k, d.incarnation, d.version))
+        Some(Job::Blocks(blocks))
     }
 
     fn unmark(&self, key: (u64, u64), inc: u64) {
@@ -1326,15 +1365,40 @@ impl Cache {
         if let Some(d) = st.dirty.get(&key) {
             if !d.uploading && d.version % 2 == 0 {
                 st.queue.insert((d.modified, key.0, key.1));
-                if d.cover
-                    .first()
-                    .is_some_and(|r| r.0 == 0 && r.1 >= self.cfg.block_size)
-                {
+                if self.complete(d) {
                     st.ready.push_back(key);
                 }
                 self.work_cv.notify_one();
             }
         }
+    }
+
+    /// Pickable and whole: every byte of the block written (writeback
+    /// pieces arrive in any order, so its length alone says nothing).
+    fn full_pickable(&self, st: &State, key: &(u64, u64)) -> bool {
+        Self::pickable(st, key) && st.dirty.get(key).is_some_and(|d| self.complete(d))
+    }
+
+    fn complete(&self, d: &Dirty) -> bool {
+        d.cover
+            .first()
+            .is_some_and(|r| r.0 == 0 && r.1 >= self.cfg.block_size)
+    }
+
+    /// Whether full block `k` should wait (up to the upload delay) for the
+    /// blocks after it, which its writer is likely still filling, to go up
+    /// with it in one object: unless the run of full blocks ending at `k`
+    /// already fills one, or the next block is on its way up already.
+    fn wait_for_next(&self, st: &State, k: (u64, u64)) -> bool {
+        let room = self.cfg.object_target / self.cfg.block_size;
+        if room <= 1 || st.dirty.get(&(k.0, k.1 + 1)).is_some_and(|d| d.uploading) {
+            return false;
+        }
+        let mut run = 1;
+        while run < room && run <= k.1 && self.full_pickable(st, &(k.0, k.1 - run)) {
+            run += 1;
+        }
+        run < room
     }
 
     fn pickable(st: &State, key: &(u64, u64)) -> bool {
@@ -1343,15 +1407,124 @@ impl Cache {
             .is_some_and(|d| !d.uploading && d.version % 2 == 0)
     }
 
-    fn upload_block(&self, key: (u64, u64), inc: u64, ver: u64) -> Result<()> {
-        let res = self.upload_block_inner(key, inc, ver);
+    /// Upload dirty blocks: each one already stored (dedup) is mapped to
+    /// that block, small encodings join the pack, the rest go up together
+    /// as one object. On failure every block not handed to the pack is
+    /// given back to the queue.
+    fn upload_blocks(&self, blocks: &[((u64, u64), u64, u64)]) -> Result<()> {
+        // Blocks handed to the pack or left waiting on another upload of
+        // the same content are not this job's to give back.
+        let mut handed = HashSet::new();
+        let mut claimed = Vec::new();
+        let res = self.upload_blocks_inner(blocks, &mut handed, &mut claimed);
         if res.is_err() {
+            for (key, inc, _) in blocks {
+                if !handed.contains(key) {
+                    self.unmark(*key, *inc);
+                }
+            }
+        }
+        let waiters: Vec<_> = {
+            let mut st = self.st.lock();
+            claimed
+                .iter()
+                .filter_map(|h| st.inflight.remove(h))
+                .flatten()
+                .collect()
+        };
+        for (key, inc) in waiters {
             self.unmark(key, inc);
         }
         res
     }
 
-    fn upload_block_inner(&self, key: (u64, u64), inc: u64, ver: u64) -> Result<()> {
+    fn upload_blocks_inner(
+        &self,
+        blocks: &[((u64, u64), u64, u64)],
+        handed: &mut HashSet<(u64, u64)>,
+        claimed: &mut Vec<Hash>,
+    ) -> Result<()> {
+        let mut items = Vec::with_capacity(blocks.len());
+        let mut object = Vec::new();
+        let mut spans: HashMap<Hash, (u64, u64)> = HashMap::new();
+        for &(key, inc, ver) in blocks {
+            let Some(data) = self.current_dirty(key, inc, ver)? else {
+                self.unmark(key, inc); // gone, torn or superseded: try later
+                continue;
+            };
+            let hash = sha256(&data);
+            let plain_len = data.len() as u64;
+            if let Some(&(offset, length)) = spans.get(&hash) {
+                // The same content twice in this object.
+                items.push((
+                    key,
+                    inc,
+                    ver,
+                    Err(NewBlock {
+                        hash,
+                        offset,
+                        length,
+                        plain_len,
+                    }),
+                ));
+                continue;
+            }
+            // Claim the content before looking it up: whoever stored it
+            // first had committed before releasing its claim.
+            {
+                let mut st = self.st.lock();
+                if let Some(w) = st.inflight.get_mut(&hash) {
+                    w.push((key, inc));
+                    handed.insert(key);
+                    continue;
+                }
+                st.inflight.insert(hash, Vec::new());
+                claimed.push(hash);
+            }
+            if let Some(b) = Meta::block_by_hash(&self.meta.lock(), &hash)? {
+                self.dedup_hits.fetch_add(1, Ordering::Relaxed);
+                items.push((key, inc, ver, Ok(b.id)));
+                continue;
+            }
+            let rec = self.codec.encode(&hash, &data);
+            if (rec.len() as u64) < self.cfg.pack_threshold {
+                self.add_to_pack(key, inc, ver, hash, &rec, plain_len);
+                handed.insert(key);
+                continue;
+            }
+            let (offset, length) = (object.len() as u64, rec.len() as u64);
+            object.extend_from_slice(&rec);
+            spans.insert(hash, (offset, length));
+            items.push((
+                key,
+                inc,
+                ver,
+                Err(NewBlock {
+                    hash,
+                    offset,
+                    length,
+                    plain_len,
+                }),
+            ));
+        }
+        if object.is_empty() {
+            return if items.is_empty() {
+                Ok(())
+            } else {
+                self.commit(&items, None)
+            };
+        }
+        let obj = self.next_object.fetch_add(1, Ordering::Relaxed);
+        self.store.put(&object_key(obj), &object)?;
+        self.uploaded_objects.fetch_add(1, Ordering::Relaxed);
+        self.uploaded_bytes
+            .fetch_add(object.len() as u64, Ordering::Relaxed);
+        self.commit(&items, Some((obj, object.len() as u64)))
+    }
+
+    /// A dirty block's content, if the entry is still this incarnation
+    /// and version (not written meanwhile).
+    fn current_dirty(&self, key: (u64, u64), inc: u64, ver: u64) -> Result<Option<Vec<u8>>> {
         let path = self.dir("dirty").join(dirty_name(key.0, key.1));
         let small = self.st.lock().dirty.get(&key).map(|d| d.small);
         let data = match small {
@@ -1363,65 +1536,45 @@ impl Cache {
             },
             None => None,
         };
-        let Some(data) = data else {
-            self.unmark(key, inc);
-            return Ok(());
+        let st = self.st.lock();
+        Ok(match st.dirty.get(&key) {
+            Some(d) if d.incarnation == inc && d.version == ver => data,
+            _ => None,
+        })
+    }
+
+    /// Hand an encoded block to the pack being filled; it stays
+    /// `uploading` until the pack is stored.
+    fn add_to_pack(
+        &self,
+        key: (u64, u64),
+        inc: u64,
+        ver: u64,
+        hash: Hash,
+        rec: &[u8],
+        plain_len: u64,
+    ) {
+        let mut st = self.st.lock();
+        let st = &mut *st;
+        let span = if st.pack.hashes.contains(&hash) {
+            None
+        } else {
+            let off = st.pack.buf.len() as u64;
+            st.pack.buf.extend_from_slice(rec);
+            st.pack.hashes.insert(hash);
+            Some((off, rec.len() as u64))
         };
-        {
-            let st = self.st.lock();
-            match st.dirty.get(&key) {
-                Some(d) if d.incarnation == inc && d.version == ver => {}
-                _ => {
-                    drop(st);
-                    self.unmark(key, inc); // torn or superseded: try later
-                    return Ok(());
-                }
-            }
-        }
-        let hash = sha256(&data);
-        let existing = Meta::block_by_hash(&self.meta.lock(), &hash)?;
-        if let Some(b) = existing {
-            self.dedup_hits.fetch_add(1, Ordering::Relaxed);
-            self.commit(&[(key, inc, ver, Ok(b.id))], None)?;
-            return Ok(());
-        }
-        let rec = self.codec.encode(&hash, &data);
-        if (rec.len() as u64) < self.cfg.pack_threshold {
-            let mut st = self.st.lock();
-            let st = &mut *st;
-            let span = if st.pack.hashes.contains(&hash) {
-                None
-            } else {
-                let off = st.pack.buf.len() as u64;
-                st.pack.buf.extend_from_slice(&rec);
-                st.pack.hashes.insert(hash);
-                Some((off, rec.len() as u64))
-            };
-            st.pack.recs.push(PendingRec {
-                key,
-                incarnation: inc,
-                version: ver,
-                hash,
-                plain_len: data.len() as u64,
-                span,
-            });
-            st.pack.started.get_or_insert_with(Instant::now);
-            st.pack.last_added = Some(Instant::now());
-            self.cv.notify_all();
-            return Ok(()); // stays `uploading` until the pack is stored
-        }
-        let obj = self.next_object.fetch_add(1, Ordering::Relaxed);
-        self.store.put(&object_key(obj), &rec)?;
-        self.uploaded_objects.fetch_add(1, Ordering::Relaxed);
-        self.uploaded_bytes
-            .fetch_add(rec.len() as u64, Ordering::Relaxed);
-        let newb = NewBlock {
+        st.pack.recs.push(PendingRec {
+            key,
+            incarnation: inc,
+            version: ver,
             hash,
-            offset: 0,
-            length: rec.len() as u64,
-            plain_len: data.len() as u64,
-        };
-        self.commit(&[(key, inc, ver, Err(newb))], Some((obj, rec.len() as u64)))
+            plain_len,
+            span,
+        });
+        st.pack.started.get_or_insert_with(Instant::now);
+        st.pack.last_added = Some(Instant::now());
+        self.cv.notify_all();
     }
 
     fn upload_pack(&self, pack: Pack) -> Result<()> {
@@ -1612,7 +1765,8 @@ struct NewBlock {
 }
 
 enum Job {
-    Block((u64, u64), u64, u64),
+    /// Dirty blocks (key, incarnation, version), stored in one object.
+    Blocks(Vec<((u64, u64), u64, u64)>),
     Pack(Pack),
 }
 

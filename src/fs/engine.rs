@@ -267,6 +267,8 @@ impl Engine {
                 upload_delay: o.upload_delay,
                 pack_threshold: (bs / 2).min(1 << 20),
                 pack_target: (2 * bs).clamp(4 << 20, 16 << 20),
+                // 16 MiB: each upload worker holds one object in memory.
+                object_target: (16 << 20).max(bs),
             };
             let codec = BlockCodec::new(key.as_ref(), params.compression);
             let cache = Cache::new(cfg, store.clone(), codec, meta.clone(), shipper.clone())?;

@@ -10,7 +10,9 @@
 # defaults; "plain+vfs" is the same directory exported with the home share's
 # VFS modules (catia fruit streams_xattr acl_xattr), so its ratio measures the
 # filesystem alone and the other one also Samba's per-file cost of those
-# modules.
+# modules. "bindfs+vfs" is that share again through bindfs, a minimal
+# passthrough FUSE filesystem in C (installed if missing): the floor of
+# FUSE itself under smbd's calls.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "run as root"; exit 1; }
@@ -35,6 +37,7 @@ USER_NAME=sgbench$$
 PW=bench-pw-$$
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cleanup() {
+    mountpoint -q "$WORK/bmp" && umount "$WORK/bmp"
     [ -s "$WORK/samba/pid/smbd.pid" ] && kill "$(cat "$WORK/samba/pid/smbd.pid")" 2>/dev/null || true
     [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null || true
     "$BIN" user remove "$USER_NAME" --purge --config "$CFG" >/dev/null 2>&1 || true
@@ -42,7 +45,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-mkdir -p "$WORK"/samba/{private,lock,state,cache,pid,ncalrpc,log} "$WORK/plain" "$WORK/plainvfs" "$WORK/src/small" "$WORK/out"
+mkdir -p "$WORK"/samba/{private,lock,state,cache,pid,ncalrpc,log} "$WORK/plain" "$WORK/plainvfs" "$WORK/bsrc" "$WORK/bmp" "$WORK/src/small" "$WORK/out"
 cat > "$CFG" <<EOT
 [store]
 url = "local://$WORK/homes/{user}"
@@ -76,12 +79,20 @@ cat >> "$WORK/smb.conf" <<EOT
    valid users = $USER_NAME
    read only = no
 $(sed -n '/^\[home\]/,$p' "$WORK/smb.conf" | grep -E '^ *(vfs objects|acl_xattr|create mask|directory mask) ')
+
+[bindfs]
+   path = $WORK/bmp
+   valid users = $USER_NAME
+   read only = no
+$(sed -n '/^\[home\]/,$p' "$WORK/smb.conf" | grep -E '^ *(vfs objects|acl_xattr|create mask|directory mask) ')
 EOT
 "$BIN" serve --config "$CFG" > "$WORK/daemon.log" 2>&1 &
 DPID=$!
 for _ in $(seq 1 100); do [ -S "$WORK/gw.sock" ] && break; sleep 0.1; done
 echo "$PW" | "$BIN" user add "$USER_NAME" --config "$CFG" >/dev/null
-chown "$USER_NAME" "$WORK/plain" "$WORK/plainvfs"
+command -v bindfs >/dev/null || apt-get install -y -q bindfs >/dev/null
+chown "$USER_NAME" "$WORK/plain" "$WORK/plainvfs" "$WORK/bsrc"
+bindfs --multithreaded -o allow_other "$WORK/bsrc" "$WORK/bmp"
 smbd -D -s "$WORK/smb.conf"
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 
@@ -98,7 +109,7 @@ now() { date +%s.%N; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 smb() { smbclient "//127.0.0.1/$1" -p "$port" -U "$USER_NAME%$PW" -c "$2" >/dev/null; }
 declare -A T
-for share in plain plainvfs home; do
+for share in plain plainvfs bindfs home; do
     if [ "$ONLY" != small ]; then
         drop; t0=$(now); smb $share "lcd $WORK/src; put big.bin"; t1=$(now); T[$share.put]=$(echo "$t1 - $t0" | bc -l)
         drop; t0=$(now); smb $share "lcd $WORK/out; get big.bin"; t1=$(now); T[$share.get]=$(echo "$t1 - $t0" | bc -l)
@@ -127,11 +138,13 @@ WARM=$(echo "($t1 - $t0) * 1000 / 20" | bc -l)
 rate() { echo "scale=0; $1 / $2" | bc -l; }
 ratio() { printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }
 row() { # label, key, amount
-    printf '%-34s %9s %9s %9s %7s %9s\n' "$1" "$(rate "$3" "${T[plain.$2]}")" "$(rate "$3" "${T[plainvfs.$2]}")" \
-        "$(rate "$3" "${T[home.$2]}")" "$(ratio "${T[plain.$2]}" "${T[home.$2]}")" "$(ratio "${T[plainvfs.$2]}" "${T[home.$2]}")"
+    printf '%-32s %7s %9s %10s %9s %6s %9s %10s\n' "$1" "$(rate "$3" "${T[plain.$2]}")" "$(rate "$3" "${T[plainvfs.$2]}")" \
+        "$(rate "$3" "${T[bindfs.$2]}")" "$(rate "$3" "${T[home.$2]}")" "$(ratio "${T[plain.$2]}" "${T[home.$2]}")" \
+        "$(ratio "${T[plainvfs.$2]}" "${T[home.$2]}")" "$(ratio "${T[plain.$2]}" "${T[bindfs.$2]}")"
 }
 echo
-printf '%-34s %9s %9s %9s %7s %9s\n' workload plain plain+vfs swiftgate ratio ratio+vfs
+echo "ratio: swiftgate against plain; ratio+vfs: against plain+vfs; bindfs: bindfs+vfs against plain"
+printf '%-32s %7s %9s %10s %9s %6s %9s %10s\n' workload plain plain+vfs bindfs+vfs swiftgate ratio ratio+vfs "bindfs"
 if [ "$ONLY" != small ]; then
     row "put ${SIZE_MB} MiB file (MiB/s)" put "$SIZE_MB"
     row "get ${SIZE_MB} MiB file (MiB/s)" get "$SIZE_MB"
