@@ -1445,7 +1445,17 @@ impl Cache {
         claimed: &mut Vec<Hash>,
     ) -> Result<()> {
         let mut items = Vec::with_capacity(blocks.len());
-        let mut object = Vec::new();
+        // Sized once from the blocks' lengths: growing by doubling would
+        // hold up to twice the object.
+        let size: usize = {
+            let st = self.st.lock();
+            blocks
+                .iter()
+                .filter_map(|(k, _, _)| st.dirty.get(k))
+                .map(|d| d.bytes as usize + 64)
+                .sum()
+        };
+        let mut object = Vec::with_capacity(size);
         let mut spans: HashMap<Hash, (u64, u64)> = HashMap::new();
         for &(key, inc, ver) in blocks {
             let Some(data) = self.current_dirty(key, inc, ver)? else {
@@ -1486,14 +1496,15 @@ impl Cache {
                 items.push((key, inc, ver, Ok(b.id)));
                 continue;
             }
-            let rec = self.codec.encode(&hash, &data);
-            if (rec.len() as u64) < self.cfg.pack_threshold {
+            let offset = object.len();
+            self.codec.encode_into(&hash, &data, &mut object);
+            if ((object.len() - offset) as u64) < self.cfg.pack_threshold {
+                let rec = object.split_off(offset);
                 self.add_to_pack(key, inc, ver, hash, &rec, plain_len);
                 handed.insert(key);
                 continue;
             }
-            let (offset, length) = (object.len() as u64, rec.len() as u64);
-            object.extend_from_slice(&rec);
+            let (offset, length) = (offset as u64, (object.len() - offset) as u64);
             spans.insert(hash, (offset, length));
             items.push((
                 key,

@@ -88,6 +88,14 @@ impl BlockCodec {
     }
 
     pub fn encode(&self, context: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(context, plain, &mut out);
+        out
+    }
+
+    /// `encode`, appending the record to `out` (several records make one
+    /// object without another copy of each).
+    pub fn encode_into(&self, context: &[u8], plain: &[u8], out: &mut Vec<u8>) {
         let mut flags = 0u8;
         let mut compressed: Option<Vec<u8>> = None;
         if let Compression::Zstd(level) = self.compression {
@@ -102,7 +110,8 @@ impl BlockCodec {
             }
         }
         let payload: &[u8] = compressed.as_deref().unwrap_or(plain);
-        let mut out = Vec::with_capacity(HEADER + NONCE + payload.len() + 16);
+        let rec = out.len();
+        out.reserve(HEADER + NONCE + payload.len() + 16);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         if self.cipher.is_some() {
@@ -114,7 +123,7 @@ impl BlockCodec {
             Some(cipher) => {
                 let mut nonce = [0u8; NONCE];
                 rand::thread_rng().fill_bytes(&mut nonce);
-                let aad = [&out[..HEADER], context].concat();
+                let aad = [&out[rec..rec + HEADER], context].concat();
                 out.extend_from_slice(&nonce);
                 // Encrypt in the output buffer itself: no extra copies of
                 // a multi-MiB block.
@@ -127,7 +136,6 @@ impl BlockCodec {
             }
             None => out.extend_from_slice(payload),
         }
-        out
     }
 
     /// `encode` for a large plaintext read from `src` (`plain_len` bytes):
