@@ -106,7 +106,23 @@ for i in range(int(sys.argv[2])):
         f.write(os.urandom(rnd.randint(1024, 65536)))
 EOT
 now() { date +%s.%N; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# Before each timed step: the previous step's writes reach their storage
+# (sync for the plain shares; for the home, the uploads the daemon does in
+# the background, as the kernel's writeback is for a plain directory), then
+# cold caches.
+settle() {
+    python3 - "$WORK/gw.sock" <<'PY'
+import json, socket, sys, time
+for _ in range(1200):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+    s.sendall(b'{"op":"status"}\n')
+    r = json.loads(s.makefile().readline())
+    if all(h["cache"]["dirty_blocks"] == 0 and h["cache"]["uploads_in_flight"] == 0 for h in r["homes"]):
+        break
+    time.sleep(0.1)
+PY
+}
+drop() { settle; sync; echo 3 > /proc/sys/vm/drop_caches; }
 smb() { smbclient "//127.0.0.1/$1" -p "$port" -U "$USER_NAME%$PW" -c "$2" >/dev/null; }
 declare -A T
 for share in plain plainvfs bindfs home; do
