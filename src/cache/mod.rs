@@ -1464,48 +1464,40 @@ impl Cache {
             };
             let hash = sha256(&data);
             let plain_len = data.len() as u64;
-            if let Some(&(offset, length)) = spans.get(&hash) {
-                // The same content twice in this object.
-                items.push((
-                    key,
-                    inc,
-                    ver,
-                    Err(NewBlock {
-                        hash,
-                        offset,
-                        length,
-                        plain_len,
-                    }),
-                ));
-                continue;
-            }
-            // Claim the content before looking it up: whoever stored it
-            // first had committed before releasing its claim.
-            {
-                let mut st = self.st.lock();
-                if let Some(w) = st.inflight.get_mut(&hash) {
-                    w.push((key, inc));
-                    handed.insert(key);
-                    continue;
+            let (offset, length) = match spans.get(&hash) {
+                Some(&span) => span, // the same content twice in this object
+                None => {
+                    // Claim the content before looking it up: whoever
+                    // stored it first had committed before releasing its
+                    // claim.
+                    {
+                        let mut st = self.st.lock();
+                        if let Some(w) = st.inflight.get_mut(&hash) {
+                            w.push((key, inc));
+                            handed.insert(key);
+                            continue;
+                        }
+                        st.inflight.insert(hash, Vec::new());
+                        claimed.push(hash);
+                    }
+                    if let Some(b) = Meta::block_by_hash(&self.meta.lock(), &hash)? {
+                        self.dedup_hits.fetch_add(1, Ordering::Relaxed);
+                        items.push((key, inc, ver, Ok(b.id)));
+                        continue;
+                    }
+                    let offset = object.len();
+                    self.codec.encode_into(&hash, &data, &mut object);
+                    if ((object.len() - offset) as u64) < self.cfg.pack_threshold {
+                        let rec = object.split_off(offset);
+                        self.add_to_pack(key, inc, ver, hash, &rec, plain_len);
+                        handed.insert(key);
+                        continue;
+                    }
+                    let span = (offset as u64, (object.len() - offset) as u64);
+                    spans.insert(hash, span);
+                    span
                 }
-                st.inflight.insert(hash, Vec::new());
-                claimed.push(hash);
-            }
-            if let Some(b) = Meta::block_by_hash(&self.meta.lock(), &hash)? {
-                self.dedup_hits.fetch_add(1, Ordering::Relaxed);
-                items.push((key, inc, ver, Ok(b.id)));
-                continue;
-            }
-            let offset = object.len();
-            self.codec.encode_into(&hash, &data, &mut object);
-            if ((object.len() - offset) as u64) < self.cfg.pack_threshold {
-                let rec = object.split_off(offset);
-                self.add_to_pack(key, inc, ver, hash, &rec, plain_len);
-                handed.insert(key);
-                continue;
-            }
-            let (offset, length) = (offset as u64, (object.len() - offset) as u64);
-            spans.insert(hash, (offset, length));
+            };
             items.push((
                 key,
                 inc,
