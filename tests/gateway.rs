@@ -10,7 +10,7 @@ use std::io::{BufRead, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -182,11 +182,11 @@ config = "{smb}"
             .spawn()
             .expect("smbd (apt install samba)");
         self.smbd = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "smbd did not listen");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(
+            30,
+            || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+            || "smbd did not listen".to_string(),
+        );
     }
 
     fn daemon_log(&self) -> String {
@@ -360,11 +360,11 @@ fn big_file_japanese_names_dos_attributes_and_streams_survive_remount() {
     ));
     // Unmount the home (as the idle timer would) and connect again.
     ok(g.sg(&["status"], ""));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while is_mounted(&g.home(&u)) {
-        assert!(Instant::now() < deadline, "idle home was not unmounted");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        30,
+        || !is_mounted(&g.home(&u)),
+        || "idle home was not unmounted".to_string(),
+    );
     let out = smb_ok(g.smbclient(&u, "pw-c", "allinfo plain.txt; allinfo 報告書.txt; get big.bin big.back; get 報告書.txt ja.back; get plain.txt:extra ads.back", &work));
     assert!(out.contains(":extra"), "stream lost: {out}");
     let attrs: Vec<&str> = out
@@ -454,15 +454,11 @@ fn daemon_restart_and_crash_keep_homes_and_fsynced_data() {
     g.stop_daemon(libc::SIGTERM);
     assert!(!is_mounted(&g.home(&u)), "SIGTERM must unmount");
     g.start_daemon();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !is_mounted(&g.home(&u)) {
-        assert!(
-            Instant::now() < deadline,
-            "home not re-established:\n{}",
-            g.daemon_log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        30,
+        || is_mounted(&g.home(&u)),
+        || format!("home not re-established:\n{}", g.daemon_log()),
+    );
     assert_eq!(
         fs::read(g.home(&u).join("f.txt")).unwrap(),
         b"before restart"
@@ -475,15 +471,11 @@ fn daemon_restart_and_crash_keep_homes_and_fsynced_data() {
     }
     g.stop_daemon(libc::SIGKILL);
     g.start_daemon();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while fs::read(g.home(&u).join("synced.txt")).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "home not back after a crash:\n{}",
-            g.daemon_log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        30,
+        || g.home(&u).join("synced.txt").exists(),
+        || format!("home not back after a crash:\n{}", g.daemon_log()),
+    );
     assert_eq!(
         fs::read(g.home(&u).join("synced.txt")).unwrap(),
         b"fsynced before the crash"
@@ -641,11 +633,11 @@ fn swift_homes_with_per_user_keystone_identities() {
         "bob's container in alice's account: {list}"
     );
     // Everything reaches Swift: unmount (idle), wipe the local cache, read back.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while is_mounted(&g.home(&alice)) {
-        assert!(Instant::now() < deadline, "idle home was not unmounted");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        60,
+        || !is_mounted(&g.home(&alice)),
+        || "idle home was not unmounted".to_string(),
+    );
     fs::remove_dir_all(g.root.join("cache").join(&alice)).unwrap();
     assert_eq!(g.smb_get(&alice, "smb-a", "日本/y.txt", &work), b"in swift");
     let _ = fs::remove_dir_all(&work);
@@ -692,11 +684,11 @@ fn revoked_keystone_credentials_refuse_the_connection() {
         ],
     ));
     smb_ok(g.smbclient(&u, "smb-r", "ls", &work));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while is_mounted(&g.home(&u)) {
-        assert!(Instant::now() < deadline, "idle home was not unmounted");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        60,
+        || !is_mounted(&g.home(&u)),
+        || "idle home was not unmounted".to_string(),
+    );
     // The credential is deleted in Keystone: the next session is refused,
     // and the daemon log says why.
     http.delete(format!(
@@ -768,15 +760,16 @@ fn swift_down_refuses_a_first_mount_and_mounted_homes_keep_working() {
     drop(down);
     // Swift is back: the pending upload completes and the file is in Swift.
     ok(g.sg(&["hook", "disconnect", &mounted], ""));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while is_mounted(&g.home(&mounted)) {
-        assert!(
-            Instant::now() < deadline,
-            "home not flushed and unmounted after Swift returned:\n{}",
-            g.daemon_log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        90,
+        || !is_mounted(&g.home(&mounted)),
+        || {
+            format!(
+                "home not flushed and unmounted after Swift returned:\n{}",
+                g.daemon_log()
+            )
+        },
+    );
     fs::remove_dir_all(g.root.join("cache").join(&mounted)).unwrap();
     assert_eq!(
         g.smb_get(&mounted, "smb-pw", "a.txt", &work),
@@ -828,15 +821,11 @@ fn busy_idle_home_stays_mounted_until_released() {
     std::thread::sleep(Duration::from_secs(6));
     assert!(is_mounted(&g.home(&u)), "a busy home must not be detached");
     drop(held);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while is_mounted(&g.home(&u)) {
-        assert!(
-            Instant::now() < deadline,
-            "idle home not unmounted once released:\n{}",
-            g.daemon_log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        30,
+        || !is_mounted(&g.home(&u)),
+        || format!("idle home not unmounted once released:\n{}", g.daemon_log()),
+    );
     // Nothing lost on the way.
     ok(g.sg(&["hook", "connect", &u], ""));
     assert!(g.home(&u).join("held.txt").exists());

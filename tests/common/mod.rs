@@ -319,6 +319,16 @@ impl Drop for TestFs {
     }
 }
 
+/// Poll `cond` every 100 ms until it holds; after `secs` seconds fail
+/// with `why()` (evaluated then: it may read a log).
+pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool, why: impl FnOnce() -> String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{}", why());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 pub fn errno_of<T>(r: std::io::Result<T>) -> i32 {
     match r {
         Ok(_) => 0,
