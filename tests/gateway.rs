@@ -830,3 +830,52 @@ fn busy_idle_home_stays_mounted_until_released() {
     ok(g.sg(&["hook", "connect", &u], ""));
     assert!(g.home(&u).join("held.txt").exists());
 }
+
+/// A session whose smbd is killed (so `root postexec` never runs) is
+/// dropped once that process is gone, and the home goes idle as usual.
+#[test]
+fn a_killed_smbd_does_not_keep_the_home_mounted() {
+    let mut g = local_gw();
+    let u = unique_user("k");
+    ok(g.add_user(&u, "pw-k", &[]));
+    // An interactive smbclient keeps its session open while stdin is.
+    let mut client = Command::new("smbclient")
+        .arg("//127.0.0.1/home")
+        .args(["-p", &g.port.to_string(), "-U", &format!("{u}%pw-k")])
+        .args(["--option=client min protocol=SMB2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pids = || -> Vec<u64> {
+        let o = g.sg(&["status", "--json"], "");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|h| h["user"] == u.as_str())
+            .flat_map(|h| h["smbd_pids"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p.as_u64())
+            .collect()
+    };
+    wait_until(
+        30,
+        || pids().len() == 1,
+        || format!("no session with its smbd recorded:\n{}", g.daemon_log()),
+    );
+    let pid = pids()[0];
+    std::thread::sleep(Duration::from_secs(5)); // past the idle timeout
+    assert!(is_mounted(&g.home(&u)), "an open session keeps the home");
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_until(
+        30,
+        || !is_mounted(&g.home(&u)),
+        || format!("home kept after its smbd was killed:\n{}", g.daemon_log()),
+    );
+    assert!(g
+        .daemon_log()
+        .contains("smbd process ended without disconnecting"));
+    let _ = client.kill();
+    let _ = client.wait();
+}

@@ -546,7 +546,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             config,
         } => {
             let cfg = crate::gateway::GatewayConfig::load(&config)?;
-            let req = serde_json::json!({"op": action, "user": user});
+            // The smbd process this session belongs to: the daemon drops
+            // the session if that process dies without a disconnect.
+            let smbd = crate::gateway::session::smbd_ancestor();
+            let req = serde_json::json!({"op": action, "user": user, "smbd": smbd});
             // A first mount may rebuild metadata from the store: be patient,
             // but not forever (Samba waits for us).
             match crate::gateway::control::request(

@@ -1,6 +1,7 @@
 //! The daemon's control API: JSON lines on a root-only Unix socket.
 //!
-//! Requests: `{"op":"connect","user":"alice"}`, `disconnect`, `unmount`,
+//! Requests: `{"op":"connect","user":"alice","smbd":{"pid":..,"start":..}}`
+//! (smbd optional), `disconnect` (same fields), `unmount`,
 //! `status`, `ping`. Answers: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
 
 use super::daemon::Gateway;
@@ -80,13 +81,18 @@ fn handle_client(c: UnixStream, gw: &Arc<Gateway>) {
     }
 }
 
+/// The smbd process a hook ran under (`"smbd": {"pid": .., "start": ..}`).
+fn smbd_of(req: &Value) -> Option<crate::gateway::session::SmbdProcess> {
+    serde_json::from_value(req.get("smbd")?.clone()).ok()
+}
+
 fn handle(gw: &Arc<Gateway>, req: &Value) -> Value {
     let user = req["user"].as_str().unwrap_or("");
     let res: Result<Value, String> = match req["op"].as_str().unwrap_or("") {
         "ping" => Ok(json!({})),
         "connect" => {
             let t = std::time::Instant::now();
-            match gw.connect(user) {
+            match gw.connect(user, smbd_of(req)) {
                 Ok(()) => Ok(json!({"ms": t.elapsed().as_millis() as u64})),
                 Err(e) => {
                     // Samba only sees the exit status: the reason goes here.
@@ -96,7 +102,7 @@ fn handle(gw: &Arc<Gateway>, req: &Value) -> Value {
             }
         }
         "disconnect" => {
-            gw.disconnect(user);
+            gw.disconnect(user, smbd_of(req));
             Ok(json!({}))
         }
         "unmount" => gw

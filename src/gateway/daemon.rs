@@ -6,6 +6,7 @@ use super::config::{GatewayConfig, UserMapMode};
 use super::usermap::{check_name, UserMap, UserSecrets};
 use crate::fs::engine::{Engine, OpenOptions};
 use crate::fs::fuse::FuseFs;
+use crate::gateway::session::SmbdProcess;
 use crate::store::swift::{Secret, SwiftFlags};
 use crate::store::DynStore;
 use parking_lot::{Condvar, Mutex};
@@ -91,11 +92,20 @@ pub fn open_user_store(
     })
 }
 
+/// A home's sessions as saved across a daemon restart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedHome {
+    pub user: String,
+    pub sessions: Vec<Option<SmbdProcess>>,
+}
+
 struct Home {
     engine: Arc<Engine>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     mp: PathBuf,
-    refs: usize,
+    /// One entry per Samba session: the smbd process that opened it, when
+    /// the hook ran under one.
+    sessions: Vec<Option<SmbdProcess>>,
     idle_since: Option<Instant>,
     mounted_at: Instant,
 }
@@ -106,6 +116,8 @@ pub struct HomeStatus {
     pub mountpoint: PathBuf,
     pub store: String,
     pub connections: usize,
+    /// The smbd processes of those sessions (where known).
+    pub smbd_pids: Vec<u32>,
     pub idle_secs: Option<u64>,
     pub mounted_secs: u64,
     pub cache: crate::cache::CacheStats,
@@ -140,7 +152,11 @@ impl Gateway {
 
     /// A Samba session of `user` starts: mount their home if needed.
     /// Returns once the home is usable.
-    pub fn connect(self: &Arc<Self>, user: &str) -> Result<(), GatewayError> {
+    pub fn connect(
+        self: &Arc<Self>,
+        user: &str,
+        smbd: Option<SmbdProcess>,
+    ) -> Result<(), GatewayError> {
         check_name(user)?;
         loop {
             if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
@@ -149,7 +165,7 @@ impl Gateway {
             {
                 let mut homes = self.homes.lock();
                 if let Some(h) = homes.get_mut(user) {
-                    h.refs += 1;
+                    h.sessions.push(smbd);
                     h.idle_since = None;
                     return Ok(());
                 }
@@ -162,7 +178,7 @@ impl Gateway {
             }
             m.insert(user.to_string());
             drop(m);
-            let res = self.mount(user);
+            let res = self.mount(user, smbd);
             let mut m = self.busy.lock();
             m.remove(user);
             self.busy_cv.notify_all();
@@ -172,11 +188,42 @@ impl Gateway {
     }
 
     /// A Samba session of `user` ends.
-    pub fn disconnect(&self, user: &str) {
+    pub fn disconnect(&self, user: &str, smbd: Option<SmbdProcess>) {
         let mut homes = self.homes.lock();
         if let Some(h) = homes.get_mut(user) {
-            h.refs = h.refs.saturating_sub(1);
-            if h.refs == 0 {
+            let i = h
+                .sessions
+                .iter()
+                .position(|s| *s == smbd)
+                .or_else(|| h.sessions.iter().position(|s| s.is_none()))
+                .unwrap_or(0);
+            if i < h.sessions.len() {
+                h.sessions.remove(i);
+            }
+            if h.sessions.is_empty() {
+                h.idle_since = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Drop the sessions whose smbd process is gone (killed or crashed:
+    /// its `root postexec` never ran).
+    fn drop_dead_sessions(&self) {
+        let mut homes = self.homes.lock();
+        for (u, h) in homes.iter_mut() {
+            let before = h.sessions.len();
+            h.sessions.retain(|s| match s {
+                Some(p) if !p.alive() => {
+                    tracing::warn!(
+                        user = %u,
+                        pid = p.pid,
+                        "smbd process ended without disconnecting (killed or crashed): session dropped"
+                    );
+                    false
+                }
+                _ => true,
+            });
+            if before > 0 && h.sessions.is_empty() {
                 h.idle_since = Some(Instant::now());
             }
         }
@@ -198,7 +245,7 @@ impl Gateway {
         }
     }
 
-    fn mount(self: &Arc<Self>, user: &str) -> Result<(), GatewayError> {
+    fn mount(self: &Arc<Self>, user: &str, smbd: Option<SmbdProcess>) -> Result<(), GatewayError> {
         let started = Instant::now();
         let (entry, secrets) = self.users.get(user)?;
         let store = open_user_store(&self.cfg, user, &secrets)?;
@@ -295,7 +342,7 @@ impl Gateway {
                 engine,
                 thread: Mutex::new(Some(thread)),
                 mp: mp.clone(),
-                refs: 1,
+                sessions: vec![smbd],
                 idle_since: None,
                 mounted_at: Instant::now(),
             },
@@ -371,6 +418,7 @@ impl Gateway {
     /// Unmount homes idle longer than the configured timeout, each in a
     /// thread of its own.
     pub fn reap_idle(self: &Arc<Self>) {
+        self.drop_dead_sessions();
         let mut reapers = self.reapers.lock();
         reapers.retain(|_, t| !t.is_finished());
         let idle: Vec<String> = {
@@ -378,7 +426,7 @@ impl Gateway {
             homes
                 .iter()
                 .filter(|(_, h)| {
-                    h.refs == 0
+                    h.sessions.is_empty()
                         && h.idle_since
                             .is_some_and(|t| t.elapsed() >= self.cfg.mounts.idle_unmount)
                 })
@@ -416,7 +464,8 @@ impl Gateway {
                 user: u.clone(),
                 mountpoint: h.mp.clone(),
                 store: h.engine.store.url(),
-                connections: h.refs,
+                connections: h.sessions.len(),
+                smbd_pids: h.sessions.iter().flatten().map(|p| p.pid).collect(),
                 idle_secs: h.idle_since.map(|t| t.elapsed().as_secs()),
                 mounted_secs: h.mounted_at.elapsed().as_secs(),
                 cache: h.engine.fs.cache().stats(),
@@ -427,26 +476,37 @@ impl Gateway {
     }
 
     /// Users with live sessions, to re-establish after a daemon restart.
-    pub fn connected(&self) -> Vec<(String, usize)> {
-        self.homes
+    pub fn connected(&self) -> Vec<SavedHome> {
+        let mut v: Vec<SavedHome> = self
+            .homes
             .lock()
             .iter()
-            .map(|(u, h)| (u.clone(), h.refs))
-            .collect()
+            .map(|(u, h)| SavedHome {
+                user: u.clone(),
+                sessions: h.sessions.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.user.cmp(&b.user));
+        v
     }
 
-    /// Restore sessions recorded before a restart.
-    pub fn restore(self: &Arc<Self>, sessions: &[(String, usize)]) {
-        for (u, refs) in sessions {
-            match self.connect(u) {
+    /// Restore sessions recorded before a restart (those whose smbd has
+    /// gone since are dropped at the next idle check).
+    pub fn restore(self: &Arc<Self>, saved: &[SavedHome]) {
+        for s in saved {
+            match self.connect(&s.user, None) {
                 Ok(()) => {
                     let mut homes = self.homes.lock();
-                    if let Some(h) = homes.get_mut(u) {
-                        h.refs = (*refs).max(1);
+                    if let Some(h) = homes.get_mut(&s.user) {
+                        h.sessions = if s.sessions.is_empty() {
+                            vec![None]
+                        } else {
+                            s.sessions.clone()
+                        };
                     }
-                    tracing::info!(user = %u, sessions = refs, "re-established after restart");
+                    tracing::info!(user = %s.user, sessions = s.sessions.len(), "re-established after restart");
                 }
-                Err(e) => tracing::error!(user = %u, "could not re-establish the home: {e}"),
+                Err(e) => tracing::error!(user = %s.user, "could not re-establish the home: {e}"),
             }
         }
     }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod samba;
+pub mod session;
 pub mod usermap;
 pub mod users;
 
@@ -21,7 +22,7 @@ fn sessions_file(cfg: &GatewayConfig) -> PathBuf {
     cfg.cache.dir.join("sessions.json")
 }
 
-fn save_sessions(cfg: &GatewayConfig, s: &[(String, usize)]) {
+fn save_sessions(cfg: &GatewayConfig, s: &[daemon::SavedHome]) {
     let p = sessions_file(cfg);
     let tmp = p.with_extension("tmp");
     if std::fs::write(&tmp, serde_json::to_vec(s).unwrap_or_default()).is_ok() {
@@ -68,9 +69,22 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
     })?;
     let gw = Gateway::new(cfg.clone())?;
     control::serve(&cfg.control.socket, gw.clone())?;
-    let restore: Vec<(String, usize)> = std::fs::read(sessions_file(&cfg))
+    let restore: Vec<daemon::SavedHome> = std::fs::read(sessions_file(&cfg))
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .and_then(|b| {
+            serde_json::from_slice(&b).ok().or_else(|| {
+                // The format before smbd processes were recorded.
+                let old: Vec<(String, usize)> = serde_json::from_slice(&b).ok()?;
+                Some(
+                    old.into_iter()
+                        .map(|(user, n)| daemon::SavedHome {
+                            user,
+                            sessions: vec![None; n.max(1)],
+                        })
+                        .collect(),
+                )
+            })
+        })
         .unwrap_or_default();
     if !restore.is_empty() {
         gw.restore(&restore);
@@ -98,12 +112,11 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
         cfg.control.socket.display()
     );
     notify_ready();
-    let mut last: Vec<(String, usize)> = restore;
+    let mut last: Vec<daemon::SavedHome> = restore;
     while !stop.load(std::sync::atomic::Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(500));
         gw.reap_idle();
-        let mut now = gw.connected();
-        now.sort();
+        let now = gw.connected();
         if now != last {
             save_sessions(&cfg, &now);
             last = now;
