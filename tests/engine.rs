@@ -453,9 +453,9 @@ fn small_files_are_packed() {
 
 #[test]
 fn full_blocks_go_up_together_in_few_objects() {
-    let t = TestFs::new_mounted(); // 64 KiB blocks
-                                   // 96 blocks; the last 16 repeat the first 16 (stored once, even when
-                                   // they land in the same object).
+    // 64 KiB blocks. 96 of them in one file, the last 16 repeating the
+    // first 16 (stored once, even when they land in the same object).
+    let t = TestFs::new_mounted();
     let mut data = random_bytes(80 << 16, 21);
     let head = data[..16 << 16].to_vec();
     data.extend_from_slice(&head);

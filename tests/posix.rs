@@ -9,7 +9,6 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
@@ -317,18 +316,12 @@ fn unlink_while_open() {
     drop(f);
     // Counted as gone once released: the kernel sends RELEASE after
     // close(2) returns, so give it a moment.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n = t.stat()["counts"]["inodes"].as_u64().unwrap();
-        if n == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only the root should be left, found {n} inodes"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let inodes = || t.stat()["counts"]["inodes"].as_u64().unwrap();
+    wait_until(
+        10,
+        || inodes() == 1,
+        || format!("only the root should be left, found {} inodes", inodes()),
+    );
 }
 
 #[test]

@@ -1314,16 +1314,14 @@ impl Cache {
             return Some(Job::Pack(std::mem::take(&mut st.pack)));
         }
         let k = chosen?;
-        let room = (self.cfg.object_target / self.cfg.block_size).max(1) as usize;
+        let room = self.object_room();
         let mut keys = vec![k];
         if self.full_pickable(st, &k) {
             // The file's neighbouring full blocks, then other full blocks
             // waiting, join it up to the object size.
-            let (ino, mut first, mut last) = (k.0, k.1, k.1);
-            while keys.len() < room && first > 0 && self.full_pickable(st, &(ino, first - 1)) {
-                first -= 1;
-                keys.push((ino, first));
-            }
+            let (ino, mut last) = (k.0, k.1);
+            let before = self.full_run_before(st, k, room - 1);
+            keys.extend((k.1 - before as u64..k.1).map(|i| (ino, i)));
             while keys.len() < room && self.full_pickable(st, &(ino, last + 1)) {
                 last += 1;
                 keys.push((ino, last));
@@ -1390,15 +1388,25 @@ impl Cache {
     /// with it in one object: unless the run of full blocks ending at `k`
     /// already fills one, or the next block is on its way up already.
     fn wait_for_next(&self, st: &State, k: (u64, u64)) -> bool {
-        let room = self.cfg.object_target / self.cfg.block_size;
+        let room = self.object_room();
         if room <= 1 || st.dirty.get(&(k.0, k.1 + 1)).is_some_and(|d| d.uploading) {
             return false;
         }
-        let mut run = 1;
-        while run < room && run <= k.1 && self.full_pickable(st, &(k.0, k.1 - run)) {
-            run += 1;
-        }
-        run < room
+        1 + self.full_run_before(st, k, room - 1) < room
+    }
+
+    /// Blocks per object.
+    fn object_room(&self) -> usize {
+        (self.cfg.object_target / self.cfg.block_size).max(1) as usize
+    }
+
+    /// How many blocks right before `k` in its file are full and pickable
+    /// (at most `max`).
+    fn full_run_before(&self, st: &State, k: (u64, u64), max: usize) -> usize {
+        (1..=k.1)
+            .take(max)
+            .take_while(|&n| self.full_pickable(st, &(k.0, k.1 - n)))
+            .count()
     }
 
     fn pickable(st: &State, key: &(u64, u64)) -> bool {
@@ -1488,7 +1496,12 @@ impl Cache {
                     let offset = object.len();
                     self.codec.encode_into(&hash, &data, &mut object);
                     if ((object.len() - offset) as u64) < self.cfg.pack_threshold {
-                        let rec = object.split_off(offset);
+                        // Usually the only record (a small file): no copy.
+                        let rec = if offset == 0 {
+                            std::mem::take(&mut object)
+                        } else {
+                            object.split_off(offset)
+                        };
                         self.add_to_pack(key, inc, ver, hash, &rec, plain_len);
                         handed.insert(key);
                         continue;

@@ -558,7 +558,9 @@ impl Fs {
         offset: u64,
         mut add: impl FnMut(u64, u64, u32, &[u8]) -> bool,
     ) -> Result<()> {
-        if self.dot_entries(ino, offset, |off, name, a| add(off, a.ino, a.mode, name))? {
+        if self.dot_entries(ino, offset, false, |off, name, a| {
+            add(off, a.ino, a.mode, name)
+        })? {
             return Ok(());
         }
         let after = offset.saturating_sub(2) as i64;
@@ -575,7 +577,7 @@ impl Fs {
         offset: u64,
         mut add: impl FnMut(u64, &[u8], &Attr) -> bool,
     ) -> Result<()> {
-        if self.dot_entries(ino, offset, &mut add)? {
+        if self.dot_entries(ino, offset, true, &mut add)? {
             return Ok(());
         }
         let after = offset.saturating_sub(2) as i64;
@@ -585,11 +587,14 @@ impl Fs {
     }
 
     /// `.` and `..` (offsets 1 and 2) for a listing from `offset`; true
-    /// when `add` found the reply full.
+    /// when `add` found the reply full. Without `parent_attrs`, `..` carries
+    /// only its inode and type (all a plain listing reads; Samba lists a
+    /// directory for every new name, so no lookup of the parent's row).
     fn dot_entries(
         &self,
         ino: u64,
         offset: u64,
+        parent_attrs: bool,
         mut add: impl FnMut(u64, &[u8], &Attr) -> bool,
     ) -> Result<bool> {
         if offset >= 2 {
@@ -602,7 +607,12 @@ impl Fs {
         if offset < 1 && add(1, b".", &a) {
             return Ok(true);
         }
-        let parent = self.meta.getattr(self.meta.parent_of(ino)?)?;
+        let p = self.meta.parent_of(ino)?;
+        let parent = if parent_attrs {
+            self.meta.getattr(p)?
+        } else {
+            Attr { ino: p, ..a }
+        };
         Ok(add(2, b"..", &parent))
     }
 

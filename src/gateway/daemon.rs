@@ -191,13 +191,14 @@ impl Gateway {
     pub fn disconnect(&self, user: &str, smbd: Option<SmbdProcess>) {
         let mut homes = self.homes.lock();
         if let Some(h) = homes.get_mut(user) {
+            // This smbd's session, else one of unknown process, else any.
             let i = h
                 .sessions
                 .iter()
                 .position(|s| *s == smbd)
                 .or_else(|| h.sessions.iter().position(|s| s.is_none()))
-                .unwrap_or(0);
-            if i < h.sessions.len() {
+                .or((!h.sessions.is_empty()).then_some(0));
+            if let Some(i) = i {
                 h.sessions.remove(i);
             }
             if h.sessions.is_empty() {

@@ -91,15 +91,6 @@ impl Attr {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct DirEntry {
-    /// Stable position: entries created later get larger ids, removing one
-    /// never shifts the others, so readdir offsets survive concurrent change.
-    pub id: i64,
-    pub name: Vec<u8>,
-    pub attr: Attr,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockRef {
     pub id: i64,
@@ -199,6 +190,11 @@ fn row_attr(r: &rusqlite::Row<'_>) -> rusqlite::Result<Attr> {
         ctime: r.get(9)?,
         crtime: r.get(10)?,
     })
+}
+
+/// (dentry id, inode, mode, name) of a plain listing's row.
+fn name_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<dircache::NameEntry> {
+    Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?))
 }
 
 // A literal, not format!(): getattr runs on nearly every FUSE request.
@@ -668,42 +664,27 @@ impl Meta {
         })
     }
 
-    /// Entries with `id > after`, in id order, at most `limit`.
     /// A directory's entries after `after` with their attributes, in id
-    /// order: `f(id, name, attr)` until it returns true. Read from the
-    /// database a page at a time, so a full reply costs about the rows it
-    /// holds.
+    /// order: `f(id, name, attr)` until it returns true. Ids are stable:
+    /// entries created later get larger ones and removing one shifts no
+    /// other, so readdir offsets survive concurrent change.
     pub fn readdir_plus(
         &self,
         dir: u64,
         after: i64,
         mut f: impl FnMut(i64, &[u8], &Attr) -> bool,
     ) -> Result<()> {
-        let mut after = after;
-        loop {
-            let page = {
-                let c = self.db.lock();
-                let mut st = c.prepare_cached(
-                    "SELECT i.ino, i.mode, i.uid, i.gid, i.size, i.nlink, i.rdev, i.atime, i.mtime,
-                            i.ctime, i.crtime, d.id, d.name
-                     FROM dentries d JOIN inodes i ON i.ino=d.ino
-                     WHERE d.parent=?1 AND d.id>?2 ORDER BY d.id LIMIT 64",
-                )?;
-                let rows = st.query_map(params![dir as i64, after], |r| {
-                    Ok((r.get::<_, i64>(11)?, r.get::<_, Vec<u8>>(12)?, row_attr(r)?))
-                })?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()?
-            };
-            let Some(last) = page.last() else {
-                return Ok(());
-            };
-            after = last.0;
-            for (id, name, attr) in &page {
-                if f(*id, name, attr) {
-                    return Ok(());
-                }
-            }
-        }
+        self.page_dentries(
+            "SELECT i.ino, i.mode, i.uid, i.gid, i.size, i.nlink, i.rdev, i.atime, i.mtime,
+                    i.ctime, i.crtime, d.id, d.name
+             FROM dentries d JOIN inodes i ON i.ino=d.ino
+             WHERE d.parent=?1 AND d.id>?2 ORDER BY d.id LIMIT 64",
+            dir,
+            after,
+            |r| Ok((r.get::<_, i64>(11)?, r.get::<_, Vec<u8>>(12)?, row_attr(r)?)),
+            |e| e.0,
+            |(id, name, attr)| f(*id, name, attr),
+        )
     }
 
     /// A directory's entries after `after`, in id order: `f(id, ino, mode,
@@ -716,51 +697,64 @@ impl Meta {
         after: i64,
         mut f: impl FnMut(i64, u64, u32, &[u8]) -> bool,
     ) -> Result<()> {
-        let c = self.db.lock();
-        if self.dcache.lock().visit(dir, after, &mut f) {
-            return Ok(());
-        }
-        let row = |r: &rusqlite::Row<'_>| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)? as u64,
-                r.get::<_, u32>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
-            ))
-        };
-        if !self.dcache.lock().too_big(dir) {
-            let cap = dircache::MAX_DIR;
-            let all = {
-                let mut st = c.prepare_cached(
-                    "SELECT d.id, d.ino, i.mode, d.name FROM dentries d JOIN inodes i ON i.ino=d.ino
-                     WHERE d.parent=?1 ORDER BY d.id LIMIT ?2",
-                )?;
-                let rows = st.query_map(params![dir as i64, cap as i64 + 1], row)?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()?
-            };
-            let mut dc = self.dcache.lock();
-            dc.store(dir, all);
-            if dc.visit(dir, after, &mut f) {
+        {
+            let c = self.db.lock();
+            if self.dcache.lock().visit(dir, after, &mut f) {
                 return Ok(());
             }
+            if !self.dcache.lock().too_big(dir) {
+                let cap = dircache::MAX_DIR;
+                let all = {
+                    let mut st = c.prepare_cached(
+                        "SELECT d.id, d.ino, i.mode, d.name FROM dentries d JOIN inodes i ON i.ino=d.ino
+                         WHERE d.parent=?1 ORDER BY d.id LIMIT ?2",
+                    )?;
+                    let rows = st.query_map(params![dir as i64, cap as i64 + 1], name_row)?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()?
+                };
+                let mut dc = self.dcache.lock();
+                dc.store(dir, all);
+                if dc.visit(dir, after, &mut f) {
+                    return Ok(());
+                }
+            }
         }
-        let mut st = c.prepare_cached(
+        self.page_dentries(
             "SELECT d.id, d.ino, i.mode, d.name FROM dentries d JOIN inodes i ON i.ino=d.ino
              WHERE d.parent=?1 AND d.id>?2 ORDER BY d.id LIMIT 256",
-        )?;
-        let mut after = after;
+            dir,
+            after,
+            name_row,
+            |e| e.0,
+            |(id, ino, mode, name)| f(*id, *ino, *mode, name),
+        )
+    }
+
+    /// Rows of `sql` (parameters: the directory, the id to start after),
+    /// a page at a time until `f` returns true or they run out, so a
+    /// reply costs about the rows it holds. The lock is taken per page.
+    fn page_dentries<T>(
+        &self,
+        sql: &str,
+        dir: u64,
+        mut after: i64,
+        row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        id: impl Fn(&T) -> i64,
+        mut f: impl FnMut(&T) -> bool,
+    ) -> Result<()> {
         loop {
-            let page = st
-                .query_map(params![dir as i64, after], row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let page = {
+                let c = self.db.lock();
+                let mut st = c.prepare_cached(sql)?;
+                let rows = st.query_map(params![dir as i64, after], &row)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
             let Some(last) = page.last() else {
                 return Ok(());
             };
-            after = last.0;
-            for (id, ino, mode, name) in &page {
-                if f(*id, *ino, *mode, name) {
-                    return Ok(());
-                }
+            after = id(last);
+            if page.iter().any(&mut f) {
+                return Ok(());
             }
         }
     }

@@ -67,6 +67,8 @@ g=()
 for k in private lock state cache pid ncalrpc; do g+=(--global "$( [ $k = private ] && echo "private dir" || ([ $k = ncalrpc ] && echo "ncalrpc dir" || echo "$k directory")) = $WORK/samba/$k"); done
 "$BIN" samba-config --config "$CFG" --global "smb ports = $port" --global "interfaces = lo" \
     --global "bind interfaces only = yes" --global "log file = $WORK/samba/log/log.%m" "${g[@]}" > "$WORK/smb.conf"
+# The home share's settings that shape smbd's work per file.
+HOME_VFS=$(sed -n '/^\[home\]/,$p' "$WORK/smb.conf" | grep -E '^ *(vfs objects|acl_xattr|create mask|directory mask) ')
 cat >> "$WORK/smb.conf" <<EOT
 
 [plain]
@@ -78,13 +80,13 @@ cat >> "$WORK/smb.conf" <<EOT
    path = $WORK/plainvfs
    valid users = $USER_NAME
    read only = no
-$(sed -n '/^\[home\]/,$p' "$WORK/smb.conf" | grep -E '^ *(vfs objects|acl_xattr|create mask|directory mask) ')
+$HOME_VFS
 
 [bindfs]
    path = $WORK/bmp
    valid users = $USER_NAME
    read only = no
-$(sed -n '/^\[home\]/,$p' "$WORK/smb.conf" | grep -E '^ *(vfs objects|acl_xattr|create mask|directory mask) ')
+$HOME_VFS
 EOT
 "$BIN" serve --config "$CFG" > "$WORK/daemon.log" 2>&1 &
 DPID=$!
