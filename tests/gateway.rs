@@ -879,3 +879,23 @@ fn a_killed_smbd_does_not_keep_the_home_mounted() {
     let _ = client.kill();
     let _ = client.wait();
 }
+
+/// A home idle when the daemon stops is not mounted again at its start
+/// (no session would ever end there, so it would never go idle).
+#[test]
+fn an_idle_home_is_not_brought_back_by_a_restart() {
+    let mut g = local_gw();
+    let u = unique_user("q");
+    ok(g.add_user(&u, "pw-q", &[]));
+    ok(g.sg(&["hook", "connect", &u], ""));
+    ok(g.sg(&["hook", "disconnect", &u], ""));
+    assert!(is_mounted(&g.home(&u)), "idle, not yet unmounted");
+    g.stop_daemon(libc::SIGTERM);
+    g.start_daemon();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !is_mounted(&g.home(&u)),
+        "an idle home came back after the restart:\n{}",
+        g.daemon_log()
+    );
+}

@@ -476,12 +476,14 @@ impl Gateway {
         v
     }
 
-    /// Users with live sessions, to re-establish after a daemon restart.
+    /// Users with live sessions, to re-establish after a daemon restart
+    /// (an idle home is not: nobody would end its session).
     pub fn connected(&self) -> Vec<SavedHome> {
         let mut v: Vec<SavedHome> = self
             .homes
             .lock()
             .iter()
+            .filter(|(_, h)| !h.sessions.is_empty())
             .map(|(u, h)| SavedHome {
                 user: u.clone(),
                 sessions: h.sessions.clone(),
@@ -494,16 +496,12 @@ impl Gateway {
     /// Restore sessions recorded before a restart (those whose smbd has
     /// gone since are dropped at the next idle check).
     pub fn restore(self: &Arc<Self>, saved: &[SavedHome]) {
-        for s in saved {
+        for s in saved.iter().filter(|s| !s.sessions.is_empty()) {
             match self.connect(&s.user, None) {
                 Ok(()) => {
                     let mut homes = self.homes.lock();
                     if let Some(h) = homes.get_mut(&s.user) {
-                        h.sessions = if s.sessions.is_empty() {
-                            vec![None]
-                        } else {
-                            s.sessions.clone()
-                        };
+                        h.sessions = s.sessions.clone();
                     }
                     tracing::info!(user = %s.user, sessions = s.sessions.len(), "re-established after restart");
                 }

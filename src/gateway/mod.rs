@@ -79,7 +79,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
                     old.into_iter()
                         .map(|(user, n)| daemon::SavedHome {
                             user,
-                            sessions: vec![None; n.max(1)],
+                            sessions: vec![None; n],
                         })
                         .collect(),
                 )
