@@ -12,4 +12,5 @@ pub mod data;
 pub mod fs;
 pub mod gateway;
 pub mod meta;
+pub mod secure;
 pub mod store;

@@ -1,6 +1,8 @@
 use clap::Parser;
 
 fn main() {
+    // Before anything is created: every local file is root's alone.
+    swiftgate::secure::restrict_umask();
     let cli = swiftgate::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -276,12 +276,28 @@ fn corrupt_or_missing_object_gives_eio_and_fsck_reports_it() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(2), "{out}");
     assert!(out.contains("DATA LOST"), "{out}");
-    // After the repair the damaged range reads as zeros, not garbage.
+    // The report names the file by its path.
+    assert!(out.contains("/victim block 0"), "{out}");
+    // After the repair the damaged range still fails loudly (never silent
+    // zeros), and fsck keeps saying so until the file is rewritten.
     t.mount(&[]);
-    assert_eq!(fs::read(t.path("victim")).unwrap(), vec![0u8; 64 * 1024]);
+    assert_eq!(errno_of(fs::read(t.path("victim"))), libc::EIO);
     assert_eq!(fs::read(t.path("fine")).unwrap(), b"ok");
     t.umount();
-    assert_eq!(t.fsck(&[]).status.code(), Some(0));
+    let o = t.fsck(&[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("/victim block 0 was lost"), "{out}");
+    t.mount(&[]);
+    fs::write(t.path("victim"), b"rewritten").unwrap();
+    t.umount();
+    let o = t.fsck(&[]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }
 
 #[test]
@@ -358,7 +374,16 @@ fn corrupt_metadata_snapshot_falls_back_a_generation() {
     d[n - 10] ^= 0xff;
     t.obj_put(&snap, &d);
     fs::remove_dir_all(&t.cache).unwrap();
+    // Refused unless told: what would be lost is said.
     let o = t.try_mount_at(&t.mp, &t.cache, &[]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("generation {latest} is unusable")),
+        "{e}"
+    );
+    assert!(e.contains("--accept-rollback"), "{e}");
+    let o = t.try_mount_at(&t.mp, &t.cache, &["--accept-rollback"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(

@@ -274,7 +274,7 @@ impl Cache {
     ) -> Result<Arc<Cache>> {
         for sub in ["dirty", "blocks", "tmp"] {
             let p = cfg.dir.join(sub);
-            fs::create_dir_all(&p).map_err(io_err(&p))?;
+            crate::secure::private_dir(&p).map_err(io_err(&p))?;
         }
         let max_obj: i64 = {
             let c = meta.lock();
@@ -285,6 +285,13 @@ impl Cache {
             )
             .map_err(MetaError::from)?
         };
+        // After a rollback the store may hold objects numbered above what
+        // this metadata knows: never reuse (overwrite) one of them.
+        let floor = meta
+            .kv_get(crate::meta::ship::KV_OBJECT_ID_FLOOR)?
+            .and_then(|v| String::from_utf8_lossy(&v).parse::<i64>().ok())
+            .unwrap_or(0);
+        let max_obj = max_obj.max(floor);
         let small = SmallDb::open(&cfg.dir.join("cache.db"))?;
         meta.commit_first(small.group());
         let cache = Arc::new(Cache {
@@ -518,6 +525,13 @@ impl Cache {
 
     /// Open the cached plaintext of a block, fetching it if needed.
     fn open_clean(&self, b: &BlockRef) -> Result<CleanData> {
+        if b.object == crate::meta::LOST_OBJECT {
+            return Err(CacheError::Corrupt {
+                block: b.id,
+                object: "(none)".into(),
+                reason: "its data was lost (see fsck's report); rewrite or delete the file".into(),
+            });
+        }
         let path = self.dir("blocks").join(b.id.to_string());
         loop {
             let mut st = self.st.lock();
@@ -578,6 +592,13 @@ impl Cache {
 
     /// Download and verify a block's plaintext.
     fn fetch_plain(&self, b: &BlockRef) -> Result<Vec<u8>> {
+        if b.object == crate::meta::LOST_OBJECT {
+            return Err(CacheError::Corrupt {
+                block: b.id,
+                object: "(none)".into(),
+                reason: "its data was lost (see fsck's report)".into(),
+            });
+        }
         let key = object_key(b.object);
         let rec = self.store.get_range(&key, b.offset, b.length)?;
         let plain = self

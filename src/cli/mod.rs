@@ -62,6 +62,14 @@ pub enum Cmd {
         /// Only report, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// When the newest metadata generations are damaged, repair from the
+        /// newest readable one (what came after it is lost; nothing is
+        /// deleted, objects only it lacks are quarantined).
+        #[arg(long)]
+        accept_rollback: bool,
+        /// Delete the objects quarantined after a rollback.
+        #[arg(long)]
+        release_quarantine: bool,
     },
     /// Figures of a mounted filesystem.
     Stat {
@@ -615,6 +623,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             passphrase_file,
             verify_data,
             dry_run,
+            accept_rollback,
+            release_quarantine,
         } => {
             let passphrase = read_passphrase(passphrase_file.as_deref())?;
             let s = crate::store::open_with(&store, &swift.open_options())?;
@@ -632,6 +642,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                 &crate::meta::fsck::FsckOptions {
                     verify_data,
                     dry_run,
+                    accept_rollback,
+                    release_quarantine,
                 },
                 &|phase, done, total| {
                     bar.set_message(phase.to_string());
@@ -643,10 +655,19 @@ pub fn run(cli: Cli) -> Result<i32> {
             for line in &report.findings {
                 println!("{line}");
             }
-            let (code, word) = match report.outcome() {
-                crate::meta::fsck::Outcome::Clean => (0, "clean"),
-                crate::meta::fsck::Outcome::Repaired => (1, "repaired"),
-                crate::meta::fsck::Outcome::Unrepairable => (2, "damaged: data was lost"),
+            let (code, word) = match (report.outcome(), dry_run) {
+                (crate::meta::fsck::Outcome::Clean, _) => (0, "clean"),
+                (crate::meta::fsck::Outcome::Repaired, false) => (1, "repaired without loss"),
+                (crate::meta::fsck::Outcome::Repaired, true) => {
+                    (1, "would repair without loss (dry run: nothing changed)")
+                }
+                (crate::meta::fsck::Outcome::Unrepairable, false) => {
+                    (2, "damaged: data may have been lost (see above)")
+                }
+                (crate::meta::fsck::Outcome::Unrepairable, true) => (
+                    2,
+                    "damaged: data may have been lost (dry run: nothing changed)",
+                ),
             };
             println!(
                 "fsck: {word} ({} inodes, {} blocks checked)",

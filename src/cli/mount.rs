@@ -46,6 +46,10 @@ pub struct MountArgs {
     /// Mount although a previous mount's lease is left (it must be dead).
     #[arg(long)]
     pub takeover: bool,
+    /// Go on with an older metadata generation when the newest ones are
+    /// damaged (changes after it are lost; nothing is deleted).
+    #[arg(long)]
+    pub accept_rollback: bool,
     #[arg(long)]
     pub passphrase_file: Option<PathBuf>,
     /// Stay in the foreground (logs to stderr).
@@ -135,11 +139,16 @@ pub fn mount(a: MountArgs) -> Result<i32> {
 }
 
 fn redirect_stdio(cache_dir: &Path) {
-    let _ = std::fs::create_dir_all(cache_dir);
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = crate::secure::new_dir(cache_dir);
+    let path = cache_dir.join("mount.log");
+    // File names and errors go to the log: root's alone (older logs too).
+    let _ = crate::secure::private_file(&path);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(cache_dir.join("mount.log"));
+        .mode(0o600)
+        .open(&path);
     let null = std::fs::File::open("/dev/null");
     unsafe {
         if let Ok(n) = &null {
@@ -241,6 +250,7 @@ fn start(
             lease_ttl: a.lease_ttl,
             takeover: a.takeover,
             passphrase,
+            accept_rollback: a.accept_rollback,
         },
     )?;
     let mut cfg = fuser::Config::default();
@@ -413,6 +423,7 @@ pub fn demo(store_dir: &Path, mp: &Path) -> Result<i32> {
         lease_ttl: Duration::from_secs(60),
         allow_other: true,
         takeover: false,
+        accept_rollback: false,
         passphrase_file: None,
         foreground: false,
         fuse_threads: 4,

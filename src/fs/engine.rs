@@ -51,6 +51,8 @@ pub enum EngineError {
     },
     #[error("data could not be flushed: {0}")]
     Flush(String),
+    #[error("{0}. Nothing was changed. To look closer run `swiftgate fsck --dry-run`; to go on with the older generation mount with --accept-rollback (the damaged snapshots are kept, and objects only they referenced are never deleted)")]
+    Rollback(String),
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;
@@ -131,7 +133,7 @@ fn tempdir_for_mkfs() -> Result<PathBuf> {
         std::process::id(),
         rand::random::<u32>()
     ));
-    std::fs::create_dir_all(&p).map_err(|source| EngineError::CacheDir {
+    crate::secure::private_dir(&p).map_err(|source| EngineError::CacheDir {
         path: p.clone(),
         source,
     })?;
@@ -150,6 +152,8 @@ pub struct OpenOptions {
     pub lease_ttl: Duration,
     pub takeover: bool,
     pub passphrase: Option<Vec<u8>>,
+    /// Go on with an older metadata generation when the newest are damaged.
+    pub accept_rollback: bool,
 }
 
 /// Everything a live mount needs, minus the FUSE session itself.
@@ -174,14 +178,16 @@ impl std::fmt::Debug for Engine {
 }
 
 /// Pick up local metadata if it is current, else rebuild from the store.
-/// Returns the generation the local copy corresponds to.
+/// Returns the generation the next shipment follows: never below one that
+/// is in the store, readable or not, so no number is used twice.
 fn prepare_metadata(
     store: &DynStore,
     codec: &BlockCodec,
     dir: &Path,
     uuid: &str,
+    accept_rollback: bool,
     warnings: &mut Vec<String>,
-) -> Result<u64> {
+) -> Result<(u64, bool)> {
     let db = dir.join("meta.db");
     let latest = ship::latest_gen(store)?;
     if db.exists() {
@@ -194,7 +200,7 @@ fn prepare_metadata(
         drop(local);
         if same_fs && gen >= latest {
             tracing::info!(gen, "using local metadata");
-            return Ok(gen);
+            return Ok((gen, false));
         }
         // Stale: another host wrote newer metadata. Local dirty blocks
         // belong to the old view; keep them aside rather than lose them.
@@ -212,10 +218,23 @@ fn prepare_metadata(
         }
         let _ = std::fs::remove_dir_all(dir.join("blocks"));
     }
-    let (gen, warning) = ship::restore(store, codec, &db)?;
-    warnings.extend(warning);
-    tracing::info!(gen, "metadata rebuilt from the store");
-    Ok(gen)
+    let r = ship::restore(store, codec, &db)?;
+    if r.is_rollback() {
+        if !accept_rollback {
+            // Leave no local copy claiming to be current.
+            for ext in ["db", "db-wal", "db-shm"] {
+                let _ = std::fs::remove_file(db.with_extension(ext));
+            }
+            return Err(EngineError::Rollback(r.describe()));
+        }
+        let meta = Meta::open(&db)?;
+        let note = ship::accept_rollback(store, &meta, &r)?;
+        let w = format!("{}; accepted (--accept-rollback): {note}", r.describe());
+        tracing::error!("{w}");
+        warnings.push(w);
+    }
+    tracing::info!(gen = r.gen, "metadata rebuilt from the store");
+    Ok((r.gen.max(r.latest), r.is_rollback()))
 }
 
 fn meta_now_secs() -> u64 {
@@ -243,12 +262,23 @@ impl Engine {
         let dir = o.cache_dir.join(&params.uuid);
         let mut warnings = Vec::new();
         let mut setup = || -> Result<Arc<Fs>> {
-            std::fs::create_dir_all(&dir).map_err(|source| EngineError::CacheDir {
-                path: dir.clone(),
-                source,
-            })?;
+            // Plaintext lives here: root's alone, also for installs made
+            // before that rule (tightened now).
+            crate::secure::new_dir(&o.cache_dir)
+                .and_then(|()| crate::secure::private_dir(&dir))
+                .map_err(|source| EngineError::CacheDir {
+                    path: dir.clone(),
+                    source,
+                })?;
             let mcodec = meta_codec(key.as_ref());
-            let gen = prepare_metadata(&store, &mcodec, &dir, &params.uuid, &mut warnings)?;
+            let (gen, rolled_back) = prepare_metadata(
+                &store,
+                &mcodec,
+                &dir,
+                &params.uuid,
+                o.accept_rollback,
+                &mut warnings,
+            )?;
             let meta = Arc::new(Meta::open(&dir.join("meta.db"))?);
             meta.kv_set(KV_FS_UUID, params.uuid.as_bytes())?;
             meta.start_batching()
@@ -257,6 +287,11 @@ impl Engine {
                     source,
                 })?;
             let shipper = Arc::new(Shipper::new(store.clone(), mcodec, meta.clone(), gen));
+            if rolled_back {
+                // The store's newest generation must be a readable one
+                // again, numbered above the damaged ones.
+                shipper.ship(true)?;
+            }
             let bs = params.block_size as u64;
             let cfg = CacheConfig {
                 dir: dir.clone(),

@@ -272,6 +272,9 @@ impl Gateway {
                 lease_ttl: Duration::from_secs(60),
                 takeover: false,
                 passphrase: secrets.passphrase.clone().map(String::into_bytes),
+                // A home whose newest metadata is damaged stays unmounted
+                // until an admin decides (fsck --accept-rollback).
+                accept_rollback: false,
             },
         )
         .map_err(|source| GatewayError::Engine {
@@ -549,7 +552,12 @@ fn prepare_mountpoint(mp: &Path) -> Result<(), GatewayError> {
                 .map_err(|e| io(std::io::Error::from_raw_os_error(e as i32)))?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(mp).map_err(io)?;
+            // smbd enters the mount root as each user: passable, while a
+            // home's directory is root's until its mount covers it.
+            if let Some(root) = mp.parent() {
+                crate::secure::passable_dir(root).map_err(io)?;
+            }
+            crate::secure::new_dir(mp).map_err(io)?;
         }
         Err(e) => return Err(io(e)),
     }

@@ -63,10 +63,11 @@ pub enum ServeError {
 /// `swiftgate serve`: run until SIGTERM/SIGINT, then flush and unmount all.
 pub fn serve(config_path: &Path) -> Result<(), ServeError> {
     let cfg = GatewayConfig::load(config_path)?;
-    std::fs::create_dir_all(&cfg.cache.dir).map_err(|source| daemon::GatewayError::Io {
+    crate::secure::new_dir(&cfg.cache.dir).map_err(|source| daemon::GatewayError::Io {
         path: cfg.cache.dir.clone(),
         source,
     })?;
+    let _ = crate::secure::private_file(&sessions_file(&cfg));
     let gw = Gateway::new(cfg.clone())?;
     control::serve(&cfg.control.socket, gw.clone())?;
     let restore: Vec<daemon::SavedHome> = std::fs::read(sessions_file(&cfg))

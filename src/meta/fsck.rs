@@ -30,6 +30,10 @@ pub enum FsckError {
 pub struct FsckOptions {
     pub verify_data: bool,
     pub dry_run: bool,
+    /// Go on with an older generation when the newest are damaged.
+    pub accept_rollback: bool,
+    /// Delete the objects quarantined after a rollback.
+    pub release_quarantine: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +50,8 @@ pub struct Report {
     pub lost: usize,
     pub inodes: u64,
     pub blocks: u64,
+    /// Nothing was changed: repairs are what would be done.
+    pub dry_run: bool,
 }
 
 impl Report {
@@ -59,7 +65,12 @@ impl Report {
         }
     }
     fn fix(&mut self, s: String) {
-        self.findings.push(format!("repaired: {s}"));
+        let word = if self.dry_run {
+            "would repair"
+        } else {
+            "repaired"
+        };
+        self.findings.push(format!("{word}: {s}"));
         self.repaired += 1;
     }
     fn loss(&mut self, s: String) {
@@ -99,16 +110,31 @@ fn run_locked(
         std::process::id(),
         rand::random::<u32>()
     ));
-    std::fs::create_dir_all(&tmp)?;
+    crate::secure::private_dir(&tmp)?;
     let _cleanup = scopeguard(tmp.clone());
     let mcodec = meta_codec(key);
     let db = tmp.join("meta.db");
-    let (gen, warning) = ship::restore(store, &mcodec, &db)?;
+    let restored = ship::restore(store, &mcodec, &db)?;
+    let gen = restored.gen;
     let meta = Arc::new(Meta::open(&db)?);
-    let mut rep = Report::default();
-    if let Some(w) = warning {
-        rep.findings.push(format!("warning: {w}"));
+    let mut rep = Report {
+        dry_run: o.dry_run,
+        ..Report::default()
+    };
+    if restored.is_rollback() {
+        rep.loss(restored.describe());
+        if !o.accept_rollback || o.dry_run {
+            // Checking the old generation against the store would call the
+            // newer data "orphans": stop before judging anything.
+            rep.findings.push(
+                "nothing was checked or changed; run again with --accept-rollback to repair from that generation (the damaged snapshots are kept, and objects only newer generations referenced are quarantined, not deleted)".into(),
+            );
+            return Ok(rep);
+        }
+        let note = ship::accept_rollback(store, &meta, &restored)?;
+        rep.findings.push(format!("accepted: {note}"));
     }
+    let quarantine = meta.kv_get(ship::KV_ROLLBACK)?;
     let codec = BlockCodec::new(key, params.compression);
 
     // ---- namespace
@@ -188,8 +214,12 @@ fn run_locked(
             .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         for (ino, idx) in bad {
-            tx.execute("DELETE FROM file_blocks WHERE ino=?1 AND idx=?2", params![ino, idx])?;
-            rep.loss(format!("inode {ino} block {idx} referenced a missing block: now reads as zeros"));
+            let lost = super::new_lost_block(tx)?;
+            tx.execute("UPDATE file_blocks SET block=?3 WHERE ino=?1 AND idx=?2", params![ino, idx, lost])?;
+            rep.loss(format!(
+                "{} block {idx} referenced a missing block: reading that range fails (EIO)",
+                super::path_of(tx, ino as u64)?
+            ));
         }
         tx.execute("DELETE FROM file_blocks WHERE ino NOT IN (SELECT ino FROM inodes)", [])
             .map(|n| if n > 0 { rep.fix(format!("removed {n} block mappings of missing inodes")) })?;
@@ -206,6 +236,17 @@ fn run_locked(
         let n = tx.execute("DELETE FROM blocks WHERE refcount=0", [])?;
         if n > 0 {
             rep.fix(format!("removed {n} unreferenced blocks"));
+        }
+        // Ranges lost in an earlier repair: still unreadable, still lost.
+        let damaged = tx
+            .prepare("SELECT f.ino, f.idx FROM file_blocks f JOIN blocks b ON b.id=f.block WHERE b.object=?1")?
+            .query_map([super::LOST_OBJECT], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (ino, idx) in damaged {
+            rep.loss(format!(
+                "{} block {idx} was lost in an earlier repair: reading it fails (EIO) until the file is rewritten or deleted",
+                super::path_of(tx, ino as u64)?
+            ));
         }
         Ok(())
     })?;
@@ -250,13 +291,33 @@ fn run_locked(
         .cloned()
         .collect();
     if !orphans.is_empty() {
-        if !o.dry_run {
-            store.delete_many(&orphans)?;
+        match &quarantine {
+            // After a rollback, objects nobody knows may be the only copy of
+            // what the lost generations held: kept until released.
+            Some(note) if !o.release_quarantine => {
+                let mut keys = orphans.clone();
+                keys.sort();
+                rep.loss(format!(
+                    "{} objects no generation refers to are quarantined (kept) since the rollback ({}); they may hold data written after it: {}. `swiftgate fsck --release-quarantine` deletes them",
+                    keys.len(),
+                    String::from_utf8_lossy(note),
+                    keys.join(" ")
+                ));
+            }
+            _ => {
+                if !o.dry_run {
+                    store.delete_many(&orphans)?;
+                }
+                rep.fix(format!(
+                    "deleted {} objects no metadata refers to",
+                    orphans.len()
+                ));
+            }
         }
-        rep.fix(format!(
-            "deleted {} objects no metadata refers to",
-            orphans.len()
-        ));
+    }
+    if quarantine.is_some() && o.release_quarantine && !o.dry_run {
+        meta.kv_delete(ship::KV_ROLLBACK)?;
+        rep.fix("quarantine released".into());
     }
     let mut lost_blocks: Vec<(i64, String)> = Vec::new();
     for id in &missing {
@@ -272,7 +333,7 @@ fn run_locked(
         let all: Vec<super::BlockRef> = {
             let c = meta.lock();
             let mut st = c
-                .prepare("SELECT id, hash, object, offset, length, plain_len FROM blocks")
+                .prepare("SELECT id, hash, object, offset, length, plain_len FROM blocks WHERE object != 0")
                 .map_err(MetaError::from)?;
             let r = st
                 .query_map([], super::row_block)
@@ -303,10 +364,13 @@ fn run_locked(
                 .prepare("SELECT ino, idx FROM file_blocks WHERE block=?1")?
                 .query_map([b], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            tx.execute("DELETE FROM file_blocks WHERE block=?1", [b])?;
-            tx.execute("DELETE FROM blocks WHERE id=?1", [b])?;
+            // Kept mapped, marked lost: reads of the range fail loudly.
+            super::mark_block_lost(tx, *b)?;
             for (ino, idx) in files {
-                rep.loss(format!("inode {ino} block {idx}: {why}; that range now reads as zeros"));
+                rep.loss(format!(
+                    "{} block {idx}: {why}; reading that range fails (EIO)",
+                    super::path_of(tx, ino as u64)?
+                ));
             }
         }
         for id in &missing {
@@ -341,7 +405,13 @@ fn run_locked(
     rep.inodes = counts.inodes;
     rep.blocks = counts.blocks;
     if (rep.repaired > 0 || rep.lost > 0) && !o.dry_run {
-        let shipper = Shipper::new(store.clone(), mcodec, meta.clone(), gen);
+        // Numbered above every generation in the store, readable or not.
+        let shipper = Shipper::new(
+            store.clone(),
+            mcodec,
+            meta.clone(),
+            gen.max(restored.latest),
+        );
         let g = shipper.ship(true)?;
         rep.findings
             .push(format!("repaired metadata stored as generation {g}"));

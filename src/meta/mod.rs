@@ -159,6 +159,17 @@ pub fn object_key(id: i64) -> String {
     format!("data/{:02x}/{:016x}", (id as u64) & 0xff, id)
 }
 
+/// The id of an object key made by [`object_key`].
+pub fn object_id(key: &str) -> Option<i64> {
+    let name = key.strip_prefix("data/")?.split('/').nth(1)?;
+    i64::from_str_radix(name, 16).ok()
+}
+
+/// A block whose data was lost (fsck found its object missing or corrupt):
+/// kept mapped so reading its range fails with EIO instead of returning
+/// zeros. No object has id 0.
+pub const LOST_OBJECT: i64 = 0;
+
 pub struct Meta {
     db: Arc<Group>,
     /// Listings for plain readdir; locked only inside the database lock.
@@ -381,6 +392,13 @@ impl Meta {
             .lock()
             .query_row("SELECT value FROM kv WHERE key=?1", [key], |r| r.get(0))
             .optional()?)
+    }
+
+    pub fn kv_delete(&self, key: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM kv WHERE key=?1", [key])?;
+            Ok(())
+        })
     }
 
     pub fn kv_set(&self, key: &str, value: &[u8]) -> Result<()> {
@@ -1062,6 +1080,55 @@ pub(crate) fn row_block(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRef> {
         length: r.get::<_, i64>(4)? as u64,
         plain_len: r.get::<_, i64>(5)? as u64,
     })
+}
+
+/// A path naming `ino` for reports: through its first name up to the root
+/// (`#ino` where no name leads there).
+pub fn path_of(tx: &Connection, ino: u64) -> Result<String> {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = ino;
+    // Bounded: a damaged tree may loop.
+    for _ in 0..4096 {
+        if cur == ROOT_INO {
+            parts.reverse();
+            return Ok(format!("/{}", parts.join("/")));
+        }
+        let up: Option<(i64, Vec<u8>)> = tx
+            .prepare_cached("SELECT parent, name FROM dentries WHERE ino=?1 ORDER BY id LIMIT 1")?
+            .query_row([cur as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((parent, name)) = up else {
+            break;
+        };
+        parts.push(String::from_utf8_lossy(&name).into_owned());
+        cur = parent as u64;
+    }
+    Ok(format!("#{ino} (no path)"))
+}
+
+/// Turn a block whose data is gone into a lost marker: still mapped, so
+/// reading it fails with EIO; its hash can match no content, so no write
+/// ever deduplicates into it.
+pub fn mark_block_lost(tx: &Connection, block: i64) -> Result<()> {
+    let mut h = b"swiftgate lost block ".to_vec();
+    h.extend_from_slice(&block.to_le_bytes());
+    let marker = <sha2::Sha256 as sha2::Digest>::digest(&h).to_vec();
+    tx.execute(
+        "UPDATE blocks SET object=?2, offset=0, length=0, hash=?3 WHERE id=?1",
+        params![block, LOST_OBJECT, marker],
+    )?;
+    Ok(())
+}
+
+/// A new lost marker block (for a mapping whose block row is gone).
+pub fn new_lost_block(tx: &Connection) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO blocks(hash, object, offset, length, plain_len, refcount) VALUES(randomblob(32), ?1, 0, 0, 0, 1)",
+        [LOST_OBJECT],
+    )?;
+    let id = tx.last_insert_rowid();
+    mark_block_lost(tx, id)?;
+    Ok(id)
 }
 
 pub(crate) fn unmap_all(tx: &Connection, ino: u64, gen: u64) -> Result<()> {

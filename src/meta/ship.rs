@@ -13,6 +13,17 @@ use std::sync::Arc;
 pub const KEEP_GENERATIONS: u64 = 4;
 pub const KV_SHIPPED_GEN: &str = "shipped_gen";
 pub const KV_FS_UUID: &str = "fs_uuid";
+/// Unix time a generation was shipped (stored inside it: its age on restore).
+pub const KV_SHIPPED_AT: &str = "shipped_at";
+/// Set once a rollback was accepted: objects no generation knows may hold
+/// the only copy of newer data, so nothing unknown is deleted (quarantine)
+/// until an operator releases them.
+pub const KV_ROLLBACK: &str = "rollback";
+/// Object ids below this may exist in the store from generations lost to a
+/// rollback: new objects are numbered above it so none is overwritten.
+pub const KV_OBJECT_ID_FLOOR: &str = "object_id_floor";
+/// Damaged snapshots are kept under this prefix, never overwritten.
+pub const DAMAGED_PREFIX: &str = "meta/damaged-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
@@ -82,45 +93,170 @@ pub fn latest_gen(store: &DynStore) -> Result<u64, StoreError> {
     Ok(gen)
 }
 
-/// Write the newest readable snapshot to `dest`; returns its generation
-/// and, if newer generations had to be skipped, a warning saying so.
-pub fn restore(
-    store: &DynStore,
-    codec: &BlockCodec,
-    dest: &Path,
-) -> Result<(u64, Option<String>), ShipError> {
+/// What [`restore`] found: the generation it wrote out and, when that is
+/// not the newest, the newer ones that failed (a rollback).
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub gen: u64,
+    /// The highest generation present in the store, readable or not.
+    pub latest: u64,
+    /// Newer generations that could not be used, with why.
+    pub failed: Vec<(u64, String)>,
+    /// When the generation used was shipped (unix seconds), if recorded.
+    pub shipped_at: Option<u64>,
+}
+
+impl Restored {
+    pub fn is_rollback(&self) -> bool {
+        self.gen != self.latest
+    }
+
+    /// One paragraph for the operator: what is lost and how old the
+    /// state is that would be used.
+    pub fn describe(&self) -> String {
+        let age = match self.shipped_at {
+            Some(t) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(t);
+                format!(
+                    "written {} ago",
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        now.saturating_sub(t)
+                    ))
+                )
+            }
+            None => "of unknown age".into(),
+        };
+        let why: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(g, e)| format!("generation {g}: {e}"))
+            .collect();
+        format!(
+            "the newest metadata generation{} {} unusable ({}); the newest readable one is generation {} ({age}): using it loses every change made after it",
+            if self.failed.len() > 1 { "s" } else { "" },
+            if self.failed.len() > 1 {
+                format!("{}..{} are", self.gen + 1, self.latest)
+            } else {
+                format!(" {} is", self.latest)
+            }
+            .trim_start(),
+            why.join("; "),
+            self.gen
+        )
+    }
+}
+
+/// Copy each failed generation's snapshot aside (`meta/damaged-snap-N`)
+/// for inspection: generation numbers move on past it and old snapshots
+/// are pruned, the copy stays.
+pub fn keep_damaged(store: &DynStore, r: &Restored) -> Result<Vec<String>, StoreError> {
+    let mut kept = Vec::new();
+    for (g, _) in &r.failed {
+        let src = snap_key(*g);
+        let dst = format!("{DAMAGED_PREFIX}snap-{g:016x}");
+        if store.head(&dst)?.is_some() {
+            kept.push(dst);
+            continue;
+        }
+        match store.get(&src) {
+            Ok(d) => {
+                store.put(&dst, &d)?;
+                kept.push(dst);
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(kept)
+}
+
+/// Once an operator accepted a rollback: the damaged snapshots are kept
+/// aside, the metadata remembers the rollback (fsck then quarantines
+/// objects it does not know instead of deleting them) and new objects are
+/// numbered above every object in the store, so none from the lost
+/// generations is overwritten. Returns what was kept and a line to log.
+pub fn accept_rollback(store: &DynStore, meta: &Meta, r: &Restored) -> Result<String, ShipError> {
+    let kept = keep_damaged(store, r)?;
+    let max_id = store
+        .list_all("data/")?
+        .iter()
+        .filter_map(|o| super::object_id(&o.key))
+        .max()
+        .unwrap_or(0);
+    // A listing may lag behind recent PUTs (Swift): leave a wide margin.
+    let floor = max_id.saturating_add(1 << 20);
+    let old_floor = meta
+        .kv_get(KV_OBJECT_ID_FLOOR)?
+        .and_then(|v| String::from_utf8_lossy(&v).parse::<i64>().ok())
+        .unwrap_or(0);
+    meta.kv_set(
+        KV_OBJECT_ID_FLOOR,
+        floor.max(old_floor).to_string().as_bytes(),
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let note = format!(
+        "rolled back to generation {} of {} at unix time {now}; damaged snapshots kept as {}",
+        r.gen,
+        r.latest,
+        if kept.is_empty() {
+            "(none left to keep)".to_string()
+        } else {
+            kept.join(", ")
+        }
+    );
+    meta.kv_set(KV_ROLLBACK, note.as_bytes())?;
+    meta.commit()?;
+    Ok(note)
+}
+
+/// Write the newest readable snapshot to `dest` and say what it is.
+pub fn restore(store: &DynStore, codec: &BlockCodec, dest: &Path) -> Result<Restored, ShipError> {
     let latest = latest_gen(store)?;
     let mut errors = Vec::new();
+    let mut failed = Vec::new();
     let oldest = latest.saturating_sub(KEEP_GENERATIONS * 2).max(1);
     for gen in (oldest..=latest).rev() {
         let rec = match store.get(&snap_key(gen)) {
             Ok(r) => r,
             Err(e) if e.is_not_found() => {
                 errors.push(format!("generation {gen}: missing"));
+                failed.push((gen, "missing".to_string()));
                 continue;
             }
             Err(e) => return Err(e.into()),
         };
         match decode_snapshot(codec, gen, &rec) {
             Ok(db) => {
-                let warning = (gen != latest).then(|| {
-                    format!(
-                        "metadata generation {latest} is unusable ({}); fell back to generation {gen}: namespace changes after it are lost",
-                        errors.join("; ")
-                    )
-                });
-                if let Some(w) = &warning {
-                    tracing::error!("{w}");
-                }
                 let tmp = dest.with_extension("restore");
                 std::fs::write(&tmp, &db)?;
                 for ext in ["db-wal", "db-shm"] {
                     let _ = std::fs::remove_file(dest.with_extension(ext));
                 }
                 std::fs::rename(&tmp, dest)?;
-                return Ok((gen, warning));
+                let shipped_at = Meta::open(dest)?
+                    .kv_get(KV_SHIPPED_AT)?
+                    .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok());
+                let r = Restored {
+                    gen,
+                    latest,
+                    failed,
+                    shipped_at,
+                };
+                if r.is_rollback() {
+                    tracing::error!("{}", r.describe());
+                }
+                return Ok(r);
             }
-            Err(e) => errors.push(format!("generation {gen}: {e}")),
+            Err(e) => {
+                errors.push(format!("generation {gen}: {e}"));
+                failed.push((gen, e));
+            }
         }
     }
     Err(ShipError::NoSnapshot(if errors.is_empty() {
@@ -179,6 +315,12 @@ impl Shipper {
         // restoring it knows which generation it holds.
         self.meta
             .kv_set(KV_SHIPPED_GEN, gen.to_string().as_bytes())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.meta
+            .kv_set(KV_SHIPPED_AT, now.to_string().as_bytes())?;
         let seq = self.meta.change_seq();
         // The snapshot reads through a second connection: it sees only
         // what is committed.

@@ -17,11 +17,20 @@ impl LocalStore {
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         let url = format!("local://{}", root.display());
-        fs::create_dir_all(root.join(".tmp")).map_err(|source| StoreError::Io {
-            store: url,
+        let io = |source| StoreError::Io {
+            store: url.clone(),
             key: String::new(),
             source,
-        })?;
+        };
+        // Objects are encrypted unless --plain, but names, sizes and a
+        // plain filesystem's bytes are nobody else's business.
+        crate::secure::new_dir(&root).map_err(io)?;
+        for sub in [".tmp", "data", "meta"] {
+            crate::secure::private_dir(&root.join(sub)).map_err(io)?;
+        }
+        for f in ["params", "lease"] {
+            crate::secure::private_file(&root.join(f)).map_err(io)?;
+        }
         Ok(LocalStore {
             root,
             tmp_seq: AtomicU64::new(0),

@@ -1,0 +1,128 @@
+//! Local files are root's alone. The cache holds plaintext (block files, the
+//! cache database, metadata with every file name), so everything swiftgate
+//! writes on local disk is created 0600/0700 from the first byte: the
+//! process umask is 077 before anything is opened, and installs made before
+//! that are tightened when they are next used.
+//!
+//! Below every layer: `store/` (the local store) and up use it.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// Owner-only creation for this whole process (all threads, and children).
+/// `main` calls it first; library users (tests) may call it too.
+pub fn restrict_umask() {
+    // SAFETY: umask only swaps the process's creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Create `path` (and missing parents) owner-only; an existing directory is
+/// left as it is (it may be a shared one the operator named, like /tmp).
+pub fn new_dir(path: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// A directory wholly swiftgate's: create it owner-only, and tighten
+/// everything in it if it exists with wider permissions (an install from
+/// before this rule).
+pub fn private_dir(path: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    let m = std::fs::metadata(path)?;
+    if m.mode() & 0o077 != 0 {
+        tighten_tree(path)?;
+    }
+    Ok(())
+}
+
+/// A directory others must be able to pass through (the gateway's mount
+/// root, which smbd enters as each user): 0755, nothing readable inside
+/// but the mounts themselves.
+pub fn passable_dir(path: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)?;
+    let m = std::fs::metadata(path)?;
+    if m.mode() & 0o7777 != 0o755 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+/// Remove group and other bits from everything under `root` (symlinks are
+/// not followed; mount points below are skipped, they are not ours to
+/// change).
+pub fn tighten_tree(root: &Path) -> io::Result<()> {
+    let dev = std::fs::symlink_metadata(root)?.dev();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = match std::fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if m.file_type().is_symlink() || m.dev() != dev {
+            continue;
+        }
+        if m.mode() & 0o077 != 0 {
+            let mode = m.mode() & 0o7700;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+        }
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Make one existing file owner-only (a log or database opened by name).
+pub fn private_file(path: &Path) -> io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.mode() & 0o077 != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.mode() & 0o7700))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn an_old_install_is_tightened_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("cache");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/f"), b"x").unwrap();
+        for p in [&root, &root.join("a"), &root.join("a/b")] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::set_permissions(root.join("a/b/f"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        private_dir(&root).unwrap();
+        for (p, want) in [
+            (root.clone(), 0o700),
+            (root.join("a"), 0o700),
+            (root.join("a/b"), 0o700),
+            (root.join("a/b/f"), 0o600),
+        ] {
+            let mode = std::fs::metadata(&p).unwrap().mode() & 0o7777;
+            assert_eq!(mode, want, "{}", p.display());
+        }
+    }
+}

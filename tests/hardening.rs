@@ -1,0 +1,250 @@
+//! What a file server must never do, through real mounts: show one user's
+//! bytes to another local user, lose data behind a damaged metadata
+//! snapshot, hang writers on a full disk, trust sizes read from the store.
+
+mod common;
+use common::*;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Every file and directory under `root` (symlinks not followed).
+fn walk(root: &Path) -> Vec<(PathBuf, fs::Metadata)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            if let Ok(rd) = fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+        out.push((p, m));
+    }
+    out
+}
+
+/// Files under `dirs` that are open to others, as "path mode" lines.
+fn open_to_others(dirs: &[&Path]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for d in dirs {
+        for (p, m) in walk(d) {
+            if m.file_type().is_symlink() {
+                continue;
+            }
+            if m.mode() & 0o077 != 0 || m.uid() != 0 {
+                bad.push(format!(
+                    "{} {:o} uid {}",
+                    p.display(),
+                    m.mode() & 0o7777,
+                    m.uid()
+                ));
+            }
+        }
+    }
+    bad
+}
+
+/// What `nobody` finds when it greps everything under `dirs` for `needle`.
+fn nobody_finds(dirs: &[&Path], needle: &str) -> String {
+    let mut c = Command::new("runuser");
+    c.args(["-u", "nobody", "--", "grep", "-rla", needle]);
+    c.args(dirs);
+    let o = c.output().expect("runuser");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn other_local_users_read_nothing_of_the_cache_or_the_store() {
+    let t = TestFs::new(&["--plain", "--block-size", "64K"]);
+    // The test's own root is the test's: let others reach what swiftgate
+    // made inside it, so only swiftgate's own modes protect it.
+    fs::set_permissions(&t.root, fs::Permissions::from_mode(0o755)).unwrap();
+    t.mount(&[]);
+    let secret = format!("SECRET-{}", std::process::id());
+    {
+        let mut f = fs::File::create(t.path(&format!("{secret}.txt"))).unwrap();
+        f.write_all(format!("{secret} payroll\n").as_bytes())
+            .unwrap();
+        f.write_all(&random_bytes(300_000, 7)).unwrap();
+        f.sync_all().unwrap();
+    }
+    let store_dir = t.root.join("store");
+    let mut dirs: Vec<&Path> = vec![&t.cache];
+    if !swift_mode() {
+        dirs.push(&store_dir);
+    }
+    // While mounted (WAL files, dirty blocks, the log) ...
+    let bad = open_to_others(&dirs);
+    assert!(bad.is_empty(), "open to other users:\n{}", bad.join("\n"));
+    let found = nobody_finds(&dirs, &secret);
+    assert!(found.is_empty(), "nobody can read: {found}");
+    // ... and after everything went up.
+    t.umount();
+    let bad = open_to_others(&dirs);
+    assert!(bad.is_empty(), "open to other users:\n{}", bad.join("\n"));
+    assert!(nobody_finds(&dirs, &secret).is_empty());
+
+    // An install from before this rule is tightened at the next mount.
+    for d in &dirs {
+        for (p, m) in walk(d) {
+            let mode = if m.is_dir() { 0o755 } else { 0o644 };
+            if !m.file_type().is_symlink() {
+                fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+    }
+    t.mount(&[]);
+    // The two roots the operator named stay as they are (one could be a
+    // shared directory); everything swiftgate put in them is closed.
+    let bad: Vec<String> = open_to_others(&dirs)
+        .into_iter()
+        .filter(|l| {
+            !dirs
+                .iter()
+                .any(|d| l.starts_with(&format!("{} ", d.display())))
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "left open after a mount:\n{}",
+        bad.join("\n")
+    );
+    assert!(nobody_finds(&dirs, &secret).is_empty());
+}
+
+fn latest_gen(t: &TestFs) -> u64 {
+    String::from_utf8(t.obj_get("meta/latest"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Every data object with a digest of its bytes.
+fn data_digests(t: &TestFs) -> Vec<(String, String)> {
+    let st = t.objects();
+    t.obj_keys("data/")
+        .into_iter()
+        .map(|k| {
+            let d = st.get(&k).unwrap();
+            let h = swiftgate::data::sha256(&d);
+            (k, h.iter().map(|b| format!("{b:02x}")).collect())
+        })
+        .collect()
+}
+
+fn out(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn a_damaged_newest_snapshot_is_never_a_silent_rollback() {
+    let t = TestFs::new_mounted();
+    fs::write(t.path("first"), b"1").unwrap();
+    ok(run(&["ctl", t.mp.to_str().unwrap(), "backup-metadata"]));
+    // Written after that generation: a large file and small ones, whose
+    // only record is the newest snapshot.
+    fs::write(t.path("big"), random_bytes(3 << 20, 11)).unwrap();
+    for i in 0..20 {
+        fs::write(t.path(&format!("small-{i}")), format!("small {i}")).unwrap();
+    }
+    t.umount();
+    let latest = latest_gen(&t);
+    let snap = format!("meta/snap-{latest:016x}");
+    let damaged = t.obj_get(&snap)[..100].to_vec();
+    t.obj_put(&snap, &damaged);
+    let before = data_digests(&t);
+    assert!(!before.is_empty());
+
+    // fsck refuses to judge from an older generation unless told, and says
+    // what is lost; exit 2; nothing changes.
+    for args in [
+        &[][..],
+        &["--dry-run"][..],
+        &["--dry-run", "--accept-rollback"][..],
+    ] {
+        let o = t.fsck(args);
+        let s = out(&o);
+        assert_eq!(o.status.code(), Some(2), "fsck {args:?}: {s}");
+        assert!(
+            s.contains(&format!("generation {latest} is unusable")),
+            "{s}"
+        );
+        assert!(s.contains("--accept-rollback"), "{s}");
+        assert!(!s.contains("repaired"), "{s}");
+        assert_eq!(data_digests(&t), before);
+        assert_eq!(t.obj_get(&snap), damaged);
+        assert_eq!(latest_gen(&t), latest);
+    }
+    // A new host (no cache) refuses too, and leaves the store alone.
+    fs::remove_dir_all(&t.cache).unwrap();
+    let o = t.try_mount_at(&t.mp, &t.cache, &[]);
+    let s = out(&o);
+    assert!(!o.status.success(), "{s}");
+    assert!(s.contains("--accept-rollback"), "{s}");
+    assert!(s.contains("ago"), "the age of the generation used: {s}");
+    assert!(!is_mounted(&t.mp));
+    assert_eq!(data_digests(&t), before);
+    assert_eq!(t.obj_get(&snap), damaged);
+
+    // Told to: the repair keeps every object (quarantined), keeps the
+    // damaged snapshot aside and numbers its generation above it.
+    let o = t.fsck(&["--accept-rollback"]);
+    let s = out(&o);
+    assert_eq!(o.status.code(), Some(2), "{s}");
+    assert!(s.contains("quarantined"), "{s}");
+    for (k, _) in &before {
+        assert!(t.obj_exists(k), "{k} deleted: {s}");
+    }
+    assert_eq!(
+        t.obj_get(&format!("meta/damaged-snap-{latest:016x}")),
+        damaged
+    );
+    assert!(latest_gen(&t) > latest, "{s}");
+    // Later runs still keep (and list) them until released.
+    let o = t.fsck(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert_eq!(data_digests(&t).len(), before.len());
+
+    // The rolled-back filesystem mounts and works; new objects never
+    // overwrite the quarantined ones.
+    t.mount(&[]);
+    assert_eq!(fs::read(t.path("first")).unwrap(), b"1");
+    assert!(!t.path("big").exists());
+    fs::write(t.path("third"), random_bytes(2 << 20, 12)).unwrap();
+    for i in 0..30 {
+        fs::write(t.path(&format!("new-{i}")), format!("new {i}")).unwrap();
+    }
+    t.umount();
+    let after = data_digests(&t);
+    for (k, h) in &before {
+        assert!(
+            after.iter().any(|(k2, h2)| k2 == k && h2 == h),
+            "{k} was overwritten or deleted"
+        );
+    }
+    assert_eq!(
+        t.obj_get(&format!("meta/damaged-snap-{latest:016x}")),
+        damaged
+    );
+    // Released by the operator: deleted now, and fsck is clean after.
+    let o = t.fsck(&["--release-quarantine"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let o = t.fsck(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    t.mount(&[]);
+    assert_eq!(
+        fs::read(t.path("third")).unwrap(),
+        random_bytes(2 << 20, 12)
+    );
+    t.umount();
+}
