@@ -248,3 +248,60 @@ fn a_damaged_newest_snapshot_is_never_a_silent_rollback() {
     );
     t.umount();
 }
+
+#[test]
+fn sizes_and_costs_read_from_the_store_are_bounded() {
+    let t = TestFs::new(&["--passphrase", "pw", "--block-size", "64K"]);
+    let good = t.obj_get("params");
+    let mut p: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    for (field, value, says) in [
+        ("m_cost_kib", 4_000_000_000u64, "Argon2 memory"),
+        ("t_cost", 1_000_000, "Argon2 passes"),
+        ("p_cost", 255, "Argon2 lanes"),
+    ] {
+        let mut q = p.clone();
+        q["encryption"]["kdf"][field] = value.into();
+        t.obj_put("params", &serde_json::to_vec(&q).unwrap());
+        let started = std::time::Instant::now();
+        let o = t.try_mount_at(&t.mp, &t.cache, &[]);
+        assert!(!o.status.success());
+        let e = stderr(&o);
+        assert!(e.contains(says) && e.contains("tampered"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert!(!is_mounted(&t.mp));
+    }
+    p["block_size"] = (1u64 << 31).into();
+    t.obj_put("params", &serde_json::to_vec(&p).unwrap());
+    let e = stderr(&t.try_mount_at(&t.mp, &t.cache, &[]));
+    assert!(e.contains("block size"), "{e}");
+    // An oversized params object is refused, not read into memory.
+    let mut huge = good.clone();
+    huge.resize(1 << 20, b' ');
+    t.obj_put("params", &huge);
+    let e = stderr(&t.try_mount_at(&t.mp, &t.cache, &[]));
+    assert!(e.contains("larger than"), "{e}");
+    t.obj_put("params", &good);
+    t.mount(&[]);
+    fs::write(t.path("ok"), b"fine").unwrap();
+    t.umount();
+}
+
+#[test]
+fn a_record_claiming_gigabytes_reads_as_eio() {
+    // Unencrypted: the header is not authenticated.
+    let t = TestFs::new_mounted();
+    fs::write(t.path("victim"), random_bytes(40_000, 3)).unwrap();
+    t.umount();
+    let objs = t.obj_keys("data/");
+    assert_eq!(objs.len(), 1);
+    let mut d = t.obj_get(&objs[0]);
+    // The first record's plain_len (after "SGR", version, flags).
+    assert_eq!(&d[..3], b"SGR");
+    d[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
+    t.obj_put(&objs[0], &d);
+    fs::remove_dir_all(&t.cache).unwrap();
+    t.mount(&[]);
+    assert_eq!(errno_of(fs::read(t.path("victim"))), libc::EIO);
+    let log = fs::read_to_string(t.cache.join("mount.log")).unwrap_or_default();
+    assert!(log.contains("more than the"), "{log}");
+}

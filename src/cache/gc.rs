@@ -80,7 +80,9 @@ impl Cache {
             rows.collect::<rusqlite::Result<_>>()
                 .map_err(MetaError::from)?
         };
-        let data = self.store.get(&object_key(obj))?;
+        // No object swiftgate writes is near this: packs and runs of blocks
+        // are at most 16 MiB or one 64 MiB block, plus record headers.
+        let data = self.store.get_max(&object_key(obj), 256 << 20)?;
         let start = buf.len();
         let first_move = moved.len();
         for (id, hash, off, len) in blocks {

@@ -28,7 +28,22 @@ pub enum ParamsError {
     PassphraseNeeded,
     #[error("key derivation failed: {0}")]
     Kdf(String),
+    #[error("the params object asks for {0}; the store may be damaged or tampered with (swiftgate refuses values it would never write)")]
+    OutOfRange(String),
 }
+
+/// Bounds on what a params object read from the store may ask for: a
+/// tampered store must not make a mount allocate gigabytes or spin for
+/// hours before the passphrase is even checked. mkfs writes 64 MiB, 3
+/// passes, 1 lane.
+pub const KDF_MAX_MEMORY_KIB: u32 = 1 << 20; // 1 GiB
+pub const KDF_MIN_MEMORY_KIB: u32 = 8 << 10; // 8 MiB: weaker is no protection
+pub const KDF_MAX_PASSES: u32 = 16;
+pub const KDF_MAX_LANES: u32 = 16;
+pub const MIN_BLOCK_SIZE: u32 = 64 << 10;
+pub const MAX_BLOCK_SIZE: u32 = 64 << 20;
+/// The params object is a few hundred bytes of JSON.
+pub const MAX_PARAMS_BYTES: u64 = 64 << 10;
 
 pub struct MasterKey(Zeroizing<[u8; 32]>);
 
@@ -159,7 +174,56 @@ impl Params {
             Some(n) if n > FORMAT_VERSION as u64 => return Err(ParamsError::NewerFormat(n as u32)),
             _ => {}
         }
-        serde_json::from_value(v).map_err(|e| ParamsError::Parse(e.to_string()))
+        let p: Params = serde_json::from_value(v).map_err(|e| ParamsError::Parse(e.to_string()))?;
+        p.check()?;
+        Ok(p)
+    }
+
+    /// Every size and cost in range before anything is allocated or run.
+    fn check(&self) -> Result<(), ParamsError> {
+        let bad = |s: String| Err(ParamsError::OutOfRange(s));
+        let bs = self.block_size;
+        if !bs.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&bs) {
+            return bad(format!(
+                "block size {bs} (expected a power of two from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE})"
+            ));
+        }
+        if let Compression::Zstd(l) = self.compression {
+            if !(1..=19).contains(&l) {
+                return bad(format!("zstd level {l} (expected 1 to 19)"));
+            }
+        }
+        if let Some(enc) = &self.encryption {
+            let k = &enc.kdf;
+            if k.algorithm != "argon2id" {
+                return bad(format!(
+                    "key derivation {:?} (expected argon2id)",
+                    k.algorithm
+                ));
+            }
+            if !(KDF_MIN_MEMORY_KIB..=KDF_MAX_MEMORY_KIB).contains(&k.m_cost_kib) {
+                return bad(format!(
+                    "Argon2 memory of {} KiB (expected {KDF_MIN_MEMORY_KIB} to {KDF_MAX_MEMORY_KIB})",
+                    k.m_cost_kib
+                ));
+            }
+            if !(1..=KDF_MAX_PASSES).contains(&k.t_cost) {
+                return bad(format!(
+                    "{} Argon2 passes (expected 1 to {KDF_MAX_PASSES})",
+                    k.t_cost
+                ));
+            }
+            if !(1..=KDF_MAX_LANES).contains(&k.p_cost) {
+                return bad(format!(
+                    "{} Argon2 lanes (expected 1 to {KDF_MAX_LANES})",
+                    k.p_cost
+                ));
+            }
+            if k.salt.len() > 128 || enc.wrapped_key.len() > 256 {
+                return bad("an oversized salt or wrapped key".into());
+            }
+        }
+        Ok(())
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -214,6 +278,50 @@ mod tests {
             p2.unlock(None),
             Err(ParamsError::PassphraseNeeded)
         ));
+    }
+
+    #[test]
+    fn out_of_range_costs_and_sizes_are_refused_before_use() {
+        let (p, _) = Params::new(1 << 20, Compression::Zstd(3), Some(b"pw")).unwrap();
+        type Tamper = Box<dyn Fn(&mut Params)>;
+        let cases: Vec<(&str, Tamper)> = vec![
+            (
+                "memory",
+                Box::new(|p| p.encryption.as_mut().unwrap().kdf.m_cost_kib = u32::MAX),
+            ),
+            (
+                "memory",
+                Box::new(|p| p.encryption.as_mut().unwrap().kdf.m_cost_kib = 8),
+            ),
+            (
+                "passes",
+                Box::new(|p| p.encryption.as_mut().unwrap().kdf.t_cost = 1_000_000),
+            ),
+            (
+                "lanes",
+                Box::new(|p| p.encryption.as_mut().unwrap().kdf.p_cost = 255),
+            ),
+            ("block size", Box::new(|p| p.block_size = 1 << 31)),
+            ("block size", Box::new(|p| p.block_size = 3 << 20)),
+            (
+                "zstd level",
+                Box::new(|p| p.compression = Compression::Zstd(100)),
+            ),
+        ];
+        for (what, f) in cases {
+            let mut q = p.clone();
+            f(&mut q);
+            let started = std::time::Instant::now();
+            match Params::from_json(&q.to_json()) {
+                Err(e @ ParamsError::OutOfRange(_)) => {
+                    assert!(e.to_string().contains(what), "{e}")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+        // What mkfs writes passes.
+        Params::from_json(&p.to_json()).unwrap();
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub struct MkfsOptions {
 }
 
 pub fn read_params(store: &DynStore) -> Result<Params> {
-    match store.get(PARAMS_KEY) {
+    match store.get_max(PARAMS_KEY, crate::data::params::MAX_PARAMS_BYTES) {
         Ok(d) => Ok(Params::from_json(&d)?),
         Err(e) if e.is_not_found() => Err(EngineError::NoFilesystem { url: store.url() }),
         Err(e) => Err(e.into()),

@@ -76,7 +76,8 @@ pub struct Lease {
 }
 
 pub fn read(store: &DynStore) -> Result<Option<LeaseInfo>, LeaseError> {
-    match store.get(LEASE_KEY) {
+    // A lease is a small JSON document.
+    match store.get_max(LEASE_KEY, 64 << 10) {
         Ok(data) => serde_json::from_slice(&data)
             .map(Some)
             .map_err(|e| LeaseError::Corrupt(e.to_string())),

@@ -79,7 +79,7 @@ fn decode_snapshot(codec: &BlockCodec, gen: u64, rec: &[u8]) -> Result<Vec<u8>, 
 /// The newest generation in the store: from the `meta/latest` hint, then
 /// probing forward by HEAD (a hint may lag; LIST may be stale on Swift).
 pub fn latest_gen(store: &DynStore) -> Result<u64, StoreError> {
-    let mut gen = match store.get("meta/latest") {
+    let mut gen = match store.get_max("meta/latest", 64) {
         Ok(d) => String::from_utf8_lossy(&d)
             .trim()
             .parse::<u64>()

@@ -139,8 +139,20 @@ impl ObjectStore for LocalStore {
         }
     }
 
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
-        fs::read(self.path(key)?).map_err(|e| self.err(key, e))
+    fn get_max(&self, key: &str, max: u64) -> Result<Vec<u8>> {
+        let mut f = File::open(self.path(key)?).map_err(|e| self.err(key, e))?;
+        let len = f.metadata().map_err(|e| self.err(key, e))?.len();
+        super::read_bounded(
+            &mut f,
+            len,
+            max,
+            || StoreError::TooLarge {
+                store: self.url(),
+                key: key.to_string(),
+                max,
+            },
+            |e| self.err(key, e),
+        )
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {

@@ -44,6 +44,14 @@ pub enum StoreError {
     /// The store refuses more data (quota, object too large).
     #[error("{0}")]
     Quota(String),
+    /// An object larger than anything swiftgate writes under that name: a
+    /// damaged or tampered store. Never read into memory whole.
+    #[error("object {key} in {store} is larger than the {max} bytes swiftgate ever writes there; the store may be damaged or tampered with")]
+    TooLarge {
+        store: String,
+        key: String,
+        max: u64,
+    },
     #[error("invalid store URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("{0}")]
@@ -77,6 +85,30 @@ impl StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// The largest object swiftgate reads whole (a metadata snapshot: its
+/// record length is a u32, plus header). Swift's own limit is 5 GiB.
+pub const MAX_OBJECT: u64 = (4 << 30) + (1 << 20);
+
+/// Read at most `max` bytes of `body`; more is [`StoreError::TooLarge`].
+/// `expect` (a Content-Length, say) sizes the buffer, never beyond 64 MiB
+/// up front: a claim is not a reason to allocate.
+pub fn read_bounded(
+    body: &mut dyn Read,
+    expect: u64,
+    max: u64,
+    too_large: impl FnOnce() -> StoreError,
+    io: impl FnOnce(std::io::Error) -> StoreError,
+) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(expect.min(max).min(64 << 20) as usize);
+    body.take(max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(io)?;
+    if buf.len() as u64 > max {
+        return Err(too_large());
+    }
+    Ok(buf)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub key: String,
@@ -97,7 +129,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn put_stream(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<()>;
     /// Like `put_stream` but fails with `AlreadyExists` if `key` exists.
     fn create_stream(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<()>;
-    fn get(&self, key: &str) -> Result<Vec<u8>>;
+    /// The whole object, refused ([`StoreError::TooLarge`]) past `max`
+    /// bytes without reading more than that.
+    fn get_max(&self, key: &str, max: u64) -> Result<Vec<u8>>;
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.get_max(key, MAX_OBJECT)
+    }
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>>;
     /// Deleting a missing object is not an error.

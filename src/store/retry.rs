@@ -100,8 +100,8 @@ impl ObjectStore for RetryStore {
     fn prepare(&self) -> Result<()> {
         self.run("prepare", || self.inner.prepare())
     }
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
-        self.run("get", || self.inner.get(key))
+    fn get_max(&self, key: &str, max: u64) -> Result<Vec<u8>> {
+        self.run("get", || self.inner.get_max(key, max))
     }
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.run("get_range", || self.inner.get_range(key, offset, len))

@@ -401,11 +401,21 @@ impl SwiftStore {
         }
     }
 
-    fn read_body(&self, key: &str, mut resp: Response, cap: usize) -> Result<Vec<u8>> {
-        let mut buf = Vec::with_capacity(cap);
-        resp.read_to_end(&mut buf)
-            .map_err(|e| self.transient(key, format!("download interrupted: {e}"), None))?;
-        Ok(buf)
+    /// At most `max` bytes of a response body (the server's Content-Length
+    /// is a hint, not a reason to allocate).
+    fn read_body(&self, key: &str, mut resp: Response, max: u64) -> Result<Vec<u8>> {
+        let expect = resp.content_length().unwrap_or(0);
+        crate::store::read_bounded(
+            &mut resp,
+            expect,
+            max,
+            || StoreError::TooLarge {
+                store: self.url(),
+                key: key.to_string(),
+                max,
+            },
+            |e| self.transient(key, format!("download interrupted: {e}"), None),
+        )
     }
 
     /// Bulk delete support, asked once from the cluster's `/info`.
@@ -530,7 +540,7 @@ impl ObjectStore for SwiftStore {
         }
     }
 
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
+    fn get_max(&self, key: &str, max: u64) -> Result<Vec<u8>> {
         let _p = self.permits.acquire();
         let (resp, tok) = self.send(key, &|c, t| c.get(self.object_url(&t.storage_url, key)))?;
         match resp.status() {
@@ -540,8 +550,7 @@ impl ObjectStore for SwiftStore {
                     .get("etag")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
-                let cap = resp.content_length().unwrap_or(0) as usize;
-                let data = self.read_body(key, resp, cap)?;
+                let data = self.read_body(key, resp, max)?;
                 // Plain objects carry the md5 of their bytes as ETag
                 // (quoted ones are manifests: no such check).
                 if let Some(e) = etag.filter(|e| e.len() == 32 && !e.starts_with('"')) {
@@ -572,7 +581,7 @@ impl ObjectStore for SwiftStore {
         })?;
         match resp.status() {
             StatusCode::PARTIAL_CONTENT => {
-                let data = self.read_body(key, resp, len as usize)?;
+                let data = self.read_body(key, resp, len)?;
                 if data.len() as u64 != len {
                     return Err(self.transient(
                         key,
@@ -584,7 +593,11 @@ impl ObjectStore for SwiftStore {
             }
             // Some proxies ignore Range and send it all.
             StatusCode::OK => {
-                let data = self.read_body(key, resp, 0)?;
+                // Only the part up to the range's end is read.
+                let mut data = Vec::new();
+                resp.take(offset + len)
+                    .read_to_end(&mut data)
+                    .map_err(|e| self.transient(key, format!("download interrupted: {e}"), None))?;
                 let end = (offset + len).min(data.len() as u64);
                 if offset + len > data.len() as u64 {
                     return Err(StoreError::Other(format!(
