@@ -11,6 +11,7 @@ pub mod cli;
 pub mod data;
 pub mod fs;
 pub mod gateway;
+pub mod logevery;
 pub mod meta;
 pub mod secure;
 pub mod store;

@@ -10,6 +10,9 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // A failed log write (a full log disk) must not become a panic:
+        // the subscriber would report it with eprintln!, which panics.
+        .log_internal_errors(false)
         .init();
     match swiftgate::cli::run(cli) {
         Ok(code) => std::process::exit(code),

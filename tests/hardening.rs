@@ -305,3 +305,130 @@ fn a_record_claiming_gigabytes_reads_as_eio() {
     let log = fs::read_to_string(t.cache.join("mount.log")).unwrap_or_default();
     assert!(log.contains("more than the"), "{log}");
 }
+
+/// A tmpfs of `size` at `at`, unmounted on drop (also when a test fails).
+struct SmallDisk(PathBuf);
+impl SmallDisk {
+    fn new(at: &Path, size: &str) -> SmallDisk {
+        fs::create_dir_all(at).unwrap();
+        let o = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        SmallDisk(at.to_path_buf())
+    }
+    /// Fill it to the last byte with a file that is not swiftgate's.
+    fn fill(&self) -> PathBuf {
+        let p = self.0.join("ballast");
+        let mut f = fs::File::create(&p).unwrap();
+        let chunk = vec![0x5au8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+        let small = [0u8; 4096];
+        while f.write_all(&small).is_ok() {}
+        let _ = f.sync_all();
+        p
+    }
+}
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn fs_uuid(t: &TestFs) -> String {
+    let p: serde_json::Value = serde_json::from_slice(&t.obj_get("params")).unwrap();
+    p["uuid"].as_str().unwrap().to_string()
+}
+
+/// The reproduction: a cache disk filled by someone else, then a writer
+/// with fsync. It must get ENOSPC within the bound, stay killable, and
+/// lose nothing fsynced before; the mount keeps serving.
+fn full_disk_gives_enospc(t: &TestFs, disk: &SmallDisk) {
+    t.mount(&[
+        "--enospc-after",
+        "5s",
+        "--cache-size",
+        "1G",
+        "--dirty-limit",
+        "512M",
+    ]);
+    let keep = random_bytes(8 << 20, 31);
+    {
+        let mut f = fs::File::create(t.path("keep")).unwrap();
+        f.write_all(&keep).unwrap();
+        f.sync_all().unwrap();
+    }
+    let ballast = disk.fill();
+    let started = std::time::Instant::now();
+    let o = Command::new("timeout")
+        .args([
+            "-s",
+            "KILL",
+            "60",
+            "dd",
+            "if=/dev/urandom",
+            "bs=1M",
+            "count=100",
+            "conv=fsync",
+        ])
+        .arg(format!("of={}", t.path("big").display()))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "dd: {err}");
+    assert!(err.contains("No space left on device"), "dd: {err}");
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "dd took {took:?}"
+    );
+    // Still serving, nothing fsynced lost.
+    assert_eq!(fs::read(t.path("keep")).unwrap(), keep);
+    assert!(is_mounted(&t.mp));
+    // Room again: writes work again.
+    fs::remove_file(&ballast).unwrap();
+    let _ = fs::remove_file(t.path("big"));
+    {
+        let mut f = fs::File::create(t.path("after")).unwrap();
+        f.write_all(&random_bytes(4 << 20, 32)).unwrap();
+        f.sync_all().unwrap();
+    }
+    t.umount();
+    t.mount(&[]);
+    assert_eq!(fs::read(t.path("keep")).unwrap(), keep);
+    assert_eq!(
+        fs::read(t.path("after")).unwrap(),
+        random_bytes(4 << 20, 32)
+    );
+    t.umount();
+}
+
+#[test]
+fn a_cache_disk_filled_from_outside_gives_enospc_not_a_hang() {
+    let t = TestFs::new(&[]);
+    // The filesystem's cache on a 200 MiB disk, the log beside it.
+    let disk = SmallDisk::new(&t.cache.join(fs_uuid(&t)), "200m");
+    full_disk_gives_enospc(&t, &disk);
+    let log = fs::read_to_string(t.cache.join("mount.log")).unwrap();
+    let lines = log.lines().filter(|l| l.contains("cache disk")).count();
+    assert!(lines <= 10, "{lines} lines about the full disk:\n{log}");
+    assert!(log.contains("ENOSPC"), "{log}");
+    // The room kept for commits let every group commit land.
+    assert!(!log.contains("dropped the changes"), "{log}");
+}
+
+#[test]
+fn a_full_log_disk_does_not_kill_the_mount() {
+    let t = TestFs::new(&[]);
+    // The log on the same full disk as the cache.
+    let disk = SmallDisk::new(&t.cache, "200m");
+    full_disk_gives_enospc(&t, &disk);
+}

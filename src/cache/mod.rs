@@ -89,7 +89,16 @@ pub struct CacheConfig {
     /// size: a store pays per request (Swift's proxy and object server
     /// spend about as much on a 4 MiB PUT's setup as on its bytes).
     pub object_target: u64,
+    /// A writer waiting for room on a full cache disk gets ENOSPC once
+    /// waiting has freed nothing for this long (at once, after a short
+    /// re-check, when nothing could: no upload pending, nothing to evict).
+    pub nospace_wait: Duration,
 }
+
+/// How long a full disk is re-measured before a writer is told ENOSPC
+/// when nothing in the cache could free room (the disk may be filled by
+/// someone else, who may be deleting right now).
+const NOSPACE_RECHECK: Duration = Duration::from_secs(1);
 
 /// A dirty block (key, incarnation) waiting for an upload of its content.
 type Waiter = ((u64, u64), u64);
@@ -193,6 +202,13 @@ struct State {
     /// and adjusted since; negative means over.
     headroom: i64,
     disk_checked: Option<Instant>,
+    /// While the disk is full: when waiting last freed something, and the
+    /// dirty bytes and headroom seen then. Shared by all writers, so once
+    /// waiting has been useless for the bound every writer fails at once
+    /// (the kernel's writeback sends many writes; each must not wait anew).
+    full_progress: Option<(Instant, u64, i64)>,
+    /// A write found the disk truly full (not just below our margin).
+    hard_full: bool,
     /// Dirty blocks waiting for upload, oldest change first. Entries are
     /// checked when taken (stale ones dropped), so every change of a block
     /// just adds a new entry.
@@ -250,6 +266,9 @@ pub struct Cache {
     dedup_hits: AtomicU64,
     fetched_blocks: AtomicU64,
     writer_waits: AtomicU64,
+    /// Full-disk reports, rate-limited.
+    disk_full_log: crate::logevery::LogEvery,
+    upload_fail_log: crate::logevery::LogEvery,
     workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stopped: AtomicBool,
 }
@@ -293,6 +312,9 @@ impl Cache {
             .unwrap_or(0);
         let max_obj = max_obj.max(floor);
         let small = SmallDb::open(&cfg.dir.join("cache.db"))?;
+        if let Some(r) = meta.reserve() {
+            small.group().set_reserve(r);
+        }
         meta.commit_first(small.group());
         let cache = Arc::new(Cache {
             cache_size: AtomicU64::new(cfg.cache_size),
@@ -314,6 +336,8 @@ impl Cache {
             dedup_hits: AtomicU64::new(0),
             fetched_blocks: AtomicU64::new(0),
             writer_waits: AtomicU64::new(0),
+            disk_full_log: crate::logevery::LogEvery::new(Duration::from_secs(5)),
+            upload_fail_log: crate::logevery::LogEvery::new(Duration::from_secs(5)),
             workers: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
         });
@@ -325,6 +349,11 @@ impl Cache {
     /// under a block, so full blocks of big files always get a file.
     fn small_max(&self) -> u64 {
         SMALL_MAX.min(self.cfg.block_size / 2)
+    }
+
+    /// How long a writer waits on a full disk that nothing frees.
+    pub fn nospace_wait(&self) -> Duration {
+        self.cfg.nospace_wait
     }
 
     pub fn block_size(&self) -> u64 {
@@ -583,6 +612,13 @@ impl Cache {
                 st.lru.insert(t, b.id);
                 st.clean_bytes += size;
                 self.evict_locked(&mut st);
+                if !st.clean.contains_key(&b.id) {
+                    // Evicted at once: the disk has no room for it (filled
+                    // from outside). Fetching again would loop for ever;
+                    // the caller reads it straight from the store.
+                    self.cv.notify_all();
+                    return Err(CacheError::NoSpace);
+                }
             }
             self.cv.notify_all();
             drop(st);
@@ -758,7 +794,12 @@ impl Cache {
         {
             if let Ok(v) = nix::sys::statvfs::statvfs(&self.cfg.dir) {
                 let frsize = v.fragment_size() as i64;
-                let free = v.blocks_available() as i64 * frsize;
+                let mut free = v.blocks_available() as i64 * frsize;
+                // Room the metadata reserve gave back is the databases',
+                // not the writers'.
+                if self.meta.reserve().is_some_and(|r| r.given_back()) {
+                    free -= crate::meta::reserve::RESERVE_BYTES as i64;
+                }
                 let total = v.blocks() as i64 * frsize;
                 // Room for the metadata database to keep committing (its
                 // WAL grows by up to 4 MiB between checkpoints): without
@@ -804,13 +845,61 @@ impl Cache {
     /// that room until the returned guard is dropped (after the write), so
     /// concurrent writers cannot all pass the limit at once. Call before
     /// taking the inode lock: uploads may need to read that inode's blocks.
+    ///
+    /// On a full cache disk a writer waits only while waiting can help
+    /// (uploads pending free room once their blocks are clean and evicted);
+    /// when it has not for `nospace_wait`, or nothing could, it gets
+    /// [`CacheError::NoSpace`] (ENOSPC), so no process hangs on the mount.
     pub fn wait_for_room(&self, len: u64) -> Result<Room<'_>> {
         let mut st = self.st.lock();
         let mut logged = false;
+        let mut remeasured = false;
         loop {
             self.evict_locked(&mut st);
             let headroom = self.headroom_locked(&mut st);
-            let disk_full = headroom < 2 * self.cfg.block_size as i64 && st.dirty_bytes > 0;
+            // Below the margin kept for the databases: wait for uploads
+            // if any are pending, else let the write try what is left.
+            let low = headroom < 2 * self.cfg.block_size as i64;
+            if !low {
+                st.full_progress = None;
+                st.hard_full = false;
+            }
+            // Truly full: a write failed for want of space, or the room
+            // kept for commits had to be given back.
+            let hard = low && (st.hard_full || self.meta.reserve().is_some_and(|r| r.given_back()));
+            if hard {
+                // Progress: an upload finished, or the disk gained room.
+                let dirty = st.dirty_bytes;
+                let progress_at = match st.full_progress {
+                    Some((at, d, h)) if dirty >= d && headroom <= h => at,
+                    _ => Instant::now(),
+                };
+                st.full_progress = Some((progress_at, dirty, headroom));
+                let can_help = dirty > 0;
+                let limit = if can_help {
+                    self.cfg.nospace_wait
+                } else {
+                    NOSPACE_RECHECK.min(self.cfg.nospace_wait)
+                };
+                if progress_at.elapsed() >= limit {
+                    if !remeasured {
+                        // Not on an estimate: someone may have freed room.
+                        remeasured = true;
+                        st.disk_checked = None;
+                        continue;
+                    }
+                    if let Some(n) = self.disk_full_log.hit() {
+                        tracing::error!(
+                            dir = %self.cfg.dir.display(),
+                            dirty,
+                            times = n,
+                            "cache disk full and {}: writes fail with ENOSPC until space is freed",
+                            if can_help { "uploads freed nothing in time" } else { "nothing left to upload or evict" }
+                        );
+                    }
+                    return Err(CacheError::NoSpace);
+                }
+            }
             if (headroom < 4 * self.cfg.block_size as i64) != st.meta_unbatched {
                 st.meta_unbatched = !st.meta_unbatched;
                 self.meta.set_batching(!st.meta_unbatched)?;
@@ -820,15 +909,23 @@ impl Cache {
             // so a write larger than the limit still makes progress.
             let fits = st.dirty_bytes + st.reserved < self.dirty_limit.load(Ordering::Relaxed)
                 || st.dirty_bytes == 0;
-            if fits && !disk_full {
+            // Truly full: nothing passes on what is left (that room is the
+            // databases'); ENOSPC above once waiting stops helping.
+            let wait_for_uploads = hard || (low && st.dirty_bytes > 0);
+            if fits && !wait_for_uploads {
                 st.reserved += len;
                 break;
             }
             if st.shutdown {
                 return Err(CacheError::Shutdown);
             }
-            if disk_full && !logged {
-                tracing::warn!("cache disk nearly full: writers wait for uploads to free space");
+            if low && !logged {
+                if let Some(n) = self.disk_full_log.hit() {
+                    tracing::warn!(
+                        times = n,
+                        "cache disk nearly full: writers wait for uploads to free space"
+                    );
+                }
             }
             if !logged {
                 self.writer_waits.fetch_add(1, Ordering::Relaxed);
@@ -845,6 +942,14 @@ impl Cache {
             st.writers_waiting -= 1;
         }
         Ok(Room { cache: self, len })
+    }
+
+    /// A write failed for want of space on the cache disk: from now until
+    /// the disk has room, writers wait only while waiting frees room.
+    pub fn note_disk_full(&self) {
+        let mut st = self.st.lock();
+        st.hard_full = true;
+        st.disk_checked = None;
     }
 
     /// Write `data` at `off` within block `idx`; `file_size` is the size
@@ -1265,7 +1370,9 @@ impl Cache {
                         self.drop_clean();
                         st = self.st.lock();
                     }
-                    tracing::warn!("upload failed, will retry in {backoff:?}: {e}");
+                    if let Some(n) = self.upload_fail_log.hit() {
+                        tracing::warn!(times = n, "upload failed, will retry in {backoff:?}: {e}");
+                    }
                     st.last_error = Some(e.to_string());
                     self.cv.notify_all();
                     drop(st);
@@ -1573,11 +1680,24 @@ impl Cache {
             },
             None => None,
         };
-        let st = self.st.lock();
-        Ok(match st.dirty.get(&key) {
-            Some(d) if d.incarnation == inc && d.version == ver => data,
-            _ => None,
-        })
+        let mut st = self.st.lock();
+        let current =
+            matches!(st.dirty.get(&key), Some(d) if d.incarnation == inc && d.version == ver);
+        if current && data.is_none() {
+            // Gone while current: its bytes never reached the disk (a
+            // commit the full disk refused, already reported). Retrying
+            // could never succeed; the block reads as it was before.
+            if let Some(d) = st.dirty.remove(&key) {
+                st.dirty_bytes -= d.bytes;
+                tracing::error!(
+                    ino = key.0,
+                    block = key.1,
+                    "a dirty block's bytes are missing from the cache (lost when the disk was full): dropped"
+                );
+            }
+            self.cv.notify_all();
+        }
+        Ok(if current { data } else { None })
     }
 
     /// Hand an encoded block to the pack being filled; it stays

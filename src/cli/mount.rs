@@ -46,6 +46,10 @@ pub struct MountArgs {
     /// Mount although a previous mount's lease is left (it must be dead).
     #[arg(long)]
     pub takeover: bool,
+    /// On a full cache disk that uploads do not free, writes fail with
+    /// ENOSPC after this long (instead of hanging).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub enospc_after: Duration,
     /// Go on with an older metadata generation when the newest ones are
     /// damaged (changes after it are lost; nothing is deleted).
     #[arg(long)]
@@ -251,6 +255,7 @@ fn start(
             takeover: a.takeover,
             passphrase,
             accept_rollback: a.accept_rollback,
+            nospace_wait: a.enospc_after,
         },
     )?;
     let mut cfg = fuser::Config::default();
@@ -424,6 +429,7 @@ pub fn demo(store_dir: &Path, mp: &Path) -> Result<i32> {
         allow_other: true,
         takeover: false,
         accept_rollback: false,
+        enospc_after: crate::fs::engine::DEFAULT_NOSPACE_WAIT,
         passphrase_file: None,
         foreground: false,
         fuse_threads: 4,

@@ -20,6 +20,8 @@ pub const PARAMS_KEY: &str = "params";
 pub const DEFAULT_BLOCK_SIZE: u32 = 4 << 20;
 /// How often mostly-dead packs are looked for.
 const GC_INTERVAL: Duration = Duration::from_secs(60);
+/// A failed metadata shipment is tried again after this long.
+const SHIP_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -154,7 +156,14 @@ pub struct OpenOptions {
     pub passphrase: Option<Vec<u8>>,
     /// Go on with an older metadata generation when the newest are damaged.
     pub accept_rollback: bool,
+    /// On a full cache disk that waiting does not free, writes fail with
+    /// ENOSPC after this long.
+    pub nospace_wait: Duration,
 }
+
+/// The default of [`OpenOptions::nospace_wait`]: well under the minute
+/// after which people (and smbd's clients) give up on a hung write.
+pub const DEFAULT_NOSPACE_WAIT: Duration = Duration::from_secs(20);
 
 /// Everything a live mount needs, minus the FUSE session itself.
 pub struct Engine {
@@ -280,6 +289,9 @@ impl Engine {
                 &mut warnings,
             )?;
             let meta = Arc::new(Meta::open(&dir.join("meta.db"))?);
+            meta.set_reserve(Arc::new(crate::meta::reserve::Reserve::new(
+                &dir, "reserve",
+            )));
             meta.kv_set(KV_FS_UUID, params.uuid.as_bytes())?;
             meta.start_batching()
                 .map_err(|source| EngineError::CacheDir {
@@ -304,6 +316,7 @@ impl Engine {
                 pack_target: (2 * bs).clamp(4 << 20, 16 << 20),
                 // 16 MiB: each upload worker holds one object in memory.
                 object_target: (16 << 20).max(bs),
+                nospace_wait: o.nospace_wait,
             };
             let codec = BlockCodec::new(key.as_ref(), params.compression);
             let cache = Cache::new(cfg, store.clone(), codec, meta.clone(), shipper.clone())?;
@@ -353,6 +366,8 @@ impl Engine {
         let mut last_ship = Instant::now();
         let mut last_renew = Instant::now();
         let mut last_gc = Instant::now();
+        let mut ship_retry_at: Option<Instant> = None;
+        let ship_fail_log = crate::logevery::LogEvery::new(Duration::from_secs(10));
         let (lock, cv) = &*self.stop;
         loop {
             {
@@ -365,6 +380,9 @@ impl Engine {
                     return;
                 }
             }
+            if let Some(r) = self.fs.meta().reserve() {
+                r.take_back();
+            }
             if last_renew.elapsed() >= renew_every {
                 if let Some(l) = self.lease.lock().as_mut() {
                     match l.renew() {
@@ -373,10 +391,20 @@ impl Engine {
                     }
                 }
             }
-            if last_ship.elapsed() >= interval {
+            if last_ship.elapsed() >= interval && ship_retry_at.is_none_or(|t| Instant::now() >= t)
+            {
                 match self.fs.shipper().ship(false) {
-                    Ok(_) => last_ship = Instant::now(),
-                    Err(e) => tracing::warn!("shipping metadata failed (will retry): {e}"),
+                    Ok(_) => {
+                        last_ship = Instant::now();
+                        ship_retry_at = None;
+                    }
+                    Err(e) => {
+                        // Each try writes a snapshot: not twice a second.
+                        ship_retry_at = Some(Instant::now() + SHIP_RETRY);
+                        if let Some(n) = ship_fail_log.hit() {
+                            tracing::warn!(times = n, "shipping metadata failed (will retry): {e}");
+                        }
+                    }
                 }
             }
             if last_gc.elapsed() >= GC_INTERVAL {

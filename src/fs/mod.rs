@@ -52,6 +52,8 @@ impl From<CacheError> for Errno {
     fn from(e: CacheError) -> Errno {
         match e {
             CacheError::Meta(m) => m.into(),
+            // Reported (rate-limited) where it was found.
+            CacheError::NoSpace => Errno(libc::ENOSPC),
             CacheError::Io { ref source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
                 tracing::error!("{e}");
                 Errno(libc::ENOSPC)
@@ -517,11 +519,13 @@ impl Fs {
         data: &[u8],
         size: u64,
     ) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(600);
+        // Bounded: the room check below fails by itself once waiting
+        // cannot help; this is the backstop.
+        let deadline = Instant::now() + self.cache.nospace_wait() + Duration::from_secs(5);
         loop {
             match self.cache.write_block(ino, idx, off, data, size) {
                 Err(CacheError::NoSpace) if Instant::now() < deadline => {
-                    tracing::warn!("cache disk full: waiting for uploads to free space");
+                    self.cache.note_disk_full();
                     drop(self.cache.wait_for_room(0)?);
                     std::thread::sleep(Duration::from_millis(50));
                 }

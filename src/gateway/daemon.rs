@@ -275,6 +275,7 @@ impl Gateway {
                 // A home whose newest metadata is damaged stays unmounted
                 // until an admin decides (fsck --accept-rollback).
                 accept_rollback: false,
+                nospace_wait: crate::fs::engine::DEFAULT_NOSPACE_WAIT,
             },
         )
         .map_err(|source| GatewayError::Engine {

@@ -23,6 +23,8 @@ pub struct Db {
     /// Committed before each commit here: changes here may refer to its
     /// (the metadata's file sizes to the cache's block bytes).
     first: Option<Arc<Group>>,
+    /// Room freed just before a commit on a full disk.
+    reserve: Option<Arc<super::reserve::Reserve>>,
 }
 
 impl std::ops::Deref for Db {
@@ -39,6 +41,9 @@ impl Db {
     }
 
     fn commit_first(&self) -> rusqlite::Result<()> {
+        if let Some(r) = &self.reserve {
+            r.release_if_low();
+        }
         match &self.first {
             Some(g) => g.commit(),
             None => Ok(()),
@@ -76,6 +81,7 @@ impl Group {
                 conn,
                 open_since: None,
                 first: None,
+                reserve: None,
             }),
             batching: AtomicBool::new(false),
             committer: AtomicBool::new(false),
@@ -152,6 +158,15 @@ impl Group {
         self.db.lock().first = Some(first);
     }
 
+    /// Keep `r`'s room for this database's commits.
+    pub fn set_reserve(&self, r: Arc<super::reserve::Reserve>) {
+        self.db.lock().reserve = Some(r);
+    }
+
+    pub fn reserve(&self) -> Option<Arc<super::reserve::Reserve>> {
+        self.db.lock().reserve.clone()
+    }
+
     /// Commit the open group, if any.
     pub fn commit(&self) -> rusqlite::Result<()> {
         self.db.lock().commit()
@@ -217,7 +232,14 @@ impl Group {
                     }
                     Some(_) => {
                         if let Err(e) = c.commit() {
-                            tracing::error!("committing a group of changes failed: {e}");
+                            static FAILED: crate::logevery::LogEvery =
+                                crate::logevery::LogEvery::new(Duration::from_secs(5));
+                            if let Some(n) = FAILED.hit() {
+                                tracing::error!(
+                                    times = n,
+                                    "committing a group of changes failed: {e}"
+                                );
+                            }
                             drop(c);
                             drop(g);
                             std::thread::sleep(BATCH_WINDOW);

@@ -10,6 +10,7 @@ pub mod dircache;
 pub mod fsck;
 pub mod group;
 pub mod lease;
+pub mod reserve;
 pub mod ship;
 
 use group::{Db, Group};
@@ -352,6 +353,16 @@ impl Meta {
     /// drops its dirty copy, or a clean close needs it on disk).
     pub fn commit(&self) -> Result<()> {
         Ok(self.db.commit()?)
+    }
+
+    /// Room kept on the disk for this database's (and the groups committed
+    /// first's) commits.
+    pub fn set_reserve(&self, r: Arc<reserve::Reserve>) {
+        self.db.set_reserve(r)
+    }
+
+    pub fn reserve(&self) -> Option<Arc<reserve::Reserve>> {
+        self.db.reserve()
     }
 
     /// Group operations into transactions from now on (while mounted).
