@@ -129,6 +129,18 @@ pub enum UserCmd {
         user: String,
         #[command(flatten)]
         keystone: UserKeystoneArgs,
+        /// Take over an existing Unix account that swiftgate did not create
+        /// (outside [users] group or below uid_min); never root.
+        #[arg(long)]
+        adopt: bool,
+    },
+    /// Refuse the user's sessions (Samba account disabled too); data kept.
+    Disable {
+        user: String,
+    },
+    /// Let a disabled user in again.
+    Enable {
+        user: String,
     },
     List,
     Show {
@@ -261,11 +273,25 @@ fn gateway_parts(
     Ok((cfg, map))
 }
 
+fn state(e: &crate::gateway::usermap::UserEntry) -> &'static str {
+    if e.removed {
+        "removed"
+    } else if e.disabled {
+        "disabled"
+    } else {
+        "active"
+    }
+}
+
 fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
     use crate::gateway::users;
     let (cfg, map) = gateway_parts(config)?;
     match cmd {
-        UserCmd::Add { user, keystone } => {
+        UserCmd::Add {
+            user,
+            keystone,
+            adopt,
+        } => {
             crate::gateway::usermap::check_name(&user)?;
             let credentials = keystone.credentials()?;
             let password = read_new_password("Samba password")?;
@@ -276,6 +302,7 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
                 users::AddOptions {
                     password,
                     credentials,
+                    adopt,
                 },
             )?;
             println!("{msg}");
@@ -283,13 +310,7 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
         UserCmd::List => {
             println!("{:<20} {:>6}  {:<9} store", "user", "uid", "state");
             for (u, e) in map.list()? {
-                println!(
-                    "{:<20} {:>6}  {:<9} {}",
-                    u,
-                    e.uid,
-                    if e.disabled { "removed" } else { "active" },
-                    e.store
-                );
+                println!("{:<20} {:>6}  {:<9} {}", u, e.uid, state(&e), e.store);
             }
         }
         UserCmd::Show { user } => {
@@ -298,14 +319,7 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
             println!("uid/gid:     {}/{}", e.uid, e.gid);
             println!("store:       {}", e.store);
             println!("mountpoint:  {}", cfg.mountpoint(&user).display());
-            println!(
-                "state:       {}",
-                if e.disabled {
-                    "removed (data kept)"
-                } else {
-                    "active"
-                }
-            );
+            println!("state:       {}", state(&e));
             println!(
                 "encrypted:   {}",
                 if s.passphrase.is_some() {
@@ -330,6 +344,8 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
                 None => println!("keystone:    the gateway's service identity"),
             }
         }
+        UserCmd::Disable { user } => println!("{}", users::set_disabled(&cfg, &map, &user, true)?),
+        UserCmd::Enable { user } => println!("{}", users::set_disabled(&cfg, &map, &user, false)?),
         UserCmd::Remove { user, purge } => println!("{}", users::remove(&cfg, &map, &user, purge)?),
         UserCmd::Passwd {
             user,

@@ -168,6 +168,14 @@ pub struct UsersSection {
     /// The key for those secrets: 32 random bytes, root-only.
     #[serde(default = "default_key_file")]
     pub key_file: PathBuf,
+    /// The group every account `user add` creates belongs to. An existing
+    /// account outside it (or below `uid_min`) is someone else's: `user
+    /// add` refuses it unless told `--adopt`.
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// Accounts swiftgate creates get a uid from here up.
+    #[serde(default = "default_uid_min")]
+    pub uid_min: u32,
 }
 
 fn default_mode() -> UserMapMode {
@@ -178,6 +186,12 @@ fn default_user_db() -> PathBuf {
 }
 fn default_key_file() -> PathBuf {
     "/etc/swiftgate/secret.key".into()
+}
+fn default_group() -> String {
+    "swiftgate".into()
+}
+fn default_uid_min() -> u32 {
+    1000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -295,6 +309,17 @@ impl GatewayConfig {
             return Err(invalid(
                 "[mounts] root and [cache] dir must be absolute paths".into(),
             ));
+        }
+        if cfg.users.uid_min == 0 {
+            return Err(invalid(
+                "[users] uid_min must be above 0: uid 0 is root".into(),
+            ));
+        }
+        if super::usermap::check_name(&cfg.users.group).is_err() {
+            return Err(invalid(format!(
+                "[users] group {:?} is not a valid group name",
+                cfg.users.group
+            )));
         }
         if cfg.cache.dirty_limit > cfg.cache.size {
             return Err(invalid("[cache] dirty_limit must not exceed size".into()));

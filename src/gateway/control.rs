@@ -29,6 +29,8 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
+    #[error("permission denied on the control socket {0}: only root controls the gateway (run this as root)")]
+    Denied(String),
     #[error("{0}")]
     Refused(String),
 }
@@ -49,7 +51,9 @@ pub fn serve(path: &Path, gw: Arc<Gateway>) -> Result<(), ControlError> {
         }
         std::fs::remove_file(path).map_err(io)?; // left by a crash
     }
-    let l = UnixListener::bind(path).map_err(io)?;
+    // Root-only from the first moment: created under a umask that leaves
+    // nothing for group and others (a chmod after bind leaves a window).
+    let l = bind_private(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     std::thread::Builder::new()
         .name("control".into())
@@ -64,6 +68,17 @@ pub fn serve(path: &Path, gw: Arc<Gateway>) -> Result<(), ControlError> {
         })
         .map_err(io)?;
     Ok(())
+}
+
+/// Bind a Unix socket that only its owner can connect to.
+pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use nix::sys::stat::{umask, Mode};
+    // umask is per process: another thread creating a file meanwhile only
+    // gets stricter modes, never looser ones.
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let l = UnixListener::bind(path);
+    umask(old);
+    l
 }
 
 fn handle_client(c: UnixStream, gw: &Arc<Gateway>) {
@@ -124,9 +139,15 @@ fn handle(gw: &Arc<Gateway>, req: &Value) -> Value {
 /// Client side: one request, one answer.
 pub fn request(path: &Path, req: &Value, timeout: Duration) -> Result<Value, ControlError> {
     let ps = path.display().to_string();
-    let mut c = UnixStream::connect(path).map_err(|source| ControlError::NotRunning {
-        path: ps.clone(),
-        source,
+    let mut c = UnixStream::connect(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            ControlError::Denied(ps.clone())
+        } else {
+            ControlError::NotRunning {
+                path: ps.clone(),
+                source,
+            }
+        }
     })?;
     let io = |source| ControlError::Io {
         path: ps.clone(),

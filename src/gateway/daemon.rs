@@ -40,6 +40,12 @@ pub enum GatewayError {
     },
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("user {0} is disabled (`swiftgate user enable {0}` lets them in again)")]
+    Disabled(String),
+    #[error("user {0} was removed (`swiftgate user add {0}` brings the home back)")]
+    Removed(String),
+    #[error("user {0} maps to uid 0 (root): a home is never served as root")]
+    Root(String),
 }
 
 /// Store flags for a user: the config's [store.swift] plus, in per-user
@@ -158,6 +164,9 @@ impl Gateway {
         smbd: Option<SmbdProcess>,
     ) -> Result<(), GatewayError> {
         check_name(user)?;
+        // Asked at every session, mounted or not: `user disable` and
+        // `user remove` take effect at once.
+        self.may_connect(user)?;
         loop {
             if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
                 return Err(GatewayError::ShuttingDown);
@@ -184,6 +193,24 @@ impl Gateway {
             self.busy_cv.notify_all();
             drop(m);
             return res;
+        }
+    }
+
+    /// Whether the user map lets `user` start a session now.
+    fn may_connect(&self, user: &str) -> Result<(), GatewayError> {
+        let (e, _) = self.users.get(user)?;
+        let unix_uid = nix::unistd::User::from_name(user)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw());
+        if e.removed {
+            Err(GatewayError::Removed(user.into()))
+        } else if e.disabled {
+            Err(GatewayError::Disabled(user.into()))
+        } else if e.uid == 0 || unix_uid == Some(0) {
+            Err(GatewayError::Root(user.into()))
+        } else {
+            Ok(())
         }
     }
 

@@ -45,6 +45,9 @@ pub fn generate(
    server role = standalone server
    security = user
    map to guest = never
+   # No anonymous (null session) access, and never a session as root.
+   restrict anonymous = 2
+   invalid users = root
    passdb backend = tdbsam
    server min protocol = SMB2_10
    # Windows file attributes (hidden, read-only, ...), NT ACLs and
@@ -139,4 +142,37 @@ pub fn delete_account(smb_conf: &Path, user: &str) -> Result<(), SambaError> {
             .args(["-s", "-x", user]),
         "",
     )
+}
+
+/// `smbpasswd -e` / `-d`: whether Samba accepts the account's password.
+pub fn set_enabled(smb_conf: &Path, user: &str, enabled: bool) -> Result<(), SambaError> {
+    run_with_input(
+        Command::new("smbpasswd").arg("-c").arg(smb_conf).args([
+            "-s",
+            if enabled { "-e" } else { "-d" },
+            user,
+        ]),
+        "",
+    )
+}
+
+/// Whether the passdb holds the account (None: cannot tell).
+pub fn account_exists(smb_conf: &Path, user: &str) -> Option<bool> {
+    let out = Command::new("pdbedit")
+        .arg("-s")
+        .arg(smb_conf)
+        .args(["-L", "-u", user])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    if out.status.success() {
+        return Some(true);
+    }
+    // pdbedit says so when the user is not there; anything else is unknown.
+    let text = String::from_utf8_lossy(&out.stderr).to_lowercase()
+        + &String::from_utf8_lossy(&out.stdout).to_lowercase();
+    (text.contains("not find")
+        || text.contains("no such user")
+        || text.contains("username not found"))
+    .then_some(false)
 }

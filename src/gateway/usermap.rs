@@ -120,8 +120,12 @@ pub struct UserEntry {
     pub store: String,
     pub created_unix: u64,
     /// Removed without --purge: no login, data and passphrase kept so a
-    /// later `user add` gets the same home back.
-    #[serde(default)]
+    /// later `user add` gets the same home back. ("disabled" in the file,
+    /// its name before `user disable` existed.)
+    #[serde(default, rename = "disabled")]
+    pub removed: bool,
+    /// `user disable`: the account stays, but no session may start.
+    #[serde(default, rename = "login_disabled")]
     pub disabled: bool,
     /// Base64 of nonce ‖ AES-256-GCM(JSON of UserSecrets), AAD = user name.
     secrets: String,
@@ -302,16 +306,15 @@ impl UserMap {
         check_name(user)?;
         let _g = self.lock.lock();
         let mut m = self.read()?;
-        let created_unix = m
-            .users
-            .get(user)
-            .map(|e| e.created_unix)
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0)
-            });
+        let old = m.users.get(user);
+        // A disabled user stays disabled whatever else changes.
+        let disabled = old.is_some_and(|e| e.disabled);
+        let created_unix = old.map(|e| e.created_unix).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        });
         m.version = 1;
         m.users.insert(
             user.to_string(),
@@ -320,7 +323,8 @@ impl UserMap {
                 gid,
                 store: store.to_string(),
                 created_unix,
-                disabled: false,
+                removed: false,
+                disabled,
                 secrets: self.seal(user, secrets),
             },
         );
@@ -337,14 +341,24 @@ impl UserMap {
         Ok(e)
     }
 
+    /// Mark a user removed (without --purge).
+    pub fn set_removed(&self, user: &str) -> Result<(), UserMapError> {
+        self.update(user, |e| e.removed = true)
+    }
+
+    /// `user disable` / `user enable`.
     pub fn set_disabled(&self, user: &str, disabled: bool) -> Result<(), UserMapError> {
+        self.update(user, |e| e.disabled = disabled)
+    }
+
+    fn update(&self, user: &str, f: impl FnOnce(&mut UserEntry)) -> Result<(), UserMapError> {
         let _g = self.lock.lock();
         let mut m = self.read()?;
         let e = m
             .users
             .get_mut(user)
             .ok_or_else(|| UserMapError::NoSuchUser(user.into()))?;
-        e.disabled = disabled;
+        f(e);
         self.write(&m)
     }
 
