@@ -73,7 +73,7 @@ fn run(what: &str, cmd: &mut Command) -> Result<(), UsersError> {
 fn is_ours(cfg: &GatewayConfig, u: &nix::unistd::User) -> bool {
     let group = &cfg.users.group;
     let in_group = match nix::unistd::Group::from_name(group) {
-        Ok(Some(g)) => u.gid == g.gid || g.mem.iter().any(|m| *m == u.name),
+        Ok(Some(g)) => u.gid == g.gid || g.mem.contains(&u.name),
         _ => false,
     };
     in_group && u.uid.as_raw() >= cfg.users.uid_min
