@@ -1026,6 +1026,10 @@ fn disabled_and_removed_users_cannot_connect() {
         log.contains("refusing the connection") && log.contains(&format!("user {u} is disabled")),
         "{log}"
     );
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in the daemon log: {log:?}"
+    );
     // Enabled again: back in.
     ok(g.sg(&["user", "enable", &u], ""));
     smb_ok(g.smbclient(&u, "pw-d", "ls", &work));

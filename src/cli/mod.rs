@@ -120,6 +120,18 @@ pub enum Cmd {
     },
 }
 
+impl Cmd {
+    /// Whether the command goes on in the background with its stderr
+    /// redirected to a log file.
+    pub fn detaches(&self) -> bool {
+        match self {
+            Cmd::Mount(a) => !a.foreground,
+            Cmd::Demo { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum UserCmd {
     /// Verify the store credentials, create the home filesystem if new, the

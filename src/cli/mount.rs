@@ -24,9 +24,10 @@ pub struct MountArgs {
     /// Local cache size limit.
     #[arg(long, default_value = "10G", value_parser = parse_size)]
     pub cache_size: u64,
-    /// Dirty (not yet uploaded) bytes before writers wait.
-    #[arg(long, default_value = "2G", value_parser = parse_size)]
-    pub dirty_limit: u64,
+    /// Dirty (not yet uploaded) bytes before writers wait [default: 2G, or
+    /// half the cache if that is smaller].
+    #[arg(long, value_parser = parse_size)]
+    pub dirty_limit: Option<u64>,
     #[arg(long, default_value_t = 8)]
     pub upload_workers: usize,
     /// local: fsync = on the cache disk; remote: fsync = in the store.
@@ -91,7 +92,7 @@ fn check_mountpoint(mp: &Path) -> Result<()> {
 
 pub fn mount(a: MountArgs) -> Result<i32> {
     check_mountpoint(&a.mountpoint)?;
-    if a.dirty_limit > a.cache_size {
+    if a.dirty_limit.is_some_and(|d| d > a.cache_size) {
         bail!("--dirty-limit must not exceed --cache-size");
     }
     let passphrase = read_passphrase(a.passphrase_file.as_deref())?;
@@ -222,6 +223,12 @@ fn fd_into_raw(fd: OwnedFd) -> i32 {
     fd.into_raw_fd()
 }
 
+/// The dirty limit given, else the default scaled down to a small cache.
+fn dirty_limit(a: &MountArgs) -> u64 {
+    a.dirty_limit
+        .unwrap_or_else(|| crate::gateway::config::default_dirty_limit(2 << 30, a.cache_size))
+}
+
 fn start(
     a: &MountArgs,
     mp: &Path,
@@ -233,7 +240,7 @@ fn start(
         &OpenOptions {
             cache_dir: a.cache_dir.clone(),
             cache_size: a.cache_size,
-            dirty_limit: a.dirty_limit,
+            dirty_limit: dirty_limit(a),
             upload_workers: a.upload_workers,
             upload_delay: a.upload_delay,
             durability: a.durability,
@@ -405,7 +412,7 @@ pub fn demo(store_dir: &Path, mp: &Path) -> Result<i32> {
         swift: Default::default(),
         cache_dir: PathBuf::from("/var/cache/swiftgate"),
         cache_size: 10 << 30,
-        dirty_limit: 2 << 30,
+        dirty_limit: None,
         upload_workers: 8,
         durability: Durability::Local,
         metadata_interval: Duration::from_secs(30),

@@ -31,27 +31,28 @@ pub enum EngineError {
     NotEmpty { url: String, count: usize },
     #[error("invalid block size {0}: use a power of two between 64 KiB and 64 MiB")]
     BadBlockSize(u64),
-    #[error("{0}")]
+    #[error(transparent)]
     Params(#[from] ParamsError),
-    #[error("{0}")]
+    #[error(transparent)]
     Lease(#[from] LeaseError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("metadata: {0}")]
-    Meta(#[from] MetaError),
+    Meta(MetaError),
     #[error("metadata shipping: {0}")]
-    Ship(#[from] ShipError),
+    Ship(ShipError),
     #[error("cache: {0}")]
-    Cache(#[from] CacheError),
-    #[error("cache directory {path}: {source}")]
+    Cache(CacheError),
+    #[error("cache directory {path}: {cause}")]
     CacheDir {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("data could not be flushed: {0}")]
     Flush(String),
 }
+
+cause_from!(MetaError => EngineError::Meta, ShipError => EngineError::Ship, CacheError => EngineError::Cache);
 
 pub type Result<T> = std::result::Result<T, EngineError>;
 
@@ -133,7 +134,7 @@ fn tempdir_for_mkfs() -> Result<PathBuf> {
     ));
     std::fs::create_dir_all(&p).map_err(|source| EngineError::CacheDir {
         path: p.clone(),
-        source,
+        cause: source,
     })?;
     Ok(p)
 }
@@ -245,7 +246,7 @@ impl Engine {
         let mut setup = || -> Result<Arc<Fs>> {
             std::fs::create_dir_all(&dir).map_err(|source| EngineError::CacheDir {
                 path: dir.clone(),
-                source,
+                cause: source,
             })?;
             let mcodec = meta_codec(key.as_ref());
             let gen = prepare_metadata(&store, &mcodec, &dir, &params.uuid, &mut warnings)?;
@@ -254,7 +255,7 @@ impl Engine {
             meta.start_batching()
                 .map_err(|source| EngineError::CacheDir {
                     path: dir.clone(),
-                    source,
+                    cause: source,
                 })?;
             let shipper = Arc::new(Shipper::new(store.clone(), mcodec, meta.clone(), gen));
             let bs = params.block_size as u64;
@@ -276,7 +277,7 @@ impl Engine {
                 .start_workers()
                 .map_err(|source| EngineError::CacheDir {
                     path: dir.clone(),
-                    source,
+                    cause: source,
                 })?;
             let fs = Arc::new(
                 Fs::new(meta, cache, shipper, o.durability)

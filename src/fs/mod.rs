@@ -52,7 +52,7 @@ impl From<CacheError> for Errno {
     fn from(e: CacheError) -> Errno {
         match e {
             CacheError::Meta(m) => m.into(),
-            CacheError::Io { ref source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+            CacheError::Io { ref cause, .. } if cause.raw_os_error() == Some(libc::ENOSPC) => {
                 tracing::error!("{e}");
                 Errno(libc::ENOSPC)
             }

@@ -15,20 +15,12 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("control socket {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("control socket {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error("another gateway daemon is already listening on {0}")]
     InUse(String),
-    #[error("the gateway daemon is not running (no answer on {path}: {source}); start it with `swiftgate serve`")]
-    NotRunning {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("the gateway daemon is not running (no answer on {path}: {cause}); start it with `swiftgate serve`")]
+    NotRunning { path: String, cause: std::io::Error },
     #[error("permission denied on the control socket {0}: only root controls the gateway (run this as root)")]
     Denied(String),
     #[error("{0}")]
@@ -40,7 +32,7 @@ pub fn serve(path: &Path, gw: Arc<Gateway>) -> Result<(), ControlError> {
     let ps = path.display().to_string();
     let io = |source| ControlError::Io {
         path: ps.clone(),
-        source,
+        cause: source,
     };
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(io)?;
@@ -145,13 +137,13 @@ pub fn request(path: &Path, req: &Value, timeout: Duration) -> Result<Value, Con
         } else {
             ControlError::NotRunning {
                 path: ps.clone(),
-                source,
+                cause: source,
             }
         }
     })?;
     let io = |source| ControlError::Io {
         path: ps.clone(),
-        source,
+        cause: source,
     };
     c.set_read_timeout(Some(timeout)).map_err(io)?;
     writeln!(c, "{req}").map_err(io)?;

@@ -19,24 +19,21 @@ use std::time::{Duration, Instant};
 pub enum GatewayError {
     #[error(transparent)]
     UserMap(#[from] super::usermap::UserMapError),
-    #[error("cannot open the store of {user} ({url}): {source}")]
+    #[error("cannot open the store of {user} ({url}): {cause}")]
     Store {
         user: String,
         url: String,
-        #[source]
-        source: Box<crate::store::StoreError>,
+        cause: Box<crate::store::StoreError>,
     },
-    #[error("cannot mount the home of {user}: {source}")]
+    #[error("cannot mount the home of {user}: {cause}")]
     Engine {
         user: String,
-        #[source]
-        source: Box<crate::fs::engine::EngineError>,
+        cause: Box<crate::fs::engine::EngineError>,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -94,7 +91,7 @@ pub fn open_user_store(
     crate::store::open_with(&url, &opts).map_err(|source| GatewayError::Store {
         user: user.into(),
         url,
-        source: Box::new(source),
+        cause: Box::new(source),
     })
 }
 
@@ -303,7 +300,7 @@ impl Gateway {
         )
         .map_err(|source| GatewayError::Engine {
             user: user.into(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
         for w in &engine.warnings {
             tracing::warn!(user, "{w}");
@@ -326,10 +323,7 @@ impl Gateway {
             Ok(s) => s,
             Err(e) => {
                 let _ = engine.close();
-                return Err(GatewayError::Io {
-                    path: mp,
-                    source: e,
-                });
+                return Err(GatewayError::Io { path: mp, cause: e });
             }
         };
         let thread = {
@@ -347,7 +341,7 @@ impl Gateway {
                 })
                 .map_err(|source| GatewayError::Io {
                     path: mp.clone(),
-                    source,
+                    cause: source,
                 })?
         };
         {
@@ -566,7 +560,7 @@ impl Gateway {
 fn prepare_mountpoint(mp: &Path) -> Result<(), GatewayError> {
     let io = |source| GatewayError::Io {
         path: mp.to_path_buf(),
-        source,
+        cause: source,
     };
     match std::fs::metadata(mp) {
         Ok(_) => {}

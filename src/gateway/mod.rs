@@ -65,7 +65,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
     let cfg = GatewayConfig::load(config_path)?;
     std::fs::create_dir_all(&cfg.cache.dir).map_err(|source| daemon::GatewayError::Io {
         path: cfg.cache.dir.clone(),
-        source,
+        cause: source,
     })?;
     let gw = Gateway::new(cfg.clone())?;
     control::serve(&cfg.control.socket, gw.clone())?;

@@ -8,12 +8,8 @@ use std::process::{Command, Stdio};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SambaError {
-    #[error("cannot run {cmd}: {source} (is Samba installed? apt install samba)")]
-    Spawn {
-        cmd: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot run {cmd}: {cause} (is Samba installed? apt install samba)")]
+    Spawn { cmd: String, cause: std::io::Error },
     #[error("{cmd} failed: {message}")]
     Failed { cmd: String, message: String },
 }
@@ -98,7 +94,7 @@ fn run_with_input(cmd: &mut Command, input: &str) -> Result<(), SambaError> {
         .spawn()
         .map_err(|source| SambaError::Spawn {
             cmd: name.clone(),
-            source,
+            cause: source,
         })?;
     if let Some(mut i) = child.stdin.take() {
         let _ = i.write_all(input.as_bytes());
@@ -107,7 +103,7 @@ fn run_with_input(cmd: &mut Command, input: &str) -> Result<(), SambaError> {
         .wait_with_output()
         .map_err(|source| SambaError::Spawn {
             cmd: name.clone(),
-            source,
+            cause: source,
         })?;
     if out.status.success() {
         Ok(())

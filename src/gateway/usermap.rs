@@ -14,11 +14,10 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserMapError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: not a valid user map: {message}")]
     Corrupt { path: PathBuf, message: String },
@@ -152,7 +151,7 @@ impl std::fmt::Debug for UserMap {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UserMapError + '_ {
     move |source| UserMapError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 

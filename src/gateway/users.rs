@@ -26,11 +26,10 @@ pub enum UsersError {
         url: String,
         reason: String,
     },
-    #[error("creating the filesystem of {user}: {source}")]
+    #[error("creating the filesystem of {user}: {cause}")]
     Mkfs {
         user: String,
-        #[source]
-        source: Box<engine::EngineError>,
+        cause: Box<engine::EngineError>,
     },
     #[error("{what} failed: {message}")]
     Command { what: String, message: String },
@@ -210,7 +209,7 @@ pub fn add(
         .map_err(|source| GatewayError::Store {
             user: user.into(),
             url: url.clone(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
     let what = if head.is_some() {
         let p = engine::read_params(&store).map_err(|e| UsersError::Foreign {
@@ -238,7 +237,7 @@ pub fn add(
         )
         .map_err(|source| UsersError::Mkfs {
             user: user.into(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
         "new filesystem created"
     };
@@ -268,7 +267,7 @@ pub fn passwd(
             .map_err(|source| GatewayError::Store {
                 user: user.into(),
                 url: e.store.clone(),
-                source: Box::new(source),
+                cause: Box::new(source),
             })?;
         map.put(user, e.uid, e.gid, &e.store, &s)?;
     }
@@ -324,7 +323,7 @@ pub fn remove(
     let all = store.list_all("").map_err(|source| GatewayError::Store {
         user: user.into(),
         url: e.store.clone(),
-        source: Box::new(source),
+        cause: Box::new(source),
     })?;
     let keys: Vec<String> = all.into_iter().map(|o| o.key).collect();
     store
@@ -332,7 +331,7 @@ pub fn remove(
         .map_err(|source| GatewayError::Store {
             user: user.into(),
             url: e.store.clone(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
     let _ = std::fs::remove_dir_all(cfg.cache.dir.join(user));
     map.remove(user)?;

@@ -20,7 +20,7 @@ impl LocalStore {
         fs::create_dir_all(root.join(".tmp")).map_err(|source| StoreError::Io {
             store: url,
             key: String::new(),
-            source,
+            cause: source,
         })?;
         Ok(LocalStore {
             root,
@@ -38,7 +38,7 @@ impl LocalStore {
             StoreError::Io {
                 store: self.url(),
                 key: key.to_string(),
-                source,
+                cause: source,
             }
         }
     }
