@@ -1157,3 +1157,47 @@ fn control_socket_is_root_only_and_says_so() {
         "{e}"
     );
 }
+
+/// `stat` and `ctl` work on gateway homes (asked of the daemon, whose
+/// homes have no mount process of their own); `status` shows cache health.
+#[test]
+fn stat_and_ctl_work_on_gateway_homes() {
+    let mut g = local_gw();
+    let u = unique_user("s");
+    ok(g.add_user(&u, "pw-s", &[]));
+    ok(g.sg(&["hook", "connect", &u], ""));
+    let home = g.home(&u);
+    fs::write(home.join("data.bin"), random_bytes(5 << 20, 3)).unwrap();
+    let hs = home.display().to_string();
+    let o = ok(g.sg(&["stat", &hs, "--json"], ""));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["counts"]["inodes"].as_u64().unwrap() >= 2, "{v}");
+    assert!(v["store"].as_str().unwrap().contains(&u), "{v}");
+    let o = ok(g.sg(&["stat", &hs], ""));
+    let human = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(human.contains("cache dirty:"), "{human}");
+    ok(g.sg(&["ctl", &hs, "flush"], ""));
+    let o = ok(g.sg(&["stat", &hs, "--json"], ""));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["cache"]["dirty_bytes"], 0, "flush left dirty data: {v}");
+    assert_eq!(v["cache"]["upload_queue"], 0, "{v}");
+    ok(g.sg(&["ctl", &hs, "backup-metadata"], ""));
+    // status, without --json, shows cache use and dirty bytes.
+    let o = ok(g.sg(&["status"], ""));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let line = out.lines().find(|l| l.starts_with(&u)).unwrap_or_default();
+    assert!(
+        out.contains("cache used/size") && out.contains("dirty/limit") && line.contains("MiB/"),
+        "{out}"
+    );
+    // A directory that is not a home: said clearly.
+    let o = g.sg(&["stat", g.root.to_str().unwrap()], "");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no swiftgate mount process answers")
+            && stderr(&o).contains("not a home this gateway has mounted"),
+        "{}",
+        stderr(&o)
+    );
+    ok(g.sg(&["hook", "disconnect", &u], ""));
+}

@@ -2,6 +2,7 @@
 
 pub mod control;
 pub mod mount;
+pub mod stat;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -63,18 +64,24 @@ pub enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Figures of a mounted filesystem.
+    /// Figures of a mounted filesystem (standalone or a gateway home).
     Stat {
         mountpoint: PathBuf,
         #[arg(long)]
         json: bool,
+        /// The gateway to ask when the mountpoint is one of its homes.
+        #[arg(long, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
     },
-    /// Control a mounted filesystem.
+    /// Control a mounted filesystem (standalone or a gateway home).
     Ctl {
         mountpoint: PathBuf,
         /// gc: rewrite packs that are mostly dead now (otherwise every minute)
         #[arg(value_parser = ["flush", "backup-metadata", "drop-cache", "gc"])]
         action: String,
+        /// The gateway to ask when the mountpoint is one of its homes.
+        #[arg(long, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
     },
     /// Run the gateway daemon (foreground): per-user homes for Samba.
     Serve {
@@ -617,21 +624,33 @@ pub fn run(cli: Cli) -> Result<i32> {
                 println!("{}", v["homes"]);
             } else {
                 println!(
-                    "{:<16} {:>5} {:>8} {:>10}  mountpoint",
-                    "user", "conns", "idle s", "dirty MiB"
+                    "{:<16} {:>5} {:>8} {:>21} {:>21} {:>7}  mountpoint",
+                    "user", "conns", "idle s", "cache used/size", "dirty/limit", "queue"
                 );
+                let mut errors = Vec::new();
                 for h in v["homes"].as_array().into_iter().flatten() {
+                    let c = &h["cache"];
+                    let g = |k: &str| c[k].as_u64().unwrap_or(0);
+                    let user = h["user"].as_str().unwrap_or("");
                     println!(
-                        "{:<16} {:>5} {:>8} {:>10}  {}",
-                        h["user"].as_str().unwrap_or(""),
+                        "{:<16} {:>5} {:>8} {:>21} {:>21} {:>7}  {}",
+                        user,
                         h["connections"],
                         h["idle_secs"]
                             .as_u64()
                             .map(|s| s.to_string())
                             .unwrap_or_else(|| "-".into()),
-                        h["cache"]["dirty_bytes"].as_u64().unwrap_or(0) >> 20,
+                        format!("{}/{}", human(g("used_bytes")), human(g("cache_size"))),
+                        format!("{}/{}", human(g("dirty_bytes")), human(g("dirty_limit"))),
+                        g("upload_queue"),
                         h["mountpoint"].as_str().unwrap_or("")
                     );
+                    if let Some(e) = c["last_error"].as_str() {
+                        errors.push(format!("{user}: last upload error: {e}"));
+                    }
+                }
+                for e in errors {
+                    println!("{e}");
                 }
             }
             Ok(0)
@@ -682,8 +701,16 @@ pub fn run(cli: Cli) -> Result<i32> {
             );
             Ok(code)
         }
-        Cmd::Stat { mountpoint, json } => {
-            let v = control::request(&mountpoint, "stat", |_| {})?;
+        Cmd::Stat {
+            mountpoint,
+            json,
+            config,
+        } => {
+            let v = stat::mount_command(
+                &mountpoint,
+                crate::fs::commands::MountCommand::Stat,
+                &config,
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -716,8 +743,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Ctl { mountpoint, action } => {
-            let v = control::request(&mountpoint, &action, |_| {})?;
+        Cmd::Ctl {
+            mountpoint,
+            action,
+            config,
+        } => {
+            let cmd = crate::fs::commands::MountCommand::parse(&action)
+                .with_context(|| format!("unknown action {action:?}"))?;
+            let v = stat::mount_command(&mountpoint, cmd, &config)?;
             println!(
                 "{action}: done {}",
                 if v.is_null() {

@@ -1,6 +1,7 @@
 //! `mount` (daemonizes, returns once usable), `umount`, `demo`.
 
 use super::{control, parse_duration, parse_size, read_passphrase};
+use crate::fs::commands::{self, MountCommand};
 use crate::fs::engine::{Engine, OpenOptions};
 use crate::fs::fuse::FuseFs;
 use crate::fs::Durability;
@@ -280,49 +281,17 @@ fn handle(
     cmd: &str,
     progress: &mut dyn FnMut(serde_json::Value),
 ) -> std::result::Result<serde_json::Value, String> {
-    let fs = &engine.fs;
-    match cmd {
-        "stat" => {
-            let counts = fs.counts().map_err(|e| e.to_string())?;
-            Ok(json!({
-                "uuid": engine.params.uuid,
-                "pid": std::process::id(),
-                "store": engine.store.url(),
-                "block_size": engine.params.block_size,
-                "counts": counts,
-                "cache": fs.cache().stats(),
-                "metadata_generation": fs.shipper().shipped_gen(),
-            }))
-        }
-        "flush" | "umount" => {
-            let p = std::cell::RefCell::new(progress);
-            engine
-                .flush(&|n| (p.borrow_mut())(json!(n)))
-                .map_err(|e| e.to_string())?;
-            if cmd == "umount" {
-                unmounter.lock().unmount().map_err(|e| {
-                    format!("data is flushed, but unmounting failed: {e} (is a file still open?)")
-                })?;
-            }
-            Ok(serde_json::Value::Null)
-        }
-        "backup-metadata" => {
-            // Data first: a generation whose blocks are all stored is one a
-            // new host can use without reading zeros.
-            fs.cache().flush(None).map_err(|e| e.to_string())?;
-            let gen = fs.shipper().ship(true).map_err(|e| e.to_string())?;
-            Ok(json!({ "generation": gen }))
-        }
-        "gc" => {
-            let s = fs.cache().gc_packs(1000).map_err(|e| e.to_string())?;
-            Ok(serde_json::to_value(s).unwrap_or_default())
-        }
-        "drop-cache" => {
-            fs.cache().drop_clean();
-            Ok(serde_json::Value::Null)
-        }
-        _ => Err(format!("unknown command {cmd:?}")),
+    let p = std::cell::RefCell::new(progress);
+    let progress = |n: usize| (p.borrow_mut())(json!(n));
+    if cmd == "umount" {
+        engine.flush(&progress).map_err(|e| e.to_string())?;
+        unmounter.lock().unmount().map_err(|e| {
+            format!("data is flushed, but unmounting failed: {e} (is a file still open?)")
+        })?;
+        return Ok(serde_json::Value::Null);
     }
+    let cmd = MountCommand::parse(cmd).ok_or_else(|| format!("unknown command {cmd:?}"))?;
+    commands::run(engine, cmd, &progress)
 }
 
 pub fn umount(mp: &Path) -> Result<i32> {

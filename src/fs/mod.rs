@@ -2,6 +2,7 @@
 //! method takes plain values and returns a result whose error is an errno.
 //! `fuse.rs` only translates between this and the kernel protocol.
 
+pub mod commands;
 pub mod engine;
 pub mod fuse;
 

@@ -2,9 +2,10 @@
 //!
 //! Requests: `{"op":"connect","user":"alice","smbd":{"pid":..,"start":..}}`
 //! (smbd optional), `disconnect` (same fields), `unmount`,
-//! `status`, `ping`. Answers: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
+//! `status`, `ping`, `home` (see [`HomeRequest`]). Answers: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
 
 use super::daemon::Gateway;
+use crate::fs::commands::MountCommand;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -62,6 +63,37 @@ pub fn serve(path: &Path, gw: Arc<Gateway>) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// `swiftgate stat` / `ctl` on a home the daemon mounted:
+/// `{"op":"home","mountpoint":"/srv/swiftgate/home/alice","command":"stat"}`,
+/// answered with `{"ok":true,"result":...}` (what a standalone mount's
+/// socket answers to the same command).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HomeRequest {
+    pub mountpoint: std::path::PathBuf,
+    pub command: MountCommand,
+}
+
+/// Client side of [`HomeRequest`].
+pub fn home_command(
+    socket: &Path,
+    mountpoint: &Path,
+    command: MountCommand,
+) -> Result<Value, ControlError> {
+    let mut req = serde_json::to_value(HomeRequest {
+        mountpoint: mountpoint.to_path_buf(),
+        command,
+    })
+    .expect("serializable");
+    req["op"] = json!("home");
+    // A flush uploads whatever is dirty: it may take long.
+    let timeout = match command {
+        MountCommand::Stat => Duration::from_secs(60),
+        _ => Duration::from_secs(24 * 3600),
+    };
+    let mut v = request(socket, &req, timeout)?;
+    Ok(v["result"].take())
+}
+
 /// Bind a Unix socket that only its owner can connect to.
 pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
     use nix::sys::stat::{umask, Mode};
@@ -117,6 +149,13 @@ fn handle(gw: &Arc<Gateway>, req: &Value) -> Value {
             .map(|was| json!({"was_mounted": was}))
             .map_err(|e| e.to_string()),
         "status" => Ok(json!({"homes": gw.status()})),
+        "home" => match serde_json::from_value::<HomeRequest>(req.clone()) {
+            Ok(r) => gw
+                .home_command(&r.mountpoint, r.command)
+                .map(|v| json!({ "result": v }))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("bad home request: {e}")),
+        },
         other => Err(format!("unknown op {other:?}")),
     };
     match res {

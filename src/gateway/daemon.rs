@@ -43,6 +43,10 @@ pub enum GatewayError {
     Removed(String),
     #[error("user {0} maps to uid 0 (root): a home is never served as root")]
     Root(String),
+    #[error("{0} is not a home this gateway has mounted")]
+    NotAHome(PathBuf),
+    #[error("{0}")]
+    Command(String),
 }
 
 /// Store flags for a user: the config's [store.swift] plus, in per-user
@@ -529,6 +533,26 @@ impl Gateway {
                 Err(e) => tracing::error!(user = %s.user, "could not re-establish the home: {e}"),
             }
         }
+    }
+
+    /// `swiftgate stat` / `ctl` on a mounted home, found by its mountpoint.
+    pub fn home_command(
+        &self,
+        mountpoint: &Path,
+        cmd: crate::fs::commands::MountCommand,
+    ) -> Result<serde_json::Value, GatewayError> {
+        let want = mountpoint
+            .canonicalize()
+            .unwrap_or_else(|_| mountpoint.to_path_buf());
+        // The engine, not the lock: a flush may take long.
+        let engine = self
+            .homes
+            .lock()
+            .values()
+            .find(|h| h.mp == want || h.mp.canonicalize().is_ok_and(|p| p == want))
+            .map(|h| h.engine.clone())
+            .ok_or(GatewayError::NotAHome(want))?;
+        crate::fs::commands::run(&engine, cmd, &|_| {}).map_err(GatewayError::Command)
     }
 
     /// Flush and unmount everything (SIGTERM).
