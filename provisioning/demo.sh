@@ -29,8 +29,13 @@ if [ "${1:-}" = "--stop" ]; then
     exit 0
 fi
 
+say() { echo "==> $*"; }
+
+say "checking the packages the gateway needs (FUSE, Samba); a first run installs them, which takes a few minutes"
 bash provisioning/deps.sh
-cargo build --release --quiet
+say "building swiftgate (release; the first build takes several minutes)"
+cargo build --release
+say "stopping a previous demo, if any"
 stop
 mkdir -p "$DEMO"/samba/{private,lock,state,cache,pid,ncalrpc,log}
 # smbd's sessions run as the user: they must reach the mountpoints.
@@ -39,6 +44,7 @@ mkdir -p /srv/swiftgate/home && chmod 755 /srv/swiftgate /srv/swiftgate/home
 port=445
 if (exec 3<>/dev/tcp/127.0.0.1/445) 2>/dev/null; then port=4450; fi
 
+say "writing $CFG and the Samba configuration (SMB port $port)"
 cat > "$CFG" <<EOF
 # The demo gateway: homes on the local store under $DEMO/homes.
 [store]
@@ -70,6 +76,7 @@ EOF
     --global "log file = $DEMO/samba/log/log.%m" > "$DEMO/smb.conf"
 testparm -s "$DEMO/smb.conf" >/dev/null 2>&1 || { testparm -s "$DEMO/smb.conf"; exit 1; }
 
+say "starting the gateway daemon (log: $DEMO/daemon.log)"
 SWIFTGATE_LOG=swiftgate=info setsid "$BIN" serve --config "$CFG" > "$DEMO/daemon.log" 2>&1 < /dev/null &
 echo $! > "$DEMO/daemon.pid"
 for _ in $(seq 1 100); do [ -S /run/swiftgate/demo.sock ] && break; sleep 0.1; done
@@ -78,15 +85,25 @@ for _ in $(seq 1 100); do [ -S /run/swiftgate/demo.sock ] && break; sleep 0.1; d
 if ! "$BIN" user list --config "$CFG" | grep -q '^demo .*active'; then
     [ -s "$DEMO/demo-password" ] || (head -c 9 /dev/urandom | base64 | tr -d '/+=' > "$DEMO/demo-password")
     chmod 600 "$DEMO/demo-password"
+    say "creating the user demo and its home filesystem"
     "$BIN" user add demo --config "$CFG" < "$DEMO/demo-password"
 fi
 pw=$(cat "$DEMO/demo-password")
 
+say "starting smbd"
 smbd -D -s "$DEMO/smb.conf"
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-# Prove it end to end before saying it works.
-echo "hello from swiftgate" > "$DEMO/hello.txt"
-smbclient //127.0.0.1/home -p "$port" -U "demo%$pw" -c "lcd $DEMO; put hello.txt; ls" >/dev/null
+# Prove it end to end before saying it works. The greeting is put there
+# once: a later start must not overwrite what the user made of it.
+say "checking the share end to end"
+smb() { smbclient //127.0.0.1/home -p "$port" -U "demo%$pw" -c "$1"; }
+listing=$(smb "ls hello.txt" 2>&1 || true)
+case $listing in
+*NT_STATUS_NO_SUCH_FILE*)
+    echo "hello from swiftgate" > "$DEMO/hello.txt"
+    smb "lcd $DEMO; put hello.txt" >/dev/null ;;
+esac
+smb "ls" >/dev/null
 
 host=$(hostname -I 2>/dev/null | awk '{print $1}')
 cat <<EOF

@@ -10,6 +10,7 @@ command -v testparm >/dev/null || need+=(samba-common-bin)
 # acl_xattr, streams_xattr, fruit, catia for the home share.
 ls /usr/lib/*-linux-gnu/samba/vfs/acl_xattr.so >/dev/null 2>&1 || need+=(samba-vfs-modules)
 if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]} (apt-get; this can take a few minutes)"
     export DEBIAN_FRONTEND=noninteractive
     # Packages must not start their own smbd here: swiftgate's smb.conf
     # decides how Samba runs.

@@ -6,6 +6,21 @@
 //! and the FUSE adapter), `gateway` (per-user homes for Samba, user map,
 //! control socket), `cli` (commands).
 
+/// `From` for error variants whose message already shows their cause.
+/// (thiserror's `#[from]` would also return it as `source()`, so anything
+/// printing the chain of causes would print it twice.) The rule for every
+/// error type here: a cause goes in the message or in `source()`, never
+/// both; messages are whole sentences, `{e}` is all a log needs.
+macro_rules! cause_from {
+    ($($from:ty => $to:ident::$var:ident),* $(,)?) => {
+        $(impl From<$from> for $to {
+            fn from(e: $from) -> Self {
+                $to::$var(e)
+            }
+        })*
+    };
+}
+
 pub mod cache;
 pub mod cli;
 pub mod data;

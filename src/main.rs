@@ -4,7 +4,11 @@ fn main() {
     // Before anything is created: every local file is root's alone.
     swiftgate::secure::restrict_umask();
     let cli = swiftgate::cli::Cli::parse();
+    // Colour only for a person at a terminal: a mount that goes to the
+    // background writes to its log file through this same subscriber.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !cli.cmd.detaches();
     tracing_subscriber::fmt()
+        .with_ansi(ansi)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWIFTGATE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),

@@ -194,6 +194,10 @@ config = "{smb}"
     }
 
     fn sg(&self, args: &[&str], stdin: &str) -> Output {
+        self.sg_env(args, stdin, &[])
+    }
+
+    fn sg_env(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
         let mut c = Command::new(BIN);
         c.args(args)
             .args(["--config", self.config.to_str().unwrap()])
@@ -201,6 +205,9 @@ config = "{smb}"
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in &self.extra_env {
+            c.env(k, v);
+        }
+        for (k, v) in env {
             c.env(k, v);
         }
         let mut ch = c.spawn().unwrap();
@@ -260,6 +267,9 @@ impl Drop for Gw {
         }
         self.stop_daemon(libc::SIGTERM);
         for u in self.users.clone() {
+            if u == "root" {
+                continue; // never, whatever a test did
+            }
             let _ = self.sg(&["user", "remove", &u, "--purge"], "");
             let _ = Command::new("userdel").arg(&u).output();
         }
@@ -387,6 +397,20 @@ fn big_file_japanese_names_dos_attributes_and_streams_survive_remount() {
     let _ = fs::remove_dir_all(&work);
 }
 
+/// The Python of the test venv that tests/setup.sh fills with smbprotocol.
+fn test_python() -> PathBuf {
+    let venv = std::env::var_os("SWIFTGATE_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/swiftgate-test-venv"));
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run `bash tests/setup.sh` (it creates the venv with smbprotocol)",
+        py.display()
+    );
+    py
+}
+
 fn sha256(d: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(d))
@@ -424,7 +448,7 @@ print("smbprotocol OK")
         u = u,
         port = g.port
     );
-    let o = Command::new("python3")
+    let o = Command::new(test_python())
         .arg("-c")
         .arg(&script)
         .output()
@@ -898,4 +922,282 @@ fn an_idle_home_is_not_brought_back_by_a_restart() {
         "an idle home came back after the restart:\n{}",
         g.daemon_log()
     );
+}
+
+/// `user add` never hands a home to root, nor to an existing account that
+/// swiftgate did not create unless told `--adopt`; smb.conf keeps root and
+/// anonymous sessions out.
+#[test]
+fn root_and_foreign_accounts_are_not_taken_over() {
+    let mut g = local_gw();
+    // Not through add_user: the clean-up must never touch root.
+    for extra in [&[][..], &["--adopt"][..]] {
+        let mut args = vec!["user", "add", "root"];
+        args.extend(extra);
+        let o = g.sg(&args, "pw-root\n");
+        assert!(!o.status.success(), "user add root {extra:?} succeeded");
+        assert!(stderr(&o).contains("uid 0 (root)"), "{}", stderr(&o));
+    }
+    let list = String::from_utf8_lossy(&ok(g.sg(&["user", "list"], "")).stdout).to_string();
+    assert!(!list.contains("root"), "{list}");
+    assert!(
+        !Command::new("pdbedit")
+            .arg("-s")
+            .arg(&g.smb_conf)
+            .args(["-L", "-u", "root"])
+            .output()
+            .unwrap()
+            .status
+            .success(),
+        "root got a Samba account"
+    );
+    // Someone's existing login, and a system account: refused, then
+    // adopted on request (and it works through Samba).
+    let work = unique_dir("smbwork");
+    for (tag, extra) in [("p", &[][..]), ("y", &["--system"][..])] {
+        let u = unique_user(tag);
+        let mut c = Command::new("useradd");
+        c.args(["--no-create-home", "--shell", "/usr/sbin/nologin"])
+            .args(extra)
+            .arg(&u);
+        assert!(c.status().unwrap().success());
+        g.users.push(u.clone());
+        let o = g.add_user(&u, "pw-x", &[]);
+        assert!(!o.status.success(), "{u}: taken over without --adopt");
+        assert!(
+            stderr(&o).contains("swiftgate did not create it") && stderr(&o).contains("--adopt"),
+            "{}",
+            stderr(&o)
+        );
+        ok(g.add_user(&u, "pw-x", &["--adopt"]));
+        smb_ok(g.smbclient(&u, "pw-x", "ls", &work));
+    }
+    // The generated smb.conf, as Samba reads it.
+    let t = Command::new("testparm")
+        .args(["-s", "--suppress-prompt"])
+        .arg(&g.smb_conf)
+        .output()
+        .unwrap();
+    let parsed = String::from_utf8_lossy(&t.stdout);
+    assert!(
+        t.status.success()
+            && parsed.contains("invalid users = root")
+            && parsed.contains("restrict anonymous = 2"),
+        "{parsed}"
+    );
+    // Even with a Samba password, root gets no session.
+    let mut c = Command::new("smbpasswd")
+        .arg("-c")
+        .arg(&g.smb_conf)
+        .args(["-s", "-a", "root"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"pw-root\npw-root\n")
+        .unwrap();
+    assert!(c.wait().unwrap().success());
+    let o = g.smbclient("root", "pw-root", "ls", &work);
+    assert!(!o.status.success(), "a session as root");
+    assert!(!is_mounted(&g.home("root")));
+    let _ = fs::remove_dir_all(&work);
+}
+
+/// `user disable` and `user remove` (without --purge) stop new sessions:
+/// the daemon refuses the hook and says why; `user enable` lets them in.
+#[test]
+fn disabled_and_removed_users_cannot_connect() {
+    let mut g = local_gw();
+    let u = unique_user("d");
+    ok(g.add_user(&u, "pw-d", &[]));
+    let work = unique_dir("smbwork");
+    smb_ok(g.smbclient(&u, "pw-d", "ls", &work));
+    ok(g.sg(&["user", "disable", &u], ""));
+    let list = String::from_utf8_lossy(&ok(g.sg(&["user", "list"], "")).stdout).to_string();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&u) && l.contains("disabled")),
+        "{list}"
+    );
+    wait_until(
+        30,
+        || !is_mounted(&g.home(&u)),
+        || "idle home was not unmounted".to_string(),
+    );
+    let o = g.smbclient(&u, "pw-d", "ls", &work);
+    assert!(!o.status.success(), "a disabled user connected");
+    let o = g.sg(&["hook", "connect", &u], "");
+    assert!(!o.status.success(), "the hook accepted a disabled user");
+    assert!(stderr(&o).contains("disabled"), "{}", stderr(&o));
+    assert!(
+        !is_mounted(&g.home(&u)),
+        "a disabled user's home was mounted"
+    );
+    let log = g.daemon_log();
+    assert!(
+        log.contains("refusing the connection") && log.contains(&format!("user {u} is disabled")),
+        "{log}"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in the daemon log: {log:?}"
+    );
+    // Enabled again: back in.
+    ok(g.sg(&["user", "enable", &u], ""));
+    smb_ok(g.smbclient(&u, "pw-d", "ls", &work));
+    // Removed, data kept: no session either.
+    ok(g.sg(&["user", "remove", &u], ""));
+    assert!(!is_mounted(&g.home(&u)));
+    let o = g.sg(&["hook", "connect", &u], "");
+    assert!(!o.status.success(), "the hook accepted a removed user");
+    assert!(stderr(&o).contains("was removed"), "{}", stderr(&o));
+    assert!(
+        !is_mounted(&g.home(&u)),
+        "a removed user's home was mounted"
+    );
+    let o = g.smbclient(&u, "pw-d", "ls", &work);
+    assert!(!o.status.success(), "a removed user connected");
+    let _ = fs::remove_dir_all(&work);
+}
+
+/// `user remove --purge` that cannot delete the Samba account fails (the
+/// password would keep working) and purges nothing; a retry completes.
+#[test]
+fn purge_that_leaves_the_samba_account_fails() {
+    let mut g = local_gw();
+    let u = unique_user("x");
+    ok(g.add_user(&u, "pw-x", &[]));
+    // smbpasswd that cannot delete (as with a read-only or broken passdb).
+    let shim = g.root.join("shim");
+    fs::create_dir_all(&shim).unwrap();
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v smbpasswd"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    fs::write(
+        shim.join("smbpasswd"),
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -x ] && {{ echo 'Failed to delete entry for user' >&2; exit 1; }}; done\nexec {} \"$@\"\n",
+            real.trim()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(shim.join("smbpasswd"))
+        .status()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        shim.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = g.sg_env(&["user", "remove", &u, "--purge"], "", &[("PATH", &path)]);
+    assert!(
+        !o.status.success(),
+        "purge exited 0 leaving the Samba account"
+    );
+    let e = stderr(&o);
+    assert!(
+        e.contains("Samba account")
+            && e.contains("password still works")
+            && e.contains("Nothing was purged"),
+        "{e}"
+    );
+    // Still listed, marked removed, and refused at connect.
+    let list = String::from_utf8_lossy(&ok(g.sg(&["user", "list"], "")).stdout).to_string();
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&u) && l.contains("removed")),
+        "{list}"
+    );
+    let work = unique_dir("smbwork");
+    assert!(!g.smbclient(&u, "pw-x", "ls", &work).status.success());
+    // Fixed: the retry purges.
+    ok(g.sg(&["user", "remove", &u, "--purge"], ""));
+    let list = String::from_utf8_lossy(&ok(g.sg(&["user", "list"], "")).stdout).to_string();
+    assert!(!list.contains(&u), "{list}");
+    assert!(!Command::new("pdbedit")
+        .arg("-s")
+        .arg(&g.smb_conf)
+        .args(["-L", "-u", &u])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let _ = fs::remove_dir_all(&work);
+}
+
+/// The control socket is root-only, and a user who is not root is told
+/// that, not that the daemon is not running.
+#[test]
+fn control_socket_is_root_only_and_says_so() {
+    let g = local_gw();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(g.root.join("run/gw.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "socket mode {mode:o}");
+    let o = Command::new("runuser")
+        .args(["-u", "nobody", "--", BIN, "status", "--config"])
+        .arg(&g.config)
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("permission denied") && e.contains("root") && !e.contains("not running"),
+        "{e}"
+    );
+}
+
+/// `stat` and `ctl` work on gateway homes (asked of the daemon, whose
+/// homes have no mount process of their own); `status` shows cache health.
+#[test]
+fn stat_and_ctl_work_on_gateway_homes() {
+    let mut g = local_gw();
+    let u = unique_user("s");
+    ok(g.add_user(&u, "pw-s", &[]));
+    ok(g.sg(&["hook", "connect", &u], ""));
+    let home = g.home(&u);
+    fs::write(home.join("data.bin"), random_bytes(5 << 20, 3)).unwrap();
+    let hs = home.display().to_string();
+    let o = ok(g.sg(&["stat", &hs, "--json"], ""));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["counts"]["inodes"].as_u64().unwrap() >= 2, "{v}");
+    assert!(v["store"].as_str().unwrap().contains(&u), "{v}");
+    let o = ok(g.sg(&["stat", &hs], ""));
+    let human = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(human.contains("cache dirty:"), "{human}");
+    ok(g.sg(&["ctl", &hs, "flush"], ""));
+    let o = ok(g.sg(&["stat", &hs, "--json"], ""));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["cache"]["dirty_bytes"], 0, "flush left dirty data: {v}");
+    assert_eq!(v["cache"]["upload_queue"], 0, "{v}");
+    ok(g.sg(&["ctl", &hs, "backup-metadata"], ""));
+    // status, without --json, shows cache use and dirty bytes.
+    let o = ok(g.sg(&["status"], ""));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let line = out.lines().find(|l| l.starts_with(&u)).unwrap_or_default();
+    assert!(
+        out.contains("cache used/size") && out.contains("dirty/limit") && line.contains("MiB/"),
+        "{out}"
+    );
+    // A directory that is not a home: said clearly.
+    let o = g.sg(&["stat", g.root.to_str().unwrap()], "");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no swiftgate mount process answers")
+            && stderr(&o).contains("not a home this gateway has mounted"),
+        "{}",
+        stderr(&o)
+    );
+    ok(g.sg(&["hook", "disconnect", &u], ""));
 }

@@ -15,12 +15,17 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq -o DPkg::Lock::Timeout=600
     apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "${need[@]}" >/dev/null
 fi
-# A Windows-like SMB client for the gateway tests (PyPI smbprotocol).
-if ! python3 -c 'import smbclient' 2>/dev/null; then
-    python3 -m pip --version >/dev/null 2>&1 || {
-        apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends python3-pip >/dev/null
-    }
-    # Debian's own python refuses pip installs without this flag (PEP 668).
-    python3 -m pip install --quiet smbprotocol 2>/dev/null ||
-        python3 -m pip install --quiet --break-system-packages smbprotocol
+# A Windows-like SMB client for the gateway tests (PyPI smbprotocol), in a
+# virtual environment of its own: the system Python stays untouched. The
+# tests find it at this path (or SWIFTGATE_TEST_VENV).
+venv=${SWIFTGATE_TEST_VENV:-/opt/swiftgate-test-venv}
+if ! "$venv/bin/python" -c 'import smbclient' 2>/dev/null; then
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq -o DPkg::Lock::Timeout=600
+        apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends python3-venv >/dev/null
+    fi
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet smbprotocol
 fi

@@ -41,12 +41,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("cache disk I/O on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cache disk I/O on {path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error(transparent)]
@@ -68,7 +64,7 @@ pub type Result<T> = std::result::Result<T, CacheError>;
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
     move |source| CacheError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 
@@ -1093,8 +1089,8 @@ impl Cache {
                 }
                 self.requeue(st, (ino, idx));
                 match e {
-                    CacheError::Io { ref source, .. }
-                        if source.raw_os_error() == Some(libc::ENOSPC) =>
+                    CacheError::Io { ref cause, .. }
+                        if cause.raw_os_error() == Some(libc::ENOSPC) =>
                     {
                         // Measure again next time; the caller waits and retries.
                         st.disk_checked = None;
@@ -1969,7 +1965,7 @@ fn is_disk_full(e: &CacheError) -> bool {
             f.code == rusqlite::ErrorCode::DiskFull
         }
         CacheError::NoSpace => true,
-        CacheError::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+        CacheError::Io { cause: source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
         _ => false,
     }
 }

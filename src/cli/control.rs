@@ -5,7 +5,7 @@
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 pub fn run_dir() -> PathBuf {
@@ -28,7 +28,7 @@ pub type Handler = dyn Fn(&str, &mut dyn FnMut(Value)) -> Result<Value, String> 
 pub fn serve(path: &Path, handler: std::sync::Arc<Handler>) -> anyhow::Result<()> {
     std::fs::create_dir_all(run_dir()).context("creating the run directory")?;
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)
+    let listener = crate::gateway::control::bind_private(path)
         .with_context(|| format!("binding control socket {}", path.display()))?;
     // Root-only: the socket can unmount and flush.
     use std::os::unix::fs::PermissionsExt;

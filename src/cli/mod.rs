@@ -2,6 +2,7 @@
 
 pub mod control;
 pub mod mount;
+pub mod stat;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -71,18 +72,24 @@ pub enum Cmd {
         #[arg(long)]
         release_quarantine: bool,
     },
-    /// Figures of a mounted filesystem.
+    /// Figures of a mounted filesystem (standalone or a gateway home).
     Stat {
         mountpoint: PathBuf,
         #[arg(long)]
         json: bool,
+        /// The gateway to ask when the mountpoint is one of its homes.
+        #[arg(long, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
     },
-    /// Control a mounted filesystem.
+    /// Control a mounted filesystem (standalone or a gateway home).
     Ctl {
         mountpoint: PathBuf,
         /// gc: rewrite packs that are mostly dead now (otherwise every minute)
         #[arg(value_parser = ["flush", "backup-metadata", "drop-cache", "gc"])]
         action: String,
+        /// The gateway to ask when the mountpoint is one of its homes.
+        #[arg(long, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
     },
     /// Run the gateway daemon (foreground): per-user homes for Samba.
     Serve {
@@ -128,6 +135,18 @@ pub enum Cmd {
     },
 }
 
+impl Cmd {
+    /// Whether the command goes on in the background with its stderr
+    /// redirected to a log file.
+    pub fn detaches(&self) -> bool {
+        match self {
+            Cmd::Mount(a) => !a.foreground,
+            Cmd::Demo { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum UserCmd {
     /// Verify the store credentials, create the home filesystem if new, the
@@ -137,6 +156,18 @@ pub enum UserCmd {
         user: String,
         #[command(flatten)]
         keystone: UserKeystoneArgs,
+        /// Take over an existing Unix account that swiftgate did not create
+        /// (outside [users] group or below uid_min); never root.
+        #[arg(long)]
+        adopt: bool,
+    },
+    /// Refuse the user's sessions (Samba account disabled too); data kept.
+    Disable {
+        user: String,
+    },
+    /// Let a disabled user in again.
+    Enable {
+        user: String,
     },
     List,
     Show {
@@ -269,11 +300,25 @@ fn gateway_parts(
     Ok((cfg, map))
 }
 
+fn state(e: &crate::gateway::usermap::UserEntry) -> &'static str {
+    if e.removed {
+        "removed"
+    } else if e.disabled {
+        "disabled"
+    } else {
+        "active"
+    }
+}
+
 fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
     use crate::gateway::users;
     let (cfg, map) = gateway_parts(config)?;
     match cmd {
-        UserCmd::Add { user, keystone } => {
+        UserCmd::Add {
+            user,
+            keystone,
+            adopt,
+        } => {
             crate::gateway::usermap::check_name(&user)?;
             let credentials = keystone.credentials()?;
             let password = read_new_password("Samba password")?;
@@ -284,6 +329,7 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
                 users::AddOptions {
                     password,
                     credentials,
+                    adopt,
                 },
             )?;
             println!("{msg}");
@@ -291,13 +337,7 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
         UserCmd::List => {
             println!("{:<20} {:>6}  {:<9} store", "user", "uid", "state");
             for (u, e) in map.list()? {
-                println!(
-                    "{:<20} {:>6}  {:<9} {}",
-                    u,
-                    e.uid,
-                    if e.disabled { "removed" } else { "active" },
-                    e.store
-                );
+                println!("{:<20} {:>6}  {:<9} {}", u, e.uid, state(&e), e.store);
             }
         }
         UserCmd::Show { user } => {
@@ -306,14 +346,7 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
             println!("uid/gid:     {}/{}", e.uid, e.gid);
             println!("store:       {}", e.store);
             println!("mountpoint:  {}", cfg.mountpoint(&user).display());
-            println!(
-                "state:       {}",
-                if e.disabled {
-                    "removed (data kept)"
-                } else {
-                    "active"
-                }
-            );
+            println!("state:       {}", state(&e));
             println!(
                 "encrypted:   {}",
                 if s.passphrase.is_some() {
@@ -338,6 +371,8 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
                 None => println!("keystone:    the gateway's service identity"),
             }
         }
+        UserCmd::Disable { user } => println!("{}", users::set_disabled(&cfg, &map, &user, true)?),
+        UserCmd::Enable { user } => println!("{}", users::set_disabled(&cfg, &map, &user, false)?),
         UserCmd::Remove { user, purge } => println!("{}", users::remove(&cfg, &map, &user, purge)?),
         UserCmd::Passwd {
             user,
@@ -597,21 +632,33 @@ pub fn run(cli: Cli) -> Result<i32> {
                 println!("{}", v["homes"]);
             } else {
                 println!(
-                    "{:<16} {:>5} {:>8} {:>10}  mountpoint",
-                    "user", "conns", "idle s", "dirty MiB"
+                    "{:<16} {:>5} {:>8} {:>21} {:>21} {:>7}  mountpoint",
+                    "user", "conns", "idle s", "cache used/size", "dirty/limit", "queue"
                 );
+                let mut errors = Vec::new();
                 for h in v["homes"].as_array().into_iter().flatten() {
+                    let c = &h["cache"];
+                    let g = |k: &str| c[k].as_u64().unwrap_or(0);
+                    let user = h["user"].as_str().unwrap_or("");
                     println!(
-                        "{:<16} {:>5} {:>8} {:>10}  {}",
-                        h["user"].as_str().unwrap_or(""),
+                        "{:<16} {:>5} {:>8} {:>21} {:>21} {:>7}  {}",
+                        user,
                         h["connections"],
                         h["idle_secs"]
                             .as_u64()
                             .map(|s| s.to_string())
                             .unwrap_or_else(|| "-".into()),
-                        h["cache"]["dirty_bytes"].as_u64().unwrap_or(0) >> 20,
+                        format!("{}/{}", human(g("used_bytes")), human(g("cache_size"))),
+                        format!("{}/{}", human(g("dirty_bytes")), human(g("dirty_limit"))),
+                        g("upload_queue"),
                         h["mountpoint"].as_str().unwrap_or("")
                     );
+                    if let Some(e) = c["last_error"].as_str() {
+                        errors.push(format!("{user}: last upload error: {e}"));
+                    }
+                }
+                for e in errors {
+                    println!("{e}");
                 }
             }
             Ok(0)
@@ -675,8 +722,16 @@ pub fn run(cli: Cli) -> Result<i32> {
             );
             Ok(code)
         }
-        Cmd::Stat { mountpoint, json } => {
-            let v = control::request(&mountpoint, "stat", |_| {})?;
+        Cmd::Stat {
+            mountpoint,
+            json,
+            config,
+        } => {
+            let v = stat::mount_command(
+                &mountpoint,
+                crate::fs::commands::MountCommand::Stat,
+                &config,
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -709,8 +764,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Ctl { mountpoint, action } => {
-            let v = control::request(&mountpoint, &action, |_| {})?;
+        Cmd::Ctl {
+            mountpoint,
+            action,
+            config,
+        } => {
+            let cmd = crate::fs::commands::MountCommand::parse(&action)
+                .with_context(|| format!("unknown action {action:?}"))?;
+            let v = stat::mount_command(&mountpoint, cmd, &config)?;
             println!(
                 "{action}: done {}",
                 if v.is_null() {

@@ -1,6 +1,7 @@
 //! `mount` (daemonizes, returns once usable), `umount`, `demo`.
 
 use super::{control, parse_duration, parse_size, read_passphrase};
+use crate::fs::commands::{self, MountCommand};
 use crate::fs::engine::{Engine, OpenOptions};
 use crate::fs::fuse::FuseFs;
 use crate::fs::Durability;
@@ -24,9 +25,10 @@ pub struct MountArgs {
     /// Local cache size limit.
     #[arg(long, default_value = "10G", value_parser = parse_size)]
     pub cache_size: u64,
-    /// Dirty (not yet uploaded) bytes before writers wait.
-    #[arg(long, default_value = "2G", value_parser = parse_size)]
-    pub dirty_limit: u64,
+    /// Dirty (not yet uploaded) bytes before writers wait [default: 2G, or
+    /// half the cache if that is smaller].
+    #[arg(long, value_parser = parse_size)]
+    pub dirty_limit: Option<u64>,
     #[arg(long, default_value_t = 8)]
     pub upload_workers: usize,
     /// local: fsync = on the cache disk; remote: fsync = in the store.
@@ -99,7 +101,7 @@ fn check_mountpoint(mp: &Path) -> Result<()> {
 
 pub fn mount(a: MountArgs) -> Result<i32> {
     check_mountpoint(&a.mountpoint)?;
-    if a.dirty_limit > a.cache_size {
+    if a.dirty_limit.is_some_and(|d| d > a.cache_size) {
         bail!("--dirty-limit must not exceed --cache-size");
     }
     let passphrase = read_passphrase(a.passphrase_file.as_deref())?;
@@ -235,6 +237,12 @@ fn fd_into_raw(fd: OwnedFd) -> i32 {
     fd.into_raw_fd()
 }
 
+/// The dirty limit given, else the default scaled down to a small cache.
+fn dirty_limit(a: &MountArgs) -> u64 {
+    a.dirty_limit
+        .unwrap_or_else(|| crate::gateway::config::default_dirty_limit(2 << 30, a.cache_size))
+}
+
 fn start(
     a: &MountArgs,
     mp: &Path,
@@ -246,7 +254,7 @@ fn start(
         &OpenOptions {
             cache_dir: a.cache_dir.clone(),
             cache_size: a.cache_size,
-            dirty_limit: a.dirty_limit,
+            dirty_limit: dirty_limit(a),
             upload_workers: a.upload_workers,
             upload_delay: a.upload_delay,
             durability: a.durability,
@@ -288,49 +296,17 @@ fn handle(
     cmd: &str,
     progress: &mut dyn FnMut(serde_json::Value),
 ) -> std::result::Result<serde_json::Value, String> {
-    let fs = &engine.fs;
-    match cmd {
-        "stat" => {
-            let counts = fs.counts().map_err(|e| e.to_string())?;
-            Ok(json!({
-                "uuid": engine.params.uuid,
-                "pid": std::process::id(),
-                "store": engine.store.url(),
-                "block_size": engine.params.block_size,
-                "counts": counts,
-                "cache": fs.cache().stats(),
-                "metadata_generation": fs.shipper().shipped_gen(),
-            }))
-        }
-        "flush" | "umount" => {
-            let p = std::cell::RefCell::new(progress);
-            engine
-                .flush(&|n| (p.borrow_mut())(json!(n)))
-                .map_err(|e| e.to_string())?;
-            if cmd == "umount" {
-                unmounter.lock().unmount().map_err(|e| {
-                    format!("data is flushed, but unmounting failed: {e} (is a file still open?)")
-                })?;
-            }
-            Ok(serde_json::Value::Null)
-        }
-        "backup-metadata" => {
-            // Data first: a generation whose blocks are all stored is one a
-            // new host can use without reading zeros.
-            fs.cache().flush(None).map_err(|e| e.to_string())?;
-            let gen = fs.shipper().ship(true).map_err(|e| e.to_string())?;
-            Ok(json!({ "generation": gen }))
-        }
-        "gc" => {
-            let s = fs.cache().gc_packs(1000).map_err(|e| e.to_string())?;
-            Ok(serde_json::to_value(s).unwrap_or_default())
-        }
-        "drop-cache" => {
-            fs.cache().drop_clean();
-            Ok(serde_json::Value::Null)
-        }
-        _ => Err(format!("unknown command {cmd:?}")),
+    let p = std::cell::RefCell::new(progress);
+    let progress = |n: usize| (p.borrow_mut())(json!(n));
+    if cmd == "umount" {
+        engine.flush(&progress).map_err(|e| e.to_string())?;
+        unmounter.lock().unmount().map_err(|e| {
+            format!("data is flushed, but unmounting failed: {e} (is a file still open?)")
+        })?;
+        return Ok(serde_json::Value::Null);
     }
+    let cmd = MountCommand::parse(cmd).ok_or_else(|| format!("unknown command {cmd:?}"))?;
+    commands::run(engine, cmd, &progress)
 }
 
 pub fn umount(mp: &Path) -> Result<i32> {
@@ -420,7 +396,7 @@ pub fn demo(store_dir: &Path, mp: &Path) -> Result<i32> {
         swift: Default::default(),
         cache_dir: PathBuf::from("/var/cache/swiftgate"),
         cache_size: 10 << 30,
-        dirty_limit: 2 << 30,
+        dirty_limit: None,
         upload_workers: 8,
         durability: Durability::Local,
         metadata_interval: Duration::from_secs(30),

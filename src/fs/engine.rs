@@ -33,29 +33,30 @@ pub enum EngineError {
     NotEmpty { url: String, count: usize },
     #[error("invalid block size {0}: use a power of two between 64 KiB and 64 MiB")]
     BadBlockSize(u64),
-    #[error("{0}")]
+    #[error(transparent)]
     Params(#[from] ParamsError),
-    #[error("{0}")]
+    #[error(transparent)]
     Lease(#[from] LeaseError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("metadata: {0}")]
-    Meta(#[from] MetaError),
+    Meta(MetaError),
     #[error("metadata shipping: {0}")]
-    Ship(#[from] ShipError),
+    Ship(ShipError),
     #[error("cache: {0}")]
-    Cache(#[from] CacheError),
-    #[error("cache directory {path}: {source}")]
+    Cache(CacheError),
+    #[error("cache directory {path}: {cause}")]
     CacheDir {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("data could not be flushed: {0}")]
     Flush(String),
     #[error("{0}. Nothing was changed. To look closer run `swiftgate fsck --dry-run`; to go on with the older generation mount with --accept-rollback (the damaged snapshots are kept, and objects only they referenced are never deleted)")]
     Rollback(String),
 }
+
+cause_from!(MetaError => EngineError::Meta, ShipError => EngineError::Ship, CacheError => EngineError::Cache);
 
 pub type Result<T> = std::result::Result<T, EngineError>;
 
@@ -137,7 +138,7 @@ fn tempdir_for_mkfs() -> Result<PathBuf> {
     ));
     crate::secure::private_dir(&p).map_err(|source| EngineError::CacheDir {
         path: p.clone(),
-        source,
+        cause: source,
     })?;
     Ok(p)
 }
@@ -277,7 +278,7 @@ impl Engine {
                 .and_then(|()| crate::secure::private_dir(&dir))
                 .map_err(|source| EngineError::CacheDir {
                     path: dir.clone(),
-                    source,
+                    cause: source,
                 })?;
             let mcodec = meta_codec(key.as_ref());
             let (gen, rolled_back) = prepare_metadata(
@@ -296,7 +297,7 @@ impl Engine {
             meta.start_batching()
                 .map_err(|source| EngineError::CacheDir {
                     path: dir.clone(),
-                    source,
+                    cause: source,
                 })?;
             let shipper = Arc::new(Shipper::new(store.clone(), mcodec, meta.clone(), gen));
             if rolled_back {
@@ -324,7 +325,7 @@ impl Engine {
                 .start_workers()
                 .map_err(|source| EngineError::CacheDir {
                     path: dir.clone(),
-                    source,
+                    cause: source,
                 })?;
             let fs = Arc::new(
                 Fs::new(meta, cache, shipper, o.durability)

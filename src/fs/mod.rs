@@ -2,6 +2,7 @@
 //! method takes plain values and returns a result whose error is an errno.
 //! `fuse.rs` only translates between this and the kernel protocol.
 
+pub mod commands;
 pub mod engine;
 pub mod fuse;
 
@@ -54,7 +55,7 @@ impl From<CacheError> for Errno {
             CacheError::Meta(m) => m.into(),
             // Reported (rate-limited) where it was found.
             CacheError::NoSpace => Errno(libc::ENOSPC),
-            CacheError::Io { ref source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+            CacheError::Io { ref cause, .. } if cause.raw_os_error() == Some(libc::ENOSPC) => {
                 tracing::error!("{e}");
                 Errno(libc::ENOSPC)
             }

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -21,6 +20,10 @@ pub enum ConfigError {
 fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let s = String::deserialize(d)?;
     parse_size(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_size_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de_size(d).map(Some)
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -109,7 +112,11 @@ pub struct CacheSection {
     /// One budget shared by every mounted home.
     #[serde(default = "default_cache_size", deserialize_with = "de_size")]
     pub size: u64,
-    #[serde(default = "default_dirty", deserialize_with = "de_size")]
+    /// Given in the file, or None: then the default, scaled to `size`.
+    #[serde(default, rename = "dirty_limit", deserialize_with = "de_size_opt")]
+    dirty_limit_set: Option<u64>,
+    /// The limit in force (set by `GatewayConfig::parse`).
+    #[serde(skip)]
     pub dirty_limit: u64,
     #[serde(default = "default_workers")]
     pub upload_workers: usize,
@@ -121,8 +128,10 @@ fn default_cache_dir() -> PathBuf {
 fn default_cache_size() -> u64 {
     20 << 30
 }
-fn default_dirty() -> u64 {
-    4 << 30
+/// A default dirty limit follows a small cache down (half of it): only an
+/// explicit one larger than the cache is an error.
+pub fn default_dirty_limit(default: u64, cache_size: u64) -> u64 {
+    default.min(cache_size / 2)
 }
 fn default_workers() -> usize {
     8
@@ -168,6 +177,14 @@ pub struct UsersSection {
     /// The key for those secrets: 32 random bytes, root-only.
     #[serde(default = "default_key_file")]
     pub key_file: PathBuf,
+    /// The group every account `user add` creates belongs to. An existing
+    /// account outside it (or below `uid_min`) is someone else's: `user
+    /// add` refuses it unless told `--adopt`.
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// Accounts swiftgate creates get a uid from here up.
+    #[serde(default = "default_uid_min")]
+    pub uid_min: u32,
 }
 
 fn default_mode() -> UserMapMode {
@@ -178,6 +195,12 @@ fn default_user_db() -> PathBuf {
 }
 fn default_key_file() -> PathBuf {
     "/etc/swiftgate/secret.key".into()
+}
+fn default_group() -> String {
+    "swiftgate".into()
+}
+fn default_uid_min() -> u32 {
+    1000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,7 +276,7 @@ impl GatewayConfig {
     pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Self::parse(&text, path)
     }
@@ -263,7 +286,7 @@ impl GatewayConfig {
             path: path.to_path_buf(),
             message,
         };
-        let cfg: GatewayConfig = toml::from_str(text).map_err(|e| {
+        let mut cfg: GatewayConfig = toml::from_str(text).map_err(|e| {
             // toml reports a byte span; turn it into a line number.
             let line = e
                 .span()
@@ -296,9 +319,24 @@ impl GatewayConfig {
                 "[mounts] root and [cache] dir must be absolute paths".into(),
             ));
         }
-        if cfg.cache.dirty_limit > cfg.cache.size {
-            return Err(invalid("[cache] dirty_limit must not exceed size".into()));
+        if cfg.users.uid_min == 0 {
+            return Err(invalid(
+                "[users] uid_min must be above 0: uid 0 is root".into(),
+            ));
         }
+        if super::usermap::check_name(&cfg.users.group).is_err() {
+            return Err(invalid(format!(
+                "[users] group {:?} is not a valid group name",
+                cfg.users.group
+            )));
+        }
+        cfg.cache.dirty_limit = match cfg.cache.dirty_limit_set {
+            Some(d) if d > cfg.cache.size => {
+                return Err(invalid("[cache] dirty_limit must not exceed size".into()))
+            }
+            Some(d) => d,
+            None => default_dirty_limit(4 << 30, cfg.cache.size),
+        };
         Ok(cfg)
     }
 
@@ -330,6 +368,23 @@ mod tests {
         );
         assert_eq!(c.users.mode, UserMapMode::Service);
         assert_eq!(c.cache.size, 20 << 30);
+        assert_eq!(c.cache.dirty_limit, 4 << 30);
+    }
+
+    #[test]
+    fn the_default_dirty_limit_follows_a_small_cache() {
+        let parse = |cache: &str| {
+            GatewayConfig::parse(
+                &format!("[store]\nurl = \"local:///x/{{user}}\"\n[cache]\n{cache}\n"),
+                Path::new("g.toml"),
+            )
+        };
+        assert_eq!(parse("size = \"2G\"").unwrap().cache.dirty_limit, 1 << 30);
+        assert_eq!(parse("size = \"100G\"").unwrap().cache.dirty_limit, 4 << 30);
+        let c = parse("size = \"2G\"\ndirty_limit = \"2G\"").unwrap();
+        assert_eq!(c.cache.dirty_limit, 2 << 30);
+        let e = parse("size = \"2G\"\ndirty_limit = \"3G\"").unwrap_err();
+        assert!(e.to_string().contains("dirty_limit must not exceed"), "{e}");
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! Requests: `{"op":"connect","user":"alice","smbd":{"pid":..,"start":..}}`
 //! (smbd optional), `disconnect` (same fields), `unmount`,
-//! `status`, `ping`. Answers: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
+//! `status`, `ping`, `home` (see [`HomeRequest`]). Answers: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
 
 use super::daemon::Gateway;
+use crate::fs::commands::MountCommand;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -15,20 +16,14 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("control socket {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("control socket {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error("another gateway daemon is already listening on {0}")]
     InUse(String),
-    #[error("the gateway daemon is not running (no answer on {path}: {source}); start it with `swiftgate serve`")]
-    NotRunning {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("the gateway daemon is not running (no answer on {path}: {cause}); start it with `swiftgate serve`")]
+    NotRunning { path: String, cause: std::io::Error },
+    #[error("permission denied on the control socket {0}: only root controls the gateway (run this as root)")]
+    Denied(String),
     #[error("{0}")]
     Refused(String),
 }
@@ -38,7 +33,7 @@ pub fn serve(path: &Path, gw: Arc<Gateway>) -> Result<(), ControlError> {
     let ps = path.display().to_string();
     let io = |source| ControlError::Io {
         path: ps.clone(),
-        source,
+        cause: source,
     };
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(io)?;
@@ -49,7 +44,9 @@ pub fn serve(path: &Path, gw: Arc<Gateway>) -> Result<(), ControlError> {
         }
         std::fs::remove_file(path).map_err(io)?; // left by a crash
     }
-    let l = UnixListener::bind(path).map_err(io)?;
+    // Root-only from the first moment: created under a umask that leaves
+    // nothing for group and others (a chmod after bind leaves a window).
+    let l = bind_private(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     std::thread::Builder::new()
         .name("control".into())
@@ -64,6 +61,48 @@ pub fn serve(path: &Path, gw: Arc<Gateway>) -> Result<(), ControlError> {
         })
         .map_err(io)?;
     Ok(())
+}
+
+/// `swiftgate stat` / `ctl` on a home the daemon mounted:
+/// `{"op":"home","mountpoint":"/srv/swiftgate/home/alice","command":"stat"}`,
+/// answered with `{"ok":true,"result":...}` (what a standalone mount's
+/// socket answers to the same command).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HomeRequest {
+    pub mountpoint: std::path::PathBuf,
+    pub command: MountCommand,
+}
+
+/// Client side of [`HomeRequest`].
+pub fn home_command(
+    socket: &Path,
+    mountpoint: &Path,
+    command: MountCommand,
+) -> Result<Value, ControlError> {
+    let mut req = serde_json::to_value(HomeRequest {
+        mountpoint: mountpoint.to_path_buf(),
+        command,
+    })
+    .expect("serializable");
+    req["op"] = json!("home");
+    // A flush uploads whatever is dirty: it may take long.
+    let timeout = match command {
+        MountCommand::Stat => Duration::from_secs(60),
+        _ => Duration::from_secs(24 * 3600),
+    };
+    let mut v = request(socket, &req, timeout)?;
+    Ok(v["result"].take())
+}
+
+/// Bind a Unix socket that only its owner can connect to.
+pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use nix::sys::stat::{umask, Mode};
+    // umask is per process: another thread creating a file meanwhile only
+    // gets stricter modes, never looser ones.
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let l = UnixListener::bind(path);
+    umask(old);
+    l
 }
 
 fn handle_client(c: UnixStream, gw: &Arc<Gateway>) {
@@ -110,6 +149,13 @@ fn handle(gw: &Arc<Gateway>, req: &Value) -> Value {
             .map(|was| json!({"was_mounted": was}))
             .map_err(|e| e.to_string()),
         "status" => Ok(json!({"homes": gw.status()})),
+        "home" => match serde_json::from_value::<HomeRequest>(req.clone()) {
+            Ok(r) => gw
+                .home_command(&r.mountpoint, r.command)
+                .map(|v| json!({ "result": v }))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("bad home request: {e}")),
+        },
         other => Err(format!("unknown op {other:?}")),
     };
     match res {
@@ -124,13 +170,19 @@ fn handle(gw: &Arc<Gateway>, req: &Value) -> Value {
 /// Client side: one request, one answer.
 pub fn request(path: &Path, req: &Value, timeout: Duration) -> Result<Value, ControlError> {
     let ps = path.display().to_string();
-    let mut c = UnixStream::connect(path).map_err(|source| ControlError::NotRunning {
-        path: ps.clone(),
-        source,
+    let mut c = UnixStream::connect(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            ControlError::Denied(ps.clone())
+        } else {
+            ControlError::NotRunning {
+                path: ps.clone(),
+                cause: source,
+            }
+        }
     })?;
     let io = |source| ControlError::Io {
         path: ps.clone(),
-        source,
+        cause: source,
     };
     c.set_read_timeout(Some(timeout)).map_err(io)?;
     writeln!(c, "{req}").map_err(io)?;

@@ -19,27 +19,34 @@ use std::time::{Duration, Instant};
 pub enum GatewayError {
     #[error(transparent)]
     UserMap(#[from] super::usermap::UserMapError),
-    #[error("cannot open the store of {user} ({url}): {source}")]
+    #[error("cannot open the store of {user} ({url}): {cause}")]
     Store {
         user: String,
         url: String,
-        #[source]
-        source: Box<crate::store::StoreError>,
+        cause: Box<crate::store::StoreError>,
     },
-    #[error("cannot mount the home of {user}: {source}")]
+    #[error("cannot mount the home of {user}: {cause}")]
     Engine {
         user: String,
-        #[source]
-        source: Box<crate::fs::engine::EngineError>,
+        cause: Box<crate::fs::engine::EngineError>,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("user {0} is disabled (`swiftgate user enable {0}` lets them in again)")]
+    Disabled(String),
+    #[error("user {0} was removed (`swiftgate user add {0}` brings the home back)")]
+    Removed(String),
+    #[error("user {0} maps to uid 0 (root): a home is never served as root")]
+    Root(String),
+    #[error("{0} is not a home this gateway has mounted")]
+    NotAHome(PathBuf),
+    #[error("{0}")]
+    Command(String),
 }
 
 /// Store flags for a user: the config's [store.swift] plus, in per-user
@@ -88,7 +95,7 @@ pub fn open_user_store(
     crate::store::open_with(&url, &opts).map_err(|source| GatewayError::Store {
         user: user.into(),
         url,
-        source: Box::new(source),
+        cause: Box::new(source),
     })
 }
 
@@ -158,6 +165,9 @@ impl Gateway {
         smbd: Option<SmbdProcess>,
     ) -> Result<(), GatewayError> {
         check_name(user)?;
+        // Asked at every session, mounted or not: `user disable` and
+        // `user remove` take effect at once.
+        self.may_connect(user)?;
         loop {
             if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
                 return Err(GatewayError::ShuttingDown);
@@ -184,6 +194,24 @@ impl Gateway {
             self.busy_cv.notify_all();
             drop(m);
             return res;
+        }
+    }
+
+    /// Whether the user map lets `user` start a session now.
+    fn may_connect(&self, user: &str) -> Result<(), GatewayError> {
+        let (e, _) = self.users.get(user)?;
+        let unix_uid = nix::unistd::User::from_name(user)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw());
+        if e.removed {
+            Err(GatewayError::Removed(user.into()))
+        } else if e.disabled {
+            Err(GatewayError::Disabled(user.into()))
+        } else if e.uid == 0 || unix_uid == Some(0) {
+            Err(GatewayError::Root(user.into()))
+        } else {
+            Ok(())
         }
     }
 
@@ -280,7 +308,7 @@ impl Gateway {
         )
         .map_err(|source| GatewayError::Engine {
             user: user.into(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
         for w in &engine.warnings {
             tracing::warn!(user, "{w}");
@@ -303,10 +331,7 @@ impl Gateway {
             Ok(s) => s,
             Err(e) => {
                 let _ = engine.close();
-                return Err(GatewayError::Io {
-                    path: mp,
-                    source: e,
-                });
+                return Err(GatewayError::Io { path: mp, cause: e });
             }
         };
         let thread = {
@@ -324,7 +349,7 @@ impl Gateway {
                 })
                 .map_err(|source| GatewayError::Io {
                     path: mp.clone(),
-                    source,
+                    cause: source,
                 })?
         };
         {
@@ -514,6 +539,26 @@ impl Gateway {
         }
     }
 
+    /// `swiftgate stat` / `ctl` on a mounted home, found by its mountpoint.
+    pub fn home_command(
+        &self,
+        mountpoint: &Path,
+        cmd: crate::fs::commands::MountCommand,
+    ) -> Result<serde_json::Value, GatewayError> {
+        let want = mountpoint
+            .canonicalize()
+            .unwrap_or_else(|_| mountpoint.to_path_buf());
+        // The engine, not the lock: a flush may take long.
+        let engine = self
+            .homes
+            .lock()
+            .values()
+            .find(|h| h.mp == want || h.mp.canonicalize().is_ok_and(|p| p == want))
+            .map(|h| h.engine.clone())
+            .ok_or(GatewayError::NotAHome(want))?;
+        crate::fs::commands::run(&engine, cmd, &|_| {}).map_err(GatewayError::Command)
+    }
+
     /// Flush and unmount everything (SIGTERM).
     pub fn shutdown(&self) {
         self.stopping
@@ -543,7 +588,7 @@ impl Gateway {
 fn prepare_mountpoint(mp: &Path) -> Result<(), GatewayError> {
     let io = |source| GatewayError::Io {
         path: mp.to_path_buf(),
-        source,
+        cause: source,
     };
     match std::fs::metadata(mp) {
         Ok(_) => {}

@@ -65,7 +65,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
     let cfg = GatewayConfig::load(config_path)?;
     crate::secure::new_dir(&cfg.cache.dir).map_err(|source| daemon::GatewayError::Io {
         path: cfg.cache.dir.clone(),
-        source,
+        cause: source,
     })?;
     let _ = crate::secure::private_file(&sessions_file(&cfg));
     let gw = Gateway::new(cfg.clone())?;

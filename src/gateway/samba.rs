@@ -8,12 +8,8 @@ use std::process::{Command, Stdio};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SambaError {
-    #[error("cannot run {cmd}: {source} (is Samba installed? apt install samba)")]
-    Spawn {
-        cmd: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot run {cmd}: {cause} (is Samba installed? apt install samba)")]
+    Spawn { cmd: String, cause: std::io::Error },
     #[error("{cmd} failed: {message}")]
     Failed { cmd: String, message: String },
 }
@@ -45,6 +41,9 @@ pub fn generate(
    server role = standalone server
    security = user
    map to guest = never
+   # No anonymous (null session) access, and never a session as root.
+   restrict anonymous = 2
+   invalid users = root
    passdb backend = tdbsam
    server min protocol = SMB2_10
    # Windows file attributes (hidden, read-only, ...), NT ACLs and
@@ -95,7 +94,7 @@ fn run_with_input(cmd: &mut Command, input: &str) -> Result<(), SambaError> {
         .spawn()
         .map_err(|source| SambaError::Spawn {
             cmd: name.clone(),
-            source,
+            cause: source,
         })?;
     if let Some(mut i) = child.stdin.take() {
         let _ = i.write_all(input.as_bytes());
@@ -104,7 +103,7 @@ fn run_with_input(cmd: &mut Command, input: &str) -> Result<(), SambaError> {
         .wait_with_output()
         .map_err(|source| SambaError::Spawn {
             cmd: name.clone(),
-            source,
+            cause: source,
         })?;
     if out.status.success() {
         Ok(())
@@ -139,4 +138,37 @@ pub fn delete_account(smb_conf: &Path, user: &str) -> Result<(), SambaError> {
             .args(["-s", "-x", user]),
         "",
     )
+}
+
+/// `smbpasswd -e` / `-d`: whether Samba accepts the account's password.
+pub fn set_enabled(smb_conf: &Path, user: &str, enabled: bool) -> Result<(), SambaError> {
+    run_with_input(
+        Command::new("smbpasswd").arg("-c").arg(smb_conf).args([
+            "-s",
+            if enabled { "-e" } else { "-d" },
+            user,
+        ]),
+        "",
+    )
+}
+
+/// Whether the passdb holds the account (None: cannot tell).
+pub fn account_exists(smb_conf: &Path, user: &str) -> Option<bool> {
+    let out = Command::new("pdbedit")
+        .arg("-s")
+        .arg(smb_conf)
+        .args(["-L", "-u", user])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    if out.status.success() {
+        return Some(true);
+    }
+    // pdbedit says so when the user is not there; anything else is unknown.
+    let text = String::from_utf8_lossy(&out.stderr).to_lowercase()
+        + &String::from_utf8_lossy(&out.stdout).to_lowercase();
+    (text.contains("not find")
+        || text.contains("no such user")
+        || text.contains("username not found"))
+    .then_some(false)
 }

@@ -14,11 +14,10 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserMapError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: not a valid user map: {message}")]
     Corrupt { path: PathBuf, message: String },
@@ -120,8 +119,12 @@ pub struct UserEntry {
     pub store: String,
     pub created_unix: u64,
     /// Removed without --purge: no login, data and passphrase kept so a
-    /// later `user add` gets the same home back.
-    #[serde(default)]
+    /// later `user add` gets the same home back. ("disabled" in the file,
+    /// its name before `user disable` existed.)
+    #[serde(default, rename = "disabled")]
+    pub removed: bool,
+    /// `user disable`: the account stays, but no session may start.
+    #[serde(default, rename = "login_disabled")]
     pub disabled: bool,
     /// Base64 of nonce ‖ AES-256-GCM(JSON of UserSecrets), AAD = user name.
     secrets: String,
@@ -148,7 +151,7 @@ impl std::fmt::Debug for UserMap {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UserMapError + '_ {
     move |source| UserMapError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 
@@ -302,16 +305,15 @@ impl UserMap {
         check_name(user)?;
         let _g = self.lock.lock();
         let mut m = self.read()?;
-        let created_unix = m
-            .users
-            .get(user)
-            .map(|e| e.created_unix)
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0)
-            });
+        let old = m.users.get(user);
+        // A disabled user stays disabled whatever else changes.
+        let disabled = old.is_some_and(|e| e.disabled);
+        let created_unix = old.map(|e| e.created_unix).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        });
         m.version = 1;
         m.users.insert(
             user.to_string(),
@@ -320,7 +322,8 @@ impl UserMap {
                 gid,
                 store: store.to_string(),
                 created_unix,
-                disabled: false,
+                removed: false,
+                disabled,
                 secrets: self.seal(user, secrets),
             },
         );
@@ -337,14 +340,24 @@ impl UserMap {
         Ok(e)
     }
 
+    /// Mark a user removed (without --purge).
+    pub fn set_removed(&self, user: &str) -> Result<(), UserMapError> {
+        self.update(user, |e| e.removed = true)
+    }
+
+    /// `user disable` / `user enable`.
     pub fn set_disabled(&self, user: &str, disabled: bool) -> Result<(), UserMapError> {
+        self.update(user, |e| e.disabled = disabled)
+    }
+
+    fn update(&self, user: &str, f: impl FnOnce(&mut UserEntry)) -> Result<(), UserMapError> {
         let _g = self.lock.lock();
         let mut m = self.read()?;
         let e = m
             .users
             .get_mut(user)
             .ok_or_else(|| UserMapError::NoSuchUser(user.into()))?;
-        e.disabled = disabled;
+        f(e);
         self.write(&m)
     }
 

@@ -26,14 +26,30 @@ pub enum UsersError {
         url: String,
         reason: String,
     },
-    #[error("creating the filesystem of {user}: {source}")]
+    #[error("creating the filesystem of {user}: {cause}")]
     Mkfs {
         user: String,
-        #[source]
-        source: Box<engine::EngineError>,
+        cause: Box<engine::EngineError>,
     },
     #[error("{what} failed: {message}")]
     Command { what: String, message: String },
+    #[error("user {0} was removed (its data is kept): add it again with `swiftgate user add {0}`")]
+    Removed(String),
+    #[error("the Samba account of {user} could not be deleted, so its password still works: {reason}. {state} Delete it by hand (`smbpasswd -x {user}`) or fix the cause and run the command again")]
+    SambaKept {
+        user: String,
+        reason: String,
+        state: String,
+    },
+    #[error("{0} is uid 0 (root): a Samba user is never root; pick another name")]
+    Root(String),
+    #[error("a Unix account {user} (uid {uid}) already exists and swiftgate did not create it (not in group {group}, or uid below {uid_min}): its Samba sessions would run as that account. Pick another name, or give --adopt if this account is meant to be the Samba user")]
+    ForeignAccount {
+        user: String,
+        uid: u32,
+        group: String,
+        uid_min: u32,
+    },
 }
 
 fn run(what: &str, cmd: &mut Command) -> Result<(), UsersError> {
@@ -51,23 +67,86 @@ fn run(what: &str, cmd: &mut Command) -> Result<(), UsersError> {
     }
 }
 
-/// The Unix account Samba runs the user's session as: created if missing,
-/// without a login shell; its home is the mountpoint.
-fn ensure_unix_account(cfg: &GatewayConfig, user: &str) -> Result<(u32, u32), UsersError> {
-    if let Ok(Some(u)) = nix::unistd::User::from_name(user) {
-        return Ok((u.uid.as_raw(), u.gid.as_raw()));
+/// Whether an existing account is one `user add` made (or adopted): in
+/// the swiftgate group, uid in the configured range.
+fn is_ours(cfg: &GatewayConfig, u: &nix::unistd::User) -> bool {
+    let group = &cfg.users.group;
+    let in_group = match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => u.gid == g.gid || g.mem.contains(&u.name),
+        _ => false,
+    };
+    in_group && u.uid.as_raw() >= cfg.users.uid_min
+}
+
+/// The swiftgate group, created on first use (another `user add` running
+/// at the same time may win the race: that is fine).
+fn ensure_group(cfg: &GatewayConfig) -> Result<(), UsersError> {
+    let group = &cfg.users.group;
+    if let Ok(Some(_)) = nix::unistd::Group::from_name(group) {
+        return Ok(());
     }
+    let res = run(
+        "groupadd",
+        Command::new("groupadd").arg("--system").arg(group),
+    );
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(_)) => Ok(()),
+        _ => res,
+    }
+}
+
+/// The Unix account Samba runs the user's session as: created if missing
+/// (in the swiftgate group, without a login shell; its home is the
+/// mountpoint). An existing account swiftgate did not create belongs to
+/// someone else: taken over only with `adopt`, and root never.
+fn ensure_unix_account(
+    cfg: &GatewayConfig,
+    user: &str,
+    adopt: bool,
+) -> Result<(u32, u32), UsersError> {
+    if let Ok(Some(u)) = nix::unistd::User::from_name(user) {
+        let uid = u.uid.as_raw();
+        if uid == 0 {
+            return Err(UsersError::Root(user.into()));
+        }
+        if is_ours(cfg, &u) {
+            return Ok((uid, u.gid.as_raw()));
+        }
+        if !adopt {
+            return Err(UsersError::ForeignAccount {
+                user: user.into(),
+                uid,
+                group: cfg.users.group.clone(),
+                uid_min: cfg.users.uid_min,
+            });
+        }
+        ensure_group(cfg)?;
+        // Marked as ours from now on: later commands recognise it.
+        run(
+            "usermod",
+            Command::new("usermod")
+                .args(["--append", "--groups", &cfg.users.group])
+                .arg(user),
+        )?;
+        tracing::warn!(user, uid, "adopted an existing Unix account");
+        return Ok((uid, u.gid.as_raw()));
+    }
+    ensure_group(cfg)?;
     let home = cfg.mountpoint(user);
+    let uid_min = cfg.users.uid_min;
     run(
         "useradd",
         Command::new("useradd")
-            .args([
-                "--no-create-home",
-                "--user-group",
-                "--shell",
-                "/usr/sbin/nologin",
-                "--home-dir",
-            ])
+            .args(["--no-create-home", "--user-group", "--groups"])
+            .arg(&cfg.users.group)
+            .args(["--shell", "/usr/sbin/nologin", "-K"])
+            .arg(format!("UID_MIN={uid_min}"))
+            .arg("-K")
+            .arg(format!(
+                "UID_MAX={}",
+                uid_min.saturating_add(1 << 20).max(60000)
+            ))
+            .arg("--home-dir")
             .arg(&home)
             .arg(user),
     )?;
@@ -85,6 +164,8 @@ pub struct AddOptions {
     pub password: String,
     /// The user's Keystone identity (per-user mode).
     pub credentials: Option<UserCredentials>,
+    /// Take over an existing Unix account swiftgate did not create.
+    pub adopt: bool,
 }
 
 /// Add a user: verify the store credentials, create the filesystem if the
@@ -97,7 +178,7 @@ pub fn add(
 ) -> Result<String, UsersError> {
     check_name(user)?;
     let previous = match map.get(user) {
-        Ok((e, s)) if e.disabled => Some(s),
+        Ok((e, s)) if e.removed => Some(s),
         Ok(_) => return Err(UsersError::Exists(user.into())),
         Err(UserMapError::NoSuchUser(_)) => None,
         Err(e) => return Err(e.into()),
@@ -119,7 +200,7 @@ pub fn add(
     if o.credentials.is_some() {
         secrets.swift = o.credentials;
     }
-    let (uid, gid) = ensure_unix_account(cfg, user)?;
+    let (uid, gid) = ensure_unix_account(cfg, user, o.adopt)?;
     // First contact with the store: wrong credentials fail here.
     let store = open_user_store(cfg, user, &secrets)?;
     let url = cfg.store_url(user);
@@ -128,7 +209,7 @@ pub fn add(
         .map_err(|source| GatewayError::Store {
             user: user.into(),
             url: url.clone(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
     let what = if head.is_some() {
         let p = engine::read_params(&store).map_err(|e| UsersError::Foreign {
@@ -156,7 +237,7 @@ pub fn add(
         )
         .map_err(|source| UsersError::Mkfs {
             user: user.into(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
         "new filesystem created"
     };
@@ -175,6 +256,9 @@ pub fn passwd(
     credentials: Option<UserCredentials>,
 ) -> Result<(), UsersError> {
     let (e, mut s) = map.get(user)?;
+    if e.removed {
+        return Err(UsersError::Removed(user.into()));
+    }
     if let Some(c) = credentials {
         s.swift = Some(c);
         let store = open_user_store(cfg, user, &s)?;
@@ -183,7 +267,7 @@ pub fn passwd(
             .map_err(|source| GatewayError::Store {
                 user: user.into(),
                 url: e.store.clone(),
-                source: Box::new(source),
+                cause: Box::new(source),
             })?;
         map.put(user, e.uid, e.gid, &e.store, &s)?;
     }
@@ -202,14 +286,29 @@ pub fn remove(
     purge: bool,
 ) -> Result<String, UsersError> {
     let (e, s) = map.get(user)?;
+    // No new session from here on, whatever fails below.
+    map.set_removed(user)?;
     // A running daemon lets go of the home first (best effort).
     let _ = super::control::request(
         &cfg.control.socket,
         &serde_json::json!({"op": "unmount", "user": user}),
         std::time::Duration::from_secs(600),
     );
+    // A Samba account left behind keeps a working password: that is a
+    // failure of the command, not a warning.
     if let Err(err) = samba::delete_account(&cfg.samba.config, user) {
-        tracing::warn!(user, "removing the Samba account: {err}");
+        if samba::account_exists(&cfg.samba.config, user) != Some(false) {
+            return Err(UsersError::SambaKept {
+                user: user.into(),
+                reason: err.to_string(),
+                state: if purge {
+                    "Nothing was purged: the data and the user map entry are kept, the user is marked removed (connections are refused)."
+                } else {
+                    "The user is marked removed (connections are refused) and the data is kept."
+                }
+                .into(),
+            });
+        }
     }
     // Only accounts that look like ours (no shell, home = mountpoint).
     if let Ok(Some(u)) = nix::unistd::User::from_name(user) {
@@ -218,14 +317,13 @@ pub fn remove(
         }
     }
     if !purge {
-        map.set_disabled(user, true)?;
         return Ok(format!("user {user} removed; the data stays in {} (add the user again to get it back, or remove --purge)", e.store));
     }
     let store = open_user_store(cfg, user, &s)?;
     let all = store.list_all("").map_err(|source| GatewayError::Store {
         user: user.into(),
         url: e.store.clone(),
-        source: Box::new(source),
+        cause: Box::new(source),
     })?;
     let keys: Vec<String> = all.into_iter().map(|o| o.key).collect();
     store
@@ -233,7 +331,7 @@ pub fn remove(
         .map_err(|source| GatewayError::Store {
             user: user.into(),
             url: e.store.clone(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
     let _ = std::fs::remove_dir_all(cfg.cache.dir.join(user));
     map.remove(user)?;
@@ -242,4 +340,31 @@ pub fn remove(
         keys.len(),
         e.store
     ))
+}
+
+/// `user disable` / `user enable`: the account and the data stay; while
+/// disabled, Samba refuses the password and the daemon any session.
+pub fn set_disabled(
+    cfg: &GatewayConfig,
+    map: &UserMap,
+    user: &str,
+    disabled: bool,
+) -> Result<String, UsersError> {
+    let (e, _) = map.get(user)?;
+    if e.removed {
+        return Err(UsersError::Removed(user.into()));
+    }
+    if disabled {
+        // The map first: the daemon refuses sessions even if smbpasswd
+        // fails below.
+        map.set_disabled(user, true)?;
+        samba::set_enabled(&cfg.samba.config, user, false)?;
+        Ok(format!(
+            "user {user} disabled: new sessions are refused (open ones run until they end)"
+        ))
+    } else {
+        samba::set_enabled(&cfg.samba.config, user, true)?;
+        map.set_disabled(user, false)?;
+        Ok(format!("user {user} enabled"))
+    }
 }

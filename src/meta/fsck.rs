@@ -14,17 +14,19 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FsckError {
-    #[error("{0}")]
+    #[error(transparent)]
     Lease(#[from] LeaseError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("metadata: {0}")]
-    Meta(#[from] MetaError),
+    Meta(MetaError),
     #[error("metadata: {0}")]
-    Ship(#[from] ShipError),
+    Ship(ShipError),
     #[error("temporary directory: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
 }
+
+cause_from!(MetaError => FsckError::Meta, ShipError => FsckError::Ship, std::io::Error => FsckError::Io);
 
 #[derive(Debug, Clone, Default)]
 pub struct FsckOptions {

@@ -47,10 +47,12 @@ pub enum MetaError {
     #[error("too many links")]
     TooManyLinks,
     #[error("metadata database error: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(rusqlite::Error),
     #[error("metadata is inconsistent: {0}")]
     Corrupt(String),
 }
+
+cause_from!(rusqlite::Error => MetaError::Db);
 
 pub type Result<T> = std::result::Result<T, MetaError>;
 

@@ -32,10 +32,12 @@ pub enum ShipError {
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error("metadata snapshot I/O: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("no readable metadata snapshot in the store: {0}")]
     NoSnapshot(String),
 }
+
+cause_from!(std::io::Error => ShipError::Io);
 
 pub fn snap_key(gen: u64) -> String {
     format!("meta/snap-{gen:016x}")

@@ -20,7 +20,7 @@ impl LocalStore {
         let io = |source| StoreError::Io {
             store: url.clone(),
             key: String::new(),
-            source,
+            cause: source,
         };
         // Objects are encrypted unless --plain, but names, sizes and a
         // plain filesystem's bytes are nobody else's business.
@@ -47,7 +47,7 @@ impl LocalStore {
             StoreError::Io {
                 store: self.url(),
                 key: key.to_string(),
-                source,
+                cause: source,
             }
         }
     }

@@ -19,12 +19,11 @@ pub enum StoreError {
     NotFound { store: String, key: String },
     #[error("object {key} already exists in {store}")]
     AlreadyExists { store: String, key: String },
-    #[error("I/O error on {store} ({key}): {source}")]
+    #[error("I/O error on {store} ({key}): {cause}")]
     Io {
         store: String,
         key: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A failure worth retrying (connection reset, 5xx, throttling, injected fault).
     #[error("{}{message}", context(store, key))]
@@ -71,7 +70,7 @@ impl StoreError {
         match self {
             StoreError::Transient { .. } => true,
             // Local disk errors such as EIO may clear up; ENOSPC etc. will not.
-            StoreError::Io { source, .. } => matches!(
+            StoreError::Io { cause: source, .. } => matches!(
                 source.kind(),
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
             ),

@@ -77,7 +77,7 @@ impl ObjectStore for RetryStore {
         let buf = Self::buffered(len, body).map_err(|source| super::StoreError::Io {
             store: self.url(),
             key: key.into(),
-            source,
+            cause: source,
         })?;
         self.run("put", || self.inner.put_stream(key, len, &mut &buf[..]))
     }
@@ -85,7 +85,7 @@ impl ObjectStore for RetryStore {
         let buf = Self::buffered(len, body).map_err(|source| super::StoreError::Io {
             store: self.url(),
             key: key.into(),
-            source,
+            cause: source,
         })?;
         self.run("create", || {
             self.inner.create_stream(key, len, &mut &buf[..])

@@ -102,12 +102,11 @@ pub struct Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredsError {
-    #[error("cannot read {what} from {path}: {source}")]
+    #[error("cannot read {what} from {path}: {cause}")]
     File {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: not a valid clouds.yaml: {message}")]
     BadYaml { path: PathBuf, message: String },
@@ -168,7 +167,7 @@ fn read_secret_file(what: &'static str, path: &Path) -> Result<Secret, CredsErro
     let s = std::fs::read_to_string(path).map_err(|source| CredsError::File {
         what,
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     Ok(Secret::new(s.lines().next().unwrap_or("").to_string()))
 }
@@ -300,7 +299,7 @@ fn load_clouds(path: &Path) -> Result<Option<CloudsFile>, CredsError> {
             return Err(CredsError::File {
                 what: "clouds configuration",
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             })
         }
     };

@@ -389,7 +389,7 @@ impl SwiftStore {
             .map_err(|source| StoreError::Io {
                 store: self.display.clone(),
                 key: key.to_string(),
-                source,
+                cause: source,
             })?;
         Ok(buf)
     }

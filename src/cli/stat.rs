@@ -1,0 +1,47 @@
+//! `stat` and `ctl`: asked of the mount's own process (a standalone
+//! mount) or, when none answers, of the gateway daemon that mounted the
+//! home there.
+
+use super::control;
+use crate::fs::commands::MountCommand;
+use anyhow::{bail, Result};
+use serde_json::Value;
+use std::path::Path;
+
+pub fn mount_command(mp: &Path, cmd: MountCommand, config: &Path) -> Result<Value> {
+    let sock = control::socket_for(mp);
+    match std::os::unix::net::UnixStream::connect(&sock) {
+        Ok(_) => {
+            let name = serde_json::to_value(cmd)?;
+            return control::request(mp, name.as_str().unwrap_or_default(), |_| {});
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "permission denied on the control socket {} of {}: only root controls mounts (run this as root)",
+            sock.display(),
+            mp.display()
+        ),
+        Err(_) => {}
+    }
+    let nobody = format!(
+        "no swiftgate mount process answers for {} (socket {})",
+        mp.display(),
+        sock.display()
+    );
+    let cfg = match crate::gateway::GatewayConfig::load(config) {
+        Ok(c) => c,
+        Err(crate::gateway::config::ConfigError::Read { ref cause, .. })
+            if cause.kind() == std::io::ErrorKind::NotFound =>
+        {
+            bail!(
+                "{nobody}, and there is no gateway configuration {} (--config)",
+                config.display()
+            )
+        }
+        Err(e) => bail!("{nobody}; asking the gateway: {e}"),
+    };
+    match crate::gateway::control::home_command(&cfg.control.socket, mp, cmd) {
+        Ok(v) => Ok(v),
+        Err(e @ crate::gateway::control::ControlError::Denied(_)) => Err(e.into()),
+        Err(e) => bail!("{nobody}, and the gateway: {e}"),
+    }
+}

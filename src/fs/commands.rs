@@ -1,0 +1,69 @@
+//! What an operator asks of a mounted filesystem (`swiftgate stat`, `ctl`),
+//! answered the same way by a standalone mount process and by the gateway
+//! daemon for the homes it mounted.
+
+use super::engine::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// One command, as the control sockets carry it (`"stat"`, `"flush"`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MountCommand {
+    /// Figures: files, bytes, cache use, metadata generation.
+    Stat,
+    /// Upload everything now.
+    Flush,
+    /// Upload data, then store a metadata generation now.
+    BackupMetadata,
+    /// Empty the clean part of the cache.
+    DropCache,
+    /// Rewrite packs that are mostly dead now.
+    Gc,
+}
+
+impl MountCommand {
+    /// The name on the command line and on the wire.
+    pub fn parse(s: &str) -> Option<MountCommand> {
+        serde_json::from_value(Value::String(s.to_string())).ok()
+    }
+}
+
+/// Run `cmd` on a mounted engine; `progress` sees the blocks still to
+/// upload while flushing.
+pub fn run(engine: &Engine, cmd: MountCommand, progress: &dyn Fn(usize)) -> Result<Value, String> {
+    let fs = &engine.fs;
+    match cmd {
+        MountCommand::Stat => {
+            let counts = fs.counts().map_err(|e| e.to_string())?;
+            Ok(json!({
+                "uuid": engine.params.uuid,
+                "pid": std::process::id(),
+                "store": engine.store.url(),
+                "block_size": engine.params.block_size,
+                "counts": counts,
+                "cache": fs.cache().stats(),
+                "metadata_generation": fs.shipper().shipped_gen(),
+            }))
+        }
+        MountCommand::Flush => {
+            engine.flush(progress).map_err(|e| e.to_string())?;
+            Ok(Value::Null)
+        }
+        MountCommand::BackupMetadata => {
+            // Data first: a generation whose blocks are all stored is one a
+            // new host can use without reading zeros.
+            fs.cache().flush(None).map_err(|e| e.to_string())?;
+            let gen = fs.shipper().ship(true).map_err(|e| e.to_string())?;
+            Ok(json!({ "generation": gen }))
+        }
+        MountCommand::Gc => {
+            let s = fs.cache().gc_packs(1000).map_err(|e| e.to_string())?;
+            Ok(serde_json::to_value(s).unwrap_or_default())
+        }
+        MountCommand::DropCache => {
+            fs.cache().drop_clean();
+            Ok(Value::Null)
+        }
+    }
+}
