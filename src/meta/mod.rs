@@ -11,6 +11,7 @@ pub mod fsck;
 pub mod group;
 pub mod lease;
 pub mod ship;
+pub mod sparse;
 
 use group::{Db, Group};
 use parking_lot::MutexGuard;
