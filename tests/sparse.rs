@@ -216,6 +216,13 @@ fn copy_file_range_shares_blocks_and_copies_on_write() {
     fs::write(&ps, &data).unwrap();
     flush(&t);
     let before = data_objects(&t);
+    // Dedup alone would also store no new objects for a byte-for-byte
+    // copy: shared blocks are not even uploaded and looked up again.
+    let cache_counter = |t: &TestFs, k: &str| t.stat()["cache"][k].as_u64().unwrap();
+    let (up_before, dedup_before) = (
+        cache_counter(&t, "uploaded_bytes"),
+        cache_counter(&t, "dedup_hits"),
+    );
 
     let src = File::open(&ps).unwrap();
     let dst = rw(&pd);
@@ -230,6 +237,8 @@ fn copy_file_range_shares_blocks_and_copies_on_write() {
         "the copy stored new objects (took {took:?})"
     );
     assert_eq!(sha256_file(&pd), sha256_file(&ps));
+    assert_eq!(cache_counter(&t, "uploaded_bytes"), up_before, "bytes uploaded");
+    assert_eq!(cache_counter(&t, "dedup_hits"), dedup_before, "blocks deduplicated");
 
     // Copy-on-write: a write to either leaves the other alone.
     let dst = rw(&pd);
@@ -278,6 +287,11 @@ fn copy_file_range_partial_unaligned_and_dirty() {
     let mut want = old.clone();
     want[d_o as usize..(d_o + n) as usize].copy_from_slice(&data[so as usize..(so + n) as usize]);
     assert!(read_at(&dst, 0, want.len()) == want, "aligned copy");
+    // The whole blocks in the middle were shared, not written again (a
+    // copy by writing would store them again and find them by hash).
+    dst.sync_all().unwrap();
+    flush(&t);
+    assert_eq!(t.stat()["cache"]["dedup_hits"].as_u64(), Some(0));
     // Different offsets within a block: read and written.
     copy_range(&src, 3, &dst, 1000, 2 * BS);
     want[1000..1000 + (2 * BS) as usize].copy_from_slice(&data[3..3 + (2 * BS) as usize]);
