@@ -20,6 +20,12 @@ const GEN: Generation = Generation(0);
 
 pub struct FuseFs {
     fs: Arc<Fs>,
+    /// To make the kernel hand over a file's cached writes (see `lseek`);
+    /// set once the session exists.
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// One such hand-over at a time: each holds a FUSE thread while others
+    /// serve the writes it causes.
+    handover: parking_lot::Mutex<()>,
     /// When each directory last got a full readdirplus from offset 0.
     listed: parking_lot::Mutex<HashMap<u64, Instant>>,
 }
@@ -28,8 +34,15 @@ impl FuseFs {
     pub fn new(fs: Arc<Fs>) -> FuseFs {
         FuseFs {
             fs,
+            notifier: Arc::default(),
+            handover: parking_lot::Mutex::new(()),
             listed: parking_lot::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Where the session's notifier goes once the session exists.
+    pub fn notifier_slot(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
     }
 
     /// Whether `dir` got attributes with a full listing less than a TTL
@@ -561,6 +574,17 @@ impl fuser::Filesystem for FuseFs {
     ) {
         if offset < 0 {
             return reply.error(Errno::ENXIO);
+        }
+        // With the writeback cache the kernel may still hold writes to this
+        // file (and a larger size) that we have not seen, and it does not
+        // flush them before asking: data there would look like a hole.
+        // Invalidating the file's pages makes the kernel write the dirty
+        // ones first (on other FUSE threads).
+        if let Some(n) = self.notifier.get() {
+            let _one = self.handover.lock();
+            if let Err(err) = n.inval_inode(ino, 0, 0) {
+                tracing::debug!(ino = ino.0, "inval_inode before lseek: {err}");
+            }
         }
         match self.fs.lseek(ino.0, offset as u64, whence) {
             Ok(o) => reply.offset(o as i64),
