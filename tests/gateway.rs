@@ -931,11 +931,19 @@ fn add_plain_share(g: &mut Gw, user: &str) -> PathBuf {
 
 fn ok_cmd(c: &mut Command) {
     let o = c.output().unwrap();
-    assert!(o.status.success(), "{c:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn python(script: &str) -> String {
-    let o = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
     let out = format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -980,7 +988,9 @@ for share in ["home", "plain"]:
     out = {{}}
     # One handle throughout: the writes may still be in the kernel's cache.
     with smbclient.open_file(p, mode="w+b", buffering=0, **kw) as f:
-        f.write(data)
+        done = 0
+        while done < len(data):  # a raw write may be short
+            done += f.write(data[done:])
         out["not sparse"] = ranges(f)
         fsctl(f, CtlCode.FSCTL_SET_SPARSE)
         out["sparse"] = ranges(f)

@@ -178,10 +178,7 @@ fn zero_range_and_unsupported_modes() {
     assert_eq!(seek(&f, 0, libc::SEEK_HOLE), Ok(BS));
     assert_eq!(f.metadata().unwrap().len(), 3 * BS);
     // Past the end with KEEP_SIZE: the size stays.
-    assert_eq!(
-        fallocate(&f, zr | libc::FALLOC_FL_KEEP_SIZE, 3 * BS, BS),
-        0
-    );
+    assert_eq!(fallocate(&f, zr | libc::FALLOC_FL_KEEP_SIZE, 3 * BS, BS), 0);
     assert_eq!(f.metadata().unwrap().len(), 3 * BS);
     // Without: the file grows, and the new part is a hole.
     assert_eq!(fallocate(&f, zr, 2 * BS, 3 * BS), 0);
@@ -238,8 +235,16 @@ fn copy_file_range_shares_blocks_and_copies_on_write() {
         "the copy stored new objects (took {took:?})"
     );
     assert_eq!(sha256_file(&pd), sha256_file(&ps));
-    assert_eq!(cache_counter(&t, "uploaded_bytes"), up_before, "bytes uploaded");
-    assert_eq!(cache_counter(&t, "dedup_hits"), dedup_before, "blocks deduplicated");
+    assert_eq!(
+        cache_counter(&t, "uploaded_bytes"),
+        up_before,
+        "bytes uploaded"
+    );
+    assert_eq!(
+        cache_counter(&t, "dedup_hits"),
+        dedup_before,
+        "blocks deduplicated"
+    );
 
     // Copy-on-write: a write to either leaves the other alone.
     let dst = rw(&pd);
@@ -299,9 +304,8 @@ fn copy_file_range_partial_unaligned_and_dirty() {
     assert!(read_at(&dst, 0, want.len()) == want, "unaligned copy");
     // Past the source's end: nothing.
     let (mut si, mut di) = (data.len() as i64, 0i64);
-    let r = unsafe {
-        libc::copy_file_range(src.as_raw_fd(), &mut si, dst.as_raw_fd(), &mut di, 10, 0)
-    };
+    let r =
+        unsafe { libc::copy_file_range(src.as_raw_fd(), &mut si, dst.as_raw_fd(), &mut di, 10, 0) };
     assert_eq!(r, 0);
     dst.sync_all().unwrap();
     drop((src, dst));

@@ -19,9 +19,8 @@ impl Meta {
                 let mut st = tx.prepare_cached(
                     "SELECT block FROM file_blocks WHERE ino=?1 AND idx>=?2 AND idx<?3",
                 )?;
-                let rows = st.query_map(params![ino as i64, first as i64, end as i64], |r| {
-                    r.get(0)
-                })?;
+                let rows =
+                    st.query_map(params![ino as i64, first as i64, end as i64], |r| r.get(0))?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
             };
             tx.prepare_cached("DELETE FROM file_blocks WHERE ino=?1 AND idx>=?2 AND idx<?3")?
@@ -77,7 +76,9 @@ impl Meta {
                     None => {
                         let at = params![dst as i64, (dst_first + i) as i64];
                         let old: Option<i64> = tx
-                            .prepare_cached("SELECT block FROM file_blocks WHERE ino=?1 AND idx=?2")?
+                            .prepare_cached(
+                                "SELECT block FROM file_blocks WHERE ino=?1 AND idx=?2",
+                            )?
                             .query_row(at, |r| r.get(0))
                             .optional()?;
                         if let Some(old) = old {
