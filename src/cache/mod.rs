@@ -16,6 +16,7 @@
 
 pub mod gc;
 pub mod smalldb;
+pub mod sparse;
 
 use crate::data::{sha256, BlockCodec, Hash};
 use crate::meta::ship::Shipper;

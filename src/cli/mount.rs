@@ -281,8 +281,15 @@ fn start(
     cfg.n_threads = Some(a.fuse_threads.max(1));
     cfg.clone_fd = true;
     let fs = FuseFs::new(engine.fs.clone());
+    let notifier = fs.notifier_slot();
     match fuser::Session::new(fs, mp, &cfg) {
-        Ok(s) => Ok((engine, s)),
+        Ok(s) => {
+            // The hand-over before lseek needs another thread to serve it.
+            if a.fuse_threads > 1 {
+                let _ = notifier.set(s.notifier());
+            }
+            Ok((engine, s))
+        }
         Err(e) => {
             let _ = engine.close();
             Err(e).with_context(|| format!("mounting FUSE at {}", mp.display()))

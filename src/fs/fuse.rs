@@ -3,10 +3,10 @@
 use super::{AttrChange, Caller, Errno as FsErrno, Fs, TimeSet};
 use crate::meta::Attr;
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation,
+    INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -20,6 +20,12 @@ const GEN: Generation = Generation(0);
 
 pub struct FuseFs {
     fs: Arc<Fs>,
+    /// To make the kernel hand over a file's cached writes (see `lseek`);
+    /// set once the session exists.
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// One such hand-over at a time: each holds a FUSE thread while others
+    /// serve the writes it causes.
+    handover: parking_lot::Mutex<()>,
     /// When each directory last got a full readdirplus from offset 0.
     listed: parking_lot::Mutex<HashMap<u64, Instant>>,
 }
@@ -28,8 +34,15 @@ impl FuseFs {
     pub fn new(fs: Arc<Fs>) -> FuseFs {
         FuseFs {
             fs,
+            notifier: Arc::default(),
+            handover: parking_lot::Mutex::new(()),
             listed: parking_lot::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Where the session's notifier goes once the session exists.
+    pub fn notifier_slot(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
     }
 
     /// Whether `dir` got attributes with a full listing less than a TTL
@@ -548,5 +561,75 @@ impl fuser::Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         empty(reply, self.fs.fallocate(ino.0, offset, length, mode))
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        if offset < 0 {
+            return reply.error(Errno::ENXIO);
+        }
+        // With the writeback cache the kernel may still hold writes to this
+        // file (and a larger size) that we have not seen, and it does not
+        // flush them before asking: data there would look like a hole.
+        // Invalidating the file's pages makes the kernel write the dirty
+        // ones first (on other FUSE threads).
+        if let Some(n) = self.notifier.get() {
+            let _one = self.handover.lock();
+            if let Err(err) = n.inval_inode(ino, 0, 0) {
+                tracing::debug!(ino = ino.0, "inval_inode before lseek: {err}");
+            }
+        }
+        match self.fs.lseek(ino.0, offset as u64, whence) {
+            Ok(o) => reply.offset(o as i64),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // One reply carries at most a u32 count; callers loop on short copies.
+        let len = len.min(u32::MAX as u64 & !0xfff);
+        match self
+            .fs
+            .copy_file_range(ino_in.0, offset_in, ino_out.0, offset_out, len)
+        {
+            Ok(n) => reply.written(n as u32),
+            Err(err) => reply.error(e(err)),
+        }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        // No ioctl is ours; callers probe many (Samba, coreutils) and take
+        // ENOTTY as "not this filesystem's".
+        tracing::debug!(ino = ino.0, cmd, "ioctl not supported");
+        reply.error(Errno::ENOTTY);
     }
 }

@@ -5,6 +5,7 @@
 pub mod commands;
 pub mod engine;
 pub mod fuse;
+mod sparse;
 
 use crate::cache::{Cache, CacheError};
 use crate::meta::ship::Shipper;
@@ -433,10 +434,26 @@ impl Fs {
         if a.is_dir() {
             return Err(Errno(libc::EISDIR));
         }
-        if off >= a.size {
+        let out = self.read_locked(ino, off, size as u64, a.size)?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let end = off + out.len() as u64;
+        self.maybe_prefetch(ino, off, end, a.size);
+        // relatime: only when the old atime is not newer than mtime/ctime.
+        if a.atime <= a.mtime || a.atime <= a.ctime {
+            let _ = self.meta.touch_atime(ino, meta::now_ns());
+        }
+        Ok(out)
+    }
+
+    /// The bytes at `off` (up to `size` of them, not past `file_size`);
+    /// the caller holds the inode lock.
+    fn read_locked(&self, ino: u64, off: u64, size: u64, file_size: u64) -> Result<Vec<u8>> {
+        if off >= file_size {
             return Ok(Vec::new());
         }
-        let end = a.size.min(off + size as u64);
+        let end = file_size.min(off.saturating_add(size));
         let bs = self.cache.block_size();
         let mut out = vec![0u8; (end - off) as usize];
         let mut pos = off;
@@ -447,11 +464,6 @@ impl Fs {
             let dst = &mut out[(pos - off) as usize..(pos - off + n) as usize];
             self.cache.read_block(ino, idx, in_blk, dst)?;
             pos += n;
-        }
-        self.maybe_prefetch(ino, off, end, a.size);
-        // relatime: only when the old atime is not newer than mtime/ctime.
-        if a.atime <= a.mtime || a.atime <= a.ctime {
-            let _ = self.meta.touch_atime(ino, meta::now_ns());
         }
         Ok(out)
     }
@@ -494,6 +506,15 @@ impl Fs {
         if !a.is_reg() {
             return Err(Errno(libc::EINVAL));
         }
+        self.write_locked(ino, off, data, a.size)?;
+        self.meta.note_write(ino, end, meta::now_ns())?;
+        Ok(data.len() as u32)
+    }
+
+    /// Write `data` at `off` into the cache, leaving the inode alone; the
+    /// caller holds the inode lock exclusively and `size` is the file's.
+    fn write_locked(&self, ino: u64, off: u64, data: &[u8], size: u64) -> Result<()> {
+        let end = off + data.len() as u64;
         let bs = self.cache.block_size();
         let mut pos = off;
         while pos < end {
@@ -504,11 +525,10 @@ impl Fs {
             // A hole between the old end and this write reads as zeros: the
             // block that held the old end already ends there (truncate and
             // uploads keep nothing past EOF).
-            self.write_block_retrying(ino, idx, in_blk, src, a.size)?;
+            self.write_block_retrying(ino, idx, in_blk, src, size)?;
             pos += n;
         }
-        self.meta.note_write(ino, end, meta::now_ns())?;
-        Ok(data.len() as u32)
+        Ok(())
     }
 
     /// A full cache disk is a reason to wait for uploads, not to fail.
@@ -707,31 +727,6 @@ impl Fs {
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
         Self::check_xattr_name(name)?;
         Ok(self.meta.removexattr(ino, name)?)
-    }
-
-    pub fn fallocate(&self, ino: u64, off: u64, len: u64, mode: i32) -> Result<()> {
-        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
-            return Err(Errno(libc::EOPNOTSUPP));
-        }
-        let end = off.checked_add(len).ok_or(Errno(libc::EFBIG))?;
-        if end > MAX_FILE_SIZE {
-            return Err(Errno(libc::EFBIG));
-        }
-        let a = self.meta.getattr(ino)?;
-        if !a.is_reg() {
-            return Err(Errno(libc::ENODEV));
-        }
-        // Space in an object store is not reserved ahead; growing the size
-        // (sparse) is what callers observe.
-        if mode & libc::FALLOC_FL_KEEP_SIZE == 0 && end > a.size {
-            let lock = self.cache.inode_lock(ino);
-            let _g = lock.write();
-            let a = self.meta.getattr(ino)?;
-            if end > a.size {
-                self.meta.note_write(ino, end, meta::now_ns())?;
-            }
-        }
-        Ok(())
     }
 
     /// Flush everything and ship metadata (umount, `ctl flush`).

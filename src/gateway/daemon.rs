@@ -327,8 +327,12 @@ impl Gateway {
         fcfg.n_threads = Some(4);
         fcfg.clone_fd = true;
         let fs = FuseFs::new(engine.fs.clone());
+        let notifier = fs.notifier_slot();
         let session = match fuser::Session::new(fs, &mp, &fcfg) {
-            Ok(s) => s,
+            Ok(s) => {
+                let _ = notifier.set(s.notifier());
+                s
+            }
             Err(e) => {
                 let _ = engine.close();
                 return Err(GatewayError::Io { path: mp, cause: e });

@@ -12,6 +12,7 @@ pub mod group;
 pub mod lease;
 pub mod reserve;
 pub mod ship;
+pub mod sparse;
 
 use group::{Db, Group};
 use parking_lot::MutexGuard;

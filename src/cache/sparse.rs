@@ -1,0 +1,78 @@
+//! Holes and shared blocks at the cache level: a hole is a block with
+//! neither a block-map row nor a dirty copy, so punching drops both, and
+//! sharing a source's blocks first stores the source's dirty blocks (only
+//! stored blocks can be shared).
+
+use super::{Cache, Result};
+
+impl Cache {
+    /// Forget dirty copies of blocks `first..end` of a file (caller holds
+    /// the inode lock exclusively). An upload of one already under way
+    /// finds its entry gone and maps nothing.
+    fn drop_dirty_range(&self, ino: u64, first: u64, end: u64) {
+        if first >= end {
+            return;
+        }
+        let mut st = self.st.lock();
+        let st = &mut *st;
+        let keys: Vec<(u64, u64)> = st
+            .dirty
+            .range((ino, first)..(ino, end))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            if let Some(d) = st.dirty.remove(&k) {
+                st.dirty_bytes -= d.bytes;
+                self.forget_dirty(k, d.small);
+            }
+        }
+        self.cv.notify_all();
+    }
+
+    /// Make blocks `first..end` of a file holes (caller holds the inode
+    /// lock exclusively): stored blocks lose this file's reference, dirty
+    /// copies are discarded.
+    pub fn punch_blocks(&self, ino: u64, first: u64, end: u64) -> Result<()> {
+        self.drop_dirty_range(ino, first, end);
+        self.meta
+            .unmap_range(ino, first, end, self.shipper.next_gen())?;
+        Ok(())
+    }
+
+    /// Indices of a file's dirty blocks from `from` on, in order.
+    pub fn dirty_from(&self, ino: u64, from: u64) -> Vec<u64> {
+        let st = self.st.lock();
+        st.dirty
+            .range((ino, from)..=(ino, u64::MAX))
+            .map(|(k, _)| k.1)
+            .collect()
+    }
+
+    /// Point blocks `dst_first..dst_first+n` of `dst` at the stored blocks
+    /// `src_first..` of `src` (caller holds both inode locks, `dst`'s
+    /// exclusively). The source's dirty blocks are stored first; the
+    /// destination's dirty copies in the range are discarded.
+    pub fn share_blocks(
+        &self,
+        src: u64,
+        src_first: u64,
+        dst: u64,
+        dst_first: u64,
+        n: u64,
+    ) -> Result<u64> {
+        if n == 0 {
+            return Ok(0);
+        }
+        if self
+            .dirty_from(src, src_first)
+            .first()
+            .is_some_and(|&i| i < src_first + n)
+        {
+            self.flush(Some(src))?;
+        }
+        self.drop_dirty_range(dst, dst_first, dst_first + n);
+        Ok(self
+            .meta
+            .share_blocks(src, src_first, dst, dst_first, n, self.shipper.next_gen())?)
+    }
+}
