@@ -1175,7 +1175,7 @@ fn stat_and_ctl_work_on_gateway_homes() {
     assert!(v["store"].as_str().unwrap().contains(&u), "{v}");
     let o = ok(g.sg(&["stat", &hs], ""));
     let human = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(human.contains("cache dirty:"), "{human}");
+    assert!(human.contains("dirty (pinned):"), "{human}");
     ok(g.sg(&["ctl", &hs, "flush"], ""));
     let o = ok(g.sg(&["stat", &hs, "--json"], ""));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -432,3 +432,65 @@ fn a_full_log_disk_does_not_kill_the_mount() {
     let disk = SmallDisk::new(&t.cache, "200m");
     full_disk_gives_enospc(&t, &disk);
 }
+
+#[test]
+fn the_cache_counts_live_blocks_and_says_what_is_pinned() {
+    let t = TestFs::new_mounted();
+    // Create and delete several rounds of files; keep the last round.
+    let mut live = 0u64;
+    for round in 0..3 {
+        let dir = t.path(&format!("r{round}"));
+        fs::create_dir(&dir).unwrap();
+        for i in 0..60u64 {
+            let n = [3_000usize, 70_000, 200_000][(i % 3) as usize];
+            fs::write(dir.join(format!("f{i}")), random_bytes(n, round * 1000 + i)).unwrap();
+            if round == 2 {
+                live += n as u64;
+            }
+        }
+        ok(run(&["ctl", t.mp.to_str().unwrap(), "flush"]));
+        if round < 2 {
+            fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+    let s = t.stat();
+    let used = s["cache"]["used_bytes"].as_u64().unwrap();
+    let clean = s["cache"]["clean_bytes"].as_u64().unwrap();
+    // Only the live round's blocks are still cached (1% slack for rounding).
+    assert!(
+        used <= live + live / 100,
+        "cache counts {used} bytes for {live} live: {s}"
+    );
+    assert_eq!(clean, used, "{s}");
+    assert_eq!(s["counts"]["file_bytes"].as_u64().unwrap(), live, "{s}");
+    // ... and the disk agrees: no file of a deleted block is left.
+    let blocks_dir = t.cache.join(fs_uuid(&t)).join("blocks");
+    let on_disk: u64 = walk(&blocks_dir)
+        .iter()
+        .filter(|(_, m)| m.is_file())
+        .map(|(_, m)| m.len())
+        .sum();
+    assert!(
+        on_disk <= live,
+        "{on_disk} bytes of block files for {live} live"
+    );
+    // Dirty data is counted as logical data before it is uploaded, and
+    // shown as pinned.
+    fs::write(t.path("fresh"), random_bytes(3 << 20, 9)).unwrap();
+    let f = fs::OpenOptions::new()
+        .append(true)
+        .open(t.path("fresh"))
+        .unwrap();
+    f.sync_all().unwrap();
+    let human =
+        String::from_utf8_lossy(&ok(run(&["stat", t.mp.to_str().unwrap()])).stdout).into_owned();
+    assert!(human.contains("dirty (pinned)"), "{human}");
+    assert!(human.contains("clean:"), "{human}");
+    assert!(!human.contains("logical data:       0.0 B"), "{human}");
+    let s = t.stat();
+    assert_eq!(
+        s["counts"]["file_bytes"].as_u64().unwrap(),
+        live + (3 << 20),
+        "{s}"
+    );
+}

@@ -223,7 +223,12 @@ struct State {
 
 #[derive(Debug, Default, serde::Serialize, Clone)]
 pub struct CacheStats {
+    /// Dirty plus clean: what the cache holds on its disk.
     pub used_bytes: u64,
+    /// Copies of stored blocks, evictable at any time.
+    pub clean_bytes: u64,
+    /// Of the dirty bytes, those on their way to the store now.
+    pub uploading_bytes: u64,
     pub dirty_bytes: u64,
     pub dirty_blocks: u64,
     pub clean_blocks: u64,
@@ -1291,6 +1296,13 @@ impl Cache {
         let st = self.st.lock();
         CacheStats {
             used_bytes: st.clean_bytes + st.dirty_bytes,
+            clean_bytes: st.clean_bytes,
+            uploading_bytes: st
+                .dirty
+                .values()
+                .filter(|d| d.uploading)
+                .map(|d| d.bytes)
+                .sum(),
             dirty_bytes: st.dirty_bytes,
             dirty_blocks: st.dirty.len() as u64,
             clean_blocks: st.clean.len() as u64,
@@ -1306,6 +1318,41 @@ impl Cache {
             writer_waits: self.writer_waits.load(Ordering::Relaxed),
             last_error: st.last_error.clone(),
         }
+    }
+
+    /// Drop the clean copies of blocks no file references any more (their
+    /// last reference went with a delete or an overwrite): they could
+    /// never be read again, only evicted some day. Returns the blocks and
+    /// bytes freed.
+    pub fn drop_dead_clean(&self) -> Result<(usize, u64)> {
+        let ids: Vec<i64> = self.st.lock().clean.keys().copied().collect();
+        if ids.is_empty() {
+            return Ok((0, 0));
+        }
+        let live = self.meta.existing_blocks(&ids)?;
+        let mut st = self.st.lock();
+        let (mut n, mut bytes) = (0, 0);
+        for id in ids.into_iter().filter(|id| !live.contains(id)) {
+            // Block ids are never reused: a dead id stays dead.
+            if let Some((size, t, small)) = st.clean.remove(&id) {
+                st.lru.remove(&t);
+                st.open_files.remove(&id);
+                st.clean_bytes -= size;
+                st.headroom += size as i64;
+                if small {
+                    let _ = self.small.del_clean(id);
+                } else {
+                    let _ = fs::remove_file(self.dir("blocks").join(id.to_string()));
+                }
+                n += 1;
+                bytes += size;
+            }
+        }
+        if n > 0 {
+            tracing::debug!(blocks = n, bytes, "dropped cached copies of deleted blocks");
+            self.cv.notify_all();
+        }
+        Ok((n, bytes))
     }
 
     pub fn dirty_count(&self) -> usize {

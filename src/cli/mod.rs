@@ -736,28 +736,46 @@ pub fn run(cli: Cli) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 let g = |a: &str, b: &str| v[a][b].as_u64().unwrap_or(0);
-                let logical = g("counts", "logical_bytes");
+                // Referenced stored bytes (each reference counted) against
+                // distinct ones: the dedup ratio of what is uploaded.
+                let referenced = g("counts", "logical_bytes");
                 let unique = g("counts", "unique_bytes");
                 let stored = g("counts", "stored_bytes");
                 println!("files (inodes):     {}", g("counts", "inodes"));
-                println!("logical data:       {}", human(logical));
-                println!("after dedup:        {}", human(unique));
+                println!(
+                    "logical data:       {} (file sizes, uploaded or not)",
+                    human(g("counts", "file_bytes"))
+                );
+                println!("uploaded, deduped:  {}", human(unique));
                 println!("stored (encoded):   {}", human(stored));
                 if unique > 0 && stored > 0 {
-                    println!("dedup ratio:        {:.2}", logical as f64 / unique as f64);
+                    println!(
+                        "dedup ratio:        {:.2}",
+                        referenced as f64 / unique as f64
+                    );
                     println!("compression ratio:  {:.2}", unique as f64 / stored as f64);
                 }
-                println!("objects:            {}", g("counts", "objects"));
+                let objects = g("counts", "objects");
+                println!(
+                    "objects:            {objects} ({})",
+                    human(g("counts", "object_bytes"))
+                );
                 println!(
                     "cache used:         {} of {}",
                     human(g("cache", "used_bytes")),
                     human(g("cache", "cache_size"))
                 );
                 println!(
-                    "cache dirty:        {} of {} ({} blocks)",
+                    "  dirty (pinned):   {} of {} limit, {} blocks, {} uploading now",
                     human(g("cache", "dirty_bytes")),
                     human(g("cache", "dirty_limit")),
-                    g("cache", "dirty_blocks")
+                    g("cache", "dirty_blocks"),
+                    human(g("cache", "uploading_bytes"))
+                );
+                println!(
+                    "  clean:            {} in {} blocks (evictable)",
+                    human(g("cache", "clean_bytes")),
+                    g("cache", "clean_blocks")
                 );
                 println!("upload queue:       {}", g("cache", "upload_queue"));
                 println!("metadata generation {}", v["metadata_generation"]);

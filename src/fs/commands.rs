@@ -35,7 +35,11 @@ pub fn run(engine: &Engine, cmd: MountCommand, progress: &dyn Fn(usize)) -> Resu
     let fs = &engine.fs;
     match cmd {
         MountCommand::Stat => {
-            let counts = fs.counts().map_err(|e| e.to_string())?;
+            // Figures of live data only.
+            if let Err(e) = fs.cache().drop_dead_clean() {
+                tracing::warn!("dropping cached copies of deleted blocks failed: {e}");
+            }
+            let counts = fs.counts_now().map_err(|e| e.to_string())?;
             Ok(json!({
                 "uuid": engine.params.uuid,
                 "pid": std::process::id(),

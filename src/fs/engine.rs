@@ -20,6 +20,8 @@ pub const PARAMS_KEY: &str = "params";
 pub const DEFAULT_BLOCK_SIZE: u32 = 4 << 20;
 /// How often mostly-dead packs are looked for.
 const GC_INTERVAL: Duration = Duration::from_secs(60);
+/// How often cached copies of deleted blocks are dropped.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// A failed metadata shipment is tried again after this long.
 const SHIP_RETRY: Duration = Duration::from_secs(5);
 
@@ -368,6 +370,7 @@ impl Engine {
         let mut last_renew = Instant::now();
         let mut last_gc = Instant::now();
         let mut ship_retry_at: Option<Instant> = None;
+        let mut last_sweep = Instant::now();
         let ship_fail_log = crate::logevery::LogEvery::new(Duration::from_secs(10));
         let (lock, cv) = &*self.stop;
         loop {
@@ -406,6 +409,12 @@ impl Engine {
                             tracing::warn!(times = n, "shipping metadata failed (will retry): {e}");
                         }
                     }
+                }
+            }
+            if last_sweep.elapsed() >= SWEEP_INTERVAL {
+                last_sweep = Instant::now();
+                if let Err(e) = self.fs.cache().drop_dead_clean() {
+                    tracing::warn!("dropping cached copies of deleted blocks failed: {e}");
                 }
             }
             if last_gc.elapsed() >= GC_INTERVAL {

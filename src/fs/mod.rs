@@ -671,6 +671,13 @@ impl Fs {
         Ok(v)
     }
 
+    /// Figures as of now (`stat`), not the few seconds old ones statfs uses.
+    pub fn counts_now(&self) -> Result<meta::Counts> {
+        let v = self.meta.counts()?;
+        *self.counts.lock() = Some((Instant::now(), v.clone()));
+        Ok(v)
+    }
+
     fn check_xattr_name(name: &[u8]) -> Result<()> {
         if name.is_empty() || name.len() > 255 {
             return Err(Errno(if name.is_empty() {

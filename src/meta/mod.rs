@@ -1037,9 +1037,36 @@ impl Meta {
             .collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// Which of `ids` are still blocks (the rest lost their last
+    /// reference and were removed).
+    pub fn existing_blocks(&self, ids: &[i64]) -> Result<std::collections::HashSet<i64>> {
+        let c = self.db.lock();
+        let mut out = std::collections::HashSet::new();
+        for chunk in ids.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut st = c.prepare(&format!("SELECT id FROM blocks WHERE id IN ({list})"))?;
+            let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
+            for r in rows {
+                out.insert(r?);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn counts(&self) -> Result<Counts> {
         let c = self.db.lock();
         let files: i64 = c.query_row("SELECT count(*) FROM inodes", [], |r| r.get(0))?;
+        let file_bytes: i64 = c.query_row(
+            &format!(
+                "SELECT coalesce(sum(size),0) FROM inodes WHERE (mode & {S_IFMT}) = {S_IFREG}"
+            ),
+            [],
+            |r| r.get(0),
+        )?;
         let (logical, stored, blocks): (i64, i64, i64) = c.query_row(
             "SELECT coalesce(sum(b.plain_len*b.refcount),0), coalesce(sum(b.length),0), count(*) FROM blocks b",
             [],
@@ -1056,6 +1083,7 @@ impl Meta {
         )?;
         Ok(Counts {
             inodes: files as u64,
+            file_bytes: file_bytes as u64,
             logical_bytes: logical as u64,
             unique_bytes: unique_plain as u64,
             stored_bytes: stored as u64,
@@ -1069,6 +1097,8 @@ impl Meta {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Counts {
     pub inodes: u64,
+    /// Sizes of all regular files (what users see, uploaded or not).
+    pub file_bytes: u64,
     /// Bytes of file content referenced, counting each reference.
     pub logical_bytes: u64,
     /// Bytes of distinct block content (after dedup, before compression).
