@@ -8,6 +8,7 @@ use common::*;
 use std::fs;
 use std::io::{BufRead, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -1444,5 +1445,62 @@ print("CHANGED", sha(r"\copy.bin"))
     assert_eq!(get("COPY"), want);
     assert_eq!(get("ORIG"), want);
     assert_ne!(get("CHANGED"), want);
+    let _ = fs::remove_dir_all(&work);
+}
+
+/// What `nobody` finds when it greps everything under `dirs` for `needle`.
+fn nobody_greps(dirs: &[&Path], needle: &str) -> String {
+    let o = Command::new("runuser")
+        .args(["-u", "nobody", "--", "grep", "-rla", needle])
+        .args(dirs)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn files_put_through_samba_are_unreadable_by_other_local_users() {
+    let store_dir = unique_dir("gwstore");
+    fs::set_permissions(&store_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut g = Gw::new(
+        &format!("local://{}/homes/{{user}}", store_dir.display()),
+        "",
+        &[],
+        "service",
+    );
+    let bob = unique_user("b");
+    ok(g.add_user(&bob, "bob-pw1", &[]));
+    let work = unique_dir("smbwork");
+    let secret = format!("PAYROLL{}X{}", std::process::id(), bob.len());
+    let name = format!("NAME{}Y", std::process::id());
+    fs::write(work.join("s.txt"), format!("{secret} salaries\n")).unwrap();
+    smb_ok(g.smbclient(&bob, "bob-pw1", &format!("put s.txt {name}.txt"), &work));
+    assert_eq!(
+        g.smb_get(&bob, "bob-pw1", &format!("{name}.txt"), &work),
+        format!("{secret} salaries\n").as_bytes()
+    );
+    // While mounted (the cache's WAL files and block rows hold it) ...
+    let cache = g.root.join("cache");
+    for needle in [&secret, &name] {
+        let found = nobody_greps(&[&cache, &store_dir], needle);
+        assert!(found.is_empty(), "nobody reads {needle} in: {found}");
+    }
+    let found = nobody_greps(&[&g.root], &secret);
+    assert!(found.is_empty(), "nobody reads the content in: {found}");
+    // ... and every file swiftgate made is root's alone.
+    let mut open = Vec::new();
+    let mut stack = vec![cache.clone(), store_dir.join("homes")];
+    while let Some(p) = stack.pop() {
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            stack.extend(fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        }
+        if m.mode() & 0o077 != 0 {
+            open.push(format!("{} {:o}", p.display(), m.mode() & 0o7777));
+        }
+    }
+    assert!(open.is_empty(), "open to others:\n{}", open.join("\n"));
     let _ = fs::remove_dir_all(&work);
 }
