@@ -145,8 +145,18 @@ fn run_locked(
     meta.with_tx(|tx| {
         let dangling = q_ids(tx, "SELECT id FROM dentries WHERE ino NOT IN (SELECT ino FROM inodes)")?;
         for id in dangling {
+            let (parent, name): (i64, Vec<u8>) = tx.query_row(
+                "SELECT parent, name FROM dentries WHERE id=?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let dir = super::path_of(tx, parent as u64)?;
             tx.execute("DELETE FROM dentries WHERE id=?1", [id])?;
-            rep.fix(format!("removed directory entry {id} pointing to a missing inode"));
+            rep.fix(format!(
+                "removed {}/{} (its file was missing)",
+                dir.trim_end_matches('/'),
+                String::from_utf8_lossy(&name)
+            ));
         }
         // Entries whose parent is gone or not a directory: re-home them.
         let homeless = q_ids(
@@ -162,11 +172,16 @@ fn run_locked(
         if !homeless.is_empty() || !unreachable.is_empty() {
             let lf = lost_found(tx)?;
             for id in homeless {
+                let name: Vec<u8> =
+                    tx.query_row("SELECT name FROM dentries WHERE id=?1", [id], |r| r.get(0))?;
                 tx.execute(
                     "UPDATE dentries SET parent=?2, name=CAST(('#entry' || id) AS BLOB) WHERE id=?1",
                     params![id, lf as i64],
                 )?;
-                rep.fix(format!("entry {id} had no parent directory: moved to /lost+found"));
+                rep.fix(format!(
+                    "{:?} had no parent directory: moved to /lost+found/#entry{id}",
+                    String::from_utf8_lossy(&name)
+                ));
             }
             for ino in unreachable {
                 tx.execute(
@@ -202,7 +217,10 @@ fn run_locked(
             let want = if is_dir { 2 + subdirs } else { names };
             if nlink != want {
                 tx.execute("UPDATE inodes SET nlink=?2 WHERE ino=?1", params![ino, want])?;
-                rep.fix(format!("inode {ino}: link count {nlink} -> {want}"));
+                rep.fix(format!(
+                    "{}: link count {nlink} -> {want}",
+                    super::path_of(tx, ino as u64)?
+                ));
             }
         }
         Ok(())
