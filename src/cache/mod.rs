@@ -817,6 +817,21 @@ impl Cache {
         st.headroom
     }
 
+    /// Forget the clean copy of block `id` and free its room; its size.
+    fn remove_clean_locked(&self, st: &mut State, id: i64) -> Option<u64> {
+        let (size, t, small) = st.clean.remove(&id)?;
+        st.lru.remove(&t);
+        st.open_files.remove(&id);
+        st.clean_bytes -= size;
+        st.headroom += size as i64;
+        if small {
+            let _ = self.small.del_clean(id);
+        } else {
+            let _ = fs::remove_file(self.dir("blocks").join(id.to_string()));
+        }
+        Some(size)
+    }
+
     fn evict_locked(&self, st: &mut State) {
         loop {
             let over_size =
@@ -828,16 +843,7 @@ impl Cache {
                 break;
             };
             st.lru.remove(&t);
-            st.open_files.remove(&id);
-            if let Some((size, _, small)) = st.clean.remove(&id) {
-                st.clean_bytes -= size;
-                st.headroom += size as i64;
-                if small {
-                    let _ = self.small.del_clean(id);
-                } else {
-                    let _ = fs::remove_file(self.dir("blocks").join(id.to_string()));
-                }
-            }
+            self.remove_clean_locked(st, id);
         }
     }
 
@@ -1334,16 +1340,7 @@ impl Cache {
         let (mut n, mut bytes) = (0, 0);
         for id in ids.into_iter().filter(|id| !live.contains(id)) {
             // Block ids are never reused: a dead id stays dead.
-            if let Some((size, t, small)) = st.clean.remove(&id) {
-                st.lru.remove(&t);
-                st.open_files.remove(&id);
-                st.clean_bytes -= size;
-                st.headroom += size as i64;
-                if small {
-                    let _ = self.small.del_clean(id);
-                } else {
-                    let _ = fs::remove_file(self.dir("blocks").join(id.to_string()));
-                }
+            if let Some(size) = self.remove_clean_locked(&mut st, id) {
                 n += 1;
                 bytes += size;
             }
