@@ -1342,9 +1342,9 @@ print("RESULT " + json.dumps(res))
 fn server_side_copy_through_samba_shares_blocks() {
     let mut g = Gw::new(
         &format!("local://{}/homes/{{user}}", unique_dir("gwstore").display()),
-        // Samba copies in chunks of at most 1 MiB (COPYCHUNK_MAX_CHUNK_LEN):
-        // with 1 MiB blocks every chunk is a whole block.
-        "[fs]\nblock_size = \"1M\"\n",
+        // The gateway's default block size (4 MiB): Samba copies in chunks
+        // of at most 1 MiB (COPYCHUNK_MAX_CHUNK_LEN), none a whole block.
+        "",
         &[],
         "service",
     );

@@ -357,8 +357,16 @@ fn chunked_copy_shares_default_size_blocks_and_hides_bytes_past_the_end() {
     // A copy by reading and writing stores nothing new either (dedup),
     // but uploads or looks up every block: both counters stay.
     assert_eq!(data_objects(&t), before, "the copy stored new objects");
-    assert_eq!(cache_counter(&t, "uploaded_bytes"), up_before, "bytes uploaded");
-    assert_eq!(cache_counter(&t, "dedup_hits"), dedup_before, "blocks deduplicated");
+    assert_eq!(
+        cache_counter(&t, "uploaded_bytes"),
+        up_before,
+        "bytes uploaded"
+    );
+    assert_eq!(
+        cache_counter(&t, "dedup_hits"),
+        dedup_before,
+        "blocks deduplicated"
+    );
     assert_eq!(sha256_file(&pd), sha256_file(&ps));
     assert!(took.as_secs_f64() < 2.0, "the copy took {took:?}");
 
@@ -382,30 +390,45 @@ fn chunked_copy_shares_default_size_blocks_and_hides_bytes_past_the_end() {
     // truncate growing the file.
     let f_trunc = partial("trunc");
     f_trunc.set_len(grown).unwrap();
-    assert!(read_at(&f_trunc, 0, grown as usize) == want_grown(grown), "truncate up");
+    assert!(
+        read_at(&f_trunc, 0, grown as usize) == want_grown(grown),
+        "truncate up"
+    );
     // A write past the end, in a later block.
     let f_write = partial("write");
     f_write.write_all_at(b"END", grown).unwrap();
     let mut want_write = want_grown(grown);
     want_write.extend_from_slice(b"END");
-    assert!(read_at(&f_write, 0, want_write.len()) == want_write, "write past the end");
+    assert!(
+        read_at(&f_write, 0, want_write.len()) == want_write,
+        "write past the end"
+    );
     // A write past the end within the shared block.
     let f_near = partial("near");
     f_near.write_all_at(b"NEAR", cut + 1000).unwrap();
     let mut want_near = want_grown(cut + 1000);
     want_near.extend_from_slice(b"NEAR");
-    assert!(read_at(&f_near, 0, want_near.len()) == want_near, "write in the block");
+    assert!(
+        read_at(&f_near, 0, want_near.len()) == want_near,
+        "write in the block"
+    );
     // fallocate growing the size.
     let f_alloc = partial("alloc");
     assert_eq!(fallocate(&f_alloc, 0, 0, grown), 0, "fallocate");
-    assert!(read_at(&f_alloc, 0, grown as usize) == want_grown(grown), "fallocate up");
+    assert!(
+        read_at(&f_alloc, 0, grown as usize) == want_grown(grown),
+        "fallocate up"
+    );
     // A copy further on: a gap, then the source's bytes.
     let f_gap = partial("gap");
     let (gs, gn) = (2 * BIG, CHUNK);
     copy_range(&src, gs, &f_gap, grown, gn);
     let mut want_gap = want_grown(grown);
     want_gap.extend_from_slice(&data[gs as usize..(gs + gn) as usize]);
-    assert!(read_at(&f_gap, 0, want_gap.len()) == want_gap, "copy past the end");
+    assert!(
+        read_at(&f_gap, 0, want_gap.len()) == want_gap,
+        "copy past the end"
+    );
     drop((f_trunc, f_write, f_near, f_alloc, f_gap));
 
     // Copy-on-write: later writes to either file leave the other alone.
@@ -424,10 +447,22 @@ fn chunked_copy_shares_default_size_blocks_and_hides_bytes_past_the_end() {
     let check_all = |when: &str| {
         assert!(fs::read(&pd).unwrap() == want_dst, "dst {when}");
         assert!(fs::read(&ps).unwrap() == want_src, "src {when}");
-        assert!(fs::read(t.path("trunc")).unwrap() == want_grown(grown), "trunc {when}");
-        assert!(fs::read(t.path("write")).unwrap() == want_write, "write {when}");
-        assert!(fs::read(t.path("near")).unwrap() == want_near, "near {when}");
-        assert!(fs::read(t.path("alloc")).unwrap() == want_grown(grown), "alloc {when}");
+        assert!(
+            fs::read(t.path("trunc")).unwrap() == want_grown(grown),
+            "trunc {when}"
+        );
+        assert!(
+            fs::read(t.path("write")).unwrap() == want_write,
+            "write {when}"
+        );
+        assert!(
+            fs::read(t.path("near")).unwrap() == want_near,
+            "near {when}"
+        );
+        assert!(
+            fs::read(t.path("alloc")).unwrap() == want_grown(grown),
+            "alloc {when}"
+        );
         assert!(fs::read(t.path("gap")).unwrap() == want_gap, "gap {when}");
     };
     t.umount();
@@ -443,9 +478,15 @@ fn chunked_copy_shares_default_size_blocks_and_hides_bytes_past_the_end() {
     fsck_clean(&t);
     t.mount(&[]);
     let f = rw(&t.path("late"));
-    assert!(read_at(&f, 0, cut as usize) == data[..cut as usize], "late copy");
+    assert!(
+        read_at(&f, 0, cut as usize) == data[..cut as usize],
+        "late copy"
+    );
     f.set_len(grown).unwrap();
-    assert!(read_at(&f, 0, grown as usize) == want_grown(grown), "late copy grown");
+    assert!(
+        read_at(&f, 0, grown as usize) == want_grown(grown),
+        "late copy grown"
+    );
     drop(f);
     t.umount();
     fsck_clean(&t);

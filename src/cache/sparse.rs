@@ -74,9 +74,15 @@ impl Cache {
             self.flush(Some(src))?;
         }
         self.drop_dirty_range(dst, dst_first, dst_first + n);
-        Ok(self
-            .meta
-            .share_blocks(src, src_first, dst, dst_first, n, grow_to, self.shipper.next_gen())?)
+        Ok(self.meta.share_blocks(
+            src,
+            src_first,
+            dst,
+            dst_first,
+            n,
+            grow_to,
+            self.shipper.next_gen(),
+        )?)
     }
 
     /// The id of the stored block that block `idx` of a file reads from,
