@@ -1364,7 +1364,8 @@ fn server_side_copy_through_samba_shares_blocks() {
     // The home is flushed and unmounted once idle: then everything the
     // put stored is in the store.
     let home = g.home(&u);
-    let idle = || wait_until(60, || !is_mounted(&home), || "home stays mounted".into());
+    // Bounds, not expectations: a GiB goes up before the first unmount.
+    let idle = || wait_until(240, || !is_mounted(&home), || "home stays mounted".into());
     idle();
     let cfg = fs::read_to_string(&g.config).unwrap();
     let store_root = cfg
