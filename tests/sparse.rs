@@ -315,6 +315,183 @@ fn copy_file_range_partial_unaligned_and_dirty() {
     assert!(fs::read(&pd).unwrap() == want, "after remount");
 }
 
+/// Samba's server-side copy: copy_file_range calls of at most 1 MiB
+/// (COPYCHUNK_MAX_CHUNK_LEN), in order, on the default 4 MiB blocks, where
+/// no call covers a whole block.
+const CHUNK: u64 = 1 << 20;
+
+fn copy_in_chunks(src: &File, dst: &File, len: u64) {
+    let mut off = 0;
+    while off < len {
+        let n = CHUNK.min(len - off);
+        copy_range(src, off, dst, off, n);
+        off += n;
+    }
+}
+
+#[test]
+fn chunked_copy_shares_default_size_blocks_and_hides_bytes_past_the_end() {
+    // mkfs's default block size (4 MiB), as the gateway's homes.
+    let t = TestFs::new(&["--plain"]);
+    t.mount(&[]);
+    const BIG: u64 = 4 << 20;
+    let (ps, pd) = (t.path("src"), t.path("dst"));
+    // 3.5 blocks and a tail.
+    let data = random_bytes((3 * BIG + BIG / 2 + 12345) as usize, 7);
+    fs::write(&ps, &data).unwrap();
+    flush(&t);
+    let before = data_objects(&t);
+    let cache_counter = |t: &TestFs, k: &str| t.stat()["cache"][k].as_u64().unwrap();
+    let (up_before, dedup_before) = (
+        cache_counter(&t, "uploaded_bytes"),
+        cache_counter(&t, "dedup_hits"),
+    );
+
+    let src = File::open(&ps).unwrap();
+    let dst = rw(&pd);
+    let started = std::time::Instant::now();
+    copy_in_chunks(&src, &dst, data.len() as u64);
+    let took = started.elapsed();
+    drop(dst);
+    flush(&t);
+    // A copy by reading and writing stores nothing new either (dedup),
+    // but uploads or looks up every block: both counters stay.
+    assert_eq!(data_objects(&t), before, "the copy stored new objects");
+    assert_eq!(
+        cache_counter(&t, "uploaded_bytes"),
+        up_before,
+        "bytes uploaded"
+    );
+    assert_eq!(
+        cache_counter(&t, "dedup_hits"),
+        dedup_before,
+        "blocks deduplicated"
+    );
+    assert_eq!(sha256_file(&pd), sha256_file(&ps));
+    assert!(took.as_secs_f64() < 2.0, "the copy took {took:?}");
+
+    // Copies stopped in the middle of a block (5 MiB: block 1 is shared
+    // and holds the source's bytes past the copy's end), then grown in
+    // every way: what lies between the old end and the new reads as zeros.
+    let cut = 5u64 << 20;
+    let partial = |name: &str| {
+        let p = t.path(name);
+        let f = rw(&p);
+        copy_in_chunks(&File::open(&ps).unwrap(), &f, cut);
+        assert_eq!(f.metadata().unwrap().len(), cut);
+        f
+    };
+    let want_grown = |size: u64| {
+        let mut w = data[..cut as usize].to_vec();
+        w.resize(size as usize, 0);
+        w
+    };
+    let grown = 9u64 << 20;
+    // truncate growing the file.
+    let f_trunc = partial("trunc");
+    f_trunc.set_len(grown).unwrap();
+    assert!(
+        read_at(&f_trunc, 0, grown as usize) == want_grown(grown),
+        "truncate up"
+    );
+    // A write past the end, in a later block.
+    let f_write = partial("write");
+    f_write.write_all_at(b"END", grown).unwrap();
+    let mut want_write = want_grown(grown);
+    want_write.extend_from_slice(b"END");
+    assert!(
+        read_at(&f_write, 0, want_write.len()) == want_write,
+        "write past the end"
+    );
+    // A write past the end within the shared block.
+    let f_near = partial("near");
+    f_near.write_all_at(b"NEAR", cut + 1000).unwrap();
+    let mut want_near = want_grown(cut + 1000);
+    want_near.extend_from_slice(b"NEAR");
+    assert!(
+        read_at(&f_near, 0, want_near.len()) == want_near,
+        "write in the block"
+    );
+    // fallocate growing the size.
+    let f_alloc = partial("alloc");
+    assert_eq!(fallocate(&f_alloc, 0, 0, grown), 0, "fallocate");
+    assert!(
+        read_at(&f_alloc, 0, grown as usize) == want_grown(grown),
+        "fallocate up"
+    );
+    // A copy further on: a gap, then the source's bytes.
+    let f_gap = partial("gap");
+    let (gs, gn) = (2 * BIG, CHUNK);
+    copy_range(&src, gs, &f_gap, grown, gn);
+    let mut want_gap = want_grown(grown);
+    want_gap.extend_from_slice(&data[gs as usize..(gs + gn) as usize]);
+    assert!(
+        read_at(&f_gap, 0, want_gap.len()) == want_gap,
+        "copy past the end"
+    );
+    drop((f_trunc, f_write, f_near, f_alloc, f_gap));
+
+    // Copy-on-write: later writes to either file leave the other alone.
+    let dst = rw(&pd);
+    dst.write_all_at(b"DST-ONLY", BIG + 5).unwrap();
+    let srcw = rw(&ps);
+    srcw.write_all_at(b"SRC-ONLY", 3 * BIG + 7).unwrap();
+    let mut want_dst = data.clone();
+    want_dst[(BIG + 5) as usize..(BIG + 13) as usize].copy_from_slice(b"DST-ONLY");
+    let mut want_src = data.clone();
+    want_src[(3 * BIG + 7) as usize..(3 * BIG + 15) as usize].copy_from_slice(b"SRC-ONLY");
+    assert!(fs::read(&pd).unwrap() == want_dst, "dst after the writes");
+    assert!(fs::read(&ps).unwrap() == want_src, "src after the writes");
+    drop((dst, srcw, src));
+
+    let check_all = |when: &str| {
+        assert!(fs::read(&pd).unwrap() == want_dst, "dst {when}");
+        assert!(fs::read(&ps).unwrap() == want_src, "src {when}");
+        assert!(
+            fs::read(t.path("trunc")).unwrap() == want_grown(grown),
+            "trunc {when}"
+        );
+        assert!(
+            fs::read(t.path("write")).unwrap() == want_write,
+            "write {when}"
+        );
+        assert!(
+            fs::read(t.path("near")).unwrap() == want_near,
+            "near {when}"
+        );
+        assert!(
+            fs::read(t.path("alloc")).unwrap() == want_grown(grown),
+            "alloc {when}"
+        );
+        assert!(fs::read(t.path("gap")).unwrap() == want_gap, "gap {when}");
+    };
+    t.umount();
+    fsck_clean(&t);
+    t.mount(&[]);
+    ok(run(&["ctl", t.mp.to_str().unwrap(), "drop-cache"]));
+    check_all("after remount");
+    // A partial copy left as it is survives a remount; growing it then
+    // still shows zeros.
+    let f = partial("late");
+    drop(f);
+    t.umount();
+    fsck_clean(&t);
+    t.mount(&[]);
+    let f = rw(&t.path("late"));
+    assert!(
+        read_at(&f, 0, cut as usize) == data[..cut as usize],
+        "late copy"
+    );
+    f.set_len(grown).unwrap();
+    assert!(
+        read_at(&f, 0, grown as usize) == want_grown(grown),
+        "late copy grown"
+    );
+    drop(f);
+    t.umount();
+    fsck_clean(&t);
+}
+
 #[test]
 fn unsupported_ioctls_get_enotty_without_log_noise() {
     let t = TestFs::new_mounted();

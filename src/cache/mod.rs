@@ -1151,7 +1151,11 @@ impl Cache {
     /// updates the inode's size).
     pub fn truncate(&self, ino: u64, old_size: u64, new_size: u64) -> Result<()> {
         let bs = self.cfg.block_size;
-        if new_size >= old_size {
+        if new_size > old_size {
+            // The old end's block must read as zeros past the old end.
+            return self.cut_past_eof(ino, old_size);
+        }
+        if new_size == old_size {
             return Ok(());
         }
         let keep = new_size.div_ceil(bs);

@@ -49,9 +49,11 @@ impl Cache {
     }
 
     /// Point blocks `dst_first..dst_first+n` of `dst` at the stored blocks
-    /// `src_first..` of `src` (caller holds both inode locks, `dst`'s
-    /// exclusively). The source's dirty blocks are stored first; the
-    /// destination's dirty copies in the range are discarded.
+    /// `src_first..` of `src` and grow `dst` to at least `grow_to` (caller
+    /// holds both inode locks, `dst`'s exclusively). The source's dirty
+    /// blocks are stored first; the destination's dirty copies in the
+    /// range are discarded.
+    #[allow(clippy::too_many_arguments)]
     pub fn share_blocks(
         &self,
         src: u64,
@@ -59,6 +61,7 @@ impl Cache {
         dst: u64,
         dst_first: u64,
         n: u64,
+        grow_to: u64,
     ) -> Result<u64> {
         if n == 0 {
             return Ok(0);
@@ -71,8 +74,50 @@ impl Cache {
             self.flush(Some(src))?;
         }
         self.drop_dirty_range(dst, dst_first, dst_first + n);
-        Ok(self
-            .meta
-            .share_blocks(src, src_first, dst, dst_first, n, self.shipper.next_gen())?)
+        Ok(self.meta.share_blocks(
+            src,
+            src_first,
+            dst,
+            dst_first,
+            n,
+            grow_to,
+            self.shipper.next_gen(),
+        )?)
+    }
+
+    /// The id of the stored block that block `idx` of a file reads from,
+    /// unless it is a hole or has a dirty copy.
+    pub fn clean_block_id(&self, ino: u64, idx: u64) -> Result<Option<i64>> {
+        if self.st.lock().dirty.contains_key(&(ino, idx)) {
+            return Ok(None);
+        }
+        Ok(self.meta.block_at(ino, idx)?.map(|b| b.id))
+    }
+
+    /// Before a file grows from `size` other than by writing on from its
+    /// end: cut off what is stored past the end (caller holds the inode
+    /// lock exclusively). A block shared by server-side copy may hold the
+    /// source's bytes past this file's end; the gap must read as zeros.
+    /// The block's visible prefix becomes a dirty copy; a block wholly
+    /// past the end holds nothing.
+    pub fn cut_past_eof(&self, ino: u64, size: u64) -> Result<()> {
+        let bs = self.cfg.block_size;
+        let keep = size.div_ceil(bs);
+        self.drop_dirty_range(ino, keep, u64::MAX);
+        if !self.meta.mapped_from(ino, keep, 1)?.is_empty() {
+            self.meta.unmap_from(ino, keep, self.shipper.next_gen())?;
+        }
+        let tail = size % bs;
+        if tail == 0 || self.st.lock().dirty.contains_key(&(ino, size / bs)) {
+            // Dirty copies never hold bytes past the end (writes start
+            // from the stored content up to the end; truncate cuts).
+            return Ok(());
+        }
+        match self.meta.block_at(ino, size / bs)? {
+            Some(b) if b.plain_len > tail => {
+                self.write_block_cut(ino, size / bs, tail, &[], size, Some(tail))
+            }
+            _ => Ok(()),
+        }
     }
 }

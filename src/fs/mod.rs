@@ -506,6 +506,10 @@ impl Fs {
         if !a.is_reg() {
             return Err(Errno(libc::EINVAL));
         }
+        if off > a.size {
+            // The gap between the old end and this write reads as zeros.
+            self.cache.cut_past_eof(ino, a.size)?;
+        }
         self.write_locked(ino, off, data, a.size)?;
         self.meta.note_write(ino, end, meta::now_ns())?;
         Ok(data.len() as u32)
@@ -522,9 +526,10 @@ impl Fs {
             let in_blk = pos % bs;
             let n = (bs - in_blk).min(end - pos);
             let src = &data[(pos - off) as usize..(pos - off + n) as usize];
-            // A hole between the old end and this write reads as zeros: the
-            // block that held the old end already ends there (truncate and
-            // uploads keep nothing past EOF).
+            // The block holding `size` is read only up to `size` here; a
+            // write starting past the end had the caller cut what is
+            // stored past it (`Cache::cut_past_eof`: a shared block may
+            // hold another file's bytes there), so a gap reads as zeros.
             self.write_block_retrying(ino, idx, in_blk, src, size)?;
             pos += n;
         }

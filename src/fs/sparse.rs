@@ -58,6 +58,11 @@ impl Fs {
         // Space in an object store is not reserved ahead; growing the size
         // (sparse) is what callers observe.
         let grow = mode & KEEP == 0 && end > a.size;
+        if grow {
+            // The new range reads as zeros, not as what a shared block
+            // holds past the old end.
+            self.cache.cut_past_eof(ino, a.size)?;
+        }
         if grow || clears {
             self.meta
                 .note_write(ino, if grow { end } else { 0 }, meta::now_ns())?;
@@ -159,12 +164,19 @@ impl Fs {
     }
 
     /// copy_file_range within this filesystem: where both offsets sit at
-    /// the same place within a block, whole blocks are shared (the
-    /// destination points at the source's stored blocks; nothing is
-    /// stored anew, and a later write to either file makes a new block for
-    /// that file only); the partial blocks at either end are read and
-    /// written. Returns the bytes copied, which may be fewer than asked
-    /// (callers loop).
+    /// the same place within a block, blocks are shared (the destination
+    /// points at the source's stored blocks; nothing is stored anew, and a
+    /// later write to either file makes a new block for that file alone);
+    /// other bytes are read and written. Returns the bytes copied, which
+    /// may be fewer than asked (callers loop).
+    ///
+    /// Samba copies in chunks of at most 1 MiB, in order, so with larger
+    /// blocks no call covers a whole block. A chunk that starts a block
+    /// past the destination's end maps the source's whole block at once
+    /// (its bytes past the destination's end are not visible), and the
+    /// chunks after it in the same block find it shared already: only the
+    /// size grows. Whatever later grows the file otherwise cuts those
+    /// hidden bytes off first (`Cache::cut_past_eof`).
     pub fn copy_file_range(
         &self,
         src: u64,
@@ -207,6 +219,10 @@ impl Fs {
         if end > MAX_FILE_SIZE {
             return Err(Errno(libc::EFBIG));
         }
+        if dst_off > da.size {
+            // The gap between the old end and the copy reads as zeros.
+            self.cache.cut_past_eof(dst, da.size)?;
+        }
         let copied = if aligned {
             self.copy_aligned(src, src_off, &sa, dst, dst_off, &da, len)?
         } else {
@@ -219,6 +235,9 @@ impl Fs {
         Ok(copied)
     }
 
+    /// The copy of `len` bytes whose offsets sit at the same place within
+    /// a block, block by block (the inode locks held; no gap before
+    /// `dst_off`).
     #[allow(clippy::too_many_arguments)]
     fn copy_aligned(
         &self,
@@ -231,39 +250,49 @@ impl Fs {
         len: u64,
     ) -> Result<u64> {
         let bs = self.cache.block_size();
-        let head = ((bs - src_off % bs) % bs).min(len);
-        self.copy_by_write(src, src_off, sa.size, dst, dst_off, da.size, head)?;
-        let mut whole = (len - head) / bs;
-        let rest = len - head - whole * bs;
-        // The source's last, partial block can be shared as it is when the
-        // copy takes it up to the source's end and the destination keeps
-        // nothing after the copy in that block.
-        let tail_shared = rest > 0 && src_off + len == sa.size && da.size <= dst_off + len;
-        if tail_shared {
-            whole += 1;
-        }
-        if whole > 0 {
-            self.cache.share_blocks(
-                src,
-                (src_off + head) / bs,
-                dst,
-                (dst_off + head) / bs,
-                whole,
-            )?;
-        }
-        if rest > 0 && !tail_shared {
-            let done = head + (whole * bs);
-            self.copy_by_write(
-                src,
-                src_off + done,
-                sa.size,
-                dst,
-                dst_off + done,
-                da.size,
-                rest,
-            )?;
+        // The destination's size as the copy goes: what is visible of it.
+        let mut dsize = da.size;
+        let mut done = 0;
+        while done < len {
+            let (s, d) = (src_off + done, dst_off + done);
+            let (si, di, o) = (s / bs, d / bs, s % bs);
+            let n = (bs - o).min(len - done);
+            if o == 0 && n == bs {
+                // A run of whole blocks: whatever the destination had there
+                // is replaced.
+                let whole = (len - done) / bs;
+                self.cache
+                    .share_blocks(src, si, dst, di, whole, d + whole * bs)?;
+                dsize = dsize.max(d + whole * bs);
+                done += whole * bs;
+                continue;
+            }
+            let piece_end = d + n;
+            if d <= dsize && self.same_block(src, si, dst, di)? {
+                // Shared already (an earlier chunk of this block): the
+                // bytes are there, and no gap before `d` would show what
+                // the block holds past the end, so only the size grows.
+            } else if o == 0 && dsize <= piece_end {
+                // Nothing of this destination block stays visible beyond
+                // the piece: map the source's block; its bytes past the
+                // piece stay past the end until copied or cut off.
+                self.cache.share_blocks(src, si, dst, di, 1, piece_end)?;
+            } else {
+                self.copy_by_write(src, s, sa.size, dst, d, dsize, n)?;
+            }
+            dsize = dsize.max(piece_end);
+            done += n;
         }
         Ok(len)
+    }
+
+    /// Whether block `di` of `dst` reads from the very stored block that
+    /// block `si` of `src` does (neither has a dirty copy).
+    fn same_block(&self, src: u64, si: u64, dst: u64, di: u64) -> Result<bool> {
+        let Some(d) = self.cache.clean_block_id(dst, di)? else {
+            return Ok(false);
+        };
+        Ok(self.cache.clean_block_id(src, si)? == Some(d))
     }
 
     /// Copy `n` bytes by reading and writing (the inode locks held).

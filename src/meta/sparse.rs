@@ -51,7 +51,11 @@ impl Meta {
     /// Make blocks `dst_first..dst_first+n` of `dst` the same stored blocks
     /// as `src_first..` of `src` (each shared block gains a reference; what
     /// `dst` had there loses one). A hole in `src` becomes a hole in `dst`.
-    /// Returns how many blocks are now shared.
+    /// `dst`'s size grows to at least `grow_to` in the same operation: a
+    /// block mapped past the end without its size (a crash in between)
+    /// would hold bytes that a later growth exposes. Returns how many
+    /// blocks are now shared.
+    #[allow(clippy::too_many_arguments)]
     pub fn share_blocks(
         &self,
         src: u64,
@@ -59,9 +63,12 @@ impl Meta {
         dst: u64,
         dst_first: u64,
         n: u64,
+        grow_to: u64,
         gen: u64,
     ) -> Result<u64> {
         self.write(|tx| {
+            tx.prepare_cached("UPDATE inodes SET size=max(size, ?2) WHERE ino=?1")?
+                .execute(params![dst as i64, grow_to as i64])?;
             let mut shared = 0;
             for i in 0..n {
                 let from: Option<i64> = tx
