@@ -1159,22 +1159,7 @@ impl Cache {
             return Ok(());
         }
         let keep = new_size.div_ceil(bs);
-        {
-            let mut st = self.st.lock();
-            let st = &mut *st;
-            let drop: Vec<(u64, u64)> = st
-                .dirty
-                .range((ino, keep)..=(ino, u64::MAX))
-                .map(|(k, _)| *k)
-                .collect();
-            for k in drop {
-                if let Some(d) = st.dirty.remove(&k) {
-                    st.dirty_bytes -= d.bytes;
-                    self.forget_dirty(k, d.small);
-                }
-            }
-            self.cv.notify_all();
-        }
+        self.drop_dirty_range(ino, keep, u64::MAX);
         self.meta.unmap_from(ino, keep, self.shipper.next_gen())?;
         let tail = new_size % bs;
         if tail != 0 {
@@ -1200,11 +1185,21 @@ impl Cache {
 
     /// Forget all cached state of a deleted inode.
     pub fn drop_inode(&self, ino: u64) {
+        self.drop_dirty_range(ino, 0, u64::MAX);
+        self.st.lock().urgent.remove(&ino);
+    }
+
+    /// Discard the dirty copies of blocks `first..end` of a file (truncated,
+    /// punched or deleted: never to be uploaded).
+    fn drop_dirty_range(&self, ino: u64, first: u64, end: u64) {
+        if first >= end {
+            return;
+        }
         let mut st = self.st.lock();
         let st = &mut *st;
         let keys: Vec<(u64, u64)> = st
             .dirty
-            .range((ino, 0)..=(ino, u64::MAX))
+            .range((ino, first)..(ino, end))
             .map(|(k, _)| *k)
             .collect();
         for k in keys {
@@ -1213,7 +1208,6 @@ impl Cache {
                 self.forget_dirty(k, d.small);
             }
         }
-        st.urgent.remove(&ino);
         self.cv.notify_all();
     }
 

@@ -9,26 +9,6 @@ impl Cache {
     /// Forget dirty copies of blocks `first..end` of a file (caller holds
     /// the inode lock exclusively). An upload of one already under way
     /// finds its entry gone and maps nothing.
-    fn drop_dirty_range(&self, ino: u64, first: u64, end: u64) {
-        if first >= end {
-            return;
-        }
-        let mut st = self.st.lock();
-        let st = &mut *st;
-        let keys: Vec<(u64, u64)> = st
-            .dirty
-            .range((ino, first)..(ino, end))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in keys {
-            if let Some(d) = st.dirty.remove(&k) {
-                st.dirty_bytes -= d.bytes;
-                self.forget_dirty(k, d.small);
-            }
-        }
-        self.cv.notify_all();
-    }
-
     /// Make blocks `first..end` of a file holes (caller holds the inode
     /// lock exclusively): stored blocks lose this file's reference, dirty
     /// copies are discarded.
