@@ -313,6 +313,16 @@ fn two_users_work_in_their_own_homes_through_samba() {
     let (alice, bob) = (unique_user("a"), unique_user("b"));
     ok(g.add_user(&alice, "alice-pw1", &[]));
     ok(g.add_user(&bob, "bob-pw1", &[]));
+    // New accounts get ordinary uids: not 65535 (the 16-bit -1) next to
+    // nobody, which a too-wide useradd range hands out.
+    for u in [&alice, &bob] {
+        let uid = nix::unistd::User::from_name(u)
+            .unwrap()
+            .unwrap()
+            .uid
+            .as_raw();
+        assert!((1000..60000).contains(&uid), "{u} got uid {uid}");
+    }
     let work = unique_dir("smbwork");
     fs::write(work.join("a.txt"), b"from alice").unwrap();
     fs::write(work.join("b.txt"), b"from bob").unwrap();

@@ -142,9 +142,16 @@ fn ensure_unix_account(
             .args(["--shell", "/usr/sbin/nologin", "-K"])
             .arg(format!("UID_MIN={uid_min}"))
             .arg("-K")
+            // Debian's range (login.defs: 60000): above it sit nobody
+            // (65534) and 65535, the 16-bit -1, which useradd would pick
+            // next after nobody with a wider range.
             .arg(format!(
                 "UID_MAX={}",
-                uid_min.saturating_add(1 << 20).max(60000)
+                if uid_min < 60000 {
+                    60000
+                } else {
+                    uid_min.saturating_add(10000)
+                }
             ))
             .arg("--home-dir")
             .arg(&home)
