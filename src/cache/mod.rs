@@ -270,6 +270,8 @@ pub struct Cache {
     writer_waits: AtomicU64,
     /// Full-disk reports, rate-limited.
     disk_full_log: crate::logevery::LogEvery,
+    /// Room kept for the databases' commits (see `meta::reserve`).
+    reserve: Option<Arc<crate::meta::reserve::Reserve>>,
     upload_fail_log: crate::logevery::LogEvery,
     workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stopped: AtomicBool,
@@ -314,8 +316,11 @@ impl Cache {
             .unwrap_or(0);
         let max_obj = max_obj.max(floor);
         let small = SmallDb::open(&cfg.dir.join("cache.db"))?;
-        if let Some(r) = meta.reserve() {
-            small.group().set_reserve(r);
+        // Held here too: the writers' path asks it without taking the
+        // metadata connection's lock.
+        let reserve = meta.reserve();
+        if let Some(r) = &reserve {
+            small.group().set_reserve(r.clone());
         }
         meta.commit_first(small.group());
         let cache = Arc::new(Cache {
@@ -339,6 +344,7 @@ impl Cache {
             fetched_blocks: AtomicU64::new(0),
             writer_waits: AtomicU64::new(0),
             disk_full_log: crate::logevery::LogEvery::new(Duration::from_secs(5)),
+            reserve,
             upload_fail_log: crate::logevery::LogEvery::new(Duration::from_secs(5)),
             workers: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
@@ -799,7 +805,7 @@ impl Cache {
                 let mut free = v.blocks_available() as i64 * frsize;
                 // Room the metadata reserve gave back is the databases',
                 // not the writers'.
-                if self.meta.reserve().is_some_and(|r| r.given_back()) {
+                if self.reserve.as_ref().is_some_and(|r| r.given_back()) {
                     free -= crate::meta::reserve::RESERVE_BYTES as i64;
                 }
                 let total = v.blocks() as i64 * frsize;
@@ -874,7 +880,8 @@ impl Cache {
             }
             // Truly full: a write failed for want of space, or the room
             // kept for commits had to be given back.
-            let hard = low && (st.hard_full || self.meta.reserve().is_some_and(|r| r.given_back()));
+            let hard =
+                low && (st.hard_full || self.reserve.as_ref().is_some_and(|r| r.given_back()));
             if hard {
                 // Progress: an upload finished, or the disk gained room.
                 let dirty = st.dirty_bytes;
