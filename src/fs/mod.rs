@@ -665,15 +665,12 @@ impl Fs {
     }
 
     pub fn counts(&self) -> Result<meta::Counts> {
-        let mut c = self.counts.lock();
-        if let Some((t, v)) = &*c {
+        if let Some((t, v)) = &*self.counts.lock() {
             if t.elapsed() < Duration::from_secs(2) {
                 return Ok(v.clone());
             }
         }
-        let v = self.meta.counts()?;
-        *c = Some((Instant::now(), v.clone()));
-        Ok(v)
+        self.counts_now()
     }
 
     /// Figures as of now (`stat`), not the few seconds old ones statfs uses.
