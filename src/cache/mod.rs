@@ -221,7 +221,8 @@ struct State {
     open_files: HashMap<i64, Arc<File>>,
 }
 
-#[derive(Debug, Default, serde::Serialize, Clone)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize, Clone)]
+#[serde(default)]
 pub struct CacheStats {
     /// Dirty plus clean: what the cache holds on its disk.
     pub used_bytes: u64,

@@ -117,18 +117,7 @@ struct Home {
     mounted_at: Instant,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HomeStatus {
-    pub user: String,
-    pub mountpoint: PathBuf,
-    pub store: String,
-    pub connections: usize,
-    /// The smbd processes of those sessions (where known).
-    pub smbd_pids: Vec<u32>,
-    pub idle_secs: Option<u64>,
-    pub mounted_secs: u64,
-    pub cache: crate::cache::CacheStats,
-}
+pub use super::api::HomeStatus;
 
 pub struct Gateway {
     pub cfg: GatewayConfig,
@@ -503,6 +492,8 @@ impl Gateway {
                 idle_secs: h.idle_since.map(|t| t.elapsed().as_secs()),
                 mounted_secs: h.mounted_at.elapsed().as_secs(),
                 cache: h.engine.fs.cache().stats(),
+                metadata_age_secs: None,
+                metadata_generation: h.engine.fs.shipper().shipped_gen(),
             })
             .collect();
         v.sort_by(|a, b| a.user.cmp(&b.user));

@@ -1,6 +1,7 @@
 //! The gateway: per-user Swift-backed homes mounted when Samba's
 //! `root preexec` fires, a user map, a control socket, Samba integration.
 
+pub mod api;
 pub mod config;
 pub mod control;
 pub mod daemon;
