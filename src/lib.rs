@@ -30,3 +30,4 @@ pub mod logevery;
 pub mod meta;
 pub mod secure;
 pub mod store;
+pub mod web;

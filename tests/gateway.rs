@@ -80,6 +80,10 @@ key_file = "{r}/etc/secret.key"
 socket = "{r}/run/gw.sock"
 [samba]
 config = "{smb}"
+[console]
+listen = "127.0.0.1:0"
+audit_log = "{r}/log/audit.log"
+tokens_file = "{r}/etc/api-tokens.json"
 "#,
                 r = root.display(),
                 smb = smb_conf.display()

@@ -580,7 +580,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Mount(args) => mount::mount(args),
         Cmd::Serve { config } => {
-            crate::gateway::serve(&config)?;
+            crate::gateway::serve(&config, |gw, cfg| {
+                let api: std::sync::Arc<dyn crate::gateway::api::GatewayApi> =
+                    std::sync::Arc::new(gw);
+                crate::web::server::spawn(api, &cfg.console).map_err(|e| e.to_string())
+            })?;
             Ok(0)
         }
         Cmd::Hook {

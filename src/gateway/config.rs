@@ -232,6 +232,76 @@ fn default_share() -> String {
     "home".into()
 }
 
+/// Who may scrape `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetricsAccess {
+    /// Clients on loopback, or with an API token.
+    Loopback,
+    /// Only with an API token (`swiftgate token create`).
+    Token,
+    /// Anyone who reaches the port.
+    Open,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// Run the web console inside `swiftgate serve`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Loopback only by default: reach it through an SSH tunnel.
+    #[serde(default = "default_console_listen")]
+    pub listen: String,
+    /// PEM certificate chain and key: HTTPS when both are set.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Only members of this Unix group may log in.
+    #[serde(default = "default_admin_group")]
+    pub admin_group: String,
+    /// The PAM service (a file in /etc/pam.d).
+    #[serde(default = "default_pam_service")]
+    pub pam_service: String,
+    /// A session unused this long is logged out.
+    #[serde(default = "default_session_idle", deserialize_with = "de_duration")]
+    pub session_idle: Duration,
+    #[serde(default = "default_metrics_access")]
+    pub metrics: MetricsAccess,
+    /// Every admin action, one JSON line each.
+    #[serde(default = "default_audit_log")]
+    pub audit_log: PathBuf,
+    /// API tokens (hashes only).
+    #[serde(default = "default_tokens_file")]
+    pub tokens_file: PathBuf,
+}
+
+fn default_console_listen() -> String {
+    "127.0.0.1:8443".into()
+}
+fn default_admin_group() -> String {
+    "swiftgate-admin".into()
+}
+fn default_pam_service() -> String {
+    "swiftgate".into()
+}
+fn default_session_idle() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_metrics_access() -> MetricsAccess {
+    MetricsAccess::Loopback
+}
+fn default_audit_log() -> PathBuf {
+    "/var/log/swiftgate/audit.log".into()
+}
+fn default_tokens_file() -> PathBuf {
+    "/etc/swiftgate/api-tokens.json".into()
+}
+fn default_console() -> ConsoleSection {
+    empty()
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
@@ -248,6 +318,8 @@ pub struct GatewayConfig {
     pub control: ControlSection,
     #[serde(default = "default_samba")]
     pub samba: SambaSection,
+    #[serde(default = "default_console")]
+    pub console: ConsoleSection,
 }
 
 fn empty<T: for<'de> Deserialize<'de>>() -> T {
@@ -329,6 +401,18 @@ impl GatewayConfig {
                 "[users] group {:?} is not a valid group name",
                 cfg.users.group
             )));
+        }
+        if cfg.console.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(format!(
+                "[console] listen {:?} is not an address like \"127.0.0.1:8443\"",
+                cfg.console.listen
+            )));
+        }
+        if cfg.console.tls_cert.is_some() != cfg.console.tls_key.is_some() {
+            return Err(invalid(
+                "[console] tls_cert and tls_key go together: give both for HTTPS, or neither"
+                    .into(),
+            ));
         }
         cfg.cache.dirty_limit = match cfg.cache.dirty_limit_set {
             Some(d) if d > cfg.cache.size => {

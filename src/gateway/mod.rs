@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod samba;
+pub mod service;
 pub mod session;
 pub mod usermap;
 pub mod users;
@@ -57,12 +58,19 @@ pub enum ServeError {
     Gateway(#[from] daemon::GatewayError),
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    #[error("{0}")]
+    Console(String),
     #[error("signals: {0}")]
     Signals(std::io::Error),
 }
 
 /// `swiftgate serve`: run until SIGTERM/SIGINT, then flush and unmount all.
-pub fn serve(config_path: &Path) -> Result<(), ServeError> {
+/// `console` starts the web console on the running gateway (the layer
+/// above this one provides it).
+pub fn serve(
+    config_path: &Path,
+    console: impl FnOnce(Arc<Gateway>, &GatewayConfig) -> Result<String, String>,
+) -> Result<(), ServeError> {
     let cfg = GatewayConfig::load(config_path)?;
     crate::secure::new_dir(&cfg.cache.dir).map_err(|source| daemon::GatewayError::Io {
         path: cfg.cache.dir.clone(),
@@ -71,6 +79,11 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
     let _ = crate::secure::private_file(&sessions_file(&cfg));
     let gw = Gateway::new(cfg.clone())?;
     control::serve(&cfg.control.socket, gw.clone())?;
+    let console_url = if cfg.console.enabled {
+        Some(console(gw.clone(), &cfg).map_err(ServeError::Console)?)
+    } else {
+        None
+    };
     let restore: Vec<daemon::SavedHome> = std::fs::read(sessions_file(&cfg))
         .ok()
         .and_then(|b| {
@@ -109,10 +122,17 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
         });
     }
     tracing::info!(socket = %cfg.control.socket.display(), "gateway ready");
-    println!(
-        "swiftgate gateway ready (control socket {})",
-        cfg.control.socket.display()
-    );
+    // One line: whoever started us may read just that one.
+    match &console_url {
+        Some(url) => println!(
+            "swiftgate gateway ready (control socket {}, console {url})",
+            cfg.control.socket.display()
+        ),
+        None => println!(
+            "swiftgate gateway ready (control socket {})",
+            cfg.control.socket.display()
+        ),
+    }
     notify_ready();
     let mut last: Vec<daemon::SavedHome> = restore;
     while !stop.load(std::sync::atomic::Ordering::Acquire) {
