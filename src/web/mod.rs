@@ -1,0 +1,3 @@
+//! The web console: HTTP pages, JSON API and metrics over the gateway API.
+
+pub mod pam;
