@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Debian/Ubuntu packages the gateway needs at run time: FUSE and Samba
-# (with the VFS modules the home share uses). Idempotent.
+# Debian/Ubuntu packages the gateway needs: FUSE and Samba (with the VFS
+# modules the home share uses) at run time, PAM's development files to
+# build it (the console's login links libpam). Idempotent.
 set -euo pipefail
 need=()
 command -v fusermount3 >/dev/null || need+=(fuse3)
@@ -9,6 +10,8 @@ command -v smbclient >/dev/null || need+=(smbclient)
 command -v testparm >/dev/null || need+=(samba-common-bin)
 # acl_xattr, streams_xattr, fruit, catia for the home share.
 ls /usr/lib/*-linux-gnu/samba/vfs/acl_xattr.so >/dev/null 2>&1 || need+=(samba-vfs-modules)
+# libpam.so + libpam_misc.so, the names the linker looks for.
+ls /usr/lib/*-linux-gnu/libpam_misc.so >/dev/null 2>&1 || need+=(libpam0g-dev)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]} (apt-get; this can take a few minutes)"
     export DEBIAN_FRONTEND=noninteractive

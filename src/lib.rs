@@ -4,7 +4,7 @@
 //! `store` (object stores), `data` (block codec), `meta` (SQLite metadata,
 //! shipping, lease), `cache` (write-back block cache), `fs` (POSIX semantics
 //! and the FUSE adapter), `gateway` (per-user homes for Samba, user map,
-//! control socket), `cli` (commands).
+//! control socket), `web` (console, JSON API, metrics), `cli` (commands).
 
 /// `From` for error variants whose message already shows their cause.
 /// (thiserror's `#[from]` would also return it as `source()`, so anything

@@ -10,6 +10,11 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
 command -v cc >/dev/null || need+=(gcc)
 command -v runuser >/dev/null || need+=(util-linux)
+# The console's browser tests: Debian's Chromium, driven through chromedriver.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+# Fonts with Japanese glyphs, for the console's Japanese pages in screenshots.
+fc-list 2>/dev/null | grep -qi 'noto.*cjk' || need+=(fonts-noto-cjk)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq -o DPkg::Lock::Timeout=600

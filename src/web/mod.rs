@@ -9,6 +9,7 @@ pub mod auth;
 pub mod i18n;
 pub mod metrics;
 pub mod pages;
+pub mod pam;
 pub mod server;
 
 use crate::gateway::api::GatewayApi;
@@ -41,3 +42,4 @@ pub fn router(state: AppState) -> axum::Router {
 async fn healthz() -> &'static str {
     "ok\n"
 }
+

@@ -3,6 +3,8 @@
 //! test fails.
 #![allow(dead_code)]
 
+pub mod accounts;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
