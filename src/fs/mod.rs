@@ -476,7 +476,7 @@ impl Fs {
             prev == Some(off)
         };
         // Once per block boundary crossed by a sequential reader.
-        if !sequential || off / bs == end / bs && off % bs != 0 {
+        if !sequential || off / bs == end / bs && !off.is_multiple_of(bs) {
             return;
         }
         let first = end / bs + 1;

@@ -340,7 +340,8 @@ mod tests {
         assert_eq!(got(1).as_bytes(), b"alice");
         free_responses(out, 2);
 
-        m1.msg_style = 99;
+        // Through the pointer PAM would use (m1 itself is borrowed by it).
+        unsafe { (*msgs[0]).msg_style = 99 };
         let mut out2: *mut PamResponse = ptr::null_mut();
         let rc = converse(2, msgs.as_mut_ptr(), &mut out2, data);
         assert_eq!(rc, PamReturnCode::CONV_ERR as c_int);
