@@ -479,9 +479,9 @@ impl Engine {
 
     /// Files and bytes (at most a few seconds old).
     pub fn usage(&self) -> Result<crate::meta::Counts> {
-        self.fs.counts().map_err(|e| {
-            EngineError::Flush(format!("reading the filesystem's figures: {e}"))
-        })
+        self.fs
+            .counts()
+            .map_err(|e| EngineError::Flush(format!("reading the filesystem's figures: {e}")))
     }
 
     /// Clean shutdown: flush, stop background work, release the lease.

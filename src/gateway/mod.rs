@@ -1,12 +1,20 @@
 //! The gateway: per-user Swift-backed homes mounted when Samba's
 //! `root preexec` fires, a user map, a control socket, Samba integration.
 
+pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod events;
+pub mod health;
+pub mod jobs;
+pub mod lock;
 pub mod samba;
+pub mod service;
 pub mod session;
+pub mod shares;
+pub mod state;
 pub mod usermap;
 pub mod users;
 
@@ -57,6 +65,8 @@ pub enum ServeError {
     Gateway(#[from] daemon::GatewayError),
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     #[error("signals: {0}")]
     Signals(std::io::Error),
 }
@@ -69,8 +79,17 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
         cause: source,
     })?;
     let _ = crate::secure::private_file(&sessions_file(&cfg));
-    let gw = Gateway::new(cfg.clone())?;
-    control::serve(&cfg.control.socket, gw.clone())?;
+    // The single writer of the user map and the share list from here on
+    // (a CLI command holding it finishes first).
+    let lock = lock::StateLock::acquire(&lock::lock_path(&cfg.users.db), Duration::from_secs(120))?;
+    let gw = Gateway::new(cfg.clone(), lock)?;
+    gw.set_serving();
+    control::serve(
+        &cfg.control.socket,
+        Arc::new(service::Service::new(gw.clone())),
+    )?;
+    shares::mount_all(&gw);
+    health::start(gw.clone());
     let restore: Vec<daemon::SavedHome> = std::fs::read(sessions_file(&cfg))
         .ok()
         .and_then(|b| {

@@ -136,7 +136,12 @@ impl MeteredStore {
         std::sync::Arc::new(MeteredStore { inner })
     }
 
-    fn run<T>(&self, op: Op, bytes: impl Fn(&T) -> u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    fn run<T>(
+        &self,
+        op: Op,
+        bytes: impl Fn(&T) -> u64,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         let t = Instant::now();
         let r = f();
         match &r {
@@ -160,17 +165,25 @@ impl ObjectStore for MeteredStore {
         self.run(Op::Put, |_| len, || self.inner.put_stream(key, len, body))
     }
     fn create_stream(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<()> {
-        self.run(Op::Put, |_| len, || self.inner.create_stream(key, len, body))
+        self.run(
+            Op::Put,
+            |_| len,
+            || self.inner.create_stream(key, len, body),
+        )
     }
     fn get_max(&self, key: &str, max: u64) -> Result<Vec<u8>> {
-        self.run(Op::Get, |v: &Vec<u8>| v.len() as u64, || {
-            self.inner.get_max(key, max)
-        })
+        self.run(
+            Op::Get,
+            |v: &Vec<u8>| v.len() as u64,
+            || self.inner.get_max(key, max),
+        )
     }
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.run(Op::Get, |v: &Vec<u8>| v.len() as u64, || {
-            self.inner.get_range(key, offset, len)
-        })
+        self.run(
+            Op::Get,
+            |v: &Vec<u8>| v.len() as u64,
+            || self.inner.get_range(key, offset, len),
+        )
     }
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
         self.run(Op::Head, |_| 0, || self.inner.head(key))
