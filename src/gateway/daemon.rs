@@ -580,8 +580,14 @@ impl Gateway {
         Ok(())
     }
 
-    /// Flush and unmount one home (idle or on request).
+    /// Flush and unmount one home (on request).
     pub fn unmount(&self, user: &str) -> Result<bool, GatewayError> {
+        self.unmount_if(user, false)
+    }
+
+    /// With `idle_only`, a home that got a session (or was used) since it
+    /// was found idle stays mounted.
+    fn unmount_if(&self, user: &str, idle_only: bool) -> Result<bool, GatewayError> {
         // Busy while unmounting: a connect arriving now waits for the old
         // session to release the lease and the cache, then mounts again.
         {
@@ -593,7 +599,16 @@ impl Gateway {
         }
         let home = {
             let mut homes = self.homes.lock();
-            let h = homes.remove(user);
+            let still_idle = homes.get(user).is_some_and(|h| {
+                h.sessions.is_empty()
+                    && h.idle_since
+                        .is_some_and(|t| t.elapsed() >= self.cfg.mounts.idle_unmount)
+            });
+            let h = if idle_only && !still_idle {
+                None
+            } else {
+                homes.remove(user)
+            };
             self.rebalance(&homes);
             h
         };
@@ -692,7 +707,7 @@ impl Gateway {
             let t = std::thread::Builder::new()
                 .name(format!("unmount-{u}"))
                 .spawn(move || {
-                    if let Err(e) = gw.unmount(&user) {
+                    if let Err(e) = gw.unmount_if(&user, true) {
                         tracing::error!(user = %user, "idle unmount failed: {e}");
                     }
                 });

@@ -56,8 +56,15 @@ pub fn probe(gw: &Gateway) -> StoreHealth {
                 let base = std::path::Path::new(path)
                     .parent()
                     .unwrap_or(std::path::Path::new("/"));
-                let r = std::fs::read_dir(base).map(|_| ()).map_err(|e| {
-                    crate::store::StoreError::Other(format!("{}: {e}", base.display()))
+                // Before the first home it may not exist yet: then the
+                // directory it will be made in must.
+                let probe_dir = if base.exists() {
+                    base
+                } else {
+                    base.parent().unwrap_or(base)
+                };
+                let r = std::fs::read_dir(probe_dir).map(|_| ()).map_err(|e| {
+                    crate::store::StoreError::Other(format!("{}: {e}", probe_dir.display()))
                 });
                 (format!("local://{}", base.display()), r, None)
             } else {
