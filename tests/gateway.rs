@@ -1140,7 +1140,11 @@ fn purge_that_leaves_the_samba_account_fails() {
         shim.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let o = g.sg_env(&["user", "remove", &u, "--purge"], "", &[("PATH", &path)]);
+    // The daemon carries out the command: it is the one with the shim.
+    g.stop_daemon(libc::SIGTERM);
+    g.extra_env.push(("PATH".into(), path));
+    g.start_daemon();
+    let o = g.sg(&["user", "remove", &u, "--purge"], "");
     assert!(
         !o.status.success(),
         "purge exited 0 leaving the Samba account"
@@ -1162,6 +1166,9 @@ fn purge_that_leaves_the_samba_account_fails() {
     let work = unique_dir("smbwork");
     assert!(!g.smbclient(&u, "pw-x", "ls", &work).status.success());
     // Fixed: the retry purges.
+    g.stop_daemon(libc::SIGTERM);
+    g.extra_env.retain(|(k, _)| k != "PATH");
+    g.start_daemon();
     ok(g.sg(&["user", "remove", &u, "--purge"], ""));
     let list = String::from_utf8_lossy(&ok(g.sg(&["user", "list"], "")).stdout).to_string();
     assert!(!list.contains(&u), "{list}");
@@ -1724,9 +1731,16 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
         }),
         Ok(Response::Done { .. })
     ));
-    // Mounted without a session; data written, then a flush job with progress.
-    call(Request::Mount { user: u.clone() }).unwrap();
+    // A session (as the hook opens it) keeps the home mounted throughout;
+    // data written, then a flush job with progress.
+    let t = call(Request::Connect {
+        user: u.clone(),
+        smbd: None,
+    })
+    .unwrap();
+    assert!(matches!(t, Response::Connected { .. }), "{t:?}");
     assert!(is_mounted(&g.home(&u)));
+    call(Request::Mount { user: u.clone() }).unwrap();
     let data = random_bytes(24 << 20, 5);
     fs::write(g.home(&u).join("big.bin"), &data).unwrap();
     let v = call(Request::HomeCommand {
@@ -1763,7 +1777,6 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
     assert!(
         matches!(call(Request::Homes), Ok(Response::Homes(h)) if h.iter().any(|h| h.user == u))
     );
-    // (The idle timer is 3 s here: what needs the mount comes first.)
     let j = match call(Request::Flush { user: u.clone() }).unwrap() {
         Response::Job(j) => j,
         other => panic!("{other:?}"),
@@ -1820,8 +1833,26 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
     assert!(
         put.ok > 0 && put.bytes > 0 && *put.latency_buckets.last().unwrap() == put.ok + put.errors
     );
-    // Fsck: the idle home is unmounted for it and found clean.
+    // Fsck: refused while a session is open; the idle home is unmounted
+    // for it and found clean.
+    let e = call(Request::Fsck {
+        user: u.clone(),
+        verify_data: false,
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::Conflict, Some("user"))
+    );
+    let e = call(Request::Unmount { user: u.clone() }).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict);
+    call(Request::Disconnect {
+        user: u.clone(),
+        smbd: None,
+    })
+    .unwrap();
     call(Request::Unmount { user: u.clone() }).unwrap();
+    assert!(!is_mounted(&g.home(&u)));
     let j = match call(Request::Fsck {
         user: u.clone(),
         verify_data: true,
