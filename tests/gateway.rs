@@ -44,6 +44,8 @@ struct Gw {
     daemon: Option<Child>,
     smbd: Option<Child>,
     users: Vec<String>,
+    /// Team shares (and their groups) to remove on drop.
+    shares: Vec<String>,
     extra_env: Vec<(String, String)>,
 }
 
@@ -84,6 +86,8 @@ config = "{smb}"
 listen = "127.0.0.1:0"
 audit_log = "{r}/log/audit.log"
 tokens_file = "{r}/etc/api-tokens.json"
+[shares]
+root = "{r}/shares"
 "#,
                 r = root.display(),
                 smb = smb_conf.display()
@@ -139,6 +143,7 @@ tokens_file = "{r}/etc/api-tokens.json"
             daemon: None,
             smbd: None,
             users: Vec::new(),
+            shares: Vec::new(),
             extra_env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
@@ -243,8 +248,19 @@ tokens_file = "{r}/etc/api-tokens.json"
     }
 
     fn smbclient(&self, user: &str, password: &str, cmds: &str, cwd: &Path) -> Output {
+        self.smbclient_on("home", user, password, cmds, cwd)
+    }
+
+    fn smbclient_on(
+        &self,
+        share: &str,
+        user: &str,
+        password: &str,
+        cmds: &str,
+        cwd: &Path,
+    ) -> Output {
         Command::new("smbclient")
-            .arg("//127.0.0.1/home")
+            .arg(format!("//127.0.0.1/{share}"))
             .args([
                 "-p",
                 &self.port.to_string(),
@@ -270,13 +286,28 @@ impl Drop for Gw {
             let _ = s.kill();
             let _ = s.wait();
         }
+        for sh in self.shares.clone() {
+            let _ = self.sg(&["share", "remove", &sh, "--purge"], "");
+        }
         self.stop_daemon(libc::SIGTERM);
+        for sh in self.shares.clone() {
+            let _ = Command::new("groupdel").arg(format!("share-{sh}")).output();
+        }
         for u in self.users.clone() {
             if u == "root" {
                 continue; // never, whatever a test did
             }
             let _ = self.sg(&["user", "remove", &u, "--purge"], "");
             let _ = Command::new("userdel").arg(&u).output();
+        }
+        for dir in ["home", "shares"] {
+            if let Ok(rd) = fs::read_dir(self.root.join(dir)) {
+                for e in rd.flatten() {
+                    if is_mounted(&e.path()) {
+                        let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+                    }
+                }
+            }
         }
         if let Ok(rd) = fs::read_dir(self.root.join("home")) {
             for e in rd.flatten() {
@@ -1113,7 +1144,11 @@ fn purge_that_leaves_the_samba_account_fails() {
         shim.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let o = g.sg_env(&["user", "remove", &u, "--purge"], "", &[("PATH", &path)]);
+    // The daemon carries out the command: it is the one with the shim.
+    g.stop_daemon(libc::SIGTERM);
+    g.extra_env.push(("PATH".into(), path));
+    g.start_daemon();
+    let o = g.sg(&["user", "remove", &u, "--purge"], "");
     assert!(
         !o.status.success(),
         "purge exited 0 leaving the Samba account"
@@ -1135,6 +1170,9 @@ fn purge_that_leaves_the_samba_account_fails() {
     let work = unique_dir("smbwork");
     assert!(!g.smbclient(&u, "pw-x", "ls", &work).status.success());
     // Fixed: the retry purges.
+    g.stop_daemon(libc::SIGTERM);
+    g.extra_env.retain(|(k, _)| k != "PATH");
+    g.start_daemon();
     ok(g.sg(&["user", "remove", &u, "--purge"], ""));
     let list = String::from_utf8_lossy(&ok(g.sg(&["user", "list"], "")).stdout).to_string();
     assert!(!list.contains(&u), "{list}");
@@ -1518,4 +1556,643 @@ fn files_put_through_samba_are_unreadable_by_other_local_users() {
     }
     assert!(open.is_empty(), "open to others:\n{}", open.join("\n"));
     let _ = fs::remove_dir_all(&work);
+}
+
+// ------------------------------------------------------- the typed API
+
+use swiftgate::gateway::api::{
+    ErrorKind, GatewayApi, GatewayApiExt, JobInfo, JobState, Request, Response, Secret, ShareSpec,
+    UserAdd, UserQuery,
+};
+use swiftgate::gateway::control::ControlClient;
+
+impl Gw {
+    fn api(&self) -> ControlClient {
+        ControlClient::new(&self.root.join("run/gw.sock"), Duration::from_secs(600))
+    }
+
+    fn wait_job(&self, j: JobInfo) -> JobInfo {
+        let api = self.api();
+        let mut j = j;
+        let until = std::time::Instant::now() + Duration::from_secs(120);
+        while j.state == JobState::Running {
+            assert!(std::time::Instant::now() < until, "job stuck: {j:?}");
+            std::thread::sleep(Duration::from_millis(100));
+            j = api.job(j.id).unwrap();
+        }
+        j
+    }
+
+    fn share_conf(&self) -> String {
+        fs::read_to_string(self.root.join("swiftgate-shares.conf")).unwrap_or_default()
+    }
+}
+
+fn unique_share() -> String {
+    format!("t{:06x}", rand_u32() & 0xffffff)
+}
+
+/// Every variant, by its wire name: the match is exhaustive, so a new
+/// request cannot be added without this test asking it.
+fn op_name(r: &Request) -> &'static str {
+    match r {
+        Request::Ping => "ping",
+        Request::Connect { .. } => "connect",
+        Request::Disconnect { .. } => "disconnect",
+        Request::Overview => "overview",
+        Request::Homes => "homes",
+        Request::Users { .. } => "users",
+        Request::User { .. } => "user",
+        Request::UserAdd(_) => "user_add",
+        Request::UserSetDisabled { .. } => "user_set_disabled",
+        Request::UserRemove { .. } => "user_remove",
+        Request::UserPasswd { .. } => "user_passwd",
+        Request::Mount { .. } => "mount",
+        Request::Unmount { .. } => "unmount",
+        Request::Flush { .. } => "flush",
+        Request::Fsck { .. } => "fsck",
+        Request::HomeCommand { .. } => "home_command",
+        Request::Shares => "shares",
+        Request::ShareAdd(_) => "share_add",
+        Request::ShareUpdate(_) => "share_update",
+        Request::ShareRemove { .. } => "share_remove",
+        Request::Cache => "cache",
+        Request::CacheSetBudget { .. } => "cache_set_budget",
+        Request::CacheEvict { .. } => "cache_evict",
+        Request::Events { .. } => "events",
+        Request::Jobs => "jobs",
+        Request::Job { .. } => "job",
+        Request::Metrics => "metrics",
+    }
+}
+
+const ALL_OPS: usize = 27;
+
+#[test]
+fn every_request_is_answered_by_the_daemon_with_typed_errors() {
+    let mut g = local_gw();
+    let api = g.api();
+    let mut asked = std::collections::BTreeSet::new();
+    let mut call = |r: Request| -> Result<Response, swiftgate::gateway::api::ApiError> {
+        asked.insert(op_name(&r));
+        let res = api.call(r);
+        if let Err(e) = &res {
+            assert!(
+                !e.message.to_lowercase().contains("not implemented"),
+                "{e:?}"
+            );
+        }
+        res
+    };
+    assert!(matches!(call(Request::Ping), Ok(Response::Pong { .. })));
+    let u = unique_user("api");
+    g.users.push(u.clone());
+    // Typed errors name the field at fault.
+    let e = call(Request::UserAdd(UserAdd {
+        user: "../root".into(),
+        password: Secret::new("pw"),
+        credentials: None,
+        adopt: false,
+    }))
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::Invalid, Some("user"))
+    );
+    let e = call(Request::UserAdd(UserAdd {
+        user: u.clone(),
+        password: Secret::new("pw\nsecond"),
+        credentials: None,
+        adopt: false,
+    }))
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::Invalid, Some("password"))
+    );
+    let m = call(Request::UserAdd(UserAdd {
+        user: u.clone(),
+        password: Secret::new("api-pw1"),
+        credentials: None,
+        adopt: false,
+    }));
+    assert!(matches!(m, Ok(Response::Done { .. })), "{m:?}");
+    let e = call(Request::UserAdd(UserAdd {
+        user: u.clone(),
+        password: Secret::new("api-pw1"),
+        credentials: None,
+        adopt: false,
+    }))
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::Conflict, Some("user"))
+    );
+    let e = call(Request::User {
+        user: "nobody-here".into(),
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::NotFound, Some("user"))
+    );
+    // The hook's requests: an unknown user is refused (and logged as an event).
+    let e = call(Request::Connect {
+        user: "nobody-here".into(),
+        smbd: None,
+    })
+    .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("user"));
+    assert!(matches!(
+        call(Request::Disconnect {
+            user: "nobody-here".into(),
+            smbd: None
+        }),
+        Ok(Response::Done { .. })
+    ));
+    assert!(matches!(
+        call(Request::UserSetDisabled {
+            user: u.clone(),
+            disabled: true
+        }),
+        Ok(Response::Done { .. })
+    ));
+    let e = call(Request::Mount { user: u.clone() }).unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::Conflict, Some("user"))
+    );
+    call(Request::UserSetDisabled {
+        user: u.clone(),
+        disabled: false,
+    })
+    .unwrap();
+    assert!(matches!(
+        call(Request::UserPasswd {
+            user: u.clone(),
+            password: Some(Secret::new("api-pw2")),
+            credentials: None
+        }),
+        Ok(Response::Done { .. })
+    ));
+    // A session (as the hook opens it) keeps the home mounted throughout;
+    // data written, then a flush job with progress.
+    let t = call(Request::Connect {
+        user: u.clone(),
+        smbd: None,
+    })
+    .unwrap();
+    assert!(matches!(t, Response::Connected { .. }), "{t:?}");
+    assert!(is_mounted(&g.home(&u)));
+    call(Request::Mount { user: u.clone() }).unwrap();
+    let data = random_bytes(24 << 20, 5);
+    fs::write(g.home(&u).join("big.bin"), &data).unwrap();
+    let v = call(Request::HomeCommand {
+        mountpoint: g.home(&u),
+        command: swiftgate::fs::commands::MountCommand::Stat,
+    })
+    .unwrap();
+    assert!(
+        matches!(&v, Response::Value(v) if v["counts"]["file_bytes"] == 24 << 20),
+        "{v:?}"
+    );
+    // Listing, detail, overview, cache, metrics.
+    let page = match call(Request::Users {
+        query: UserQuery {
+            search: u[2..6].to_uppercase(),
+            offset: 0,
+            limit: 10,
+        },
+    })
+    .unwrap()
+    {
+        Response::Users(p) => p,
+        other => panic!("{other:?}"),
+    };
+    let me = page
+        .users
+        .iter()
+        .find(|x| x.name == u)
+        .expect("found by search");
+    assert!(me.mounted && me.usage.as_ref().unwrap().logical_bytes == 24 << 20);
+    assert!(
+        matches!(call(Request::User { user: u.clone() }), Ok(Response::User(d)) if d.home.is_some())
+    );
+    assert!(
+        matches!(call(Request::Homes), Ok(Response::Homes(h)) if h.iter().any(|h| h.user == u))
+    );
+    let j = match call(Request::Flush { user: u.clone() }).unwrap() {
+        Response::Job(j) => j,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(j.kind, "flush");
+    let j = g.wait_job(j);
+    assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+    assert!(j.total > 0 && j.done == j.total, "{j:?}");
+    assert!(
+        j.message.as_deref().unwrap_or("").contains("flushed"),
+        "{j:?}"
+    );
+    let o = match call(Request::Overview).unwrap() {
+        Response::Overview(o) => o,
+        other => panic!("{other:?}"),
+    };
+    assert!(o.uploaded_bytes > 0, "{o:?}");
+    assert_eq!(o.store.reachable, Some(true), "{:?}", o.store);
+    assert!(
+        matches!(call(Request::Cache), Ok(Response::Cache(c)) if c.homes.len() == 1 && c.disk.total_bytes > 0)
+    );
+    let e = call(Request::CacheSetBudget {
+        size: 1 << 20,
+        dirty_limit: None,
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::Invalid, Some("size"))
+    );
+    let e = call(Request::CacheSetBudget {
+        size: 1 << 30,
+        dirty_limit: Some(2 << 30),
+    })
+    .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("dirty_limit"));
+    call(Request::CacheSetBudget {
+        size: 1 << 30,
+        dirty_limit: Some(256 << 20),
+    })
+    .unwrap();
+    let c = api.cache().unwrap();
+    assert_eq!((c.size, c.dirty_limit), (1 << 30, 256 << 20));
+    assert_eq!(c.homes[0].stats.cache_size, 1 << 30, "rebalanced at once");
+    assert!(matches!(
+        call(Request::CacheEvict { user: None }),
+        Ok(Response::Done { .. })
+    ));
+    let m = match call(Request::Metrics).unwrap() {
+        Response::Metrics(m) => m,
+        other => panic!("{other:?}"),
+    };
+    let put = m.store_ops.iter().find(|o| o.op == "put").unwrap();
+    assert!(
+        put.ok > 0 && put.bytes > 0 && *put.latency_buckets.last().unwrap() == put.ok + put.errors
+    );
+    // Fsck: refused while a session is open; the idle home is unmounted
+    // for it and found clean.
+    let e = call(Request::Fsck {
+        user: u.clone(),
+        verify_data: false,
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::Conflict, Some("user"))
+    );
+    let e = call(Request::Unmount { user: u.clone() }).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict);
+    call(Request::Disconnect {
+        user: u.clone(),
+        smbd: None,
+    })
+    .unwrap();
+    call(Request::Unmount { user: u.clone() }).unwrap();
+    assert!(!is_mounted(&g.home(&u)));
+    let j = match call(Request::Fsck {
+        user: u.clone(),
+        verify_data: true,
+    })
+    .unwrap()
+    {
+        Response::Job(j) => j,
+        other => panic!("{other:?}"),
+    };
+    let j = g.wait_job(j);
+    assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+    assert!(
+        j.message.as_deref().unwrap().contains("fsck: clean"),
+        "{j:?}"
+    );
+    // Shares, with hostile input refused with its field.
+    let name = unique_share();
+    g.shares.push(name.clone());
+    for (bad_name, comment, field) in [
+        ("global", "", "name"),
+        ("a]b", "", "name"),
+        ("x;y", "", "name"),
+        ("<script>", "", "name"),
+        (name.as_str(), "ok\n[evil]\npath = /", "comment"),
+        (name.as_str(), "ends with \\", "comment"),
+    ] {
+        let e = call(Request::ShareAdd(ShareSpec {
+            name: bad_name.into(),
+            comment: comment.into(),
+            ..Default::default()
+        }))
+        .unwrap_err();
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Invalid, Some(field)),
+            "{bad_name:?} {comment:?}: {e:?}"
+        );
+    }
+    let e = call(Request::ShareAdd(ShareSpec {
+        name: name.clone(),
+        members: Some(vec!["nobody-here".into()]),
+        ..Default::default()
+    }))
+    .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("members"));
+    assert!(!g.share_conf().contains("evil"));
+    let hostile = "<script>alert(1)</script> ; ] [x] %U";
+    call(Request::ShareAdd(ShareSpec {
+        name: name.clone(),
+        comment: hostile.into(),
+        members: Some(vec![u.clone()]),
+        ..Default::default()
+    }))
+    .unwrap();
+    call(Request::ShareUpdate(ShareSpec {
+        name: name.clone(),
+        comment: format!("{hostile}!"),
+        ..Default::default()
+    }))
+    .unwrap();
+    let shares = match call(Request::Shares).unwrap() {
+        Response::Shares(s) => s,
+        other => panic!("{other:?}"),
+    };
+    let sh = shares.iter().find(|s| s.spec.name == name).unwrap();
+    assert!(sh.mounted && sh.members == vec![u.clone()], "{sh:?}");
+    assert_eq!(sh.testparm.as_deref(), Some("ok"), "{sh:?}");
+    // The comment stays one value on one line of the generated section.
+    let conf = g.share_conf();
+    let lines: Vec<&str> = conf.lines().filter(|l| l.contains("<script>")).collect();
+    assert_eq!(
+        lines,
+        vec![format!("   comment = {hostile}!").as_str()],
+        "{conf}"
+    );
+    assert!(matches!(
+        call(Request::ShareRemove {
+            name: name.clone(),
+            purge: false
+        }),
+        Ok(Response::Done { .. })
+    ));
+    let j = match call(Request::ShareRemove {
+        name: name.clone(),
+        purge: true,
+    })
+    .unwrap()
+    {
+        Response::Job(j) => j,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(g.wait_job(j).state, JobState::Succeeded);
+    // Events and jobs keep the story.
+    let ev = match call(Request::Events {
+        user: None,
+        limit: 500,
+    })
+    .unwrap()
+    {
+        Response::Events(e) => e,
+        other => panic!("{other:?}"),
+    };
+    for want in [
+        "connection refused",
+        "user added",
+        "home mounted",
+        "flush finished",
+        "fsck finished",
+        "team share added",
+    ] {
+        assert!(
+            ev.iter().any(|e| e.message.contains(want)),
+            "no {want:?} in {ev:?}"
+        );
+    }
+    assert!(matches!(call(Request::Jobs), Ok(Response::Jobs(j)) if j.len() >= 3));
+    let e = call(Request::Job { id: 999_999 }).unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::NotFound, Some("id"))
+    );
+    let j = match call(Request::UserRemove {
+        user: u.clone(),
+        purge: true,
+    })
+    .unwrap()
+    {
+        Response::Job(j) => j,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(g.wait_job(j).state, JobState::Succeeded);
+    assert_eq!(asked.len(), ALL_OPS, "asked only {asked:?}");
+}
+
+#[test]
+fn team_share_for_a_group_end_to_end() {
+    let mut g = local_gw();
+    let (a, b, c, r) = (
+        unique_user("ta"),
+        unique_user("tb"),
+        unique_user("tc"),
+        unique_user("tr"),
+    );
+    for u in [&a, &b, &c, &r] {
+        ok(g.add_user(u, "pw-team1", &[]));
+    }
+    let name = unique_share();
+    g.shares.push(name.clone());
+    let o = ok(g.sg(
+        &[
+            "share",
+            "add",
+            &name,
+            "--comment",
+            "Team files",
+            "--member",
+            &a,
+            "--member",
+            &b,
+            "--read-only",
+            &r,
+        ],
+        "",
+    ));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.contains("mounted") && out.contains("reloaded"), "{out}");
+    let mp = g.root.join("shares").join(&name);
+    assert!(is_mounted(&mp));
+    let m = fs::metadata(&mp).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o2770, "share root mode");
+    let listed = String::from_utf8_lossy(&ok(g.sg(&["share", "list"], "")).stdout).to_string();
+    assert!(listed.contains(&name), "{listed}");
+    let shown =
+        String::from_utf8_lossy(&ok(g.sg(&["share", "show", &name], "")).stdout).to_string();
+    assert!(
+        shown.contains(&format!("valid users = @share-{name}"))
+            && shown.contains("testparm:    ok"),
+        "{shown}"
+    );
+    let work = unique_dir("smbwork");
+    fs::write(work.join("plan.txt"), b"from a").unwrap();
+    fs::write(work.join("more.txt"), b"from b").unwrap();
+    smb_ok(g.smbclient_on(
+        &name,
+        &a,
+        "pw-team1",
+        "mkdir docs; put plan.txt docs/plan.txt",
+        &work,
+    ));
+    // The other member reads it and writes next to it, in a's directory.
+    smb_ok(g.smbclient_on(
+        &name,
+        &b,
+        "pw-team1",
+        "get docs/plan.txt got.txt; put more.txt docs/more.txt",
+        &work,
+    ));
+    assert_eq!(fs::read(work.join("got.txt")).unwrap(), b"from a");
+    // The read-only member reads, but cannot write.
+    smb_ok(g.smbclient_on(&name, &r, "pw-team1", "get docs/more.txt ro.txt", &work));
+    assert_eq!(fs::read(work.join("ro.txt")).unwrap(), b"from b");
+    let o = g.smbclient_on(&name, &r, "pw-team1", "put plan.txt ro-write.txt", &work);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        text.contains("NT_STATUS_ACCESS_DENIED")
+            || text.contains("NT_STATUS_MEDIA_WRITE_PROTECTED"),
+        "{text}"
+    );
+    assert!(!mp.join("ro-write.txt").exists());
+    // A non-member is refused.
+    let o = g.smbclient_on(&name, &c, "pw-team1", "ls", &work);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !o.status.success() && text.contains("NT_STATUS_ACCESS_DENIED"),
+        "{text}"
+    );
+    // Files belong to the group, usable by every member.
+    let f = fs::metadata(mp.join("docs/plan.txt")).unwrap();
+    let gid = nix::unistd::Group::from_name(&format!("share-{name}"))
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    assert_eq!((f.gid(), f.mode() & 0o060), (gid, 0o060));
+    // The share survives a daemon restart.
+    g.stop_daemon(libc::SIGTERM);
+    assert!(!is_mounted(&mp));
+    g.start_daemon();
+    wait_until(
+        30,
+        || is_mounted(&mp),
+        || format!("share not mounted again\n{}", g.daemon_log()),
+    );
+    smb_ok(g.smbclient_on(&name, &b, "pw-team1", "get docs/plan.txt again.txt", &work));
+    assert_eq!(fs::read(work.join("again.txt")).unwrap(), b"from a");
+    // Removal takes the section out of Samba.
+    ok(g.sg(&["share", "remove", &name, "--purge"], ""));
+    assert!(!is_mounted(&mp));
+    assert!(!g.share_conf().contains(&format!("[{name}]")));
+    let o = Command::new("smbclient")
+        .args([
+            "-L",
+            "//127.0.0.1",
+            "-p",
+            &g.port.to_string(),
+            "-U",
+            &format!("{a}%pw-team1"),
+        ])
+        .args(["--option=client min protocol=SMB2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success() && !text.contains(&name), "{text}");
+    let _ = fs::remove_dir_all(&work);
+}
+
+/// With the daemon running, the CLI's change is made by the daemon: a CLI
+/// given another user map path (same socket) never touches it.
+#[test]
+fn cli_changes_go_through_the_daemon_or_the_state_lock() {
+    let mut g = local_gw();
+    let other = g.root.join("cli-copy.toml");
+    let text = fs::read_to_string(&g.config)
+        .unwrap()
+        .replace("etc/users.json", "etc/cli-users.json");
+    fs::write(&other, text).unwrap();
+    let u = unique_user("cl");
+    g.users.push(u.clone());
+    let mut c = Command::new(BIN);
+    let o = c
+        .args(["user", "add", &u, "--config"])
+        .arg(&other)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = {
+        let mut o = o;
+        o.stdin.take().unwrap().write_all(b"pw-cli1\n").unwrap();
+        o.wait_with_output().unwrap()
+    };
+    ok(o);
+    assert!(
+        !g.root.join("etc/cli-users.json").exists(),
+        "the CLI wrote a map itself"
+    );
+    let map = fs::read_to_string(g.root.join("etc/users.json")).unwrap();
+    assert!(map.contains(&u), "the daemon's map lacks the user");
+    let ev = g.api().events(Some(&u), 10).unwrap();
+    assert!(
+        ev.iter().any(|e| e.message.contains("user added")),
+        "{ev:?}"
+    );
+    // Without the daemon: two CLI commands at once both land.
+    g.stop_daemon(libc::SIGTERM);
+    let (x, y) = (unique_user("cx"), unique_user("cy"));
+    g.users.push(x.clone());
+    g.users.push(y.clone());
+    let gr = &g;
+    std::thread::scope(|s| {
+        let tx = s.spawn(|| gr.sg(&["user", "add", &x], "pw-x1\n"));
+        let ty = s.spawn(|| gr.sg(&["user", "add", &y], "pw-y1\n"));
+        ok(tx.join().unwrap());
+        ok(ty.join().unwrap());
+    });
+    let list = String::from_utf8_lossy(&ok(g.sg(&["user", "list"], "")).stdout).to_string();
+    assert!(
+        list.contains(&x) && list.contains(&y) && list.contains(&u),
+        "{list}"
+    );
+    // A lock holder that is not the daemon makes the daemon wait, and a CLI
+    // command meanwhile says who holds it (here: this test).
+    let lock = swiftgate::gateway::lock::StateLock::acquire(
+        &g.root.join("etc/users.json.lock"),
+        Duration::ZERO,
+    )
+    .unwrap();
+    assert_eq!(
+        fs::metadata(g.root.join("etc/users.json.lock"))
+            .unwrap()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    drop(lock);
+    g.start_daemon();
+    ok(g.sg(&["user", "disable", &x], ""));
+    let ev = g.api().events(Some(&x), 10).unwrap();
+    assert!(ev.iter().any(|e| e.message.contains("disabled")), "{ev:?}");
 }

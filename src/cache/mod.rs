@@ -241,6 +241,9 @@ pub struct CacheStats {
     pub uploaded_bytes: u64,
     pub dedup_hits: u64,
     pub fetched_blocks: u64,
+    /// Block reads served from the cache (dirty or clean copies); reads
+    /// that had to fetch count in `fetched_blocks`.
+    pub read_hits: u64,
     pub writer_waits: u64,
     pub last_error: Option<String>,
 }
@@ -268,6 +271,7 @@ pub struct Cache {
     uploaded_bytes: AtomicU64,
     dedup_hits: AtomicU64,
     fetched_blocks: AtomicU64,
+    read_hits: AtomicU64,
     writer_waits: AtomicU64,
     /// Full-disk reports, rate-limited.
     disk_full_log: crate::logevery::LogEvery,
@@ -343,6 +347,7 @@ impl Cache {
             uploaded_bytes: AtomicU64::new(0),
             dedup_hits: AtomicU64::new(0),
             fetched_blocks: AtomicU64::new(0),
+            read_hits: AtomicU64::new(0),
             writer_waits: AtomicU64::new(0),
             disk_full_log: crate::logevery::LogEvery::new(Duration::from_secs(5)),
             reserve,
@@ -532,6 +537,9 @@ impl Cache {
     pub fn read_block(&self, ino: u64, idx: u64, off: u64, buf: &mut [u8]) -> Result<()> {
         let dirty_path = self.dir("dirty").join(dirty_name(ino, idx));
         let dirty = self.st.lock().dirty.get(&(ino, idx)).map(|d| d.small);
+        if dirty.is_some() {
+            self.read_hits.fetch_add(1, Ordering::Relaxed);
+        }
         match dirty {
             Some(true) => {
                 let data = self.small.get_dirty(ino, idx)?.unwrap_or_default();
@@ -574,6 +582,7 @@ impl Cache {
         loop {
             let mut st = self.st.lock();
             if let Some(&(_, _, small)) = st.clean.get(&b.id) {
+                self.read_hits.fetch_add(1, Ordering::Relaxed);
                 st.tick += 1;
                 let t = st.tick;
                 if let Some(e) = st.clean.get_mut(&b.id) {
@@ -1327,6 +1336,7 @@ impl Cache {
             uploaded_bytes: self.uploaded_bytes.load(Ordering::Relaxed),
             dedup_hits: self.dedup_hits.load(Ordering::Relaxed),
             fetched_blocks: self.fetched_blocks.load(Ordering::Relaxed),
+            read_hits: self.read_hits.load(Ordering::Relaxed),
             writer_waits: self.writer_waits.load(Ordering::Relaxed),
             last_error: st.last_error.clone(),
         }

@@ -1,6 +1,7 @@
 //! Command-line interface. Errors become one clear line and a non-zero exit.
 
 pub mod control;
+pub mod gateway;
 pub mod mount;
 pub mod stat;
 
@@ -119,6 +120,13 @@ pub enum Cmd {
         #[arg(long, global = true, default_value = "/etc/swiftgate/gateway.toml")]
         config: PathBuf,
     },
+    /// Team shares: one filesystem per share, for the members of a group.
+    Share {
+        #[command(subcommand)]
+        cmd: ShareCmd,
+        #[arg(long, global = true, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
+    },
     /// Homes mounted by the running gateway.
     Status {
         #[arg(long, default_value = "/etc/swiftgate/gateway.toml")]
@@ -188,6 +196,48 @@ pub enum UserCmd {
         /// Only update the Keystone credentials.
         #[arg(long)]
         keystone_only: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShareCmd {
+    /// Create a team share \\gateway\NAME on its own container, for the
+    /// members of a Unix group (default share-NAME, created if missing).
+    Add {
+        name: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[arg(long)]
+        group: Option<String>,
+        /// A member (repeat); the group's members become exactly these.
+        #[arg(long = "member")]
+        members: Vec<String>,
+        /// A member who may only read (repeat).
+        #[arg(long = "read-only")]
+        read_only: Vec<String>,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    /// Change the comment, the members or the read-only members.
+    Update {
+        name: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[arg(long = "member")]
+        members: Vec<String>,
+        #[arg(long = "read-only")]
+        read_only: Vec<String>,
+        /// No read-only members any more.
+        #[arg(long, conflicts_with = "read_only")]
+        no_read_only: bool,
+    },
+    /// Take the share out of Samba and unmount it; the data stays unless --purge.
+    Remove {
+        name: String,
+        #[arg(long)]
+        purge: bool,
     },
 }
 
@@ -289,30 +339,10 @@ fn read_new_password(what: &str) -> Result<String> {
     Ok(a)
 }
 
-fn gateway_parts(
-    config: &Path,
-) -> Result<(
-    crate::gateway::GatewayConfig,
-    crate::gateway::usermap::UserMap,
-)> {
-    let cfg = crate::gateway::GatewayConfig::load(config)?;
-    let map = crate::gateway::usermap::UserMap::open(&cfg.users.db, &cfg.users.key_file)?;
-    Ok((cfg, map))
-}
-
-fn state(e: &crate::gateway::usermap::UserEntry) -> &'static str {
-    if e.removed {
-        "removed"
-    } else if e.disabled {
-        "disabled"
-    } else {
-        "active"
-    }
-}
-
 fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
-    use crate::gateway::users;
-    let (cfg, map) = gateway_parts(config)?;
+    use crate::gateway::api::{Request, Secret, UserAdd};
+    let api = gateway::api(config)?;
+    let api = &*api;
     match cmd {
         UserCmd::Add {
             user,
@@ -322,58 +352,39 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
             crate::gateway::usermap::check_name(&user)?;
             let credentials = keystone.credentials()?;
             let password = read_new_password("Samba password")?;
-            let msg = users::add(
-                &cfg,
-                &map,
-                &user,
-                users::AddOptions {
-                    password,
+            return gateway::run_change(
+                api,
+                Request::UserAdd(UserAdd {
+                    user,
+                    password: Secret::new(password),
                     credentials,
                     adopt,
-                },
-            )?;
-            println!("{msg}");
-        }
-        UserCmd::List => {
-            println!("{:<20} {:>6}  {:<9} store", "user", "uid", "state");
-            for (u, e) in map.list()? {
-                println!("{:<20} {:>6}  {:<9} {}", u, e.uid, state(&e), e.store);
-            }
-        }
-        UserCmd::Show { user } => {
-            let (e, s) = map.get(&user)?;
-            println!("user:        {user}");
-            println!("uid/gid:     {}/{}", e.uid, e.gid);
-            println!("store:       {}", e.store);
-            println!("mountpoint:  {}", cfg.mountpoint(&user).display());
-            println!("state:       {}", state(&e));
-            println!(
-                "encrypted:   {}",
-                if s.passphrase.is_some() {
-                    "yes (passphrase in the user map)"
-                } else {
-                    "no"
-                }
+                }),
             );
-            match &s.swift {
-                Some(c) => println!(
-                    "keystone:    user {} project {} (credentials kept encrypted, never shown)",
-                    c.username
-                        .clone()
-                        .or(c.user_id.clone())
-                        .or(c.application_credential_id.clone())
-                        .unwrap_or_default(),
-                    c.project_name
-                        .clone()
-                        .or(c.project_id.clone())
-                        .unwrap_or_else(|| "(default)".into())
-                ),
-                None => println!("keystone:    the gateway's service identity"),
-            }
         }
-        UserCmd::Disable { user } => println!("{}", users::set_disabled(&cfg, &map, &user, true)?),
-        UserCmd::Enable { user } => println!("{}", users::set_disabled(&cfg, &map, &user, false)?),
-        UserCmd::Remove { user, purge } => println!("{}", users::remove(&cfg, &map, &user, purge)?),
+        UserCmd::List => gateway::user_list(api)?,
+        UserCmd::Show { user } => gateway::user_show(api, &user)?,
+        UserCmd::Disable { user } => {
+            return gateway::run_change(
+                api,
+                Request::UserSetDisabled {
+                    user,
+                    disabled: true,
+                },
+            )
+        }
+        UserCmd::Enable { user } => {
+            return gateway::run_change(
+                api,
+                Request::UserSetDisabled {
+                    user,
+                    disabled: false,
+                },
+            )
+        }
+        UserCmd::Remove { user, purge } => {
+            return gateway::run_change(api, Request::UserRemove { user, purge })
+        }
         UserCmd::Passwd {
             user,
             keystone,
@@ -383,13 +394,63 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
             let password = if keystone_only {
                 None
             } else {
-                Some(read_new_password("Samba password")?)
+                Some(Secret::new(read_new_password("Samba password")?))
             };
-            users::passwd(&cfg, &map, &user, password.as_deref(), credentials)?;
-            println!("updated {user}");
+            return gateway::run_change(
+                api,
+                Request::UserPasswd {
+                    user,
+                    password,
+                    credentials,
+                },
+            );
         }
     }
     Ok(0)
+}
+
+fn share_cmd(cmd: ShareCmd, config: &Path) -> Result<i32> {
+    use crate::gateway::api::{Request, ShareSpec};
+    let api = gateway::api(config)?;
+    let api = &*api;
+    match cmd {
+        ShareCmd::Add {
+            name,
+            comment,
+            group,
+            members,
+            read_only,
+        } => gateway::run_change(
+            api,
+            Request::ShareAdd(ShareSpec {
+                name,
+                comment,
+                group,
+                members: (!members.is_empty()).then_some(members),
+                read_only,
+            }),
+        ),
+        ShareCmd::List => gateway::share_list(api).map(|()| 0),
+        ShareCmd::Show { name } => gateway::share_show(api, &name).map(|()| 0),
+        ShareCmd::Update {
+            name,
+            comment,
+            members,
+            read_only,
+            no_read_only,
+        } => {
+            let ro = if no_read_only {
+                Some(Vec::new())
+            } else {
+                (!read_only.is_empty()).then_some(read_only)
+            };
+            let spec = gateway::share_update_spec(api, &name, comment, members, ro)?;
+            gateway::run_change(api, Request::ShareUpdate(spec))
+        }
+        ShareCmd::Remove { name, purge } => {
+            gateway::run_change(api, Request::ShareRemove { name, purge })
+        }
+    }
 }
 
 /// Swift credentials on the command line. Anything not given here comes
@@ -581,8 +642,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Cmd::Mount(args) => mount::mount(args),
         Cmd::Serve { config } => {
             crate::gateway::serve(&config, |gw, cfg| {
-                let api: std::sync::Arc<dyn crate::gateway::api::GatewayApi> =
-                    std::sync::Arc::new(gw);
+                let api: std::sync::Arc<dyn crate::gateway::api::GatewayApi> = gw;
                 crate::web::server::spawn(api, &cfg.console).map_err(|e| e.to_string())
             })?;
             Ok(0)
@@ -592,18 +652,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             user,
             config,
         } => {
-            let cfg = crate::gateway::GatewayConfig::load(&config)?;
+            use crate::gateway::api::{GatewayApi, Request};
             // The smbd process this session belongs to: the daemon drops
             // the session if that process dies without a disconnect.
             let smbd = crate::gateway::session::smbd_ancestor();
-            let req = serde_json::json!({"op": action, "user": user, "smbd": smbd});
+            let req = if action == "connect" {
+                Request::Connect { user, smbd }
+            } else {
+                Request::Disconnect { user, smbd }
+            };
             // A first mount may rebuild metadata from the store: be patient,
             // but not forever (Samba waits for us).
-            match crate::gateway::control::request(
-                &cfg.control.socket,
-                &req,
-                Duration::from_secs(120),
-            ) {
+            match gateway::client(&config, Duration::from_secs(120))?.call(req) {
                 Ok(_) => Ok(0),
                 Err(e) => {
                     eprintln!("swiftgate: {e}");
@@ -625,40 +685,34 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::User { cmd, config } => user_cmd(cmd, &config),
+        Cmd::Share { cmd, config } => share_cmd(cmd, &config),
         Cmd::Status { config, json } => {
-            let cfg = crate::gateway::GatewayConfig::load(&config)?;
-            let v = crate::gateway::control::request(
-                &cfg.control.socket,
-                &serde_json::json!({"op": "status"}),
-                Duration::from_secs(10),
-            )?;
+            use crate::gateway::api::GatewayApiExt;
+            let homes = gateway::client(&config, Duration::from_secs(10))?.homes()?;
             if json {
-                println!("{}", v["homes"]);
+                println!("{}", serde_json::to_string(&homes)?);
             } else {
                 println!(
                     "{:<16} {:>5} {:>8} {:>21} {:>21} {:>7}  mountpoint",
                     "user", "conns", "idle s", "cache used/size", "dirty/limit", "queue"
                 );
                 let mut errors = Vec::new();
-                for h in v["homes"].as_array().into_iter().flatten() {
-                    let c = &h["cache"];
-                    let g = |k: &str| c[k].as_u64().unwrap_or(0);
-                    let user = h["user"].as_str().unwrap_or("");
+                for h in &homes {
+                    let c = &h.cache;
                     println!(
                         "{:<16} {:>5} {:>8} {:>21} {:>21} {:>7}  {}",
-                        user,
-                        h["connections"],
-                        h["idle_secs"]
-                            .as_u64()
+                        h.user,
+                        h.connections,
+                        h.idle_secs
                             .map(|s| s.to_string())
                             .unwrap_or_else(|| "-".into()),
-                        format!("{}/{}", human(g("used_bytes")), human(g("cache_size"))),
-                        format!("{}/{}", human(g("dirty_bytes")), human(g("dirty_limit"))),
-                        g("upload_queue"),
-                        h["mountpoint"].as_str().unwrap_or("")
+                        format!("{}/{}", human(c.used_bytes), human(c.cache_size)),
+                        format!("{}/{}", human(c.dirty_bytes), human(c.dirty_limit)),
+                        c.upload_queue,
+                        h.mountpoint.display()
                     );
-                    if let Some(e) = c["last_error"].as_str() {
-                        errors.push(format!("{user}: last upload error: {e}"));
+                    if let Some(e) = &c.last_error {
+                        errors.push(format!("{}: last upload error: {e}", h.user));
                     }
                 }
                 for e in errors {

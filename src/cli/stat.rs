@@ -39,9 +39,20 @@ pub fn mount_command(mp: &Path, cmd: MountCommand, config: &Path) -> Result<Valu
         }
         Err(e) => bail!("{nobody}; asking the gateway: {e}"),
     };
-    match crate::gateway::control::home_command(&cfg.control.socket, mp, cmd) {
-        Ok(v) => Ok(v),
-        Err(e @ crate::gateway::control::ControlError::Denied(_)) => Err(e.into()),
+    use crate::gateway::api::{ErrorKind, GatewayApi, Request, Response};
+    // A flush uploads whatever is dirty: it may take long.
+    let timeout = match cmd {
+        MountCommand::Stat => std::time::Duration::from_secs(60),
+        _ => std::time::Duration::from_secs(24 * 3600),
+    };
+    let c = crate::gateway::control::ControlClient::new(&cfg.control.socket, timeout);
+    match c.call(Request::HomeCommand {
+        mountpoint: mp.to_path_buf(),
+        command: cmd,
+    }) {
+        Ok(Response::Value(v)) => Ok(v),
+        Ok(other) => bail!("unexpected answer from the gateway: {other:?}"),
+        Err(e) if e.kind == ErrorKind::Denied => Err(e.into()),
         Err(e) => bail!("{nobody}, and the gateway: {e}"),
     }
 }

@@ -450,6 +450,40 @@ impl Engine {
         Ok(())
     }
 
+    /// The cache's figures: use, limits, upload queue, hits, last error.
+    pub fn cache_stats(&self) -> crate::cache::CacheStats {
+        self.fs.cache().stats()
+    }
+
+    /// Move the cache limits of this mount (a gateway shares one budget).
+    pub fn set_cache_limits(&self, cache_size: u64, dirty_limit: u64) {
+        self.fs.cache().set_limits(cache_size, dirty_limit);
+    }
+
+    /// Drop the clean (already stored) cached blocks; returns the bytes freed.
+    pub fn evict_clean(&self) -> u64 {
+        let before = self.fs.cache().stats().clean_bytes;
+        self.fs.cache().drop_clean();
+        before.saturating_sub(self.fs.cache().stats().clean_bytes)
+    }
+
+    /// How long the store's metadata has lagged behind this mount's.
+    pub fn metadata_age(&self) -> Duration {
+        self.fs.shipper().metadata_age()
+    }
+
+    /// The newest metadata generation in the store.
+    pub fn metadata_generation(&self) -> u64 {
+        self.fs.shipper().shipped_gen()
+    }
+
+    /// Files and bytes (at most a few seconds old).
+    pub fn usage(&self) -> Result<crate::meta::Counts> {
+        self.fs
+            .counts()
+            .map_err(|e| EngineError::Flush(format!("reading the filesystem's figures: {e}")))
+    }
+
     /// Clean shutdown: flush, stop background work, release the lease.
     pub fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {

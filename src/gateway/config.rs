@@ -302,6 +302,31 @@ fn default_console() -> ConsoleSection {
     empty()
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharesSection {
+    /// Where each team share's filesystem lives; `{share}` is replaced by
+    /// its name. Default: next to the homes (`swift://share-{share}`, or a
+    /// `shares/{share}` directory beside a local homes directory).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Each team share is mounted at `<root>/<name>`.
+    #[serde(default = "default_shares_root")]
+    pub root: PathBuf,
+    /// The share list (written by the daemon only). Default: `shares.json`
+    /// next to the user map.
+    #[serde(default)]
+    pub list: Option<PathBuf>,
+    /// The smb.conf fragment with the team shares' sections, `include`d by
+    /// the main smb.conf. Default: `swiftgate-shares.conf` next to it.
+    #[serde(default)]
+    pub smb_conf: Option<PathBuf>,
+}
+
+fn default_shares_root() -> PathBuf {
+    "/srv/swiftgate/shares".into()
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
@@ -320,6 +345,8 @@ pub struct GatewayConfig {
     pub samba: SambaSection,
     #[serde(default = "default_console")]
     pub console: ConsoleSection,
+    #[serde(default = "default_shares")]
+    pub shares: SharesSection,
 }
 
 fn empty<T: for<'de> Deserialize<'de>>() -> T {
@@ -341,6 +368,9 @@ fn default_control() -> ControlSection {
     empty()
 }
 fn default_samba() -> SambaSection {
+    empty()
+}
+fn default_shares() -> SharesSection {
     empty()
 }
 
@@ -414,6 +444,17 @@ impl GatewayConfig {
                     .into(),
             ));
         }
+        if let Some(u) = &cfg.shares.url {
+            if !u.contains("{share}") || !(u.starts_with("swift://") || u.starts_with("local:///"))
+            {
+                return Err(invalid(format!(
+                    "[shares] url {u:?}: expected swift://CONTAINER-{{share}} or local:///path/{{share}}"
+                )));
+            }
+        }
+        if !cfg.shares.root.is_absolute() {
+            return Err(invalid("[shares] root must be an absolute path".into()));
+        }
         cfg.cache.dirty_limit = match cfg.cache.dirty_limit_set {
             Some(d) if d > cfg.cache.size => {
                 return Err(invalid("[cache] dirty_limit must not exceed size".into()))
@@ -432,6 +473,54 @@ impl GatewayConfig {
     pub fn mountpoint(&self, user: &str) -> PathBuf {
         self.mounts.root.join(user)
     }
+
+    /// The store URL of team share `name`.
+    pub fn share_url(&self, name: &str) -> String {
+        let t = match &self.shares.url {
+            Some(u) => u.clone(),
+            None => default_share_template(&self.store.url),
+        };
+        t.replace("{share}", name)
+    }
+
+    pub fn share_mountpoint(&self, name: &str) -> PathBuf {
+        self.shares.root.join(name)
+    }
+
+    pub fn share_list_path(&self) -> PathBuf {
+        self.shares.list.clone().unwrap_or_else(|| {
+            self.users
+                .db
+                .parent()
+                .unwrap_or(Path::new("/etc/swiftgate"))
+                .join("shares.json")
+        })
+    }
+
+    pub fn share_smb_conf(&self) -> PathBuf {
+        self.shares.smb_conf.clone().unwrap_or_else(|| {
+            self.samba
+                .config
+                .parent()
+                .unwrap_or(Path::new("/etc/samba"))
+                .join("swiftgate-shares.conf")
+        })
+    }
+}
+
+/// Team shares next to the homes: `swift://share-{share}`, or for
+/// `local:///base/homes/{user}` the directory `local:///base/shares/{share}`.
+fn default_share_template(homes: &str) -> String {
+    if let Some(path) = homes.strip_prefix("local://") {
+        if let Some(dir) = path.strip_suffix("/{user}") {
+            if let Some(base) = Path::new(dir).parent() {
+                return format!("local://{}/shares/{{share}}", base.display());
+            }
+        }
+        // '+' is never in a user name: no home can collide with it.
+        return homes.replace("{user}", "+share-{share}");
+    }
+    "swift://share-{share}".into()
 }
 
 #[cfg(test)]
@@ -453,6 +542,31 @@ mod tests {
         assert_eq!(c.users.mode, UserMapMode::Service);
         assert_eq!(c.cache.size, 20 << 30);
         assert_eq!(c.cache.dirty_limit, 4 << 30);
+        assert_eq!(c.share_url("team"), "swift://share-team");
+        assert_eq!(
+            c.share_mountpoint("team"),
+            PathBuf::from("/srv/swiftgate/shares/team")
+        );
+        assert_eq!(
+            c.share_list_path(),
+            PathBuf::from("/etc/swiftgate/shares.json")
+        );
+        assert_eq!(
+            c.share_smb_conf(),
+            PathBuf::from("/etc/samba/swiftgate-shares.conf")
+        );
+        let c = GatewayConfig::parse(
+            "[store]\nurl = \"local:///var/lib/sg/homes/{user}\"\n",
+            Path::new("g.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.share_url("team"), "local:///var/lib/sg/shares/team");
+        let e = GatewayConfig::parse(
+            "[store]\nurl = \"swift://h-{user}\"\n[shares]\nurl = \"swift://x\"\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("{share}"), "{e}");
     }
 
     #[test]

@@ -1,16 +1,14 @@
-//! The daemon's control API: JSON lines on a root-only Unix socket.
-//!
-//! Requests: `{"op":"connect","user":"alice","smbd":{"pid":..,"start":..}}`
-//! (smbd optional), `disconnect` (same fields), `unmount`,
-//! `status`, `ping`, `home` (see [`HomeRequest`]). Answers: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
+//! The control socket: the typed API ([`super::api`]) as JSON lines on a
+//! root-only Unix socket. One [`Request`] per line (the Samba hook's old
+//! `{"op":"connect","user":..,"smbd":..}` is one of them); each answered
+//! with `{"ok": <Response>}` or `{"error": <ApiError>}`.
 
-use super::daemon::Gateway;
-use crate::fs::commands::MountCommand;
-use serde_json::{json, Value};
+use super::api::{ApiError, ErrorKind, GatewayApi, Request, Response};
+use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,16 +18,18 @@ pub enum ControlError {
     Io { path: String, cause: std::io::Error },
     #[error("another gateway daemon is already listening on {0}")]
     InUse(String),
-    #[error("the gateway daemon is not running (no answer on {path}: {cause}); start it with `swiftgate serve`")]
-    NotRunning { path: String, cause: std::io::Error },
-    #[error("permission denied on the control socket {0}: only root controls the gateway (run this as root)")]
-    Denied(String),
-    #[error("{0}")]
-    Refused(String),
+}
+
+/// One answer on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Ok(Response),
+    Error(ApiError),
 }
 
 /// Bind the socket (root-only) and serve requests on a thread per client.
-pub fn serve(path: &Path, gw: Arc<Gateway>) -> Result<(), ControlError> {
+pub fn serve(path: &Path, api: Arc<dyn GatewayApi>) -> Result<(), ControlError> {
     let ps = path.display().to_string();
     let io = |source| ControlError::Io {
         path: ps.clone(),
@@ -53,45 +53,14 @@ pub fn serve(path: &Path, gw: Arc<Gateway>) -> Result<(), ControlError> {
         .spawn(move || {
             for c in l.incoming() {
                 let Ok(c) = c else { continue };
-                let gw = gw.clone();
+                let api = api.clone();
                 let _ = std::thread::Builder::new()
                     .name("control-client".into())
-                    .spawn(move || handle_client(c, &gw));
+                    .spawn(move || handle_client(c, &*api));
             }
         })
         .map_err(io)?;
     Ok(())
-}
-
-/// `swiftgate stat` / `ctl` on a home the daemon mounted:
-/// `{"op":"home","mountpoint":"/srv/swiftgate/home/alice","command":"stat"}`,
-/// answered with `{"ok":true,"result":...}` (what a standalone mount's
-/// socket answers to the same command).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct HomeRequest {
-    pub mountpoint: std::path::PathBuf,
-    pub command: MountCommand,
-}
-
-/// Client side of [`HomeRequest`].
-pub fn home_command(
-    socket: &Path,
-    mountpoint: &Path,
-    command: MountCommand,
-) -> Result<Value, ControlError> {
-    let mut req = serde_json::to_value(HomeRequest {
-        mountpoint: mountpoint.to_path_buf(),
-        command,
-    })
-    .expect("serializable");
-    req["op"] = json!("home");
-    // A flush uploads whatever is dirty: it may take long.
-    let timeout = match command {
-        MountCommand::Stat => Duration::from_secs(60),
-        _ => Duration::from_secs(24 * 3600),
-    };
-    let mut v = request(socket, &req, timeout)?;
-    Ok(v["result"].take())
 }
 
 /// Bind a Unix socket that only its owner can connect to.
@@ -105,96 +74,127 @@ pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
     l
 }
 
-fn handle_client(c: UnixStream, gw: &Arc<Gateway>) {
+fn handle_client(c: UnixStream, api: &dyn GatewayApi) {
     let Ok(w) = c.try_clone() else { return };
     let mut w = w;
     for line in BufReader::new(c).lines() {
         let Ok(line) = line else { return };
-        let reply = match serde_json::from_str::<Value>(&line) {
-            Ok(req) => handle(gw, &req),
-            Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => match api.call(req) {
+                Ok(r) => Reply::Ok(r),
+                Err(e) => Reply::Error(e),
+            },
+            Err(e) => Reply::Error(ApiError::new(
+                ErrorKind::Invalid,
+                format!("bad request: {e}"),
+            )),
         };
-        if writeln!(w, "{reply}").is_err() {
+        let text = serde_json::to_string(&reply).unwrap_or_else(|e| {
+            format!(r#"{{"error":{{"kind":"internal","message":"unserialisable answer: {e}"}}}}"#)
+        });
+        if writeln!(w, "{text}").is_err() {
             return;
         }
     }
 }
 
-/// The smbd process a hook ran under (`"smbd": {"pid": .., "start": ..}`).
-fn smbd_of(req: &Value) -> Option<crate::gateway::session::SmbdProcess> {
-    serde_json::from_value(req.get("smbd")?.clone()).ok()
+/// The client side: the typed API over the socket.
+#[derive(Debug, Clone)]
+pub struct ControlClient {
+    pub socket: PathBuf,
+    pub timeout: Duration,
 }
 
-fn handle(gw: &Arc<Gateway>, req: &Value) -> Value {
-    let user = req["user"].as_str().unwrap_or("");
-    let res: Result<Value, String> = match req["op"].as_str().unwrap_or("") {
-        "ping" => Ok(json!({})),
-        "connect" => {
-            let t = std::time::Instant::now();
-            match gw.connect(user, smbd_of(req)) {
-                Ok(()) => Ok(json!({"ms": t.elapsed().as_millis() as u64})),
-                Err(e) => {
-                    // Samba only sees the exit status: the reason goes here.
-                    tracing::error!(user, "refusing the connection: {e}");
-                    Err(e.to_string())
-                }
-            }
+impl ControlClient {
+    pub fn new(socket: &Path, timeout: Duration) -> ControlClient {
+        ControlClient {
+            socket: socket.to_path_buf(),
+            timeout,
         }
-        "disconnect" => {
-            gw.disconnect(user, smbd_of(req));
-            Ok(json!({}))
-        }
-        "unmount" => gw
-            .unmount(user)
-            .map(|was| json!({"was_mounted": was}))
-            .map_err(|e| e.to_string()),
-        "status" => Ok(json!({"homes": gw.status()})),
-        "home" => match serde_json::from_value::<HomeRequest>(req.clone()) {
-            Ok(r) => gw
-                .home_command(&r.mountpoint, r.command)
-                .map(|v| json!({ "result": v }))
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(format!("bad home request: {e}")),
-        },
-        other => Err(format!("unknown op {other:?}")),
-    };
-    match res {
-        Ok(mut v) => {
-            v["ok"] = json!(true);
-            v
-        }
-        Err(e) => json!({"ok": false, "error": e}),
     }
 }
 
-/// Client side: one request, one answer.
-pub fn request(path: &Path, req: &Value, timeout: Duration) -> Result<Value, ControlError> {
-    let ps = path.display().to_string();
-    let mut c = UnixStream::connect(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::PermissionDenied {
-            ControlError::Denied(ps.clone())
-        } else {
-            ControlError::NotRunning {
-                path: ps.clone(),
-                cause: source,
+impl GatewayApi for ControlClient {
+    fn call(&self, req: Request) -> Result<Response, ApiError> {
+        let ps = self.socket.display();
+        let mut c = UnixStream::connect(&self.socket).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                ApiError::new(
+                    ErrorKind::Denied,
+                    format!("permission denied on the control socket {ps}: only root controls the gateway (run this as root)"),
+                )
+            } else {
+                ApiError::new(
+                    ErrorKind::NotRunning,
+                    format!("the gateway daemon is not running (no answer on {ps}: {e}); start it with `swiftgate serve`"),
+                )
+            }
+        })?;
+        let io = |e: std::io::Error| {
+            ApiError::new(ErrorKind::Unavailable, format!("control socket {ps}: {e}"))
+        };
+        c.set_read_timeout(Some(self.timeout)).map_err(io)?;
+        let text = serde_json::to_string(&req).map_err(|e| {
+            ApiError::new(ErrorKind::Invalid, format!("unserialisable request: {e}"))
+        })?;
+        writeln!(c, "{text}").map_err(io)?;
+        let mut line = String::new();
+        BufReader::new(&c).read_line(&mut line).map_err(io)?;
+        match serde_json::from_str::<Reply>(&line) {
+            Ok(Reply::Ok(r)) => Ok(r),
+            Ok(Reply::Error(e)) => Err(e),
+            Err(e) => Err(ApiError::new(
+                ErrorKind::Internal,
+                format!("unreadable answer from the daemon: {e}"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_round_trip_and_old_hook_lines() {
+        struct Echo;
+        impl GatewayApi for Echo {
+            fn call(&self, req: Request) -> Result<Response, ApiError> {
+                match req {
+                    Request::Connect { user, .. } if user == "bob" => {
+                        Ok(Response::Connected { ms: 7 })
+                    }
+                    Request::Ping => Ok(Response::Pong {
+                        version: "v".into(),
+                        api: 1,
+                    }),
+                    _ => Err(ApiError::invalid("user", "no")),
+                }
             }
         }
-    })?;
-    let io = |source| ControlError::Io {
-        path: ps.clone(),
-        cause: source,
-    };
-    c.set_read_timeout(Some(timeout)).map_err(io)?;
-    writeln!(c, "{req}").map_err(io)?;
-    let mut line = String::new();
-    BufReader::new(&c).read_line(&mut line).map_err(io)?;
-    let v: Value = serde_json::from_str(&line)
-        .map_err(|e| ControlError::Refused(format!("unreadable answer from the daemon: {e}")))?;
-    if v["ok"] == json!(true) {
-        Ok(v)
-    } else {
-        Err(ControlError::Refused(
-            v["error"].as_str().unwrap_or("refused").to_string(),
-        ))
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("s");
+        serve(&sock, Arc::new(Echo)).unwrap();
+        let c = ControlClient::new(&sock, Duration::from_secs(5));
+        use crate::gateway::api::GatewayApiExt;
+        assert_eq!(c.ping().unwrap(), "v");
+        let e = c.call(Request::Overview).unwrap_err();
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Invalid, Some("user"))
+        );
+        // The old hook line, raw.
+        let mut s = UnixStream::connect(&sock).unwrap();
+        writeln!(s, r#"{{"op":"connect","user":"bob","smbd":null}}"#).unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        assert!(
+            line.contains(r#""ok""#) && line.contains(r#""connected""#),
+            "{line}"
+        );
+        let e = ControlClient::new(&d.path().join("none"), Duration::from_secs(1))
+            .ping()
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotRunning);
     }
 }

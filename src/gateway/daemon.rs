@@ -92,11 +92,26 @@ pub fn open_user_store(
         swift: swift_flags(cfg, secrets),
         ignore_env: cfg.users.mode == UserMapMode::PerUser,
     };
-    crate::store::open_with(&url, &opts).map_err(|source| GatewayError::Store {
-        user: user.into(),
-        url,
-        cause: Box::new(source),
-    })
+    crate::store::open_with(&url, &opts)
+        .map(crate::store::metered::MeteredStore::wrap)
+        .map_err(|source| GatewayError::Store {
+            user: user.into(),
+            url,
+            cause: Box::new(source),
+        })
+}
+
+/// Open a store with the gateway's service identity (team shares, the
+/// health probe), counted like the homes' stores.
+pub fn open_service_store(
+    cfg: &GatewayConfig,
+    url: &str,
+) -> Result<DynStore, crate::store::StoreError> {
+    let opts = crate::store::OpenOptions {
+        swift: cfg.store.swift.clone(),
+        ignore_env: false,
+    };
+    crate::store::open_with(url, &opts).map(crate::store::metered::MeteredStore::wrap)
 }
 
 /// A home's sessions as saved across a daemon restart.
@@ -107,6 +122,8 @@ pub struct SavedHome {
 }
 
 struct Home {
+    /// A team share: mounted while the daemon runs, never idle-unmounted.
+    pinned: bool,
     engine: Arc<Engine>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     mp: PathBuf,
@@ -122,6 +139,24 @@ pub use super::api::HomeStatus;
 pub struct Gateway {
     pub cfg: GatewayConfig,
     pub users: UserMap,
+    pub events: super::events::Events,
+    pub jobs: super::jobs::Jobs,
+    pub state: super::state::State,
+    pub health: super::health::Health,
+    /// Serialises changes of the share list within the process.
+    pub shares_lock: Mutex<()>,
+    /// Errors counted for `/metrics` (failed mounts, refused requests).
+    pub errors: std::sync::atomic::AtomicU64,
+    pub started: Instant,
+    /// Whether this is the daemon (it mounts), not a CLI command holding
+    /// the state lock.
+    serving: std::sync::atomic::AtomicBool,
+    /// The single-writer lock of the user map and share list.
+    _lock: super::lock::StateLock,
+    /// The cache budget in force (config, or set online).
+    budget: Mutex<(u64, u64)>,
+    /// Cache hits and misses of homes unmounted since the start.
+    retired_reads: Mutex<(u64, u64)>,
     homes: Mutex<HashMap<String, Home>>,
     /// Users being mounted or unmounted right now.
     busy: Mutex<HashSet<String>>,
@@ -133,11 +168,31 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(cfg: GatewayConfig) -> Result<Arc<Gateway>, GatewayError> {
+    /// The gateway state, owned through `lock` (see [`super::lock`]).
+    pub fn new(
+        cfg: GatewayConfig,
+        lock: super::lock::StateLock,
+    ) -> Result<Arc<Gateway>, GatewayError> {
         let users = UserMap::open(&cfg.users.db, &cfg.users.key_file)?;
+        let state = super::state::State::load(&cfg.cache.dir);
+        let budget = state
+            .get()
+            .cache_budget
+            .unwrap_or((cfg.cache.size, cfg.cache.dirty_limit));
         Ok(Arc::new(Gateway {
             cfg,
             users,
+            events: Default::default(),
+            jobs: Default::default(),
+            state,
+            health: Default::default(),
+            shares_lock: Mutex::new(()),
+            errors: 0.into(),
+            started: Instant::now(),
+            serving: false.into(),
+            _lock: lock,
+            budget: Mutex::new(budget),
+            retired_reads: Mutex::new((0, 0)),
             homes: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
             busy_cv: Condvar::new(),
@@ -249,32 +304,180 @@ impl Gateway {
 
     fn cache_share(&self, homes: usize) -> (u64, u64) {
         let n = homes.max(1) as u64;
-        (
-            (self.cfg.cache.size / n).max(64 << 20),
-            (self.cfg.cache.dirty_limit / n).max(32 << 20),
-        )
+        let (size, dirty) = *self.budget.lock();
+        ((size / n).max(64 << 20), (dirty / n).max(32 << 20))
+    }
+
+    /// The global cache budget in force: (size, dirty limit).
+    pub fn budget(&self) -> (u64, u64) {
+        *self.budget.lock()
+    }
+
+    /// Change the global budget and give every mounted home its share now.
+    pub fn set_budget(&self, size: u64, dirty: u64) {
+        *self.budget.lock() = (size, dirty);
+        self.rebalance(&self.homes.lock());
     }
 
     /// Give every mounted home an equal share of the global budget.
     fn rebalance(&self, homes: &HashMap<String, Home>) {
         let (size, dirty) = self.cache_share(homes.len());
         for h in homes.values() {
-            h.engine.fs.cache().set_limits(size, dirty);
+            h.engine.set_cache_limits(size, dirty);
         }
     }
 
+    /// The engines of the mounted homes and shares (key: user or `share:NAME`).
+    pub fn engines(&self) -> Vec<(String, Arc<Engine>)> {
+        let mut v: Vec<_> = self
+            .homes
+            .lock()
+            .iter()
+            .map(|(u, h)| (u.clone(), h.engine.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Sessions and engine of every mounted home and share, at once.
+    pub fn mounted_info(&self) -> HashMap<String, (usize, Arc<Engine>)> {
+        self.homes
+            .lock()
+            .iter()
+            .map(|(u, h)| (u.clone(), (h.sessions.len(), h.engine.clone())))
+            .collect()
+    }
+
+    /// Block reads served from the cache and fetched from the store, since
+    /// the daemon started (homes unmounted since included).
+    pub fn read_counts(&self) -> (u64, u64) {
+        let (mut hits, mut misses) = *self.retired_reads.lock();
+        for h in self.homes.lock().values() {
+            let s = h.engine.cache_stats();
+            hits += s.read_hits;
+            misses += s.fetched_blocks;
+        }
+        (hits, misses)
+    }
+
+    /// Open sessions of a mounted home (None: not mounted).
+    pub fn sessions_of(&self, key: &str) -> Option<usize> {
+        self.homes.lock().get(key).map(|h| h.sessions.len())
+    }
+
+    /// Whether a mount or unmount of `key` is under way.
+    pub fn is_busy(&self, key: &str) -> bool {
+        self.busy.lock().contains(key)
+    }
+
     fn mount(self: &Arc<Self>, user: &str, smbd: Option<SmbdProcess>) -> Result<(), GatewayError> {
-        let started = Instant::now();
+        let r = self.mount_user(user, smbd);
+        match &r {
+            Ok(()) => self.events.info(user, "home mounted"),
+            Err(e) => {
+                self.errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.events.error(user, format!("mount failed: {e}"));
+            }
+        }
+        r
+    }
+
+    fn mount_user(
+        self: &Arc<Self>,
+        user: &str,
+        smbd: Option<SmbdProcess>,
+    ) -> Result<(), GatewayError> {
         let (entry, secrets) = self.users.get(user)?;
         let store = open_user_store(&self.cfg, user, &secrets)?;
         let mp = self.cfg.mountpoint(user);
         prepare_mountpoint(&mp)?;
+        self.mount_fs(
+            MountSpec {
+                key: user.to_string(),
+                cache_dir: self.cfg.cache.dir.join(user),
+                store,
+                mp,
+                passphrase: secrets.passphrase.clone(),
+                owner: (entry.uid, entry.gid),
+                root_mode: 0o700,
+                pinned: false,
+            },
+            vec![smbd],
+        )
+    }
+
+    /// Mount a team share (it stays mounted until removed or shutdown).
+    pub fn mount_share(
+        self: &Arc<Self>,
+        name: &str,
+        store: DynStore,
+        passphrase: Option<String>,
+        gid: u32,
+    ) -> Result<(), GatewayError> {
+        let key = share_key(name);
+        {
+            let mut m = self.busy.lock();
+            if self.homes.lock().contains_key(&key) || m.contains(&key) {
+                return Ok(());
+            }
+            m.insert(key.clone());
+        }
+        let mp = self.cfg.share_mountpoint(name);
+        let r = prepare_mountpoint(&mp).and_then(|()| {
+            self.mount_fs(
+                MountSpec {
+                    key: key.clone(),
+                    cache_dir: self.cfg.cache.dir.join("+shares").join(name),
+                    store,
+                    mp,
+                    passphrase,
+                    owner: (0, gid),
+                    // Members share everything; new entries keep the group.
+                    root_mode: 0o2770,
+                    pinned: true,
+                },
+                Vec::new(),
+            )
+        });
+        let mut m = self.busy.lock();
+        m.remove(&key);
+        self.busy_cv.notify_all();
+        drop(m);
+        match &r {
+            Ok(()) => self.events.info(&key, "team share mounted"),
+            Err(e) => {
+                self.errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.events.error(&key, format!("mount failed: {e}"));
+            }
+        }
+        r
+    }
+
+    fn mount_fs(
+        self: &Arc<Self>,
+        spec: MountSpec,
+        sessions: Vec<Option<SmbdProcess>>,
+    ) -> Result<(), GatewayError> {
+        let started = Instant::now();
+        let MountSpec {
+            key,
+            cache_dir,
+            store,
+            mp,
+            passphrase,
+            owner,
+            root_mode,
+            pinned,
+        } = spec;
+        let user = key.as_str();
         let n = self.homes.lock().len() + 1;
         let (cache_size, dirty_limit) = self.cache_share(n);
         let engine = Engine::open(
             store,
             &OpenOptions {
-                cache_dir: self.cfg.cache.dir.join(user),
+                cache_dir,
                 cache_size,
                 dirty_limit,
                 upload_workers: self.cfg.cache.upload_workers,
@@ -288,7 +491,7 @@ impl Gateway {
                 metadata_interval: self.cfg.fs.metadata_interval,
                 lease_ttl: Duration::from_secs(60),
                 takeover: false,
-                passphrase: secrets.passphrase.clone().map(String::into_bytes),
+                passphrase: passphrase.map(String::into_bytes),
                 // A home whose newest metadata is damaged stays unmounted
                 // until an admin decides (fsck --accept-rollback).
                 accept_rollback: false,
@@ -350,11 +553,12 @@ impl Gateway {
             // (asked only now: the session thread serves the request).
             use std::os::unix::fs::{MetadataExt, PermissionsExt};
             if let Ok(m) = std::fs::metadata(&mp) {
-                if m.uid() != entry.uid || m.gid() != entry.gid {
-                    let _ = std::os::unix::fs::chown(&mp, Some(entry.uid), Some(entry.gid));
+                if m.uid() != owner.0 || m.gid() != owner.1 {
+                    let _ = std::os::unix::fs::chown(&mp, Some(owner.0), Some(owner.1));
                 }
-                if m.mode() & 0o077 != 0 {
-                    let _ = std::fs::set_permissions(&mp, std::fs::Permissions::from_mode(0o700));
+                if m.mode() & 0o7777 != root_mode {
+                    let _ =
+                        std::fs::set_permissions(&mp, std::fs::Permissions::from_mode(root_mode));
                 }
             }
         }
@@ -362,10 +566,11 @@ impl Gateway {
         homes.insert(
             user.to_string(),
             Home {
+                pinned,
                 engine,
                 thread: Mutex::new(Some(thread)),
                 mp: mp.clone(),
-                sessions: vec![smbd],
+                sessions,
                 idle_since: None,
                 mounted_at: Instant::now(),
             },
@@ -375,8 +580,14 @@ impl Gateway {
         Ok(())
     }
 
-    /// Flush and unmount one home (idle or on request).
+    /// Flush and unmount one home (on request).
     pub fn unmount(&self, user: &str) -> Result<bool, GatewayError> {
+        self.unmount_if(user, false)
+    }
+
+    /// With `idle_only`, a home that got a session (or was used) since it
+    /// was found idle stays mounted.
+    fn unmount_if(&self, user: &str, idle_only: bool) -> Result<bool, GatewayError> {
         // Busy while unmounting: a connect arriving now waits for the old
         // session to release the lease and the cache, then mounts again.
         {
@@ -388,7 +599,16 @@ impl Gateway {
         }
         let home = {
             let mut homes = self.homes.lock();
-            let h = homes.remove(user);
+            let still_idle = homes.get(user).is_some_and(|h| {
+                h.sessions.is_empty()
+                    && h.idle_since
+                        .is_some_and(|t| t.elapsed() >= self.cfg.mounts.idle_unmount)
+            });
+            let h = if idle_only && !still_idle {
+                None
+            } else {
+                homes.remove(user)
+            };
             self.rebalance(&homes);
             h
         };
@@ -403,6 +623,7 @@ impl Gateway {
         };
         // Upload first, while the mount still serves (a slow store does not
         // block other users' connects).
+        self.record_usage(user, &h.engine);
         if let Err(e) = h.engine.flush(&|_| {}) {
             tracing::warn!(
                 user,
@@ -435,7 +656,26 @@ impl Gateway {
         }
         done();
         tracing::info!(user, "home unmounted");
+        self.events.info(user, "unmounted");
         Ok(true)
+    }
+
+    /// Keep a home's figures for when it is not mounted.
+    fn record_usage(&self, key: &str, engine: &Engine) {
+        {
+            let s = engine.cache_stats();
+            let mut r = self.retired_reads.lock();
+            r.0 += s.read_hits;
+            r.1 += s.fetched_blocks;
+        }
+        if let Ok(c) = engine.usage() {
+            let u = usage_of(&c);
+            if let Err(e) = self.state.update(|s| {
+                s.usage.insert(key.to_string(), u);
+            }) {
+                tracing::warn!(user = key, "cannot record the home's usage: {e}");
+            }
+        }
     }
 
     /// Unmount homes idle longer than the configured timeout, each in a
@@ -449,7 +689,8 @@ impl Gateway {
             homes
                 .iter()
                 .filter(|(_, h)| {
-                    h.sessions.is_empty()
+                    !h.pinned
+                        && h.sessions.is_empty()
                         && h.idle_since
                             .is_some_and(|t| t.elapsed() >= self.cfg.mounts.idle_unmount)
                 })
@@ -466,7 +707,7 @@ impl Gateway {
             let t = std::thread::Builder::new()
                 .name(format!("unmount-{u}"))
                 .spawn(move || {
-                    if let Err(e) = gw.unmount(&user) {
+                    if let Err(e) = gw.unmount_if(&user, true) {
                         tracing::error!(user = %user, "idle unmount failed: {e}");
                     }
                 });
@@ -491,9 +732,9 @@ impl Gateway {
                 smbd_pids: h.sessions.iter().flatten().map(|p| p.pid).collect(),
                 idle_secs: h.idle_since.map(|t| t.elapsed().as_secs()),
                 mounted_secs: h.mounted_at.elapsed().as_secs(),
-                cache: h.engine.fs.cache().stats(),
-                metadata_age_secs: None,
-                metadata_generation: h.engine.fs.shipper().shipped_gen(),
+                cache: h.engine.cache_stats(),
+                metadata_age_secs: Some(h.engine.metadata_age().as_secs()),
+                metadata_generation: h.engine.metadata_generation(),
             })
             .collect();
         v.sort_by(|a, b| a.user.cmp(&b.user));
@@ -554,6 +795,20 @@ impl Gateway {
         crate::fs::commands::run(&engine, cmd, &|_| {}).map_err(GatewayError::Command)
     }
 
+    /// This process is the daemon (it serves mounts).
+    pub fn set_serving(&self) {
+        self.serving
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn serving(&self) -> bool {
+        self.serving.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Flush and unmount everything (SIGTERM).
     pub fn shutdown(&self) {
         self.stopping
@@ -576,6 +831,36 @@ impl Gateway {
             tracing::warn!(user = %u, "home busy at shutdown: detaching it");
             let _ = nix::mount::umount2(&h.mp, nix::mount::MntFlags::MNT_DETACH);
         }
+    }
+}
+
+/// What to mount where, as whom.
+struct MountSpec {
+    key: String,
+    cache_dir: PathBuf,
+    store: DynStore,
+    mp: PathBuf,
+    passphrase: Option<String>,
+    /// Owner of the mount's root (uid, gid) and its mode.
+    owner: (u32, u32),
+    root_mode: u32,
+    pinned: bool,
+}
+
+/// The key of a team share among the mounted filesystems (':' is never
+/// in a user name).
+pub fn share_key(name: &str) -> String {
+    format!("share:{name}")
+}
+
+pub fn usage_of(c: &crate::meta::Counts) -> super::api::Usage {
+    super::api::Usage {
+        files: c.inodes,
+        logical_bytes: c.file_bytes,
+        referenced_bytes: c.logical_bytes,
+        unique_bytes: c.unique_bytes,
+        stored_bytes: c.stored_bytes,
+        at_unix: super::events::now_unix(),
     }
 }
 

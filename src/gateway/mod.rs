@@ -1,13 +1,20 @@
 //! The gateway: per-user Swift-backed homes mounted when Samba's
 //! `root preexec` fires, a user map, a control socket, Samba integration.
 
+pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod events;
+pub mod health;
+pub mod jobs;
+pub mod lock;
 pub mod samba;
 pub mod service;
 pub mod session;
+pub mod shares;
+pub mod state;
 pub mod usermap;
 pub mod users;
 
@@ -60,6 +67,8 @@ pub enum ServeError {
     Control(#[from] control::ControlError),
     #[error("{0}")]
     Console(String),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     #[error("signals: {0}")]
     Signals(std::io::Error),
 }
@@ -69,7 +78,7 @@ pub enum ServeError {
 /// above this one provides it).
 pub fn serve(
     config_path: &Path,
-    console: impl FnOnce(Arc<Gateway>, &GatewayConfig) -> Result<String, String>,
+    console: impl FnOnce(Arc<service::Service>, &GatewayConfig) -> Result<String, String>,
 ) -> Result<(), ServeError> {
     let cfg = GatewayConfig::load(config_path)?;
     crate::secure::new_dir(&cfg.cache.dir).map_err(|source| daemon::GatewayError::Io {
@@ -77,10 +86,17 @@ pub fn serve(
         cause: source,
     })?;
     let _ = crate::secure::private_file(&sessions_file(&cfg));
-    let gw = Gateway::new(cfg.clone())?;
-    control::serve(&cfg.control.socket, gw.clone())?;
+    // The single writer of the user map and the share list from here on
+    // (a CLI command holding it finishes first).
+    let lock = lock::StateLock::acquire(&lock::lock_path(&cfg.users.db), Duration::from_secs(120))?;
+    let gw = Gateway::new(cfg.clone(), lock)?;
+    gw.set_serving();
+    let service = Arc::new(service::Service::new(gw.clone()));
+    control::serve(&cfg.control.socket, service.clone())?;
+    shares::mount_all(&gw);
+    health::start(gw.clone());
     let console_url = if cfg.console.enabled {
-        Some(console(gw.clone(), &cfg).map_err(ServeError::Console)?)
+        Some(console(service, &cfg).map_err(ServeError::Console)?)
     } else {
         None
     };

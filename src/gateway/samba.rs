@@ -77,11 +77,15 @@ pub fn generate(
    acl_xattr:ignore system acls = yes
    create mask = 0600
    directory mask = 0700
+
+# Team shares (`swiftgate share`), written by the gateway daemon.
+include = {shares}
 "#,
         share = cfg.samba.share,
         root = cfg.mounts.root.display(),
         connect = hook("connect"),
         disconnect = hook("disconnect"),
+        shares = cfg.share_smb_conf().display(),
     )
 }
 

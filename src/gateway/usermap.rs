@@ -276,6 +276,16 @@ impl UserMap {
         serde_json::from_slice(&plain).map_err(|_| UserMapError::Decrypt(user.into()))
     }
 
+    /// Seal secrets of something else than a user (a team share) under
+    /// the same key, bound to `name` (which must not be a valid user name).
+    pub fn seal_other(&self, name: &str, s: &UserSecrets) -> String {
+        self.seal(name, s)
+    }
+
+    pub fn open_other(&self, name: &str, sealed: &str) -> Result<UserSecrets, UserMapError> {
+        self.open_secrets(name, sealed)
+    }
+
     pub fn get(&self, user: &str) -> Result<(UserEntry, UserSecrets), UserMapError> {
         check_name(user)?;
         let _g = self.lock.lock();

@@ -291,16 +291,15 @@ pub fn remove(
     map: &UserMap,
     user: &str,
     purge: bool,
+    unmount: &dyn Fn(&str),
+    progress: &dyn Fn(&str, u64, u64),
 ) -> Result<String, UsersError> {
     let (e, s) = map.get(user)?;
     // No new session from here on, whatever fails below.
     map.set_removed(user)?;
-    // A running daemon lets go of the home first (best effort).
-    let _ = super::control::request(
-        &cfg.control.socket,
-        &serde_json::json!({"op": "unmount", "user": user}),
-        std::time::Duration::from_secs(600),
-    );
+    // The home is let go of first (flushed and unmounted).
+    progress("unmounting", 0, 0);
+    unmount(user);
     // A Samba account left behind keeps a working password: that is a
     // failure of the command, not a warning.
     if let Err(err) = samba::delete_account(&cfg.samba.config, user) {
@@ -333,13 +332,18 @@ pub fn remove(
         cause: Box::new(source),
     })?;
     let keys: Vec<String> = all.into_iter().map(|o| o.key).collect();
-    store
-        .delete_many(&keys)
-        .map_err(|source| GatewayError::Store {
-            user: user.into(),
-            url: e.store.clone(),
-            cause: Box::new(source),
-        })?;
+    let total = keys.len() as u64;
+    for (i, chunk) in keys.chunks(500).enumerate() {
+        progress("deleting objects", (i * 500) as u64, total);
+        store
+            .delete_many(chunk)
+            .map_err(|source| GatewayError::Store {
+                user: user.into(),
+                url: e.store.clone(),
+                cause: Box::new(source),
+            })?;
+    }
+    progress("deleting objects", total, total);
     let _ = std::fs::remove_dir_all(cfg.cache.dir.join(user));
     map.remove(user)?;
     Ok(format!(

@@ -278,6 +278,10 @@ pub struct Shipper {
     /// Change sequence of the database at the last shipment.
     shipped_seq: AtomicU64,
     lock: parking_lot::Mutex<()>,
+    /// When the store last held the current metadata: a generation was
+    /// stored, or there was nothing new to store (at start: what was just
+    /// restored or found current).
+    synced_at: parking_lot::Mutex<std::time::Instant>,
 }
 
 impl Shipper {
@@ -289,6 +293,7 @@ impl Shipper {
             shipped: AtomicU64::new(shipped),
             shipped_seq: AtomicU64::new(0),
             lock: parking_lot::Mutex::new(()),
+            synced_at: parking_lot::Mutex::new(std::time::Instant::now()),
         }
     }
 
@@ -302,6 +307,15 @@ impl Shipper {
         self.shipped.load(Ordering::Acquire)
     }
 
+    /// How long the store's newest generation has lagged behind the
+    /// metadata (0 right after a shipment or a check that found nothing new).
+    pub fn metadata_age(&self) -> std::time::Duration {
+        if !self.has_changes() {
+            return std::time::Duration::ZERO;
+        }
+        self.synced_at.lock().elapsed()
+    }
+
     pub fn has_changes(&self) -> bool {
         self.meta.change_seq() != self.shipped_seq.load(Ordering::Acquire)
     }
@@ -310,6 +324,7 @@ impl Shipper {
     pub fn ship(&self, force: bool) -> Result<u64, ShipError> {
         let _g = self.lock.lock();
         if !force && !self.has_changes() {
+            *self.synced_at.lock() = std::time::Instant::now();
             return Ok(self.shipped_gen());
         }
         let gen = self.shipped_gen() + 1;
@@ -345,6 +360,7 @@ impl Shipper {
         self.store.put("meta/latest", gen.to_string().as_bytes())?;
         self.shipped.store(gen, Ordering::Release);
         self.shipped_seq.store(seq, Ordering::Release);
+        *self.synced_at.lock() = std::time::Instant::now();
         // Old generations and dead objects: best effort, retried next time.
         if gen > KEEP_GENERATIONS {
             let old = gen - KEEP_GENERATIONS;

@@ -97,6 +97,9 @@ impl FaultStore {
 }
 
 impl ObjectStore for FaultStore {
+    fn auth_state(&self) -> Option<super::AuthState> {
+        self.inner.auth_state()
+    }
     fn url(&self) -> String {
         self.inner.url()
     }

@@ -7,6 +7,7 @@
 
 pub mod fault;
 pub mod local;
+pub mod metered;
 pub mod retry;
 pub mod swift;
 
@@ -158,6 +159,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn create(&self, key: &str, data: &[u8]) -> Result<()> {
         self.create_stream(key, data.len() as u64, &mut &data[..])
     }
+    /// How the store authenticates and how long its token has left (for
+    /// health pages); None: no authentication (a local store).
+    fn auth_state(&self) -> Option<AuthState> {
+        None
+    }
     /// All keys under `prefix`, following pagination. Listings may be
     /// eventually consistent on Swift: only fsck and GC hints rely on them.
     fn list_all(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -175,6 +181,16 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 }
 
 pub type DynStore = Arc<dyn ObjectStore>;
+
+/// Read-only view of a store's authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthState {
+    /// "keystone v3", "keystone v2", "application credential", "tempauth", "token".
+    pub method: String,
+    /// Seconds left on the current token (None: no token yet, or no stated
+    /// lifetime); negative once expired.
+    pub token_expires_in_secs: Option<i64>,
+}
 
 /// Open a store from its URL with credentials from the environment only.
 pub fn open(url: &str) -> Result<DynStore> {

@@ -70,6 +70,9 @@ impl RetryStore {
 }
 
 impl ObjectStore for RetryStore {
+    fn auth_state(&self) -> Option<super::AuthState> {
+        self.inner.auth_state()
+    }
     fn url(&self) -> String {
         self.inner.url()
     }

@@ -42,4 +42,3 @@ pub fn router(state: AppState) -> axum::Router {
 async fn healthz() -> &'static str {
     "ok\n"
 }
-

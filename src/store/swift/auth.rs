@@ -248,6 +248,34 @@ impl Auth {
         &self.method
     }
 
+    /// The method's name and the current token's remaining life, read
+    /// without contacting anyone.
+    pub fn state(&self) -> crate::store::AuthState {
+        let method = match &self.method {
+            Method::TempAuth { .. } => "tempauth",
+            Method::Password {
+                version: Some(IdentityVersion::V2),
+                ..
+            } => "keystone v2",
+            Method::Password { .. } => "keystone v3",
+            Method::AppCredential { .. } => "keystone application credential",
+            Method::Token { .. } => "token",
+        };
+        let left = self.current.lock().as_ref().and_then(|t| {
+            let d = t.deadline?;
+            let now = Instant::now();
+            Some(if d >= now {
+                (d - now).as_secs() as i64
+            } else {
+                -((now - d).as_secs() as i64)
+            })
+        });
+        crate::store::AuthState {
+            method: method.into(),
+            token_expires_in_secs: left,
+        }
+    }
+
     /// "user alice in project alice-project", for messages.
     pub fn who(&self) -> String {
         let s = &self.settings;

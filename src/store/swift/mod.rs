@@ -490,6 +490,9 @@ impl SwiftStore {
 }
 
 impl ObjectStore for SwiftStore {
+    fn auth_state(&self) -> Option<crate::store::AuthState> {
+        Some(self.auth.state())
+    }
     fn url(&self) -> String {
         self.display.clone()
     }
