@@ -7,6 +7,7 @@ pub mod apiv1;
 pub mod assets;
 pub mod auth;
 pub mod i18n;
+pub mod layout;
 pub mod metrics;
 pub mod pages;
 pub mod pam;
