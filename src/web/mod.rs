@@ -7,6 +7,7 @@ pub mod apiv1;
 pub mod assets;
 pub mod auth;
 pub mod charts;
+pub mod history;
 pub mod i18n;
 pub mod layout;
 pub mod metrics;
