@@ -13,11 +13,13 @@ pub const PALETTE: [&str; 6] = [
     "#2563eb", "#16a34a", "#d97706", "#9333ea", "#0891b2", "#dc2626",
 ];
 
-const W: f64 = 720.0;
-const H: f64 = 220.0;
+// About the width of a half-page card, so 12 units of text read as
+// about 12 px there (and larger on a full-width card).
+const W: f64 = 560.0;
+const H: f64 = 210.0;
 /// Plot area inside the viewBox (room for y labels left, legend on top,
 /// x labels below).
-const LEFT: f64 = 72.0;
+const LEFT: f64 = 66.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 26.0;
@@ -252,12 +254,14 @@ pub fn time_chart(c: &TimeChart) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="100%" role="img" aria-label="{}" font-family="inherit" font-size="11">"#,
+        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="100%" role="img" aria-label="{}" font-family="inherit" font-size="11.5">"#,
         esc(c.title)
     );
     let _ = write!(s, "<title>{}</title>", esc(c.title));
 
-    // Grid and y labels.
+    // Grid and y labels (an empty chart has no scale to show: only its
+    // baseline).
+    let yt = if any_line { yt } else { vec![0.0] };
     for t in &yt {
         let y = y_of(*t);
         let _ = write!(
@@ -266,13 +270,15 @@ pub fn time_chart(c: &TimeChart) -> String {
             W - RIGHT,
             if *t == 0.0 { "#9aa5b1" } else { "#e4e8ee" },
         );
-        let _ = write!(
-            s,
-            r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#5b6673">{}</text>"##,
-            LEFT - 8.0,
-            y + 4.0,
-            esc(&fmt_value(*t, c.unit))
-        );
+        if any_line {
+            let _ = write!(
+                s,
+                r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#5b6673">{}</text>"##,
+                LEFT - 8.0,
+                y + 4.0,
+                esc(&fmt_value(*t, c.unit))
+            );
+        }
     }
     // X labels.
     for (frac, label) in time_labels(c.span_secs, &c.text) {
@@ -305,14 +311,14 @@ pub fn time_chart(c: &TimeChart) -> String {
         };
         let _ = write!(
             s,
-            r##"<rect x="{lx:.1}" y="9" width="10" height="10" rx="2" fill="{color}"/><text x="{:.1}" y="18" fill="#1f2933" font-size="12">{}</text>"##,
+            r##"<rect x="{lx:.1}" y="9" width="10" height="10" rx="2" fill="{color}"/><text x="{:.1}" y="18" fill="#1f2933" font-size="12.5">{}</text>"##,
             lx + 15.0,
             esc(&label)
         );
         // Wide enough for CJK names too (each of those is about 1 em).
         let width: f64 = label
             .chars()
-            .map(|ch| if ch.is_ascii() { 6.6 } else { 12.0 })
+            .map(|ch| if ch.is_ascii() { 6.9 } else { 12.5 })
             .sum();
         lx += 15.0 + width + 18.0;
     }
@@ -375,103 +381,95 @@ pub fn time_chart(c: &TimeChart) -> String {
 pub struct BarPart<'a> {
     pub name: &'a str,
     pub value: f64,
-    /// A CSS colour.
+    /// The class of its segment (`used`, `dirty` in app.css) or a CSS
+    /// colour (`#2563eb`).
     pub color: &'a str,
 }
 
-/// A stacked horizontal bar out of `total` (e.g. the cache budget: clean
-/// and dirty bytes), with an optional marker (the dirty limit) and a
-/// legend below with each part's size. Parts beyond `total` are clipped.
+/// Width of `v` out of `total` in percent, for a `style` attribute.
+fn pct(v: f64, total: f64) -> f64 {
+    (v / total * 100.0).clamp(0.0, 100.0)
+}
+
+/// A stacked horizontal bar out of `total` (the cache budget: clean and
+/// dirty bytes), with an optional marker (the dirty limit) and a legend
+/// with each part's size, as HTML with app.css's `.bar.stacked` and
+/// `.legend` (HTML rather than SVG: its text keeps the page's size at any
+/// card width). Parts beyond `total` are clipped.
 pub fn stacked_bar(
     title: &str,
     parts: &[BarPart],
     total: f64,
     marker: Option<(&str, f64)>,
 ) -> String {
-    const BW: f64 = 720.0;
-    const BH: f64 = 54.0;
-    const BAR_H: f64 = 18.0;
+    let clean = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
     let total = if total.is_finite() && total > 0.0 {
         total
     } else {
         // Nothing to measure against: the parts fill the bar.
-        parts
-            .iter()
-            .map(|p| p.value.max(0.0))
-            .filter(|v| v.is_finite())
-            .sum::<f64>()
-            .max(1.0)
+        parts.iter().map(|p| clean(p.value)).sum::<f64>().max(1.0)
+    };
+    // A class name for app.css, or an inline colour.
+    let paint = |c: &str| {
+        if c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-') {
+            (format!(" class=\"{}\"", esc(c)), String::new())
+        } else {
+            (String::new(), format!("background:{};", esc(c)))
+        }
     };
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg class="stacked" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {BW} {BH}" width="100%" role="img" aria-label="{}" font-family="inherit" font-size="12">"#,
+        r#"<div class="stacked-box"><div class="bar stacked" role="img" aria-label="{}">"#,
         esc(title)
     );
-    let _ = write!(s, "<title>{}</title>", esc(title));
-    let _ = write!(
-        s,
-        r##"<rect x="0" y="4" width="{BW}" height="{BAR_H}" rx="4" fill="#e9edf2"/>"##
-    );
-    let mut x = 0.0;
+    let mut used = 0.0;
     for p in parts {
-        let v = if p.value.is_finite() {
-            p.value.max(0.0)
-        } else {
-            0.0
-        };
-        let w = (v / total * BW).min(BW - x).max(0.0);
+        let w = pct(clean(p.value), total).min(100.0 - used);
+        used += w;
         if w > 0.0 {
+            let (class, style) = paint(p.color);
             let _ = write!(
                 s,
-                r#"<rect x="{x:.1}" y="4" width="{w:.1}" height="{BAR_H}" fill="{}"><title>{}</title></rect>"#,
-                esc(p.color),
-                esc(&format!("{}: {}", p.name, fmt_bytes(v)))
+                r#"<span{class} style="{style}width:{w:.2}%" title="{}"></span>"#,
+                esc(&format!("{}: {}", p.name, fmt_bytes(p.value)))
             );
         }
-        x += w;
     }
     if let Some((name, at)) = marker {
         if at.is_finite() && at >= 0.0 {
-            let mx = (at / total * BW).clamp(1.0, BW - 1.0);
             let _ = write!(
                 s,
-                r##"<line x1="{mx:.1}" x2="{mx:.1}" y1="0" y2="{:.1}" stroke="#1f2933" stroke-width="2" stroke-dasharray="3 2"><title>{}</title></line>"##,
-                BAR_H + 8.0,
+                r#"<i class="limit" style="left:{:.2}%" title="{}"></i>"#,
+                pct(at, total),
                 esc(&format!("{name}: {}", fmt_bytes(at)))
             );
         }
     }
-    // Legend.
-    let mut lx = 0.0;
-    let mut legend: Vec<(String, String)> = parts
-        .iter()
-        .map(|p| {
-            (
-                p.color.to_string(),
-                format!("{} {}", p.name, fmt_bytes(p.value)),
-            )
-        })
-        .collect();
-    if let Some((name, at)) = marker {
-        legend.push(("#1f2933".into(), format!("{name} {}", fmt_bytes(at))));
-    }
-    legend.push(("#e9edf2".into(), fmt_bytes(total)));
-    for (color, label) in legend {
+    s.push_str(r#"</div><div class="legend">"#);
+    for p in parts {
+        let (class, style) = paint(p.color);
         let _ = write!(
             s,
-            r##"<rect x="{lx:.1}" y="36" width="10" height="10" rx="2" fill="{}" stroke="#c3cad3" stroke-width="0.5"/><text x="{:.1}" y="45" fill="#1f2933">{}</text>"##,
-            esc(&color),
-            lx + 14.0,
-            esc(&label)
+            r#"<span><i{class} style="{style}"></i>{} <b>{}</b></span>"#,
+            esc(p.name),
+            esc(&fmt_bytes(p.value))
         );
-        let width: f64 = label
-            .chars()
-            .map(|ch| if ch.is_ascii() { 6.8 } else { 12.0 })
-            .sum();
-        lx += 14.0 + width + 20.0;
     }
-    s.push_str("</svg>");
+    if let Some((name, at)) = marker {
+        let _ = write!(
+            s,
+            r#"<span><i class="limit"></i>{} <b>{}</b></span>"#,
+            esc(name),
+            esc(&fmt_bytes(at))
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<span class="total">{} <b>{}</b></span></div></div>"#,
+        esc(title),
+        esc(&fmt_bytes(total))
+    );
     s
 }
 
@@ -512,7 +510,6 @@ mod tests {
         }
         assert!(!rest.contains('>'), "raw > in trailing text");
         assert!(stack.is_empty(), "unclosed: {stack:?}");
-        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
     }
 
     fn chart<'a>(times: &'a [u64], lines: Vec<Line<'a>>) -> String {
@@ -526,6 +523,13 @@ mod tests {
             area: true,
             text: ChartText::default(),
         })
+    }
+
+    #[test]
+    fn an_empty_chart_shows_no_scale() {
+        let svg = chart(&[], vec![]);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+        assert!(!svg.contains("B/s<"), "{svg}");
     }
 
     #[test]
@@ -553,7 +557,7 @@ mod tests {
         assert!(svg.contains("MiB/s"), "{svg}");
         assert!(svg.contains(">-60 min<") && svg.contains(">now<"));
         assert!(svg.contains(PALETTE[0]) && svg.contains(PALETTE[1]));
-        assert!(svg.contains(r#"viewBox="0 0 720 220" width="100%""#));
+        assert!(svg.contains(r#"viewBox="0 0 560 210" width="100%""#));
         assert!(!svg.contains("No data yet"));
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
     }
@@ -583,7 +587,9 @@ mod tests {
             Some(("<u>limit</u>", 8.0)),
         );
         assert_well_formed(&bar);
-        assert!(!bar.contains("<b>") && !bar.contains("<i>") && !bar.contains("<u>"));
+        assert!(!bar.contains("<b>cache") && !bar.contains("<i>dirty") && !bar.contains("<u>"));
+        assert!(bar.contains("&lt;b&gt;cache&lt;/b&gt;") && bar.contains("&lt;i&gt;dirty"));
+        assert!(bar.contains("background:&quot;red;"), "{bar}");
     }
 
     #[test]
@@ -740,9 +746,38 @@ mod tests {
             Some(("dirty limit", 50.0)),
         );
         assert_well_formed(&bar);
-        // 30% of 720, then the dirty part clipped at the end of the bar.
-        assert!(bar.contains(r#"x="0.0" y="4" width="216.0""#), "{bar}");
-        assert!(bar.contains(r#"x="216.0" y="4" width="504.0""#), "{bar}");
-        assert!(bar.contains(r#"x1="360.0""#), "marker at 50%: {bar}");
+        // 30 %, then the dirty part clipped at the end of the bar.
+        assert!(
+            bar.contains(r#"style="background:#2563eb;width:30.00%""#),
+            "{bar}"
+        );
+        assert!(
+            bar.contains(r#"style="background:#d97706;width:70.00%""#),
+            "{bar}"
+        );
+        assert!(
+            bar.contains(r#"class="limit" style="left:50.00%""#),
+            "{bar}"
+        );
+        assert!(
+            bar.contains("dirty <b>90 B</b>"),
+            "the legend tells the truth"
+        );
+        // app.css's segment classes.
+        let bar = stacked_bar(
+            "cache",
+            &[BarPart {
+                name: "used",
+                value: 1.0,
+                color: "used",
+            }],
+            4.0,
+            None,
+        );
+        assert!(
+            bar.contains(r#"<span class="used" style="width:25.00%""#),
+            "{bar}"
+        );
+        assert!(!bar.contains("limit"));
     }
 }
