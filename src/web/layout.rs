@@ -59,6 +59,15 @@ impl Banner {
             text: format!("{lead} {}", e.message),
         }
     }
+    /// app.css's alert class for this level.
+    pub fn class(&self) -> &'static str {
+        match self.level {
+            "error" => "critical",
+            "warning" => "warning",
+            _ => "info",
+        }
+    }
+
     pub fn is_error(&self) -> bool {
         self.level == "error"
     }

@@ -7,9 +7,11 @@ pub mod apiv1;
 pub mod assets;
 pub mod audit;
 pub mod auth;
+pub mod charts;
 pub mod error;
 pub mod fmt;
 pub mod guard;
+pub mod history;
 pub mod i18n;
 pub mod layout;
 pub mod metrics;
@@ -38,6 +40,8 @@ pub struct Console {
     pub limiter: ratelimit::LoginLimiter,
     pub tokens: tokens::Tokens,
     pub audit: audit::AuditLog,
+    /// The dashboard charts' figures (sampled in the background).
+    pub history: Arc<history::History>,
 }
 
 pub type AppState = Arc<Console>;
@@ -50,6 +54,7 @@ impl Console {
             limiter: ratelimit::LoginLimiter::default(),
             tokens: tokens::Tokens::new(&cfg.tokens_file),
             audit: audit::AuditLog::new(&cfg.audit_log),
+            history: Arc::new(history::History::new()),
             cfg,
             tls,
         }

@@ -52,6 +52,14 @@ pub fn spawn(api: Arc<dyn GatewayApi>, cfg: &ConsoleSection) -> Result<String, S
         .map_err(ServerError::Runtime)?;
     let local = listener.local_addr().map_err(ServerError::Runtime)?;
     let state: AppState = Arc::new(Console::new(api, cfg.clone(), tls.is_some()));
+    {
+        // Chart samples every 10 s, for as long as the console runs.
+        let _rt = rt.enter();
+        state
+            .history
+            .clone()
+            .spawn_sampler(state.api.clone(), std::time::Duration::from_secs(10));
+    }
     let app = super::router(state);
     let scheme = if tls.is_some() { "https" } else { "http" };
     std::thread::Builder::new()

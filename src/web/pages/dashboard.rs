@@ -47,6 +47,33 @@ impl Live {
     pub fn age(&self, page: &PageCtx, secs: impl Count) -> String {
         fmt::duration(secs.n(), page.lang)
     }
+    /// The cache budget as a stacked bar: clean and dirty bytes, the
+    /// dirty limit marked.
+    pub fn cache_bar(&self, page: &PageCtx) -> String {
+        use super::super::charts::{stacked_bar, BarPart};
+        let Some(o) = &self.ov else {
+            return String::new();
+        };
+        let c = &o.cache;
+        stacked_bar(
+            page.t("dash.cache"),
+            &[
+                BarPart {
+                    name: page.t("cache.clean"),
+                    value: c.used_bytes.saturating_sub(c.dirty_bytes) as f64,
+                    color: "used",
+                },
+                BarPart {
+                    name: page.t("dash.dirty"),
+                    value: c.dirty_bytes as f64,
+                    color: "dirty",
+                },
+            ],
+            c.size as f64,
+            Some((page.t("cache.dirty_limit"), c.dirty_limit as f64)),
+        )
+    }
+
     pub fn disk_pct(&self) -> u64 {
         self.ov.as_ref().map_or(0, |o| {
             let d = &o.cache.disk;
@@ -71,6 +98,77 @@ impl Live {
     }
 }
 
+/// The charts of the last hour or day, as SVG (the chart module escapes
+/// every label it draws).
+pub struct Charts {
+    pub day: bool,
+    pub throughput: String,
+    pub cache: String,
+    pub sessions: String,
+}
+
+fn charts(st: &AppState, page: &PageCtx, day: bool) -> Charts {
+    use super::super::charts::{time_chart, ChartText, Line, TimeChart, Unit};
+    use super::super::history::Range;
+    let s = st
+        .history
+        .series(if day { Range::Day } else { Range::Hour });
+    let text = ChartText {
+        now: page.t("chart.now"),
+        no_data: page.t("chart.no_data"),
+        minutes: page.t("chart.min"),
+        hours: page.t("chart.h"),
+    };
+    let chart = |title: &str, unit: Unit, lines: Vec<Line>, area: bool| {
+        time_chart(&TimeChart {
+            title,
+            unit,
+            times: &s.times,
+            lines,
+            end_unix: s.end_unix,
+            span_secs: s.span_secs,
+            area,
+            text: text.clone(),
+        })
+    };
+    Charts {
+        day,
+        throughput: chart(
+            page.t("chart.throughput"),
+            Unit::BytesPerSec,
+            vec![
+                Line {
+                    name: page.t("chart.upload"),
+                    values: &s.upload_bps,
+                },
+                Line {
+                    name: page.t("chart.download"),
+                    values: &s.download_bps,
+                },
+            ],
+            false,
+        ),
+        cache: chart(
+            page.t("chart.cache"),
+            Unit::Bytes,
+            vec![Line {
+                name: page.t("chart.cache_used"),
+                values: &s.cache_used,
+            }],
+            true,
+        ),
+        sessions: chart(
+            page.t("chart.sessions"),
+            Unit::Count,
+            vec![Line {
+                name: page.t("chart.sessions"),
+                values: &s.sessions,
+            }],
+            false,
+        ),
+    }
+}
+
 async fn live(st: &AppState, page: &PageCtx) -> Live {
     match ask(st, |api| api.overview()).await {
         Ok(ov) => Live {
@@ -91,6 +189,7 @@ async fn live(st: &AppState, page: &PageCtx) -> Live {
 struct DashboardPage {
     page: PageCtx,
     live: Live,
+    charts: Charts,
 }
 
 #[derive(askama::Template)]
@@ -98,18 +197,35 @@ struct DashboardPage {
 struct DashboardLive {
     page: PageCtx,
     live: Live,
+    charts: Charts,
 }
 
-async fn dashboard(State(st): State<AppState>, page: PageCtx) -> Response {
-    let page = page.with_nav("dashboard");
-    let live = live(&st, &page).await;
-    super::render(&DashboardPage { page, live })
+#[derive(serde::Deserialize, Default)]
+struct RangeQuery {
+    #[serde(default)]
+    range: String,
 }
 
-async fn dashboard_live(State(st): State<AppState>, page: PageCtx) -> Response {
+async fn dashboard(
+    State(st): State<AppState>,
+    page: PageCtx,
+    axum::extract::Query(q): axum::extract::Query<RangeQuery>,
+) -> Response {
     let page = page.with_nav("dashboard");
     let live = live(&st, &page).await;
-    super::render(&DashboardLive { page, live })
+    let charts = charts(&st, &page, q.range == "day");
+    super::render(&DashboardPage { page, live, charts })
+}
+
+async fn dashboard_live(
+    State(st): State<AppState>,
+    page: PageCtx,
+    axum::extract::Query(q): axum::extract::Query<RangeQuery>,
+) -> Response {
+    let page = page.with_nav("dashboard");
+    let live = live(&st, &page).await;
+    let charts = charts(&st, &page, q.range == "day");
+    super::render(&DashboardLive { page, live, charts })
 }
 
 pub fn routes() -> Routes {

@@ -43,6 +43,20 @@ impl Fmt {
             UserState::Removed => page.t("user.removed"),
         }
     }
+    pub fn state_class(&self, s: &UserState) -> &'static str {
+        match s {
+            UserState::Active => "ok",
+            UserState::Disabled => "warn",
+            UserState::Removed => "muted",
+        }
+    }
+    pub fn job_class(&self, j: &JobInfo) -> &'static str {
+        match j.state {
+            crate::gateway::api::JobState::Running => "info",
+            crate::gateway::api::JobState::Succeeded => "ok",
+            crate::gateway::api::JobState::Failed => "crit",
+        }
+    }
     pub fn disabled(&self, u: &UserSummary) -> bool {
         u.state == UserState::Disabled
     }
