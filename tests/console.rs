@@ -17,6 +17,7 @@ use std::time::Duration;
 /// member) and the PAM service the console uses.
 struct Console {
     gw: Gw,
+    store_dir: std::path::PathBuf,
     url: String,
     admin: TestAccount,
     group: TestGroup,
@@ -27,7 +28,8 @@ fn console(extra: &str) -> Console {
     let svc = PamService::swiftgate();
     let group = TestGroup::new();
     let admin = TestAccount::with_groups(&[&group.name]);
-    let store = format!("local://{}/homes/{{user}}", unique_dir("cstore").display());
+    let store_dir = unique_dir("cstore");
+    let store = format!("local://{}/homes/{{user}}", store_dir.display());
     let gw = Gw::with_console(
         &store,
         "",
@@ -41,10 +43,17 @@ fn console(extra: &str) -> Console {
     let url = gw.console_url();
     Console {
         gw,
+        store_dir,
         url,
         admin,
         group,
         _svc: svc,
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.store_dir);
     }
 }
 
