@@ -17,7 +17,8 @@ use std::time::Duration;
 /// member) and the PAM service the console uses.
 struct Console {
     gw: Gw,
-    store_dir: std::path::PathBuf,
+    /// Removed after the daemon stopped (it writes there until then).
+    _store_dir: RmDir,
     url: String,
     admin: TestAccount,
     group: TestGroup,
@@ -43,7 +44,7 @@ fn console(extra: &str) -> Console {
     let url = gw.console_url();
     Console {
         gw,
-        store_dir,
+        _store_dir: RmDir(store_dir),
         url,
         admin,
         group,
@@ -51,9 +52,11 @@ fn console(extra: &str) -> Console {
     }
 }
 
-impl Drop for Console {
+struct RmDir(std::path::PathBuf);
+
+impl Drop for RmDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.store_dir);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
