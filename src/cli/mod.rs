@@ -4,6 +4,7 @@ pub mod control;
 pub mod gateway;
 pub mod mount;
 pub mod stat;
+pub mod token;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -117,6 +118,13 @@ pub enum Cmd {
     User {
         #[command(subcommand)]
         cmd: UserCmd,
+        #[arg(long, global = true, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
+    },
+    /// API tokens for the console's JSON API and /metrics.
+    Token {
+        #[command(subcommand)]
+        cmd: token::TokenCmd,
         #[arg(long, global = true, default_value = "/etc/swiftgate/gateway.toml")]
         config: PathBuf,
     },
@@ -686,6 +694,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::User { cmd, config } => user_cmd(cmd, &config),
         Cmd::Share { cmd, config } => share_cmd(cmd, &config),
+        Cmd::Token { cmd, config } => token::run(cmd, &config),
         Cmd::Status { config, json } => {
             use crate::gateway::api::GatewayApiExt;
             let homes = gateway::client(&config, Duration::from_secs(10))?.homes()?;

@@ -1,9 +1,10 @@
 //! Listening: plain HTTP on loopback by default, HTTPS with a configured
-//! certificate. Runs on its own tokio runtime beside the daemon.
+//! certificate (rustls). Runs on its own tokio runtime beside the daemon.
 
 use super::{AppState, Console};
 use crate::gateway::api::GatewayApi;
 use crate::gateway::config::ConsoleSection;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +13,12 @@ pub enum ServerError {
     Bind { addr: String, cause: std::io::Error },
     #[error("the console runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("the console's TLS certificate {cert} or key {key}: {cause} (give a PEM certificate chain and its PEM private key)")]
+    Tls {
+        cert: String,
+        key: String,
+        cause: std::io::Error,
+    },
 }
 
 /// Start the console in the background; returns its URL once it listens.
@@ -22,6 +29,19 @@ pub fn spawn(api: Arc<dyn GatewayApi>, cfg: &ConsoleSection) -> Result<String, S
         .enable_all()
         .build()
         .map_err(ServerError::Runtime)?;
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            rt.block_on(axum_server::tls_rustls::RustlsConfig::from_pem_file(
+                cert, key,
+            ))
+            .map_err(|cause| ServerError::Tls {
+                cert: cert.display().to_string(),
+                key: key.display().to_string(),
+                cause,
+            })?,
+        ),
+        _ => None,
+    };
     let addr = cfg.listen.clone();
     let listener = std::net::TcpListener::bind(&addr).map_err(|cause| ServerError::Bind {
         addr: addr.clone(),
@@ -31,31 +51,39 @@ pub fn spawn(api: Arc<dyn GatewayApi>, cfg: &ConsoleSection) -> Result<String, S
         .set_nonblocking(true)
         .map_err(ServerError::Runtime)?;
     let local = listener.local_addr().map_err(ServerError::Runtime)?;
-    let state: AppState = Arc::new(Console {
-        api,
-        cfg: cfg.clone(),
-        tls: false,
-    });
+    let state: AppState = Arc::new(Console::new(api, cfg.clone(), tls.is_some()));
+    {
+        // Chart samples every 10 s, for as long as the console runs.
+        let _rt = rt.enter();
+        state
+            .history
+            .clone()
+            .spawn_sampler(state.api.clone(), std::time::Duration::from_secs(10));
+    }
     let app = super::router(state);
+    let scheme = if tls.is_some() { "https" } else { "http" };
     std::thread::Builder::new()
         .name("console".into())
         .spawn(move || {
             rt.block_on(async move {
-                let l = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!("console: {e}");
-                        return;
-                    }
+                let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+                let r = match tls {
+                    Some(tls) => match axum_server::from_tcp_rustls(listener, tls) {
+                        Ok(s) => s.serve(svc).await,
+                        Err(e) => Err(e),
+                    },
+                    None => match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => axum::serve(l, svc).await,
+                        Err(e) => Err(e),
+                    },
                 };
-                let svc = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-                if let Err(e) = axum::serve(l, svc).await {
+                if let Err(e) = r {
                     tracing::error!("console stopped: {e}");
                 }
             })
         })
         .map_err(ServerError::Runtime)?;
-    let url = format!("http://{local}/");
+    let url = format!("{scheme}://{local}/");
     tracing::info!(%url, "web console listening");
     Ok(url)
 }

@@ -1,7 +1,0 @@
-//! (to be written)
-
-use super::AppState;
-
-pub fn routes() -> axum::Router<AppState> {
-    axum::Router::new()
-}
