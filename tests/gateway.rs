@@ -784,14 +784,9 @@ fn disabled_and_removed_users_cannot_connect() {
     let _ = fs::remove_dir_all(&work);
 }
 
-/// `user remove --purge` that cannot delete the Samba account fails (the
-/// password would keep working) and purges nothing; a retry completes.
-#[test]
-fn purge_that_leaves_the_samba_account_fails() {
-    let mut g = local_gw();
-    let u = unique_user("x");
-    ok(g.add_user(&u, "pw-x", &[]));
-    // smbpasswd that cannot delete (as with a read-only or broken passdb).
+/// Restart the daemon with an smbpasswd that fails when given `flag`
+/// (the daemon carries out user commands: it is the one with the shim).
+fn shim_smbpasswd(g: &mut Gw, flag: &str, message: &str) {
     let shim = g.root.join("shim");
     fs::create_dir_all(&shim).unwrap();
     let real = String::from_utf8(
@@ -805,7 +800,7 @@ fn purge_that_leaves_the_samba_account_fails() {
     fs::write(
         shim.join("smbpasswd"),
         format!(
-            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -x ] && {{ echo 'Failed to delete entry for user' >&2; exit 1; }}; done\nexec {} \"$@\"\n",
+            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = {flag} ] && {{ echo '{message}' >&2; exit 1; }}; done\nexec {} \"$@\"\n",
             real.trim()
         ),
     )
@@ -820,10 +815,58 @@ fn purge_that_leaves_the_samba_account_fails() {
         shim.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    // The daemon carries out the command: it is the one with the shim.
     g.stop_daemon(libc::SIGTERM);
     g.extra_env.push(("PATH".into(), path));
     g.start_daemon();
+}
+
+/// A `user add` that fails at the Samba step applies nothing: no Unix
+/// account, no map entry, no filesystem or directory in the store; the
+/// same add succeeds once Samba works.
+#[test]
+fn a_failed_add_leaves_nothing_behind() {
+    let stores = unique_dir("gwstore");
+    let mut g = Gw::new(
+        &format!("local://{}/homes/{{user}}", stores.display()),
+        "",
+        &[],
+        "service",
+    );
+    shim_smbpasswd(&mut g, "-a", "passdb is read-only");
+    let u = unique_user("f");
+    let o = g.add_user(&u, "pw-f", &[]);
+    assert!(!o.status.success(), "add exited 0 without a Samba account");
+    let e = stderr(&o);
+    assert!(e.contains("passdb is read-only"), "{e}");
+    assert!(
+        nix::unistd::User::from_name(&u).unwrap().is_none(),
+        "the Unix account was left behind"
+    );
+    let list = String::from_utf8_lossy(&ok(g.sg(&["user", "list"], "")).stdout).to_string();
+    assert!(!list.contains(&u), "the user is in the map: {list}");
+    assert!(
+        !stores.join("homes").join(&u).exists(),
+        "a store directory was left behind"
+    );
+    // Samba working again: the same add goes through.
+    g.stop_daemon(libc::SIGTERM);
+    g.extra_env.retain(|(k, _)| k != "PATH");
+    g.start_daemon();
+    ok(g.add_user(&u, "pw-f", &[]));
+    assert!(stores.join("homes").join(&u).join("params").exists());
+    drop(g);
+    let _ = fs::remove_dir_all(&stores);
+}
+
+/// `user remove --purge` that cannot delete the Samba account fails (the
+/// password would keep working) and purges nothing; a retry completes.
+#[test]
+fn purge_that_leaves_the_samba_account_fails() {
+    let mut g = local_gw();
+    let u = unique_user("x");
+    ok(g.add_user(&u, "pw-x", &[]));
+    // smbpasswd that cannot delete (as with a read-only or broken passdb).
+    shim_smbpasswd(&mut g, "-x", "Failed to delete entry for user");
     let o = g.sg(&["user", "remove", &u, "--purge"], "");
     assert!(
         !o.status.success(),

@@ -103,14 +103,14 @@ fn ensure_unix_account(
     cfg: &GatewayConfig,
     user: &str,
     adopt: bool,
-) -> Result<(u32, u32), UsersError> {
+) -> Result<(u32, u32, bool), UsersError> {
     if let Ok(Some(u)) = nix::unistd::User::from_name(user) {
         let uid = u.uid.as_raw();
         if uid == 0 {
             return Err(UsersError::Root(user.into()));
         }
         if is_ours(cfg, &u) {
-            return Ok((uid, u.gid.as_raw()));
+            return Ok((uid, u.gid.as_raw(), false));
         }
         if !adopt {
             return Err(UsersError::ForeignAccount {
@@ -129,7 +129,7 @@ fn ensure_unix_account(
                 .arg(user),
         )?;
         tracing::warn!(user, uid, "adopted an existing Unix account");
-        return Ok((uid, u.gid.as_raw()));
+        return Ok((uid, u.gid.as_raw(), false));
     }
     ensure_group(cfg)?;
     let home = cfg.mountpoint(user);
@@ -158,11 +158,60 @@ fn ensure_unix_account(
             .arg(user),
     )?;
     match nix::unistd::User::from_name(user) {
-        Ok(Some(u)) => Ok((u.uid.as_raw(), u.gid.as_raw())),
+        Ok(Some(u)) => Ok((u.uid.as_raw(), u.gid.as_raw(), true)),
         _ => Err(UsersError::Command {
             what: "useradd".into(),
             message: format!("user {user} still does not exist"),
         }),
+    }
+}
+
+/// What `add` has done so far, undone when a later step fails: an add
+/// that fails applies nothing (no Unix account, no Samba account, no
+/// filesystem or container, no map entry).
+struct AddUndo<'a> {
+    cfg: &'a GatewayConfig,
+    user: &'a str,
+    unix_account: bool,
+    samba_account: bool,
+    filesystem: Option<crate::store::DynStore>,
+    done: bool,
+}
+
+impl Drop for AddUndo<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(store) = self.filesystem.take() {
+            let keys: Vec<String> = store
+                .list_all("")
+                .map(|v| v.into_iter().map(|o| o.key).collect())
+                .unwrap_or_default();
+            if let Err(e) = store
+                .delete_many(&keys)
+                .and_then(|()| store.remove_container())
+            {
+                tracing::error!(
+                    user = self.user,
+                    "undoing a failed add: the new filesystem in {} could not be deleted: {e}",
+                    store.url()
+                );
+            }
+        }
+        if self.samba_account {
+            if let Err(e) = samba::delete_account(&self.cfg.samba.config, self.user) {
+                tracing::error!(
+                    user = self.user,
+                    "undoing a failed add: the Samba account could not be deleted: {e}"
+                );
+            }
+        }
+        if self.unix_account {
+            if let Err(e) = run("userdel", Command::new("userdel").arg(self.user)) {
+                tracing::error!(user = self.user, "undoing a failed add: {e}");
+            }
+        }
     }
 }
 
@@ -207,8 +256,8 @@ pub fn add(
     if o.credentials.is_some() {
         secrets.swift = o.credentials;
     }
-    let (uid, gid) = ensure_unix_account(cfg, user, o.adopt)?;
-    // First contact with the store: wrong credentials fail here.
+    // First contact with the store, before anything is created: wrong
+    // credentials or an unreachable store fail here.
     let store = open_user_store(cfg, user, &secrets)?;
     let url = cfg.store_url(user);
     let head = store
@@ -218,7 +267,7 @@ pub fn add(
             url: url.clone(),
             cause: Box::new(source),
         })?;
-    let what = if head.is_some() {
+    if head.is_some() {
         let p = engine::read_params(&store).map_err(|e| UsersError::Foreign {
             user: user.into(),
             url: url.clone(),
@@ -230,6 +279,35 @@ pub fn add(
                 url: url.clone(),
                 reason: e.to_string(),
             })?;
+    }
+    let mut undo = AddUndo {
+        cfg,
+        user,
+        unix_account: false,
+        samba_account: false,
+        filesystem: None,
+        done: false,
+    };
+    if head.is_none() {
+        // Whatever this add puts in the store (a local store's directory,
+        // what mkfs writes even half-way) goes again on failure, but only
+        // from a store that held nothing: someone else's objects are never
+        // ours to delete (and mkfs refuses such a store anyway).
+        let was_empty = match store.list("", None, 1) {
+            Ok(p) => p.objects.is_empty(),
+            Err(e) => e.is_not_found(),
+        };
+        if was_empty {
+            undo.filesystem = Some(store.clone());
+        }
+    }
+    let (uid, gid, created) = ensure_unix_account(cfg, user, o.adopt)?;
+    undo.unix_account = created;
+    // Samba before the filesystem: a refused password leaves no container.
+    let had_samba = samba::account_exists(&cfg.samba.config, user) == Some(true);
+    samba::set_password(&cfg.samba.config, user, &o.password)?;
+    undo.samba_account = !had_samba;
+    let what = if head.is_some() {
         "existing filesystem kept"
     } else {
         engine::mkfs(
@@ -248,8 +326,8 @@ pub fn add(
         })?;
         "new filesystem created"
     };
-    samba::set_password(&cfg.samba.config, user, &o.password)?;
     map.put(user, uid, gid, &url, &secrets)?;
+    undo.done = true;
     Ok(format!("user {user} (uid {uid}) added: {url}, {what}"))
 }
 

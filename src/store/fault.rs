@@ -106,6 +106,9 @@ impl ObjectStore for FaultStore {
     fn prepare(&self) -> Result<()> {
         self.inner.prepare()
     }
+    fn remove_container(&self) -> Result<()> {
+        self.inner.remove_container()
+    }
     fn put_stream(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<()> {
         self.upload(key, len, body, |b| self.inner.put_stream(key, len, b))
     }

@@ -107,6 +107,23 @@ impl LocalStore {
 }
 
 impl ObjectStore for LocalStore {
+    fn remove_container(&self) -> Result<()> {
+        // Empty directories only, deepest first: a file left inside (not
+        // ours to delete) keeps its directory and the root.
+        fn prune(d: &Path) {
+            if let Ok(rd) = fs::read_dir(d) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        prune(&e.path());
+                    }
+                }
+            }
+            let _ = fs::remove_dir(d);
+        }
+        prune(&self.root);
+        Ok(())
+    }
+
     fn url(&self) -> String {
         format!("local://{}", self.root.display())
     }

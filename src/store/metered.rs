@@ -208,6 +208,9 @@ impl ObjectStore for MeteredStore {
     fn prepare(&self) -> Result<()> {
         self.inner.prepare()
     }
+    fn remove_container(&self) -> Result<()> {
+        self.inner.remove_container()
+    }
 }
 
 #[cfg(test)]

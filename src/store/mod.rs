@@ -159,6 +159,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn create(&self, key: &str, data: &[u8]) -> Result<()> {
         self.create_stream(key, data.len() as u64, &mut &data[..])
     }
+    /// Remove the container (Swift) or directory (local) once it is
+    /// empty: undoing a `prepare` for a filesystem that was never kept.
+    fn remove_container(&self) -> Result<()> {
+        Ok(())
+    }
     /// How the store authenticates and how long its token has left (for
     /// health pages); None: no authentication (a local store).
     fn auth_state(&self) -> Option<AuthState> {

@@ -103,6 +103,9 @@ impl ObjectStore for RetryStore {
     fn prepare(&self) -> Result<()> {
         self.run("prepare", || self.inner.prepare())
     }
+    fn remove_container(&self) -> Result<()> {
+        self.run("remove container", || self.inner.remove_container())
+    }
     fn get_max(&self, key: &str, max: u64) -> Result<Vec<u8>> {
         self.run("get", || self.inner.get_max(key, max))
     }

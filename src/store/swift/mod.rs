@@ -543,6 +543,15 @@ impl ObjectStore for SwiftStore {
         }
     }
 
+    fn remove_container(&self) -> Result<()> {
+        let _p = self.permits.acquire();
+        let (resp, tok) = self.send("", &|c, t| c.delete(self.container_url(&t.storage_url)))?;
+        match resp.status() {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(self.failure("", "DELETE container", resp, &tok)),
+        }
+    }
+
     fn get_max(&self, key: &str, max: u64) -> Result<Vec<u8>> {
         let _p = self.permits.acquire();
         let (resp, tok) = self.send(key, &|c, t| c.get(self.object_url(&t.storage_url, key)))?;
