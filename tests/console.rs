@@ -26,14 +26,21 @@ struct Console {
 }
 
 fn console(extra: &str) -> Console {
+    console_on(None, extra)
+}
+
+/// A console whose homes live in `store` (`[store]` url and extra lines),
+/// or in a local store of its own.
+fn console_on(store: Option<(&str, &str)>, extra: &str) -> Console {
     let svc = PamService::swiftgate();
     let group = TestGroup::new();
     let admin = TestAccount::with_groups(&[&group.name]);
     let store_dir = unique_dir("cstore");
-    let store = format!("local://{}/homes/{{user}}", store_dir.display());
+    let local = format!("local://{}/homes/{{user}}", store_dir.display());
+    let (store, store_toml) = store.unwrap_or((&local, ""));
     let gw = Gw::with_console(
-        &store,
-        "",
+        store,
+        store_toml,
         &[],
         "service",
         &format!(
@@ -705,4 +712,83 @@ fn tls_serves_https_with_secure_cookies() {
     let r = c.get(format!("{plain}/healthz")).send();
     assert!(r.map(|r| r.status() != StatusCode::OK).unwrap_or(true));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// With the object store unreachable the console still serves every page,
+/// says so on the dashboard, and an add is refused with the reason,
+/// leaving nothing behind.
+#[test]
+fn the_console_keeps_working_while_the_store_is_down() {
+    // A Keystone URL on a port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let secret_dir = unique_dir("csecret");
+    let secret = secret_dir.join("password");
+    std::fs::write(&secret, "not-used\n").unwrap();
+    let _secret_dir = RmDir(secret_dir);
+    let swift = format!(
+        "[store.swift]\nauth_url = \"http://127.0.0.1:{port}/v3\"\nusername = \"gw\"\npassword_file = \"{}\"\nproject_name = \"p\"\nuser_domain_name = \"Default\"\nproject_domain_name = \"Default\"\n",
+        secret.display()
+    );
+    let con = console_on(Some(("swift://sgt-home-{user}", &swift)), "");
+    let s = login(&con.url, &con.admin.name, &con.admin.password);
+    // The health probe runs in the background: wait for its verdict.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let v: serde_json::Value = s.get("/api/v1/overview").json().unwrap();
+        if v["store"]["reachable"] == serde_json::json!(false) {
+            assert!(
+                v["alerts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a["code"] == "store_unreachable"),
+                "{v}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store was never reported unreachable: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let r = s.get("/");
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().unwrap();
+    assert!(
+        html.contains("The object store cannot be reached"),
+        "no plain-words alert on the dashboard"
+    );
+    for page in ["/users", "/shares", "/cache", "/jobs", "/audit"] {
+        assert_eq!(s.get(page).status(), StatusCode::OK, "{page}");
+    }
+    // Adding a user needs the store: refused with the reason, nothing kept.
+    let form = s.get("/users/new").text().unwrap();
+    let u = format!("sgt{}", std::process::id() % 100_000);
+    let r = s.post_form(
+        "/users/new",
+        &[
+            ("csrf", &csrf_of(&form)),
+            ("user", &u),
+            ("password", "Pw-for-a-new-user-1"),
+            ("password2", "Pw-for-a-new-user-1"),
+        ],
+    );
+    // 503: the store is what is missing; the form comes back with the
+    // reason and what was typed.
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let html = r.text().unwrap();
+    assert!(
+        html.contains("127.0.0.1") && html.contains(&format!("value=\"{u}\"")),
+        "the form with the reason is not shown: {html}"
+    );
+    assert!(
+        nix::unistd::User::from_name(&u).unwrap().is_none(),
+        "a Unix account was made for a user whose store is unreachable"
+    );
+    let page: serde_json::Value = s.get("/api/v1/users").json().unwrap();
+    assert!(!page.to_string().contains(&u), "{page}");
 }
