@@ -269,9 +269,9 @@ fn login_renews_the_session_and_logout_ends_it() {
         "/",
         "/live/dashboard",
         "/users",
-        "/users/new",
+        "/new/user",
         "/shares",
-        "/shares/new",
+        "/new/share",
         "/cache",
         "/jobs",
         "/live/jobs",
@@ -452,7 +452,7 @@ fn names_and_comments_are_escaped_everywhere() {
     }
     // A user name the form sends back (rejected, and shown escaped).
     let r = s.post_form(
-        "/users/new",
+        "/new/user",
         &[
             ("csrf", &s.csrf),
             ("user", payload),
@@ -766,10 +766,10 @@ fn the_console_keeps_working_while_the_store_is_down() {
         assert_eq!(s.get(page).status(), StatusCode::OK, "{page}");
     }
     // Adding a user needs the store: refused with the reason, nothing kept.
-    let form = s.get("/users/new").text().unwrap();
+    let form = s.get("/new/user").text().unwrap();
     let u = format!("sgt{}", std::process::id() % 100_000);
     let r = s.post_form(
-        "/users/new",
+        "/new/user",
         &[
             ("csrf", &csrf_of(&form)),
             ("user", &u),

@@ -107,7 +107,7 @@ impl SharePage {
     fn action(&self) -> String {
         match &self.status {
             Some(s) => format!("/shares/{}", self.f.enc(&s.spec.name)),
-            None => "/shares/new".into(),
+            None => "/new/share".into(),
         }
     }
 }
@@ -313,8 +313,8 @@ async fn remove(
 pub fn routes() -> Routes {
     Routes::protected()
         .get("/shares", list)
-        .get("/shares/new", new_form)
-        .post("/shares/new", create)
+        .get("/new/share", new_form)
+        .post("/new/share", create)
         .get("/shares/{name}", detail)
         .post("/shares/{name}", update)
         .get("/shares/{name}/remove", remove_confirm)

@@ -572,8 +572,8 @@ async fn remove_confirm(page: PageCtx, Path(name): Path<String>) -> Response {
 pub fn routes() -> Routes {
     Routes::protected()
         .get("/users", list)
-        .get("/users/new", add_form)
-        .post("/users/new", add)
+        .get("/new/user", add_form)
+        .post("/new/user", add)
         .get("/users/{name}", detail)
         .get("/live/users/{name}", detail_live)
         .get("/users/{name}/remove", remove_confirm)
