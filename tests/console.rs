@@ -540,6 +540,18 @@ fn api_tokens_work_until_revoked() {
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["kind"], "invalid", "{v}");
+    let r = c
+        .get(format!("{}/api/v1/jobs/abc", con.url))
+        .header("Authorization", &bearer)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(
+        (&v["kind"], &v["field"]),
+        (&"invalid".into(), &"id".into()),
+        "{v}"
+    );
     // The served OpenAPI document covers every API route, and only those.
     let doc: serde_json::Value = c
         .get(format!("{}/api/v1/openapi.json", con.url))

@@ -328,7 +328,14 @@ async fn jobs(State(st): State<AppState>) -> ApiResult {
     ok(ask(&st, |api| api.jobs()).await?)
 }
 
-async fn job(State(st): State<AppState>, Path(id): Path<u64>) -> ApiResult {
+async fn job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    // Parsed here, not by the extractor: a bad id gets a JSON error.
+    let id: u64 = id.parse().map_err(|_| {
+        JsonError(ApiError::invalid(
+            "id",
+            format!("{id:?} is not a job id (a number)"),
+        ))
+    })?;
     ok(ask(&st, move |api| api.job(id)).await?)
 }
 
