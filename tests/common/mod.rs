@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod browser;
+pub mod gw;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
