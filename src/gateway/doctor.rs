@@ -689,7 +689,7 @@ fn check_cache(cfg: &GatewayConfig) -> Check {
         );
     }
     let free = match nix::sys::statvfs::statvfs(dir) {
-        Ok(s) => s.blocks_available() as u64 * s.fragment_size() as u64,
+        Ok(s) => s.blocks_available() * s.fragment_size(),
         Err(e) => {
             return warn(
                 "cache",
