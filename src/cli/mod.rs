@@ -1,6 +1,7 @@
 //! Command-line interface. Errors become one clear line and a non-zero exit.
 
 pub mod control;
+pub mod doctor;
 pub mod gateway;
 pub mod mount;
 pub mod stat;
@@ -134,6 +135,15 @@ pub enum Cmd {
         cmd: ShareCmd,
         #[arg(long, global = true, default_value = "/etc/swiftgate/gateway.toml")]
         config: PathBuf,
+    },
+    /// Check this machine as a gateway (FUSE, Samba, store, cache, daemon,
+    /// console); each problem with its fix. Exit status 1 if any failed.
+    Doctor {
+        #[arg(long, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
+        /// A JSON list of {check, status, message, fix}.
+        #[arg(long)]
+        json: bool,
     },
     /// Homes mounted by the running gateway.
     Status {
@@ -695,6 +705,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Cmd::User { cmd, config } => user_cmd(cmd, &config),
         Cmd::Share { cmd, config } => share_cmd(cmd, &config),
         Cmd::Token { cmd, config } => token::run(cmd, &config),
+        Cmd::Doctor { config, json } => doctor::run(&config, json),
         Cmd::Status { config, json } => {
             use crate::gateway::api::GatewayApiExt;
             let homes = gateway::client(&config, Duration::from_secs(10))?.homes()?;

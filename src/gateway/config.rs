@@ -619,4 +619,95 @@ mod tests {
             "{e}"
         );
     }
+
+    /// The commented config the package installs: it parses as shipped,
+    /// still parses with every commented-out key switched on (no typo
+    /// hides in a comment), and names every key there is.
+    #[test]
+    fn the_shipped_config_parses_and_names_every_key() {
+        let text = include_str!("../../provisioning/gateway.toml");
+        GatewayConfig::parse(text, Path::new("gateway.toml")).unwrap();
+        // Switch on `# key = value` lines whose key the section lacks.
+        let mut on = String::new();
+        let mut set: Vec<String> = Vec::new();
+        for line in text.lines() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                set.clear();
+            }
+            let keyed = |l: &str| {
+                l.split_once('=')
+                    .map(|(k, _)| k.trim().to_string())
+                    .filter(|k| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    })
+            };
+            if let Some(k) = keyed(t) {
+                set.push(k);
+                on.push_str(line);
+            } else if let Some(k) = t.strip_prefix("# ").and_then(keyed) {
+                if !set.contains(&k) && k != "url" && k != "cloud" && k != "storage_url" {
+                    set.push(k);
+                    on.push_str(&t[2..]);
+                }
+            } else {
+                on.push_str(line);
+            }
+            on.push('\n');
+        }
+        let c = GatewayConfig::parse(&on, Path::new("all-on.toml")).unwrap();
+        assert!(c.console.tls_cert.is_some() && c.shares.list.is_some());
+        for key in [
+            "url",
+            "auth_url",
+            "username",
+            "password_file",
+            "project_name",
+            "user_domain_name",
+            "project_domain_name",
+            "region_name",
+            "interface",
+            "application_credential_id",
+            "application_credential_secret_file",
+            "auth_token_file",
+            "cacert",
+            "connections",
+            "root",
+            "idle_unmount",
+            "dir",
+            "size",
+            "dirty_limit",
+            "upload_workers",
+            "durability",
+            "metadata_interval",
+            "block_size",
+            "encrypt",
+            "mode",
+            "db",
+            "key_file",
+            "group",
+            "uid_min",
+            "socket",
+            "config",
+            "share",
+            "enabled",
+            "listen",
+            "tls_cert",
+            "tls_key",
+            "admin_group",
+            "pam_service",
+            "session_idle",
+            "metrics",
+            "audit_log",
+            "tokens_file",
+            "list",
+            "smb_conf",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} ="))),
+                "provisioning/gateway.toml does not mention {key}"
+            );
+        }
+    }
 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod doctor;
 pub mod events;
 pub mod health;
 pub mod jobs;

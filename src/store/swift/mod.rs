@@ -150,6 +150,14 @@ impl Drop for Permit<'_> {
     }
 }
 
+/// What [`SwiftStore::probe`] measured.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub storage_url: String,
+    pub latency: Duration,
+    pub server_date: Option<std::time::SystemTime>,
+}
+
 #[derive(Debug)]
 pub struct SwiftStore {
     display: String,
@@ -242,6 +250,29 @@ impl SwiftStore {
 
     pub fn container(&self) -> &str {
         &self.container
+    }
+
+    /// One authenticated HEAD of the account (a fresh token if none is
+    /// cached), for `swiftgate doctor`: proves the credentials and the
+    /// storage endpoint, times the round trip and reads the server's
+    /// `Date` (clock skew breaks token expiry and lease times).
+    pub fn probe(&self) -> Result<Probe> {
+        let started = std::time::Instant::now();
+        let (resp, tok) = self.send("", &|c, t| c.head(&t.storage_url))?;
+        let latency = started.elapsed();
+        let date = resp
+            .headers()
+            .get("date")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        if !resp.status().is_success() {
+            return Err(self.failure("", "HEAD account", resp, &tok));
+        }
+        Ok(Probe {
+            storage_url: tok.storage_url.clone(),
+            latency,
+            server_date: date,
+        })
     }
 
     fn container_url(&self, storage_url: &str) -> String {
