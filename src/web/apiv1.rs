@@ -103,8 +103,22 @@ async fn user_remove(
     q: Result<Query<PurgeQuery>, QueryRejection>,
 ) -> ApiResult {
     let purge = query(q)?.purge;
+    on_user(&st, &admin, user, |user| Request::UserRemove {
+        user,
+        purge,
+    })
+    .await
+}
+
+/// A change to one user: audited with the user as its subject.
+async fn on_user(
+    st: &AppState,
+    admin: &Admin,
+    user: String,
+    make: impl FnOnce(String) -> Request,
+) -> ApiResult {
     let s = user.clone();
-    change(&st, &admin, Some(&s), Request::UserRemove { user, purge }).await
+    change(st, admin, Some(&s), make(user)).await
 }
 
 async fn user_disable(
@@ -112,16 +126,10 @@ async fn user_disable(
     admin: Admin,
     Path(user): Path<String>,
 ) -> ApiResult {
-    let s = user.clone();
-    change(
-        &st,
-        &admin,
-        Some(&s),
-        Request::UserSetDisabled {
-            user,
-            disabled: true,
-        },
-    )
+    on_user(&st, &admin, user, |user| Request::UserSetDisabled {
+        user,
+        disabled: true,
+    })
     .await
 }
 
@@ -130,16 +138,10 @@ async fn user_enable(
     admin: Admin,
     Path(user): Path<String>,
 ) -> ApiResult {
-    let s = user.clone();
-    change(
-        &st,
-        &admin,
-        Some(&s),
-        Request::UserSetDisabled {
-            user,
-            disabled: false,
-        },
-    )
+    on_user(&st, &admin, user, |user| Request::UserSetDisabled {
+        user,
+        disabled: false,
+    })
     .await
 }
 
@@ -158,28 +160,24 @@ async fn user_passwd(
     body: Bytes,
 ) -> ApiResult {
     let b: PasswdBody = parse(&body)?;
-    let s = user.clone();
-    let req = Request::UserPasswd {
+    on_user(&st, &admin, user, |user| Request::UserPasswd {
         user,
         password: b.password,
         credentials: b.credentials,
-    };
-    change(&st, &admin, Some(&s), req).await
+    })
+    .await
 }
 
 async fn mount(State(st): State<AppState>, admin: Admin, Path(user): Path<String>) -> ApiResult {
-    let s = user.clone();
-    change(&st, &admin, Some(&s), Request::Mount { user }).await
+    on_user(&st, &admin, user, |user| Request::Mount { user }).await
 }
 
 async fn unmount(State(st): State<AppState>, admin: Admin, Path(user): Path<String>) -> ApiResult {
-    let s = user.clone();
-    change(&st, &admin, Some(&s), Request::Unmount { user }).await
+    on_user(&st, &admin, user, |user| Request::Unmount { user }).await
 }
 
 async fn flush(State(st): State<AppState>, admin: Admin, Path(user): Path<String>) -> ApiResult {
-    let s = user.clone();
-    change(&st, &admin, Some(&s), Request::Flush { user }).await
+    on_user(&st, &admin, user, |user| Request::Flush { user }).await
 }
 
 #[derive(Deserialize, Default)]
@@ -195,16 +193,10 @@ async fn fsck(
     body: Bytes,
 ) -> ApiResult {
     let b: FsckBody = parse(&body)?;
-    let s = user.clone();
-    change(
-        &st,
-        &admin,
-        Some(&s),
-        Request::Fsck {
-            user,
-            verify_data: b.verify_data,
-        },
-    )
+    on_user(&st, &admin, user, |user| Request::Fsck {
+        user,
+        verify_data: b.verify_data,
+    })
     .await
 }
 
