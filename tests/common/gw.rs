@@ -71,6 +71,22 @@ impl Gw {
         let port = free_port();
         let config = root.join("gateway.toml");
         let smb_conf = root.join("smb.conf");
+        // Made first: whatever fails below, its Drop removes the directory.
+        let mut g = Gw {
+            root: root.clone(),
+            config: config.clone(),
+            smb_conf: smb_conf.clone(),
+            port,
+            daemon: None,
+            smbd: None,
+            users: Vec::new(),
+            shares: Vec::new(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            ready_line: String::new(),
+        };
         fs::write(
             &config,
             format!(
@@ -151,21 +167,6 @@ root = "{r}/shares"
             "testparm: {}",
             String::from_utf8_lossy(&t.stderr)
         );
-        let mut g = Gw {
-            root,
-            config,
-            smb_conf,
-            port,
-            daemon: None,
-            smbd: None,
-            users: Vec::new(),
-            shares: Vec::new(),
-            extra_env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-            ready_line: String::new(),
-        };
         g.start_daemon();
         g.start_smbd();
         g
