@@ -318,8 +318,17 @@ impl Browser {
             .as_u64()
             .unwrap_or(HEIGHT as u64)
             .clamp(HEIGHT as u64, 10_000) as u32;
+        // Headless Chromium's viewport is shorter than its window (by the
+        // invisible browser chrome): grow the window by that difference too,
+        // or the bottom of the page is cut off.
+        let chrome = self
+            .exec("return Math.max(0, window.outerHeight - window.innerHeight)")
+            .as_u64()
+            .unwrap_or(0)
+            .min(400) as u32;
         if h > HEIGHT {
-            self.block_on("resize", c.set_window_size(WIDTH, h));
+            self.block_on("resize", c.set_window_size(WIDTH, h + chrome));
+            self.exec("window.scrollTo(0, 0); return 0");
         }
         let png = self.block_on("screenshot", c.screenshot());
         if h > HEIGHT {
