@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole gateway on this machine, on the local object store (no cloud
 # account needed): installs FUSE and Samba if missing, builds swiftgate,
-# starts the daemon and smbd, creates the user "demo", and prints how to
-# connect. Run again to restart it; `--stop` stops it.
+# starts the daemon and smbd (with the web console), creates the user
+# "demo" and a console admin "sgadmin", and prints how to connect. Run again to restart it; `--stop` stops it.
 #
 #   bash provisioning/demo.sh [--stop]
 set -euo pipefail
@@ -41,6 +41,7 @@ mkdir -p "$DEMO"/samba/{private,lock,state,cache,pid,ncalrpc,log}
 # smbd's sessions run as the user: they must reach the mountpoints.
 mkdir -p /srv/swiftgate/home && chmod 755 /srv/swiftgate /srv/swiftgate/home
 
+CONSOLE_LISTEN=${SWIFTGATE_DEMO_CONSOLE:-127.0.0.1:8443}
 port=445
 if (exec 3<>/dev/tcp/127.0.0.1/445) 2>/dev/null; then port=4450; fi
 
@@ -63,6 +64,10 @@ key_file = "$DEMO/secret.key"
 socket = "/run/swiftgate/demo.sock"
 [samba]
 config = "$DEMO/smb.conf"
+[console]
+listen = "$CONSOLE_LISTEN"
+audit_log = "$DEMO/audit.log"
+tokens_file = "$DEMO/api-tokens.json"
 EOF
 
 "$BIN" samba-config --config "$CFG" \
@@ -75,6 +80,24 @@ EOF
     --global "ncalrpc dir = $DEMO/samba/ncalrpc" \
     --global "log file = $DEMO/samba/log/log.%m" > "$DEMO/smb.conf"
 testparm -s "$DEMO/smb.conf" >/dev/null 2>&1 || { testparm -s "$DEMO/smb.conf"; exit 1; }
+
+# The console logs in through PAM (service "swiftgate"), members of the
+# group swiftgate-admin only: a Unix account for it with a generated
+# password.
+[ -e /etc/pam.d/swiftgate ] || install -m 644 provisioning/pam.d/swiftgate /etc/pam.d/swiftgate
+getent group swiftgate-admin >/dev/null || groupadd --system swiftgate-admin
+if ! id sgadmin >/dev/null 2>&1; then
+    say "creating the console admin account sgadmin (group swiftgate-admin)"
+    useradd --no-create-home --shell /usr/sbin/nologin --groups swiftgate-admin sgadmin
+fi
+usermod -aG swiftgate-admin sgadmin
+if [ ! -s "$DEMO/admin-password" ]; then
+    (umask 077; head -c 12 /dev/urandom | base64 | tr -d '/+=' > "$DEMO/admin-password")
+    # chpasswd reads stdin: the password never appears in argv.
+    printf 'sgadmin:%s\n' "$(cat "$DEMO/admin-password")" | chpasswd
+fi
+chmod 600 "$DEMO/admin-password"
+adminpw=$(cat "$DEMO/admin-password")
 
 say "starting the gateway daemon (log: $DEMO/daemon.log)"
 SWIFTGATE_LOG=swiftgate=info setsid "$BIN" serve --config "$CFG" > "$DEMO/daemon.log" 2>&1 < /dev/null &
@@ -106,6 +129,7 @@ esac
 smb "ls" >/dev/null
 
 host=$(hostname -I 2>/dev/null | awk '{print $1}')
+console=$(grep -o 'console https\?://[^ )]*' "$DEMO/daemon.log" | tail -1 | cut -d' ' -f2)
 cat <<EOF
 
 swiftgate gateway demo is running (local object store in $DEMO/homes).
@@ -113,6 +137,10 @@ swiftgate gateway demo is running (local object store in $DEMO/homes).
   share:     \\\\${host:-127.0.0.1}\\home$( [ "$port" = 445 ] || echo "   (SMB port $port)")
   user:      demo
   password:  $pw
+
+console: ${console:-http://$CONSOLE_LISTEN/}
+  login:     sgadmin / $adminpw
+             (from another machine: ssh -L 8443:$CONSOLE_LISTEN root@${host:-gateway}, then http://127.0.0.1:8443/)
 
   Windows:   net use H: \\\\${host:-127.0.0.1}\\home /user:demo $pw
   Linux:     smbclient //127.0.0.1/home -p $port -U demo%$pw
