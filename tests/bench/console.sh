@@ -155,19 +155,21 @@ code=$(printf 'user=%s&password=%s&csrf=%s&next=/' "$ADMIN" "$ADMIN_PW" "$CSRF" 
 # ---- Measure: REQS requests per route over one connection; the first is
 # a warm-up and not counted.
 MID=$(printf "$PREFIX%04d" 5)          # a mounted user
-SEARCH=$(printf "$PREFIX%04d" 500)
-measure() { # NAME PATH [curl args]: prints "NAME median p95" (ms)
+SEARCH=$(printf "$PREFIX%04d" $((USERS / 2)))
+measure() { # NAME PATH [curl args]: prints "NAME median p95 bytes" (ms)
     local name=$1 path=$2; shift 2
     local args=()
-    for _ in $(seq 0 "$REQS"); do args+=("$URL$path"); done
+    for _ in $(seq 0 "$REQS"); do args+=(-o /dev/null "$URL$path"); done
     local out
-    out=$("${CURL[@]}" "$@" -o /dev/null -w '%{http_code} %{time_starttransfer}\n' "${args[@]}")
+    out=$("${CURL[@]}" "$@" -w '%{http_code} %{time_starttransfer} %{size_download}\n' "${args[@]}")
     local bad
     bad=$(echo "$out" | awk '$1 != 200' | head -1)
     [ -z "$bad" ] || { echo "$name ($path): HTTP $bad" >&2; exit 1; }
+    local size
+    size=$(echo "$out" | tail -1 | awk '{print $3}')
     echo "$out" | tail -n +2 | awk '{print $2 * 1000}' | sort -n |
-        awk -v n="$name" '{v[NR]=$1} END {m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2;
-            p = v[int(NR * 0.95 + 0.999)]; printf "%s %.2f %.2f\n", n, m, p}'
+        awk -v n="$name" -v sz="$size" '{v[NR]=$1} END {m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2;
+            p = v[int(NR * 0.95 + 0.999)]; printf "%s %.2f %.2f %d\n", n, m, p, sz}'
 }
 RESULTS=$WORK/results
 {
@@ -183,17 +185,17 @@ RESULTS=$WORK/results
     measure metrics /metrics
 } > "$RESULTS"
 # The pages really are the logged-in ones, with the users in them.
-"${CURL[@]}" -b "$JAR" "$URL/users" | grep -q "data-user=\"${PREFIX}0000\"" ||
+grep -q "data-user=\"${PREFIX}0000\"" <<< "$("${CURL[@]}" -b "$JAR" "$URL/users")" ||
     { echo "the users page does not list the bench users"; exit 1; }
-"${CURL[@]}" -b "$JAR" "$URL/users?q=$SEARCH" | grep -q "data-user=\"$SEARCH\"" ||
+grep -q "data-user=\"$SEARCH\"" <<< "$("${CURL[@]}" -b "$JAR" "$URL/users?q=$SEARCH")" ||
     { echo "the search does not find $SEARCH"; exit 1; }
 
 floor=$(awk '$1 == "floor" {print $2}' "$RESULTS")
 echo
 echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); $USERS users, $MOUNTED mounted homes; $REQS requests per route, time to first byte on loopback"
-printf '%-14s %-22s %9s %9s %8s %8s  %s\n' route path "median ms" "p95 ms" "x floor" target verdict
+printf '%-14s %-16s %8s %9s %9s %8s %8s  %s\n' route path bytes "median ms" "p95 ms" "x floor" target verdict
 fail=0
-while read -r name med p95; do
+while read -r name med p95 size; do
     case $name in
         floor) path=/healthz; target=- ;;
         metrics) path=/metrics; target=50 ;;
@@ -211,7 +213,7 @@ while read -r name med p95; do
     else
         verdict=FAIL; fail=1
     fi
-    printf '%-14s %-22s %9s %9s %8s %8s  %s\n' "$name" "$path" "$med" "$p95" "$ratio" "$target" "$verdict"
+    printf '%-14s %-16s %8s %9s %9s %8s %8s  %s\n' "$name" "$path" "$size" "$med" "$p95" "$ratio" "$target" "$verdict"
 done < "$RESULTS"
 echo
 [ "$fail" = 0 ] && echo "all targets met (p95)" || echo "some targets missed (p95)"
