@@ -17,6 +17,8 @@ use std::time::Duration;
 /// member) and the PAM service the console uses.
 struct Console {
     gw: Gw,
+    /// Removed after the daemon stopped (it writes there until then).
+    _store_dir: RmDir,
     url: String,
     admin: TestAccount,
     group: TestGroup,
@@ -27,7 +29,8 @@ fn console(extra: &str) -> Console {
     let svc = PamService::swiftgate();
     let group = TestGroup::new();
     let admin = TestAccount::with_groups(&[&group.name]);
-    let store = format!("local://{}/homes/{{user}}", unique_dir("cstore").display());
+    let store_dir = unique_dir("cstore");
+    let store = format!("local://{}/homes/{{user}}", store_dir.display());
     let gw = Gw::with_console(
         &store,
         "",
@@ -41,10 +44,19 @@ fn console(extra: &str) -> Console {
     let url = gw.console_url();
     Console {
         gw,
+        _store_dir: RmDir(store_dir),
         url,
         admin,
         group,
         _svc: svc,
+    }
+}
+
+struct RmDir(std::path::PathBuf);
+
+impl Drop for RmDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

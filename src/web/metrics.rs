@@ -42,8 +42,16 @@ struct Home {
 /// daemon counts; we only encode).
 #[derive(Debug)]
 struct Latency {
-    /// (op, sum, count, per-bucket (upper bound, count))
-    ops: Vec<(String, f64, u64, Vec<(f64, u64)>)>,
+    ops: Vec<OpLatency>,
+}
+
+#[derive(Debug)]
+struct OpLatency {
+    op: String,
+    sum: f64,
+    count: u64,
+    /// Each bucket's own count, by upper bound.
+    buckets: Vec<(f64, u64)>,
 }
 
 impl Collector for Latency {
@@ -54,13 +62,13 @@ impl Collector for Latency {
             None,
             MetricType::Histogram,
         )?;
-        for (op, sum, count, buckets) in &self.ops {
-            let labels = Op { op: op.clone() };
+        for o in &self.ops {
+            let labels = Op { op: o.op.clone() };
             let fam = m.encode_family(&labels)?;
             Hist {
-                sum: *sum,
-                count: *count,
-                buckets,
+                sum: o.sum,
+                count: o.count,
+                buckets: &o.buckets,
             }
             .encode(fam)?;
         }
@@ -195,8 +203,12 @@ pub fn encode(s: &MetricsSnapshot) -> Result<String, std::fmt::Error> {
         if per.last().is_none_or(|(b, _)| b.is_finite()) {
             per.push((f64::INFINITY, 0));
         }
-        lat.ops
-            .push((o.op.clone(), o.latency_sum_secs, o.ok + o.errors, per));
+        lat.ops.push(OpLatency {
+            op: o.op.clone(),
+            sum: o.latency_sum_secs,
+            count: o.ok + o.errors,
+            buckets: per,
+        });
     }
     reg.register(
         "swiftgate_store_requests",

@@ -45,7 +45,7 @@ struct JobLive {
 async fn jobs_of(st: &AppState, page: &mut PageCtx) -> Option<Vec<JobInfo>> {
     match ask(st, |api| api.jobs()).await {
         Ok(mut j) => {
-            j.sort_by(|a, b| b.id.cmp(&a.id));
+            j.sort_by_key(|x| std::cmp::Reverse(x.id));
             Some(j)
         }
         Err(e) => {

@@ -66,3 +66,82 @@ pub fn routes() -> Routes {
         .merge(jobs::routes())
         .merge(audit::routes())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::web::i18n::Lang;
+
+    /// Every key a template or handler asks for is in the catalogs (a
+    /// missing one would show as its key).
+    #[test]
+    fn every_key_used_is_translated() {
+        let mut used = Vec::new();
+        let dirs = [
+            concat!(env!("CARGO_MANIFEST_DIR"), "/templates"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/src/web"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/src/web/pages"),
+        ];
+        for d in dirs {
+            for e in std::fs::read_dir(d).unwrap().flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                for (i, _) in text.match_indices(".t(\"") {
+                    let rest = &text[i + 4..];
+                    let key = &rest[..rest.find('"').unwrap_or(0)];
+                    if key.contains('.') && !key.contains(' ') && !key.ends_with(".html") {
+                        used.push(key.to_string());
+                    }
+                }
+            }
+        }
+        // Keys built at run time.
+        for code in [
+            "store_unreachable",
+            "token_expiring",
+            "dirty_near_limit",
+            "metadata_not_shipped",
+            "cache_disk_nearly_full",
+            "mount_failed",
+            "upload_errors",
+        ] {
+            used.push(format!("alert.{code}"));
+        }
+        for s in ["running", "succeeded", "failed"] {
+            used.push(format!("job.{s}"));
+        }
+        for d in [
+            "user_added",
+            "mount",
+            "unmount",
+            "disable",
+            "enable",
+            "password",
+        ] {
+            used.push(format!("done.{d}"));
+        }
+        assert!(used.len() > 100, "{used:?}");
+        let keys = Lang::En.keys();
+        let missing: Vec<_> = used
+            .iter()
+            .filter(|k| !keys.contains(&k.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "not in the catalogs: {missing:?}");
+    }
+
+    #[test]
+    fn alert_codes_have_the_keys_assumed_above() {
+        use crate::gateway::api::AlertCode::*;
+        for c in [
+            StoreUnreachable,
+            TokenExpiring,
+            DirtyNearLimit,
+            MetadataNotShipped,
+            CacheDiskNearlyFull,
+            MountFailed,
+            UploadErrors,
+        ] {
+            let code = serde_json::to_value(c).unwrap();
+            let key = format!("alert.{}", code.as_str().unwrap());
+            assert!(Lang::Ja.keys().contains(&key.as_str()), "{key}");
+        }
+    }
+}
