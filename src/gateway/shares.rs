@@ -366,7 +366,33 @@ pub fn reload(cfg: &GatewayConfig) -> String {
 }
 
 /// testparm's verdict on the whole configuration: "ok" or its complaints.
+/// testparm's verdict, run again only when smb.conf or the shares
+/// fragment changed (a page showing it must not start a process and parse
+/// Samba's whole configuration on every view).
 pub fn testparm(cfg: &GatewayConfig) -> String {
+    type Stamp = Vec<(std::path::PathBuf, Option<(std::time::SystemTime, u64)>)>;
+    static LAST: parking_lot::Mutex<Option<(Stamp, String)>> = parking_lot::Mutex::new(None);
+    let stamp: Stamp = [cfg.samba.config.clone(), cfg.share_smb_conf()]
+        .iter()
+        .map(|p| {
+            let m = std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (p.clone(), m)
+        })
+        .collect();
+    let mut last = LAST.lock();
+    if let Some((s, v)) = &*last {
+        if *s == stamp {
+            return v.clone();
+        }
+    }
+    let v = run_testparm(cfg);
+    *last = Some((stamp, v.clone()));
+    v
+}
+
+fn run_testparm(cfg: &GatewayConfig) -> String {
     let out = Command::new("testparm")
         .args(["-s", "--suppress-prompt"])
         .arg(&cfg.samba.config)
