@@ -11,6 +11,7 @@ pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod lock;
+pub mod recovery;
 pub mod samba;
 pub mod service;
 pub mod session;
@@ -93,6 +94,9 @@ pub fn serve(
     let gw = Gateway::new(cfg.clone(), lock)?;
     gw.set_serving();
     let service = Arc::new(service::Service::new(gw.clone()));
+    let backups = recovery::Backups::new(cfg.clone(), config_path);
+    service.set_backups(backups.clone());
+    backups.start();
     control::serve(&cfg.control.socket, service.clone())?;
     shares::mount_all(&gw);
     health::start(gw.clone());
