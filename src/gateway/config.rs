@@ -337,7 +337,10 @@ pub struct RecoverySection {
     #[serde(default = "default_recovery_key")]
     pub key_file: PathBuf,
     /// A backup at least this often, changed or not.
-    #[serde(default = "default_recovery_interval", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_recovery_interval",
+        deserialize_with = "de_duration"
+    )]
     pub interval: Duration,
     /// How often the daemon looks for a change of the state to back up.
     #[serde(default = "default_recovery_check", deserialize_with = "de_duration")]
@@ -678,6 +681,27 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_state_backup_goes_next_to_the_homes() {
+        let c = |t: &str| GatewayConfig::parse(t, Path::new("g.toml")).unwrap();
+        assert_eq!(
+            c("[store]\nurl = \"swift://home-{user}\"\n").recovery_url(),
+            "swift://swiftgate-state"
+        );
+        assert_eq!(
+            c("[store]\nurl = \"local:///srv/sg/homes/{user}\"\n").recovery_url(),
+            "local:///srv/sg/state"
+        );
+        let x = c("[store]\nurl = \"swift://h-{user}\"\n[recovery]\nurl = \"local:///x\"\ninterval = \"2h\"\n");
+        assert_eq!(x.recovery_url(), "local:///x");
+        assert_eq!(x.recovery.interval, Duration::from_secs(7200));
+        assert!(GatewayConfig::parse(
+            "[store]\nurl = \"swift://h-{user}\"\n[recovery]\nkey = \"x\"\n",
+            Path::new("g.toml")
+        )
+        .is_err());
+    }
+
     /// The commented config the package installs: it parses as shipped,
     /// still parses with every commented-out key switched on (no typo
     /// hides in a comment), and names every key there is.
@@ -760,6 +784,8 @@ mod tests {
             "tokens_file",
             "list",
             "smb_conf",
+            "interval",
+            "check_interval",
         ] {
             assert!(
                 text.lines()

@@ -174,7 +174,11 @@ pub fn seal(key: &RecoveryKey, plain: &[u8]) -> Vec<u8> {
     out
 }
 
-pub fn open(key: &RecoveryKey, obj: &[u8], store: &str) -> Result<Zeroizing<Vec<u8>>, RecoveryError> {
+pub fn open(
+    key: &RecoveryKey,
+    obj: &[u8],
+    store: &str,
+) -> Result<Zeroizing<Vec<u8>>, RecoveryError> {
     let damaged = |why: &str| RecoveryError::Damaged {
         store: store.to_string(),
         why: why.to_string(),
@@ -280,46 +284,17 @@ fn run(what: &str, cmd: &mut Command) -> Result<String, RecoveryError> {
     }
 }
 
-/// A private scratch directory for the Samba export/import file.
-struct Scratch(PathBuf);
-impl Scratch {
-    fn new() -> Result<Scratch, RecoveryError> {
-        let p = std::env::temp_dir().join(format!(
-            "swiftgate-recovery-{}-{:x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        crate::secure::new_dir(&p).map_err(io(&p))?;
-        Ok(Scratch(p))
-    }
-}
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Ok(rd) = std::fs::read_dir(&self.0) {
-            for e in rd.flatten() {
-                // Password hashes: overwrite before unlinking.
-                if let Ok(m) = e.metadata() {
-                    let _ = std::fs::write(e.path(), vec![0u8; m.len() as usize]);
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The gateway's users' Samba entries (smbpasswd format: name, uid, NT hash, flags).
+/// The gateway's users' Samba entries, smbpasswd style (name, uid, LM and
+/// NT hash, flags). Not `pdbedit -e smbpasswd:`: that refuses every
+/// account whose RID is not derived from its uid (all but the first).
 fn samba_export(cfg: &GatewayConfig, users: &[String]) -> Result<String, RecoveryError> {
-    let s = Scratch::new()?;
-    let f = s.0.join("passdb");
-    run(
-        "pdbedit -e",
+    let all = Zeroizing::new(run(
+        "pdbedit -L -w",
         Command::new("pdbedit")
             .arg("-s")
             .arg(&cfg.samba.config)
-            .arg("-e")
-            .arg(format!("smbpasswd:{}", f.display())),
-    )?;
-    let all = Zeroizing::new(std::fs::read_to_string(&f).map_err(io(&f))?);
+            .args(["-L", "-w"]),
+    )?);
     // Only the gateway's own accounts: not whatever else the passdb holds.
     Ok(all
         .lines()
@@ -330,6 +305,46 @@ fn samba_export(cfg: &GatewayConfig, users: &[String]) -> Result<String, Recover
         })
         .map(|l| format!("{l}\n"))
         .collect())
+}
+
+/// One exported entry back into the passdb: the account (with a throwaway
+/// password), then its old NT hash, then its flags.
+fn samba_import(cfg: &GatewayConfig, line: &str) -> Result<String, RecoveryError> {
+    let f: Vec<&str> = line.split(':').collect();
+    let (user, nt, flags) = match f.as_slice() {
+        [u, _, _, nt, flags, ..] if nt.len() == 32 && nt.chars().all(|c| c.is_ascii_hexdigit()) => {
+            (*u, *nt, *flags)
+        }
+        _ => {
+            return Err(RecoveryError::Config(
+                "a Samba entry of the backup is malformed".into(),
+            ))
+        }
+    };
+    let conf = &cfg.samba.config;
+    if super::samba::account_exists(conf, user) != Some(true) {
+        let mut b = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        let throwaway = Zeroizing::new(hex::encode(b));
+        super::samba::set_password(conf, user, &throwaway).map_err(|e| RecoveryError::Command {
+            what: format!("adding the Samba account {user}"),
+            message: e.to_string(),
+        })?;
+    }
+    run(
+        "pdbedit --set-nt-hash",
+        Command::new("pdbedit")
+            .arg("-s")
+            .arg(conf)
+            .args(["-u", user, "--set-nt-hash", nt]),
+    )?;
+    super::samba::set_enabled(conf, user, !flags.contains('D')).map_err(|e| {
+        RecoveryError::Command {
+            what: format!("setting the Samba account {user}'s flags"),
+            message: e.to_string(),
+        }
+    })?;
+    Ok(user.to_string())
 }
 
 fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, RecoveryError> {
@@ -813,21 +828,15 @@ pub fn restore(
     }
 
     // 4. Samba password hashes.
-    if !bundle.samba.is_empty() {
-        let s = Scratch::new()?;
-        let f = s.0.join("passdb");
-        super::state::write_private(&f, bundle.samba.as_bytes()).map_err(io(&f))?;
-        run(
-            "pdbedit -i",
-            Command::new("pdbedit")
-                .arg("-s")
-                .arg(&cfg.samba.config)
-                .arg("-i")
-                .arg(format!("smbpasswd:{}", f.display())),
-        )?;
+    let mut restored = Vec::new();
+    for l in bundle.samba.lines().filter(|l| !l.trim().is_empty()) {
+        restored.push(samba_import(&cfg, l)?);
+    }
+    if !restored.is_empty() {
         report.push(format!(
-            "Samba passwords of {} users",
-            bundle.samba.lines().count()
+            "Samba passwords of {} users ({})",
+            restored.len(),
+            restored.join(", ")
         ));
     }
     // 5. The team shares' smb.conf fragment (the daemon keeps it from now on).
@@ -853,7 +862,10 @@ mod tests {
         assert!(RecoveryKey::parse("ABCD-1234").is_err());
         assert!(RecoveryKey::parse(&"Z".repeat(32)).is_err());
         // The error never repeats the input.
-        let e = RecoveryKey::parse("SECRET-SECRET").err().unwrap().to_string();
+        let e = RecoveryKey::parse("SECRET-SECRET")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(!e.contains("SECRET"), "{e}");
     }
 

@@ -32,9 +32,9 @@ impl Service {
 
     fn backups(&self) -> Result<&Arc<super::recovery::Backups>, ApiError> {
         self.need_daemon()?;
-        self.backups.get().ok_or_else(|| {
-            ApiError::new(ErrorKind::Internal, "the state backups are not running")
-        })
+        self.backups
+            .get()
+            .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the state backups are not running"))
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -454,16 +454,17 @@ impl Service {
             Request::Metrics => Ok(Response::Metrics(Box::new(self.metrics()?))),
             Request::StateBackup => {
                 let b = self.backups()?;
-                b.run(true).map_err(|e| {
-                    use super::recovery::RecoveryError as R;
-                    let kind = match e {
-                        R::NoKey(_) => ErrorKind::Conflict,
-                        R::Store { .. } => ErrorKind::Unavailable,
-                        _ => ErrorKind::Internal,
-                    };
-                    ApiError::new(kind, e.to_string())
-                })
-                .and_then(done)
+                b.run(true)
+                    .map_err(|e| {
+                        use super::recovery::RecoveryError as R;
+                        let kind = match e {
+                            R::NoKey(_) => ErrorKind::Conflict,
+                            R::Store { .. } => ErrorKind::Unavailable,
+                            _ => ErrorKind::Internal,
+                        };
+                        ApiError::new(kind, e.to_string())
+                    })
+                    .and_then(done)
             }
             Request::StateStatus => Ok(Response::StateStatus(self.backups()?.status())),
         }
