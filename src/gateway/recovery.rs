@@ -728,9 +728,12 @@ pub fn restore(
         report.push(format!("{} -> {}", f.role, p.display()));
     }
     key.save(&cfg.recovery.key_file)?;
+    crate::secure::new_dir(&cfg.cache.dir).map_err(io(&cfg.cache.dir))?;
+    super::state::State::load(&cfg.cache.dir)
+        .update(|s| s.replaces_host = Some(bundle.host.clone()))
+        .map_err(io(&cfg.cache.dir))?;
 
     // 3. Groups (same gid when free), then accounts (same uid when free).
-    let mut gids = std::collections::BTreeMap::new();
     let ensure_group = |name: &str, gid: u32, system: bool| -> Result<u32, RecoveryError> {
         if let Some(g) = group_by_name(name) {
             return Ok(g.gid.as_raw());
@@ -751,8 +754,7 @@ pub fn restore(
             })
     };
     let main = bundle.groups.iter().find(|g| g.name == cfg.users.group);
-    let gid = ensure_group(&cfg.users.group, main.map_or(u32::MAX, |g| g.gid), true)?;
-    gids.insert(cfg.users.group.clone(), gid);
+    ensure_group(&cfg.users.group, main.map_or(u32::MAX, |g| g.gid), true)?;
     let mut changed_ids = Vec::new();
     for a in &bundle.accounts {
         if user_by_name(&a.name).is_some() {
@@ -803,28 +805,25 @@ pub fn restore(
         super::state::write_private(&p, &serde_json::to_vec_pretty(&v).unwrap_or_default())
             .map_err(io(&p))?;
     }
-    for g in &bundle.groups {
-        if g.name == cfg.users.group {
-            if !g.members.is_empty() {
-                run(
-                    "gpasswd",
-                    Command::new("gpasswd")
-                        .arg("-M")
-                        .arg(g.members.join(","))
-                        .arg(&g.name),
-                )?;
-            }
-            continue;
-        }
+    for g in bundle.groups.iter().filter(|g| g.name != cfg.users.group) {
+        // The gateway's group got its accounts from useradd above; its
+        // other members then are not the gateway's to restore.
         ensure_group(&g.name, g.gid, false)?;
+        // Members that are gone (on this machine) are dropped, not fatal.
+        let members: Vec<&str> = g
+            .members
+            .iter()
+            .filter(|m| user_by_name(m).is_some())
+            .map(String::as_str)
+            .collect();
         run(
             "gpasswd",
             Command::new("gpasswd")
                 .arg("-M")
-                .arg(g.members.join(","))
+                .arg(members.join(","))
                 .arg(&g.name),
         )?;
-        report.push(format!("group {} ({})", g.name, g.members.join(", ")));
+        report.push(format!("group {} ({})", g.name, members.join(", ")));
     }
 
     // 4. Samba password hashes.
