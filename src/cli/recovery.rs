@@ -29,7 +29,7 @@ pub enum RecoveryCmd {
         #[arg(long = "from")]
         from: String,
         #[command(flatten)]
-        swift: super::SwiftArgs,
+        swift: Box<super::SwiftArgs>,
     },
 }
 
