@@ -16,6 +16,7 @@ pub mod samba;
 pub mod service;
 pub mod session;
 pub mod shares;
+pub mod smbconf;
 pub mod state;
 pub mod usermap;
 pub mod users;
