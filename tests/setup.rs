@@ -147,3 +147,30 @@ fn setup_refuses_a_conflicting_homes_and_keeps_openrc_passwords_out_of_the_confi
         .output();
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// The cloud-init user-data files: `#cloud-config`, valid YAML, and valid
+/// for cloud-init's own schema (Debian's cloud-init package).
+#[test]
+fn cloud_init_user_data_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("cloud-init");
+    for f in ["user-data.yaml", "user-data-restore.yaml"] {
+        let p = root.join(f);
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(text.starts_with("#cloud-config\n"), "{f}");
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let cmds = format!("{:?}", v["runcmd"]);
+        assert!(cmds.contains("setup"), "{f}: {cmds}");
+        assert!(text.contains("<<"), "{f}: placeholders are marked");
+        let o = std::process::Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&p)
+            .output()
+            .expect("cloud-init (apt install cloud-init)");
+        assert!(
+            o.status.success(),
+            "{f}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

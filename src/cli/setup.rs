@@ -200,6 +200,15 @@ pub fn run(a: SetupArgs) -> Result<i32> {
     if let Some(from) = &a.restore {
         let swift = super::SwiftArgs::default();
         super::recovery::restore(from, &swift, &a.config)?;
+        // This machine's smb.conf gets the gateway's block, as at setup.
+        let cfg = crate::gateway::GatewayConfig::load(&a.config)?;
+        let exe = std::env::current_exe()?;
+        let block = crate::gateway::samba::generate(&cfg, &exe, &a.config, &a.smb_global);
+        let existing = std::fs::read_to_string(&cfg.samba.config).unwrap_or_default();
+        let merged = crate::gateway::smbconf::merge(&existing, &block, &cfg.samba.share)?;
+        if write_if_changed(&cfg.samba.config, merged.as_bytes(), 0o644)? {
+            println!("setup: wrote {}", cfg.samba.config.display());
+        }
         return start_and_check(&a);
     }
     let mut changed = Vec::new();
