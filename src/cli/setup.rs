@@ -286,8 +286,15 @@ pub fn run(a: SetupArgs) -> Result<i32> {
     }
     if !cfg.recovery.key_file.exists() {
         let k = crate::gateway::recovery::init_key(&cfg)?;
-        eprintln!("Recovery key (shown only now; write it down and keep it off this machine; `swiftgate recovery show-key` prints it again):");
-        println!("{}", k.display().as_str());
+        // On a terminal only: unattended (cloud-init), stdout ends up in
+        // logs and on the VM console, where the key must never be.
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() {
+            eprintln!("Recovery key (shown only now; write it down and keep it off this machine; `swiftgate recovery show-key` prints it again):");
+            println!("{}", k.display().as_str());
+        } else {
+            println!("setup: a recovery key was created in {}: print it with `swiftgate recovery show-key` (as root) and keep it off this machine", cfg.recovery.key_file.display());
+        }
         changed.push(cfg.recovery.key_file.display().to_string());
     }
     if changed.is_empty() {
