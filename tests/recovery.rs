@@ -133,6 +133,33 @@ fn a_destroyed_gateway_comes_back_from_the_store_with_the_recovery_key() {
         fs::remove_file(g.root.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
     fs::remove_dir_all(g.root.join("cache")).unwrap();
+    // The new machine's smb.conf: its own [global] only (the test's port
+    // and directories), no home share: `setup --restore` adds that.
+    let old_smb = fs::read_to_string(&g.smb_conf).unwrap();
+    let mut fresh = String::from("[global]\n");
+    for l in old_smb.lines() {
+        let t = l.trim();
+        if [
+            "smb ports",
+            "interfaces",
+            "bind interfaces",
+            "disable netbios",
+            "private dir",
+            "lock directory",
+            "state directory",
+            "cache directory",
+            "pid directory",
+            "ncalrpc dir",
+            "log file",
+            "log level",
+        ]
+        .iter()
+        .any(|k| t.starts_with(k))
+        {
+            fresh.push_str(&format!("   {t}\n"));
+        }
+    }
+    fs::write(&g.smb_conf, &fresh).unwrap();
     // The old gateway died holding alice's lease (a live pid of its host,
     // expired): the restored gateway takes it over. Bob's is held by some
     // other host: left alone.
@@ -205,8 +232,12 @@ fn a_destroyed_gateway_comes_back_from_the_store_with_the_recovery_key() {
     ok(sys(&["userdel", &bob]));
     let _ = sys(&["groupdel", &bob]);
 
-    // The restore, key typed in any spelling.
-    let o = restore(&g, &from, &key.replace('-', " ").to_lowercase());
+    // The restore (through setup, which also puts the home share into
+    // smb.conf), key typed in any spelling.
+    let o = g.sg(
+        &["setup", "--restore", &from, "--no-start"],
+        &format!("{}\n", key.replace('-', " ").to_lowercase()),
+    );
     let report = out(&o);
     assert!(o.status.success(), "{report}");
     assert!(
@@ -242,9 +273,19 @@ fn a_destroyed_gateway_comes_back_from_the_store_with_the_recovery_key() {
         let m = fs::metadata(g.root.join(f)).unwrap().permissions().mode();
         assert_eq!(m & 0o777, 0o600, "{f}");
     }
+    let smb = fs::read_to_string(&g.smb_conf).unwrap();
+    assert!(
+        smb.starts_with(&fresh) && smb.contains("# BEGIN swiftgate"),
+        "{smb}"
+    );
     // A second restore changes nothing and refuses nothing.
-    let o = restore(&g, &from, &key);
+    let m0 = fs::metadata(&g.smb_conf).unwrap().modified().unwrap();
+    let o = g.sg(
+        &["setup", "--restore", &from, "--no-start"],
+        &format!("{key}\n"),
+    );
     assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(fs::metadata(&g.smb_conf).unwrap().modified().unwrap(), m0);
 
     // Back in service: old passwords, old files, the team share.
     g.start_daemon();

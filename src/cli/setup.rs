@@ -193,7 +193,9 @@ fn run_cmd(what: &str, c: &mut std::process::Command) -> Result<()> {
     Ok(())
 }
 
-pub fn run(a: SetupArgs) -> Result<i32> {
+pub fn run(mut a: SetupArgs) -> Result<i32> {
+    // smb.conf's hooks name the config: an absolute path.
+    a.config = std::path::absolute(&a.config)?;
     if !nix::unistd::geteuid().is_root() {
         bail!("setup needs root (it writes /etc and starts the daemon)");
     }
@@ -208,6 +210,9 @@ pub fn run(a: SetupArgs) -> Result<i32> {
         let merged = crate::gateway::smbconf::merge(&existing, &block, &cfg.samba.share)?;
         if write_if_changed(&cfg.samba.config, merged.as_bytes(), 0o644)? {
             println!("setup: wrote {}", cfg.samba.config.display());
+        }
+        if a.no_start {
+            return Ok(0);
         }
         return start_and_check(&a);
     }
