@@ -127,16 +127,41 @@ fn setup_refuses_a_conflicting_homes_and_keeps_openrc_passwords_out_of_the_confi
     // An openrc: Keystone settings into the config, the password into a
     // root-only file.
     fs::remove_file(dir.join("smb.conf")).unwrap();
+    // Keystone unreachable: one message, nothing written (not even the
+    // password file).
+    let bad_rc = dir.join("bad-openrc.sh");
+    fs::write(
+        &bad_rc,
+        "export OS_AUTH_URL=http://127.0.0.1:9/v3\nexport OS_USERNAME=u\nexport OS_PASSWORD=pw\nexport OS_PROJECT_NAME=p\nexport OS_USER_DOMAIN_NAME=Default\nexport OS_PROJECT_DOMAIN_NAME=Default\n",
+    )
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let o = setup(&dir, &["--openrc", bad_rc.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("does not accept these settings")
+            && stderr(&o).contains("nothing was written"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(120));
+    assert!(!dir.join("gateway.toml").exists() && !dir.join("etc/keystone-password").exists());
     let rc = dir.join("openrc.sh");
     fs::write(
         &rc,
         "export OS_AUTH_URL=https://identity.tyo1.conoha.io/v3\nexport OS_USERNAME=gncu123\nexport OS_PASSWORD='s3cret-pw'\nexport OS_PROJECT_ID=abc123\nexport OS_USER_DOMAIN_NAME=Default\nexport OS_REGION_NAME=tyo1\n",
     )
     .unwrap();
-    ok(setup(&dir, &["--openrc", rc.to_str().unwrap()]));
+    // (Homes on the local store: the Keystone settings are written all the
+    // same, and no Keystone is asked.)
+    let local = format!("local://{}/homes/{{user}}", dir.display());
+    ok(setup(
+        &dir,
+        &["--openrc", rc.to_str().unwrap(), "--store-url", &local],
+    ));
     let cfg = fs::read_to_string(dir.join("gateway.toml")).unwrap();
     assert!(!cfg.contains("s3cret-pw"), "{cfg}");
-    assert!(cfg.contains("swift://home-{user}") && cfg.contains("identity.tyo1.conoha.io"));
+    assert!(cfg.contains("auth_url = \"https://identity.tyo1.conoha.io/v3\""));
     assert!(cfg.contains("region_name = \"tyo1\"") && cfg.contains("project_id = \"abc123\""));
     let pw = dir.join("etc/keystone-password");
     assert_eq!(fs::read_to_string(&pw).unwrap(), "s3cret-pw");

@@ -223,15 +223,47 @@ pub fn run(mut a: SetupArgs) -> Result<i32> {
         None => Vec::new(),
     };
     let mut password_file = a.os_password_file.clone();
+    let mut new_password_file = None;
     if let Some((_, pw)) = env.iter().find(|(k, _)| k == "OS_PASSWORD") {
         let p = a.etc_dir.join("keystone-password");
+        let existed = p.exists();
+        crate::secure::new_dir(&a.etc_dir)?;
         if write_if_changed(&p, pw.as_bytes(), 0o600)? {
             changed.push(p.display().to_string());
+            if !existed {
+                new_password_file = Some(p.clone());
+            }
         }
         password_file = Some(p);
     }
-    let text = config_text(&a, password_file.as_deref(), &env)?;
+    // Whatever fails from here on leaves no new password file behind.
+    let r = configure(&a, password_file.as_deref(), &env, &mut changed);
+    if r.is_err() {
+        if let Some(p) = new_password_file {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    let cfg = r?;
+    finish(&a, &cfg, changed)
+}
+
+fn configure(
+    a: &SetupArgs,
+    password_file: Option<&Path>,
+    env: &[(String, String)],
+    changed: &mut Vec<String>,
+) -> Result<crate::gateway::GatewayConfig> {
+    let text = config_text(a, password_file, env)?;
     let cfg = crate::gateway::GatewayConfig::parse(&text, &a.config)?;
+    // The store answers with these settings, before anything is written
+    // (a wrong password or an unreachable Keystone: one message, no config).
+    if cfg.store.url.starts_with("swift://") {
+        let url = cfg.recovery_url();
+        let store = crate::gateway::recovery::open_store(&url, &cfg.store.swift)?;
+        store.head(crate::gateway::recovery::OBJECT).map_err(|e| {
+            anyhow::anyhow!("the object store does not accept these settings: {e}. Check the Keystone URL, user, password and project (nothing was written)")
+        })?;
+    }
     // An existing config setup did not write is the admin's: never replaced.
     if let Ok(old) = std::fs::read_to_string(&a.config) {
         if old != text && !old.starts_with(HEADER) {
@@ -302,6 +334,10 @@ pub fn run(mut a: SetupArgs) -> Result<i32> {
         }
         changed.push(cfg.recovery.key_file.display().to_string());
     }
+    Ok(cfg)
+}
+
+fn finish(a: &SetupArgs, cfg: &crate::gateway::GatewayConfig, changed: Vec<String>) -> Result<i32> {
     if changed.is_empty() {
         println!("setup: nothing to change");
     } else {
