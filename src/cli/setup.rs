@@ -350,7 +350,7 @@ fn finish(a: &SetupArgs, cfg: &crate::gateway::GatewayConfig, changed: Vec<Strin
         && !crate::gateway::usermap::UserMap::open(&cfg.users.db, &cfg.users.key_file)?
             .contains("demo")?
     {
-        start_and_check(&a)?;
+        start_and_check(a)?;
         let api = super::gateway::api(&a.config)?;
         let pw = std::env::var("SWIFTGATE_DEMO_PASSWORD").unwrap_or_else(|_| "demo".into());
         super::gateway::run_change(
@@ -364,7 +364,7 @@ fn finish(a: &SetupArgs, cfg: &crate::gateway::GatewayConfig, changed: Vec<Strin
         )?;
         return Ok(0);
     }
-    start_and_check(&a)
+    start_and_check(a)
 }
 
 /// Start (or restart) the daemon, then `doctor`.
