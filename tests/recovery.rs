@@ -50,7 +50,16 @@ fn uid_of(u: &str) -> Option<u32> {
 #[test]
 fn a_destroyed_gateway_comes_back_from_the_store_with_the_recovery_key() {
     let store = format!("local://{}/homes/{{user}}", unique_dir("rcstore").display());
-    let mut g = Gw::new(&store, "", &[], "service");
+    // The service identity's password file travels with the state too.
+    let secrets = unique_dir("rcsecret");
+    let pwfile = secrets.join("keystone-password");
+    fs::write(&pwfile, "service-pw").unwrap();
+    let mut g = Gw::new(
+        &store,
+        &format!("[store.swift]\npassword_file = \"{}\"\n", pwfile.display()),
+        &[],
+        "service",
+    );
     let (alice, bob) = (unique_user("ra"), unique_user("rb"));
     ok(g.add_user(&alice, "alice-old-pw", &[]));
     ok(g.add_user(&bob, "bob-old-pw", &[]));
@@ -133,6 +142,7 @@ fn a_destroyed_gateway_comes_back_from_the_store_with_the_recovery_key() {
         fs::remove_file(g.root.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
     fs::remove_dir_all(g.root.join("cache")).unwrap();
+    fs::remove_file(&pwfile).unwrap();
     // The new machine's smb.conf: its own [global] only (the test's port
     // and directories), no home share: `setup --restore` adds that.
     let old_smb = fs::read_to_string(&g.smb_conf).unwrap();
@@ -264,6 +274,11 @@ fn a_destroyed_gateway_comes_back_from_the_store_with_the_recovery_key() {
         }
     }
     assert_eq!(fs::read_to_string(&kf).unwrap().trim(), key);
+    assert_eq!(fs::read_to_string(&pwfile).unwrap(), "service-pw");
+    assert_eq!(
+        fs::metadata(&pwfile).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     for f in [
         "gateway.toml",
         "etc/users.json",
@@ -306,4 +321,5 @@ fn a_destroyed_gateway_comes_back_from_the_store_with_the_recovery_key() {
     let tokens = String::from_utf8_lossy(&ok(g.sg(&["token", "list"], "")).stdout).to_string();
     assert!(tokens.contains("ci"), "{tokens}");
     let _ = fs::remove_dir_all(&work);
+    let _ = fs::remove_dir_all(&secrets);
 }

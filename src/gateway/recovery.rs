@@ -213,7 +213,8 @@ pub fn open(
 /// A file of the state, whole.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedFile {
-    /// config, users, users-key, shares, tokens.
+    /// config, users, users-key, shares, tokens, swift-password,
+    /// swift-app-secret.
     pub role: String,
     pub path: PathBuf,
     pub data: String,
@@ -365,7 +366,24 @@ pub fn collect(cfg: &GatewayConfig, config_path: &Path) -> Result<Bundle, Recove
         ("users-key", cfg.users.key_file.clone()),
         ("shares", share_list.clone()),
         ("tokens", cfg.console.tokens_file.clone()),
+        // The service identity's secrets the config points at: without
+        // them the restored gateway could not reach the store.
+        (
+            "swift-password",
+            cfg.store.swift.password_file.clone().unwrap_or_default(),
+        ),
+        (
+            "swift-app-secret",
+            cfg.store
+                .swift
+                .application_credential_secret_file
+                .clone()
+                .unwrap_or_default(),
+        ),
     ] {
+        if path.as_os_str().is_empty() {
+            continue;
+        }
         if let Some(b) = read_opt(&path)? {
             files.push(SavedFile {
                 role: role.into(),
@@ -674,6 +692,18 @@ pub fn restore(
             "users-key" => cfg.users.key_file.clone(),
             "shares" => cfg.share_list_path(),
             "tokens" => cfg.console.tokens_file.clone(),
+            "swift-password" => cfg
+                .store
+                .swift
+                .password_file
+                .clone()
+                .unwrap_or_else(|| old.to_path_buf()),
+            "swift-app-secret" => cfg
+                .store
+                .swift
+                .application_credential_secret_file
+                .clone()
+                .unwrap_or_else(|| old.to_path_buf()),
             _ => old.to_path_buf(),
         }
     };
