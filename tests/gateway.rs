@@ -1342,10 +1342,12 @@ fn op_name(r: &Request) -> &'static str {
         Request::Jobs => "jobs",
         Request::Job { .. } => "job",
         Request::Metrics => "metrics",
+        Request::StateBackup => "state_backup",
+        Request::StateStatus => "state_status",
     }
 }
 
-const ALL_OPS: usize = 27;
+const ALL_OPS: usize = 29;
 
 #[test]
 fn every_request_is_answered_by_the_daemon_with_typed_errors() {
@@ -1552,6 +1554,21 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
         Response::Metrics(m) => m,
         other => panic!("{other:?}"),
     };
+    // No recovery key yet: the backup says how to make one; the status
+    // keeps that error.
+    let e = call(Request::StateBackup).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict, "{e:?}");
+    assert!(e.message.contains("swiftgate recovery init"), "{e:?}");
+    match call(Request::StateStatus).unwrap() {
+        Response::StateStatus(s) => {
+            assert!(
+                s.url.ends_with("/state-store") && s.last_backup_unix.is_none(),
+                "{s:?}"
+            );
+            assert!(s.last_error.is_some_and(|e| e.contains("recovery init")));
+        }
+        other => panic!("{other:?}"),
+    }
     let put = m.store_ops.iter().find(|o| o.op == "put").unwrap();
     assert!(
         put.ok > 0 && put.bytes > 0 && *put.latency_buckets.last().unwrap() == put.ok + put.errors

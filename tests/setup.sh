@@ -15,6 +15,8 @@ command -v runuser >/dev/null || need+=(util-linux)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 # Fonts with Japanese glyphs, for the console's Japanese pages in screenshots.
 fc-list 2>/dev/null | grep -qi 'noto.*cjk' || need+=(fonts-noto-cjk)
+# `cloud-init schema` validates the user-data files (tests/setup.rs).
+command -v cloud-init >/dev/null || need+=(cloud-init)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq -o DPkg::Lock::Timeout=600

@@ -4,6 +4,8 @@ pub mod control;
 pub mod doctor;
 pub mod gateway;
 pub mod mount;
+pub mod recovery;
+pub mod setup;
 pub mod stat;
 pub mod token;
 
@@ -126,6 +128,16 @@ pub enum Cmd {
     Token {
         #[command(subcommand)]
         cmd: token::TokenCmd,
+        #[arg(long, global = true, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Configure this machine as a gateway (idempotent): config, smb.conf
+    /// block, recovery key, daemon start, doctor.
+    Setup(setup::SetupArgs),
+    /// Disaster recovery: the gateway's state, encrypted, in the store.
+    Recovery {
+        #[command(subcommand)]
+        cmd: recovery::RecoveryCmd,
         #[arg(long, global = true, default_value = "/etc/swiftgate/gateway.toml")]
         config: PathBuf,
     },
@@ -705,6 +717,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Cmd::User { cmd, config } => user_cmd(cmd, &config),
         Cmd::Share { cmd, config } => share_cmd(cmd, &config),
         Cmd::Token { cmd, config } => token::run(cmd, &config),
+        Cmd::Recovery { cmd, config } => recovery::run(cmd, &config),
+        Cmd::Setup(a) => setup::run(a),
         Cmd::Doctor { config, json } => doctor::run(&config, json),
         Cmd::Status { config, json } => {
             use crate::gateway::api::GatewayApiExt;

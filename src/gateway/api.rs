@@ -150,6 +150,10 @@ pub enum Request {
     },
     /// Counters for `/metrics`.
     Metrics,
+    /// Back up the gateway state (disaster recovery) now.
+    StateBackup,
+    /// The state backups: where, when last, the last error.
+    StateStatus,
 }
 
 fn default_event_limit() -> usize {
@@ -174,6 +178,7 @@ impl Request {
                 | Request::Jobs
                 | Request::Job { .. }
                 | Request::Metrics
+                | Request::StateStatus
         )
     }
 
@@ -214,7 +219,10 @@ pub enum Response {
     /// socket answers to the same command).
     Value(serde_json::Value),
     Metrics(Box<MetricsSnapshot>),
+    StateStatus(BackupStatus),
 }
+
+pub use crate::gateway::recovery::BackupStatus;
 
 /// What went wrong, typed so that a form can show it next to its field
 /// and HTTP can pick a status.
@@ -311,6 +319,7 @@ pub trait GatewayApiExt: GatewayApi {
     typed!(jobs() -> Vec<JobInfo> = Request::Jobs, Response::Jobs(j) => j);
     typed!(job(id: u64) -> JobInfo = Request::Job { id }, Response::Job(j) => j);
     typed!(metrics() -> MetricsSnapshot = Request::Metrics, Response::Metrics(m) => *m);
+    typed!(state_status() -> BackupStatus = Request::StateStatus, Response::StateStatus(s) => s);
 
     /// A request answered with [`Response::Done`]: its message.
     fn done(&self, req: Request) -> Result<String, ApiError> {

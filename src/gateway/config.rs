@@ -323,6 +323,43 @@ pub struct SharesSection {
     pub smb_conf: Option<PathBuf>,
 }
 
+/// Disaster recovery: the gateway's state, encrypted with the recovery
+/// key, as one object in the store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverySection {
+    /// Where the state object goes. Default: next to the homes
+    /// (`swift://swiftgate-state`, or a `state` directory beside a local
+    /// homes directory).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The recovery key (`swiftgate recovery init`), root-only.
+    #[serde(default = "default_recovery_key")]
+    pub key_file: PathBuf,
+    /// A backup at least this often, changed or not.
+    #[serde(
+        default = "default_recovery_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub interval: Duration,
+    /// How often the daemon looks for a change of the state to back up.
+    #[serde(default = "default_recovery_check", deserialize_with = "de_duration")]
+    pub check_interval: Duration,
+}
+
+fn default_recovery_key() -> PathBuf {
+    "/etc/swiftgate/recovery.key".into()
+}
+fn default_recovery_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_recovery_check() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_recovery() -> RecoverySection {
+    empty()
+}
+
 fn default_shares_root() -> PathBuf {
     "/srv/swiftgate/shares".into()
 }
@@ -347,6 +384,8 @@ pub struct GatewayConfig {
     pub console: ConsoleSection,
     #[serde(default = "default_shares")]
     pub shares: SharesSection,
+    #[serde(default = "default_recovery")]
+    pub recovery: RecoverySection,
 }
 
 fn empty<T: for<'de> Deserialize<'de>>() -> T {
@@ -497,6 +536,14 @@ impl GatewayConfig {
         })
     }
 
+    /// The store of the gateway state's backup.
+    pub fn recovery_url(&self) -> String {
+        match &self.recovery.url {
+            Some(u) => u.clone(),
+            None => default_recovery_url(&self.store.url),
+        }
+    }
+
     pub fn share_smb_conf(&self) -> PathBuf {
         self.shares.smb_conf.clone().unwrap_or_else(|| {
             self.samba
@@ -506,6 +553,20 @@ impl GatewayConfig {
                 .join("swiftgate-shares.conf")
         })
     }
+}
+
+/// The state next to the homes: `swift://swiftgate-state`, or for
+/// `local:///base/homes/{user}` the directory `local:///base/state`.
+fn default_recovery_url(homes: &str) -> String {
+    if let Some(path) = homes.strip_prefix("local://") {
+        if let Some(dir) = path.strip_suffix("/{user}") {
+            if let Some(base) = Path::new(dir).parent() {
+                return format!("local://{}/state", base.display());
+            }
+        }
+        return homes.replace("{user}", "+swiftgate-state");
+    }
+    "swift://swiftgate-state".into()
 }
 
 /// Team shares next to the homes: `swift://share-{share}`, or for
@@ -620,6 +681,27 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_state_backup_goes_next_to_the_homes() {
+        let c = |t: &str| GatewayConfig::parse(t, Path::new("g.toml")).unwrap();
+        assert_eq!(
+            c("[store]\nurl = \"swift://home-{user}\"\n").recovery_url(),
+            "swift://swiftgate-state"
+        );
+        assert_eq!(
+            c("[store]\nurl = \"local:///srv/sg/homes/{user}\"\n").recovery_url(),
+            "local:///srv/sg/state"
+        );
+        let x = c("[store]\nurl = \"swift://h-{user}\"\n[recovery]\nurl = \"local:///x\"\ninterval = \"2h\"\n");
+        assert_eq!(x.recovery_url(), "local:///x");
+        assert_eq!(x.recovery.interval, Duration::from_secs(7200));
+        assert!(GatewayConfig::parse(
+            "[store]\nurl = \"swift://h-{user}\"\n[recovery]\nkey = \"x\"\n",
+            Path::new("g.toml")
+        )
+        .is_err());
+    }
+
     /// The commented config the package installs: it parses as shipped,
     /// still parses with every commented-out key switched on (no typo
     /// hides in a comment), and names every key there is.
@@ -702,6 +784,8 @@ mod tests {
             "tokens_file",
             "list",
             "smb_conf",
+            "interval",
+            "check_interval",
         ] {
             assert!(
                 text.lines()

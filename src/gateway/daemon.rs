@@ -474,30 +474,45 @@ impl Gateway {
         let user = key.as_str();
         let n = self.homes.lock().len() + 1;
         let (cache_size, dirty_limit) = self.cache_share(n);
-        let engine = Engine::open(
-            store,
-            &OpenOptions {
-                cache_dir,
-                cache_size,
-                dirty_limit,
-                upload_workers: self.cfg.cache.upload_workers,
-                upload_delay: Duration::from_secs(2),
-                durability: self
-                    .cfg
-                    .fs
-                    .durability
-                    .parse()
-                    .unwrap_or(crate::fs::Durability::Local),
-                metadata_interval: self.cfg.fs.metadata_interval,
-                lease_ttl: Duration::from_secs(60),
-                takeover: false,
-                passphrase: passphrase.map(String::into_bytes),
-                // A home whose newest metadata is damaged stays unmounted
-                // until an admin decides (fsck --accept-rollback).
-                accept_rollback: false,
-                nospace_wait: crate::fs::engine::DEFAULT_NOSPACE_WAIT,
-            },
-        )
+        let open = |takeover: bool| {
+            Engine::open(
+                store.clone(),
+                &OpenOptions {
+                    cache_dir: cache_dir.clone(),
+                    cache_size,
+                    dirty_limit,
+                    upload_workers: self.cfg.cache.upload_workers,
+                    upload_delay: Duration::from_secs(2),
+                    durability: self
+                        .cfg
+                        .fs
+                        .durability
+                        .parse()
+                        .unwrap_or(crate::fs::Durability::Local),
+                    metadata_interval: self.cfg.fs.metadata_interval,
+                    lease_ttl: Duration::from_secs(60),
+                    takeover,
+                    passphrase: passphrase.clone().map(String::into_bytes),
+                    // A home whose newest metadata is damaged stays unmounted
+                    // until an admin decides (fsck --accept-rollback).
+                    accept_rollback: false,
+                    nospace_wait: crate::fs::engine::DEFAULT_NOSPACE_WAIT,
+                },
+            )
+        };
+        // A home whose lease expired in the hands of the gateway this one
+        // was restored from (`swiftgate recovery restore`) is taken over:
+        // that gateway is gone. Any other holder's lease is left to the
+        // admin (`mount --takeover`), and a live one is always refused.
+        let engine = match open(false) {
+            Err(crate::fs::engine::EngineError::Lease(
+                crate::meta::lease::LeaseError::Expired { host, .. },
+            )) if self.state.get().replaces_host.as_deref() == Some(host.as_str()) => {
+                tracing::warn!(user, old_host = %host, "taking over the expired lease of the gateway this one replaces");
+                open(true)
+            }
+            r => r,
+        }
         .map_err(|source| GatewayError::Engine {
             user: user.into(),
             cause: Box::new(source),

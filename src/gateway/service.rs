@@ -14,11 +14,27 @@ use std::sync::Arc;
 
 pub struct Service {
     gw: Arc<Gateway>,
+    /// The state backups: only the daemon makes them (the single writer).
+    backups: std::sync::OnceLock<Arc<super::recovery::Backups>>,
 }
 
 impl Service {
     pub fn new(gw: Arc<Gateway>) -> Service {
-        Service { gw }
+        Service {
+            gw,
+            backups: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn set_backups(&self, b: Arc<super::recovery::Backups>) {
+        let _ = self.backups.set(b);
+    }
+
+    fn backups(&self) -> Result<&Arc<super::recovery::Backups>, ApiError> {
+        self.need_daemon()?;
+        self.backups
+            .get()
+            .ok_or_else(|| ApiError::new(ErrorKind::Internal, "the state backups are not running"))
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -436,6 +452,21 @@ impl Service {
                 })
             }
             Request::Metrics => Ok(Response::Metrics(Box::new(self.metrics()?))),
+            Request::StateBackup => {
+                let b = self.backups()?;
+                b.run(true)
+                    .map_err(|e| {
+                        use super::recovery::RecoveryError as R;
+                        let kind = match e {
+                            R::NoKey(_) => ErrorKind::Conflict,
+                            R::Store { .. } => ErrorKind::Unavailable,
+                            _ => ErrorKind::Internal,
+                        };
+                        ApiError::new(kind, e.to_string())
+                    })
+                    .and_then(done)
+            }
+            Request::StateStatus => Ok(Response::StateStatus(self.backups()?.status())),
         }
     }
 

@@ -17,6 +17,10 @@ pub struct StateFile {
     /// Last known usage of each home (and `share:NAME`).
     #[serde(default)]
     pub usage: BTreeMap<String, Usage>,
+    /// The host of the gateway this one was restored from: its expired
+    /// mount leases are taken over.
+    #[serde(default)]
+    pub replaces_host: Option<String>,
 }
 
 #[derive(Debug)]

@@ -115,6 +115,10 @@ tokens_file = "{r}/etc/api-tokens.json"
 {console_toml}
 [shares]
 root = "{r}/shares"
+[recovery]
+url = "local://{r}/state-store"
+key_file = "{r}/etc/recovery.key"
+check_interval = "1s"
 "#,
                 r = root.display(),
                 smb = smb_conf.display(),
