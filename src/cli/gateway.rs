@@ -143,7 +143,10 @@ pub fn user_show(api: &dyn GatewayApi, user: &str) -> Result<()> {
         }
     );
     match &d.keystone_user {
-        Some(k) => println!("keystone:    {k} (credentials kept encrypted, never shown)"),
+        Some(k) => println!(
+            "keystone:    user {k} project {} (credentials kept encrypted, never shown)",
+            d.keystone_project.as_deref().unwrap_or("(default)")
+        ),
         None => println!("keystone:    the gateway's service identity"),
     }
     println!(

@@ -450,6 +450,9 @@ pub struct UserDetail {
     /// secret; None for the gateway's service identity.
     #[serde(default)]
     pub keystone_user: Option<String>,
+    /// That identity's project (name or id).
+    #[serde(default)]
+    pub keystone_project: Option<String>,
     pub created_unix: u64,
     #[serde(default)]
     pub home: Option<HomeStatus>,

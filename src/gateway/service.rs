@@ -671,6 +671,10 @@ impl Service {
                     .or(c.user_id.clone())
                     .or(c.application_credential_id.clone())
             }),
+            keystone_project: s
+                .swift
+                .as_ref()
+                .and_then(|c| c.project_name.clone().or(c.project_id.clone())),
             created_unix: e.created_unix,
             home: gw.status().into_iter().find(|h| h.user == user),
             events: gw.events.recent(Some(user), 50),
