@@ -102,10 +102,9 @@ state_of_root() {
 # The PID (as the root sees it) of the `swiftgate serve` daemon, if one runs.
 serve_pid() {
     in_root sh -c 'for p in /proc/[0-9]*; do
-            case "$(tr "\0" " " < "$p/cmdline" 2>/dev/null)" in
-                *"swiftgate serve "*) echo "${p#/proc/}"; exit 0 ;;
-            esac
-        done; exit 0'
+            set -- $(tr "\0" " " < "$p/cmdline" 2>/dev/null)
+            if [ "${1##*/}" = swiftgate ] && [ "${2:-}" = serve ]; then echo "${p#/proc/}"; exit 0; fi
+        done'
 }
 # An smbclient credentials file in the root (no password in argv).
 authfile() { # authfile USER PASSWORD
@@ -143,12 +142,12 @@ if [ -n "${SWIFTGATE_APPLIANCE_DEB:-}" ]; then
     version=$(dpkg-deb -f "$deb" Version)
 else
     cargo build --quiet
-    run "built from the test build (cargo deb --profile dev)" bash provisioning/build-deb.sh --profile dev --no-build --output "$work/pkg/"
+    run "built from the test build (cargo deb --profile dev)" bash provisioning/build-deb.sh --profile dev --no-build --fast --output "$work/pkg/"
     deb=$(ls "$work/pkg/"*.deb)
 fi
 upgrade_version="$version+appliance1"
 # The upgrade: the same program as a newer version of the package.
-run "an upgrade package $upgrade_version" cargo deb --profile dev --strip --no-build --deb-version "$upgrade_version" --output "$work/pkg/upgrade.deb"
+run "an upgrade package $upgrade_version" cargo deb --profile dev --strip --no-build --fast --deb-version "$upgrade_version" --output "$work/pkg/upgrade.deb"
 dpkg-deb -f "$work/pkg/upgrade.deb" Version | grep -qx "$upgrade_version" || die "upgrade package version"
 
 # Keystone of the test setup, as an openrc file from Horizon would give it.
@@ -178,7 +177,7 @@ smb_port=$(free_port)
 console_port=$(free_port)
 openrc secret "$OS_AUTH_URL" > "$root/root/openrc"
 chmod 0600 "$root/root/openrc"
-setup_args=(--openrc /root/openrc --store-url 'swift://home-{user}' --cache-size 2G
+setup_args=(--store-url 'swift://home-{user}' --cache-size 2G
     --smb-global "smb ports = $smb_port" --console-listen "127.0.0.1:$console_port")
 
 say "gw1: bad input leaves nothing behind"
@@ -203,18 +202,18 @@ in_root mount -t tmpfs -o size=1m,mode=0700 tmpfs /mnt/full
 in_root sh -c 'dd if=/dev/zero of=/mnt/full/filler bs=64k 2>/dev/null; true'
 before=$(state_of_root)
 refuse "cache directory on a full disk" "full|space" \
-    in_root swiftgate setup "${setup_args[@]}" --cache-dir /mnt/full/cache
+    in_root swiftgate setup "${setup_args[@]}" --openrc /root/openrc --cache-dir /mnt/full/cache
 unchanged "cache directory on a full disk"
 in_root mount -t tmpfs -o ro,size=1m tmpfs /mnt/ro
 refuse "cache directory on a read-only disk" "read-only" \
-    in_root swiftgate setup "${setup_args[@]}" --cache-dir /mnt/ro/cache
+    in_root swiftgate setup "${setup_args[@]}" --openrc /root/openrc --cache-dir /mnt/ro/cache
 unchanged "cache directory on a read-only disk"
 in_root umount /mnt/full /mnt/ro
 cp "$root/etc/samba/smb.conf" "$work/smb.conf.orig"
 printf '\n[homes]\n   comment = the admin'"'"'s own home shares\n   browseable = no\n' >> "$root/etc/samba/smb.conf"
 before=$(state_of_root)
 refuse "an smb.conf with its own [homes]" "\[homes\]" \
-    in_root swiftgate setup "${setup_args[@]}"
+    in_root swiftgate setup "${setup_args[@]}" --openrc /root/openrc
 unchanged "an smb.conf with its own [homes]"
 cp "$work/smb.conf.orig" "$root/etc/samba/smb.conf"
 
@@ -223,7 +222,7 @@ say "gw1: setup against the real Swift + Keystone"
 printf '\n[scans]\n   path = /srv/scans\n   read only = yes\n' >> "$root/etc/samba/smb.conf"
 in_root mkdir -p /srv/scans
 in_root useradd --create-home opsadmin
-run "setup (openrc, Keystone v3)" in_root swiftgate setup "${setup_args[@]}" --admin-user opsadmin
+run "setup (openrc, Keystone v3)" in_root swiftgate setup "${setup_args[@]}" --openrc /root/openrc --admin-user opsadmin
 echo "$out" | sed 's/^/      /'
 grep -qE '^all [0-9]+ checks passed' <<<"$out" || die "setup did not end with a green doctor"
 grep -qi "supervise" <<<"$out" || die "setup did not say how the daemon runs (no systemd here)"
@@ -264,7 +263,7 @@ refuse "sgbob cannot log in with alice's password" "LOGON_FAILURE|NT_STATUS" \
 say "gw1: a second setup with the same input changes nothing"
 snap=$(in_root sh -c 'find /etc/swiftgate /etc/samba -maxdepth 1 -type f ! -name gateway-state.json ! -name "*.log" -printf "%p %m %T@ %s\n" | sort')
 pid_before=$(serve_pid)
-run "setup again" in_root swiftgate setup "${setup_args[@]}" --admin-user opsadmin
+run "setup again" in_root swiftgate setup "${setup_args[@]}" --openrc /root/openrc --admin-user opsadmin
 grep -q "nothing to change" <<<"$out" || { echo "$out" >&2; die "the second setup changed something"; }
 [ "$snap" = "$(in_root sh -c 'find /etc/swiftgate /etc/samba -maxdepth 1 -type f ! -name gateway-state.json ! -name "*.log" -printf "%p %m %T@ %s\n" | sort')" ] \
     || die "the second setup touched files"
