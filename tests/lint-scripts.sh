@@ -97,7 +97,7 @@ for path in files:
             doc = yaml.safe_load(f)
     except (OSError, yaml.YAMLError) as e:
         # Reported as a finding of that file: the shell side sees the ERROR.
-        emit(f"{path}: not valid YAML", "ERROR", str(e).replace("\n", " "))
+        emit(f"{path}: not valid YAML", "ERROR", f"{e}\n")
         continue
     if not isinstance(doc, dict):
         continue
@@ -112,8 +112,7 @@ for path in files:
 PY
     while IFS=$'\t' read -r n shell label; do
         if [ "$shell" = ERROR ]; then
-            cat "$tmp/snippets/$n" > "$tmp/out"
-            echo >> "$tmp/out"
+            cp "$tmp/snippets/$n" "$tmp/out"
         else
             # SC1091 off: what a snippet sources (/etc/swiftgate/openrc) is
             # written by the same file's write_files at boot, not here.
