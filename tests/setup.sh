@@ -17,6 +17,10 @@ command -v runuser >/dev/null || need+=(util-linux)
 fc-list 2>/dev/null | grep -qi 'noto.*cjk' || need+=(fonts-noto-cjk)
 # `cloud-init schema` validates the user-data files (tests/setup.rs).
 command -v cloud-init >/dev/null || need+=(cloud-init)
+# tests/lint-scripts.sh: shellcheck, and PyYAML for the cloud-init snippets.
+command -v shellcheck >/dev/null || need+=(shellcheck)
+# Debian's interpreter (the one python3-yaml is for), not a pyenv shim's.
+/usr/bin/python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq -o DPkg::Lock::Timeout=600

@@ -38,8 +38,12 @@ PW=bench-pw-$$
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cleanup() {
     mountpoint -q "$WORK/bmp" && umount "$WORK/bmp"
-    [ -s "$WORK/samba/pid/smbd.pid" ] && kill "$(cat "$WORK/samba/pid/smbd.pid")" 2>/dev/null || true
-    [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null || true
+    if [ -s "$WORK/samba/pid/smbd.pid" ]; then
+        kill "$(cat "$WORK/samba/pid/smbd.pid")" 2>/dev/null || true
+    fi
+    if [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null; then
+        wait "$DPID" 2>/dev/null || true
+    fi
     "$BIN" user remove "$USER_NAME" --purge --config "$CFG" >/dev/null 2>&1 || true
     userdel "$USER_NAME" 2>/dev/null || true
     rm -rf "$WORK"
@@ -64,7 +68,14 @@ socket = "$WORK/gw.sock"
 config = "$WORK/smb.conf"
 EOT
 g=()
-for k in private lock state cache pid ncalrpc; do g+=(--global "$( [ $k = private ] && echo "private dir" || ([ $k = ncalrpc ] && echo "ncalrpc dir" || echo "$k directory")) = $WORK/samba/$k"); done
+for k in private lock state cache pid ncalrpc; do
+    case $k in
+        private) setting="private dir" ;;
+        ncalrpc) setting="ncalrpc dir" ;;
+        *) setting="$k directory" ;;
+    esac
+    g+=(--global "$setting = $WORK/samba/$k")
+done
 "$BIN" samba-config --config "$CFG" --global "smb ports = $port" --global "interfaces = lo" \
     --global "bind interfaces only = yes" --global "log file = $WORK/samba/log/log.%m" "${g[@]}" > "$WORK/smb.conf"
 # The home share's settings that shape smbd's work per file.
@@ -96,7 +107,7 @@ command -v bindfs >/dev/null || apt-get install -y -q bindfs >/dev/null
 chown "$USER_NAME" "$WORK/plain" "$WORK/plainvfs" "$WORK/bsrc"
 bindfs --multithreaded -o allow_other "$WORK/bsrc" "$WORK/bmp"
 smbd -D -s "$WORK/smb.conf"
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 
 echo "preparing a ${SIZE_MB} MiB file and $FILES small files (1-64 KiB)..."
 head -c $((SIZE_MB * 1048576)) /dev/urandom > "$WORK/src/big.bin"
@@ -138,7 +149,9 @@ for share in plain plainvfs bindfs home; do
         drop; t0=$(now); smb $share "mkdir s; cd s; lcd $WORK/src/small; prompt off; mput *"; t1=$(now); T[$share.mput]=$(echo "$t1 - $t0" | bc -l)
         mkdir -p "$WORK/out/s-$share"
         drop; t0=$(now); smb $share "cd s; lcd $WORK/out/s-$share; prompt off; mget *"; t1=$(now); T[$share.mget]=$(echo "$t1 - $t0" | bc -l)
-        [ "$(ls "$WORK/out/s-$share" | wc -l)" = "$FILES" ] || { echo "missing files on $share"; exit 1; }
+        # As many names as ls would list (not the hidden ones), one dot each.
+        got=$(find "$WORK/out/s-$share" -mindepth 1 -maxdepth 1 ! -name '.*' -printf . | wc -c)
+        [ "$got" = "$FILES" ] || { echo "missing files on $share"; exit 1; }
     fi
 done
 # Hook times: cold = the home is not mounted but its metadata is cached

@@ -1,4 +1,6 @@
 # shellcheck shell=bash
+# Most settings below are read only by the scripts that source this file.
+# shellcheck disable=SC2034
 # Shared by start / stop / proxy-start / proxy-stop / selftest (sourced, not run).
 #
 # Every service runs in its own session (started through `setsid`), so its
