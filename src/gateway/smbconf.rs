@@ -63,9 +63,93 @@ pub fn merge(existing: &str, block: &str, share: &str) -> Result<String, SmbConf
     Ok(out)
 }
 
+/// Where Debian's samba-common keeps the pristine smb.conf it installs.
+pub const DISTRIBUTION_SMB_CONF: &str = "/usr/share/samba/smb.conf";
+
+const STOCK_NOTE: &str = "# swiftgate setup disabled the distribution's [homes] share below: \\\\gateway\\home replaces it (a gateway user's Unix home is not their Swift home).";
+
+/// The lines of section `name` (header excluded, comments and blank lines
+/// dropped, whitespace trimmed): what decides whether two are the same.
+fn section_body<'a>(text: &'a str, name: &str) -> Option<Vec<&'a str>> {
+    let mut lines = text.lines().map(str::trim);
+    lines.find(|l| section_name(l).is_some_and(|n| n.eq_ignore_ascii_case(name)))?;
+    Some(
+        lines
+            .take_while(|l| section_name(l).is_none())
+            .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+            .collect(),
+    )
+}
+
+fn section_name(line: &str) -> Option<&str> {
+    line.strip_prefix('[')?.strip_suffix(']').map(str::trim)
+}
+
+/// A fresh Debian install's smb.conf shares every Unix home as [homes];
+/// on a gateway that would compete with the home share. When the [homes]
+/// section is exactly the distribution's (same settings as `stock`, the
+/// pristine copy), it is commented out with a note; an admin's own [homes]
+/// is left for `merge` to refuse. Same input, same output.
+pub fn disable_stock_homes(existing: &str, stock: &str) -> String {
+    let (Some(ours), Some(theirs)) = (
+        section_body(existing, "homes"),
+        section_body(stock, "homes"),
+    ) else {
+        return existing.to_string();
+    };
+    if ours != theirs {
+        return existing.to_string();
+    }
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in existing.lines() {
+        let t = line.trim();
+        if let Some(n) = section_name(t) {
+            inside = n.eq_ignore_ascii_case("homes");
+            if inside {
+                out.push(STOCK_NOTE.to_string());
+            }
+        }
+        if inside && !t.is_empty() && !t.starts_with('#') && !t.starts_with(';') {
+            out.push(format!(";{line}"));
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    let mut text = out.join("\n");
+    if existing.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const STOCK: &str = "[global]\n   workgroup = WORKGROUP\n\n#======================= Share Definitions =======================\n\n[homes]\n   comment = Home Directories\n   browseable = no\n\n# By default, the home directories are exported read-only.\n   read only = yes\n   valid users = %S\n\n[printers]\n   comment = All Printers\n";
+
+    #[test]
+    fn the_distributions_homes_is_disabled_an_admins_is_not() {
+        // The admin's global change does not matter; [homes] as shipped.
+        let fresh = STOCK.replace("WORKGROUP", "OFFICE");
+        let once = disable_stock_homes(&fresh, STOCK);
+        assert!(once.contains(";[homes]") && once.contains(";   valid users = %S"));
+        assert!(once.contains("[printers]\n   comment = All Printers"));
+        assert!(once.contains("workgroup = OFFICE"));
+        // Then setup's merge accepts it, and a second pass changes nothing.
+        assert!(merge(&once, "[home]\n", "home").is_ok());
+        assert_eq!(disable_stock_homes(&once, STOCK), once);
+        // An admin's own [homes] (one setting changed) stays, and is refused.
+        let admin = STOCK.replace("read only = yes", "read only = no");
+        assert_eq!(disable_stock_homes(&admin, STOCK), admin);
+        assert!(matches!(
+            merge(&admin, "[home]\n", "home"),
+            Err(SmbConfError::Conflict(..))
+        ));
+        // No pristine copy to compare with: nothing is touched.
+        assert_eq!(disable_stock_homes(&fresh, ""), fresh);
+    }
 
     #[test]
     fn the_block_is_replaced_and_the_admins_shares_kept() {
