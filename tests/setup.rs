@@ -492,3 +492,200 @@ fn setup_refuses_wrong_keystone_credentials_writing_nothing() {
     assert!(!e.contains("not-the-password"));
     assert_eq!(listing(&dir), before);
 }
+
+fn pid_alive(pid: u32) -> bool {
+    // A zombie is gone for our purposes (nobody may have reaped it yet).
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+fn ppid(pid: u32) -> Option<u32> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Until `f` gives Some, at most `secs`.
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn signal(pid: u32, s: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), s).unwrap();
+}
+
+fn owner(socket: &Path) -> Option<u32> {
+    swiftgate::cli::supervise::socket_owner(socket)
+}
+
+/// Whatever a test's supervisor, daemon and smbd left running: stopped on
+/// drop, also when the test fails.
+struct Procs {
+    pidfile: std::path::PathBuf,
+    socket: std::path::PathBuf,
+    smbd_pidfile: Option<std::path::PathBuf>,
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        let daemon = owner(&self.socket);
+        if let Some(p) = fs::read_to_string(&self.pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            for _ in 0..300 {
+                if !pid_alive(p) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        let smbd = self.smbd_pidfile.as_ref().and_then(|f| {
+            fs::read_to_string(f)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+        });
+        for p in daemon.into_iter().chain(smbd) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn supervise_restarts_a_killed_daemon_restarts_on_sighup_and_stops_on_sigterm() {
+    use nix::sys::signal::Signal;
+    let dir = unique_dir("setupsup");
+    let group = format!("sgsup{:06x}", gw::rand_u32() & 0xffffff);
+    let _c = Cleanup {
+        dir: dir.clone(),
+        groups: vec![group.clone()],
+    };
+    let socket = dir.join("run/g.sock");
+    let pidfile = dir.join("run/supervisor.pid");
+    let log = dir.join("log/daemon.log");
+    let _p = Procs {
+        pidfile: pidfile.clone(),
+        socket: socket.clone(),
+        smbd_pidfile: None,
+    };
+    ok(setup_with(
+        &dir,
+        &group,
+        &[
+            "--control-socket",
+            socket.to_str().unwrap(),
+            "--console-listen",
+            "127.0.0.1:0",
+        ],
+        "",
+    ));
+    let config = dir.join("gateway.toml");
+    let supervise = || {
+        run(&[
+            "supervise",
+            "--config",
+            config.to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+        ])
+    };
+    let o = ok(supervise());
+    let sup: u32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("running (pid {sup})")),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    for (p, mode) in [(&pidfile, 0o600), (&dir.join("run"), 0o700), (&log, 0o600)] {
+        assert_eq!(
+            fs::metadata(p).unwrap().mode() & 0o777,
+            mode,
+            "{}",
+            p.display()
+        );
+    }
+    let d1 = wait_for(60, "the daemon", || owner(&socket));
+    assert_eq!(
+        ppid(d1),
+        Some(sup),
+        "the daemon is not the supervisor's child"
+    );
+    // One supervisor per pidfile.
+    let o = supervise();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(&format!("a supervisor runs already (pid {sup}")),
+        "{}",
+        stderr(&o)
+    );
+    // A killed daemon comes back (a new process answers the socket).
+    signal(d1, Signal::SIGKILL);
+    let d2 = wait_for(30, "the restarted daemon", || {
+        owner(&socket).filter(|p| *p != d1)
+    });
+    assert_eq!(ppid(d2), Some(sup));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("SIGKILL") && text.contains("restarting it in 1s"),
+        "{text}"
+    );
+    // SIGHUP: a clean restart.
+    signal(sup, Signal::SIGHUP);
+    let d3 = wait_for(30, "the daemon after SIGHUP", || {
+        owner(&socket).filter(|p| *p != d2)
+    });
+    assert_eq!(ppid(d3), Some(sup));
+    assert!(!pid_alive(d2));
+    // SIGTERM: both stop, the pidfile goes.
+    signal(sup, Signal::SIGTERM);
+    wait_for(60, "the supervisor to exit", || {
+        (!pid_alive(sup)).then_some(())
+    });
+    assert!(!pid_alive(d3) && !pidfile.exists() && owner(&socket).is_none());
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("SIGTERM: stopping the daemon"), "{text}");
+    // A daemon that exits cleanly by itself (kill DAEMON) is not
+    // restarted: the supervisor goes too.
+    ok(supervise());
+    let sup = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let d = wait_for(60, "the daemon", || owner(&socket));
+    signal(d, Signal::SIGTERM);
+    wait_for(60, "the supervisor to exit", || {
+        (!pid_alive(sup)).then_some(())
+    });
+    assert!(!pidfile.exists() && owner(&socket).is_none());
+}
