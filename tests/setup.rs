@@ -689,3 +689,152 @@ fn supervise_restarts_a_killed_daemon_restarts_on_sighup_and_stops_on_sigterm() 
     });
     assert!(!pidfile.exists() && owner(&socket).is_none());
 }
+
+/// `setup --demo` without systemd, end to end: config, the daemon under
+/// `swiftgate supervise`, smbd started, the demo user (password from
+/// stdin), doctor green, an SMB round trip; a second run changes and
+/// restarts nothing; a changed config restarts the daemon only.
+#[test]
+fn setup_demo_starts_everything_and_a_second_run_restarts_nothing() {
+    let dir = unique_dir("setupdemo");
+    // smbd's sessions run as the user: they must reach the mountpoints.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let group = format!("sgdemo{:06x}", gw::rand_u32() & 0xffffff);
+    let user = gw::unique_user("dm");
+    let _c = Cleanup {
+        dir: dir.clone(),
+        groups: vec![group.clone()],
+    };
+    let socket = dir.join("run/g.sock");
+    let config = dir.join("gateway.toml");
+    struct User(String, std::path::PathBuf);
+    impl Drop for User {
+        fn drop(&mut self) {
+            let _ = run(&[
+                "user",
+                "remove",
+                &self.0,
+                "--purge",
+                "--config",
+                self.1.to_str().unwrap(),
+            ]);
+            let _ = std::process::Command::new("userdel").arg(&self.0).output();
+        }
+    }
+    let _p = Procs {
+        pidfile: dir.join("run/supervisor.pid"),
+        socket: socket.clone(),
+        smbd_pidfile: Some(dir.join("samba/pid/smbd.pid")),
+    };
+    // Declared after Procs: dropped first, while the daemon still runs.
+    let _u = User(user.clone(), config.clone());
+    let port = gw::free_port();
+    let console = gw::free_port();
+    let mut globals = vec![
+        format!("smb ports = {port}"),
+        "interfaces = lo".into(),
+        "bind interfaces only = yes".into(),
+        "disable netbios = yes".into(),
+        "log level = 1".into(),
+    ];
+    for (opt, sub) in [
+        ("private dir", "private"),
+        ("lock directory", "lock"),
+        ("state directory", "state"),
+        ("cache directory", "cache"),
+        ("pid directory", "pid"),
+        ("ncalrpc dir", "ncalrpc"),
+    ] {
+        let p = dir.join("samba").join(sub);
+        fs::create_dir_all(&p).unwrap();
+        globals.push(format!("{opt} = {}", p.display()));
+    }
+    globals.push(format!("log file = {}/samba/log.%m", dir.display()));
+    let store = format!("local://{}/homes/{{user}}", dir.display());
+    let listen = format!("127.0.0.1:{console}");
+    let log = dir.join("daemon.log");
+    let demo = |extra: &[&str]| {
+        let mut args = vec![
+            "--start",
+            "--demo",
+            "--demo-user",
+            &user,
+            "--store-url",
+            &store,
+            "--console-listen",
+            &listen,
+            "--control-socket",
+            socket.to_str().unwrap(),
+            "--daemon-log",
+            log.to_str().unwrap(),
+        ];
+        for g in &globals {
+            args.extend(["--smb-global", g.as_str()]);
+        }
+        args.extend(extra);
+        setup_with(&dir, &group, &args, "pw-from-stdin\n")
+    };
+    let o = demo(&[]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{out}\n{}\n{}",
+        stderr(&o),
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        out.contains("the daemon runs under `swiftgate supervise` (pid"),
+        "{out}"
+    );
+    assert!(out.contains("started smbd (smbd --daemon)"), "{out}");
+    assert!(out.contains("checks passed"), "doctor is not green: {out}");
+    let sup = fs::read_to_string(dir.join("run/supervisor.pid")).unwrap();
+    let daemon = owner(&socket).unwrap();
+    // The demo user logs in with the password from stdin.
+    let work = dir.join("work");
+    fs::create_dir_all(&work).unwrap();
+    fs::write(work.join("up.txt"), b"hello demo").unwrap();
+    let smb = |cmds: &str| {
+        let o = std::process::Command::new("smbclient")
+            .arg("//127.0.0.1/home")
+            .args(["-p", &port.to_string(), "-U"])
+            .arg(format!("{user}%pw-from-stdin"))
+            .args(["-c", cmds, "--option=client min protocol=SMB2"])
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        gw::smb_ok(o)
+    };
+    smb("put up.txt; get up.txt down.txt");
+    assert_eq!(fs::read(work.join("down.txt")).unwrap(), b"hello demo");
+    // Again, the same input: nothing written, nothing restarted.
+    let files = snapshot(&dir);
+    let o = demo(&[]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(
+        out.contains("nothing to change") && !out.contains("restarted the daemon"),
+        "{out}"
+    );
+    assert!(out.contains("setup: smbd runs\n"), "{out}");
+    assert_eq!(snapshot(&dir), files);
+    assert_eq!(owner(&socket), Some(daemon), "the daemon was restarted");
+    assert_eq!(
+        fs::read_to_string(dir.join("run/supervisor.pid")).unwrap(),
+        sup
+    );
+    // A changed config: the daemon restarts (the supervisor stays), smbd
+    // is left alone (its smb.conf did not change).
+    let o = demo(&["--cache-size", "2G"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("restarted the daemon"), "{out}");
+    let now = owner(&socket).unwrap();
+    assert_ne!(now, daemon);
+    assert_eq!(
+        fs::read_to_string(dir.join("run/supervisor.pid")).unwrap(),
+        sup
+    );
+    smb("get up.txt again.txt");
+    assert_eq!(fs::read(work.join("again.txt")).unwrap(), b"hello demo");
+}
