@@ -719,6 +719,8 @@ fn setup_demo_starts_everything_and_a_second_run_restarts_nothing() {
                 self.1.to_str().unwrap(),
             ]);
             let _ = std::process::Command::new("userdel").arg(&self.0).output();
+            // Its mountpoint under the default [mounts] root.
+            let _ = fs::remove_dir(Path::new("/srv/swiftgate/home").join(&self.0));
         }
     }
     let _p = Procs {
