@@ -83,6 +83,10 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, i64, i64)> {
 #[test]
 fn setup_merges_into_smb_conf_and_a_second_run_changes_nothing() {
     let dir = unique_dir("setupok");
+    let _c = Cleanup {
+        dir: dir.clone(),
+        groups: vec!["sgsetupadm1".into()],
+    };
     let admin =
         "[global]\n   workgroup = OFFICE\n\n[public]\n   path = /srv/public\n   read only = yes\n";
     fs::write(dir.join("smb.conf"), admin).unwrap();
@@ -134,6 +138,10 @@ fn setup_merges_into_smb_conf_and_a_second_run_changes_nothing() {
 #[test]
 fn setup_refuses_a_conflicting_homes_and_keeps_openrc_passwords_out_of_the_config() {
     let dir = unique_dir("setupbad");
+    let _c = Cleanup {
+        dir: dir.clone(),
+        groups: vec!["sgsetupadm2".into()],
+    };
     fs::write(dir.join("smb.conf"), "[homes]\n   browseable = no\n").unwrap();
     let before = listing(&dir);
     let o = setup(&dir, &[]);
