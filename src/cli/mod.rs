@@ -5,9 +5,12 @@ pub mod doctor;
 pub mod gateway;
 pub mod mount;
 pub mod recovery;
+pub mod services;
 pub mod setup;
 pub mod stat;
+pub mod supervise;
 pub mod token;
+pub mod undo;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -96,6 +99,11 @@ pub enum Cmd {
         #[arg(long, default_value = "/etc/swiftgate/gateway.toml")]
         config: PathBuf,
     },
+    /// Run the gateway daemon under a supervisor, for hosts without systemd:
+    /// detaches, writes a pidfile, restarts `serve` when it dies (1 s
+    /// backoff doubling to 30 s). SIGTERM stops it (every home flushed),
+    /// SIGHUP restarts the daemon (e.g. into an upgraded binary).
+    Supervise(supervise::SuperviseArgs),
     /// Run the gateway daemon (foreground): per-user homes for Samba.
     Serve {
         #[arg(long, default_value = "/etc/swiftgate/gateway.toml")]
@@ -179,7 +187,7 @@ impl Cmd {
     pub fn detaches(&self) -> bool {
         match self {
             Cmd::Mount(a) => !a.foreground,
-            Cmd::Demo { .. } => true,
+            Cmd::Demo { .. } | Cmd::Supervise(_) => true,
             _ => false,
         }
     }
@@ -719,6 +727,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Cmd::Token { cmd, config } => token::run(cmd, &config),
         Cmd::Recovery { cmd, config } => recovery::run(cmd, &config),
         Cmd::Setup(a) => setup::run(a),
+        Cmd::Supervise(a) => supervise::run(a),
         Cmd::Doctor { config, json } => doctor::run(&config, json),
         Cmd::Status { config, json } => {
             use crate::gateway::api::GatewayApiExt;

@@ -6,7 +6,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 const HEADER: &str = "# Written by `swiftgate setup`; run it again to change this file.";
 
@@ -60,10 +59,25 @@ pub struct SetupArgs {
     /// An existing Unix account put into the admin group.
     #[arg(long)]
     pub admin_user: Option<String>,
-    /// The local store in /var/lib/swiftgate and a demo user (password on
-    /// stdin, or "demo" when stdin is empty).
+    /// The local store in /var/lib/swiftgate and a demo user (password from
+    /// SWIFTGATE_DEMO_PASSWORD, else one line on stdin, else "demo").
     #[arg(long)]
     pub demo: bool,
+    /// The demo user's name.
+    #[arg(long, default_value = "demo", requires = "demo")]
+    pub demo_user: String,
+    /// The web console's address ([console] listen; default 127.0.0.1:8443,
+    /// loopback only: reach it through an SSH tunnel).
+    #[arg(long)]
+    pub console_listen: Option<String>,
+    /// The daemon's control socket ([control] socket; default
+    /// /run/swiftgate/gateway.sock). Without systemd the supervisor's
+    /// pidfile, supervisor.pid, goes beside it.
+    #[arg(long)]
+    pub control_socket: Option<PathBuf>,
+    /// Without systemd: the supervised daemon's log.
+    #[arg(long, default_value = super::supervise::DEFAULT_LOG)]
+    pub daemon_log: PathBuf,
     /// Restore a lost gateway from this recovery store first (the recovery
     /// key is asked for, or read from stdin), then start it.
     #[arg(long)]
@@ -169,12 +183,24 @@ fn config_text(
     let etc = &a.etc_dir;
     writeln!(
         t,
-        "[cache]\ndir = {}\nsize = {}\n\n[users]\ndb = {}\nkey_file = {}\n\n[samba]\nconfig = {}\n\n[console]\nadmin_group = {}\ntokens_file = {}\n\n[recovery]\nkey_file = {}",
+        "[cache]\ndir = {}\nsize = {}\n\n[users]\ndb = {}\nkey_file = {}\n\n[samba]\nconfig = {}\n",
         q(&e(&a.cache_dir)),
         q(&a.cache_size),
         q(&e(&etc.join("users.json"))),
         q(&e(&etc.join("secret.key"))),
         q(&e(&a.smb_conf)),
+    )?;
+    // Only when given: a config of the defaults stays byte-identical.
+    if let Some(s) = &a.control_socket {
+        writeln!(t, "[control]\nsocket = {}\n", q(&e(s)))?;
+    }
+    writeln!(t, "[console]")?;
+    if let Some(l) = &a.console_listen {
+        writeln!(t, "listen = {}", q(l))?;
+    }
+    writeln!(
+        t,
+        "admin_group = {}\ntokens_file = {}\n\n[recovery]\nkey_file = {}",
         q(&a.admin_group),
         q(&e(&etc.join("api-tokens.json"))),
         q(&e(&etc.join("recovery.key"))),
@@ -193,6 +219,21 @@ fn run_cmd(what: &str, c: &mut std::process::Command) -> Result<()> {
     Ok(())
 }
 
+/// Everything setup will write, checked; nothing written yet.
+struct Plan {
+    text: String,
+    cfg: crate::gateway::GatewayConfig,
+    merged_smb: String,
+    /// An openrc's OS_PASSWORD and the file it goes to.
+    password: Option<(PathBuf, zeroize::Zeroizing<String>)>,
+    /// The cache directory, if the probe created it.
+    cache_created: Option<PathBuf>,
+}
+
+/// The least free space the cache disk must have: 1 GiB, or the cache
+/// size when that is smaller.
+const MIN_CACHE_FREE: u64 = 1 << 30;
+
 pub fn run(mut a: SetupArgs) -> Result<i32> {
     // smb.conf's hooks name the config: an absolute path.
     a.config = std::path::absolute(&a.config)?;
@@ -200,102 +241,239 @@ pub fn run(mut a: SetupArgs) -> Result<i32> {
         bail!("setup needs root (it writes /etc and starts the daemon)");
     }
     if let Some(from) = &a.restore {
-        let swift = super::SwiftArgs::default();
-        super::recovery::restore(from, &swift, &a.config)?;
-        // This machine's smb.conf gets the gateway's block, as at setup.
-        let cfg = crate::gateway::GatewayConfig::load(&a.config)?;
-        let exe = std::env::current_exe()?;
-        let block = crate::gateway::samba::generate(&cfg, &exe, &a.config, &a.smb_global);
-        let existing = std::fs::read_to_string(&cfg.samba.config).unwrap_or_default();
-        let merged = crate::gateway::smbconf::merge(&existing, &block, &cfg.samba.share)?;
-        if write_if_changed(&cfg.samba.config, merged.as_bytes(), 0o644)? {
-            println!("setup: wrote {}", cfg.samba.config.display());
-        }
-        if a.no_start {
-            return Ok(0);
-        }
-        return start_and_check(&a);
+        return restore(&a, from);
     }
+    let plan = check(&a).map_err(|e| anyhow::anyhow!("{e:#} (nothing was written)"))?;
+    let mut undo = super::undo::Undo::default();
     let mut changed = Vec::new();
-    // Keystone: from an openrc, its password into a root-only file.
+    let mut what = super::services::Changed::default();
+    let written = write(&a, &plan, &mut undo, &mut changed, &mut what);
+    let new_key = match written {
+        Ok(k) => k,
+        Err(e) => {
+            let left = undo.rollback();
+            if left.is_empty() {
+                bail!("{e:#} (setup undid what it had written: files restored, what it created removed)");
+            }
+            bail!(
+                "{e:#}; undoing what setup had written failed too: {}",
+                left.join("; ")
+            );
+        }
+    };
+    if let Some(k) = new_key {
+        // On a terminal only: unattended (cloud-init), stdout ends up in
+        // logs and on the VM console, where the key must never be.
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() {
+            eprintln!("Recovery key (shown only now; write it down and keep it off this machine; `swiftgate recovery show-key` prints it again):");
+            println!("{}", k.display().as_str());
+        } else {
+            println!("setup: a recovery key was created in {}: print it with `swiftgate recovery show-key` (as root) and keep it off this machine", plan.cfg.recovery.key_file.display());
+        }
+    }
+    if changed.is_empty() {
+        println!("setup: nothing to change");
+    } else {
+        println!("setup: wrote {}", changed.join(", "));
+    }
+    if a.no_start {
+        return Ok(0);
+    }
+    super::services::start(&a.config, &plan.cfg, &a.daemon_log, what)?;
+    if a.demo {
+        demo_user(&a)?;
+    }
+    super::doctor::run(&a.config, false)
+}
+
+/// `setup --restore`: the state back from the store (the key opens the
+/// backup before anything is written), smb.conf's block, the daemon.
+fn restore(a: &SetupArgs, from: &str) -> Result<i32> {
+    let swift = super::SwiftArgs::default();
+    super::recovery::restore(from, &swift, &a.config)?;
+    // This machine's smb.conf gets the gateway's block, as at setup.
+    let cfg = crate::gateway::GatewayConfig::load(&a.config)?;
+    let exe = std::env::current_exe()?;
+    let block = crate::gateway::samba::generate(&cfg, &exe, &a.config, &a.smb_global);
+    let existing = std::fs::read_to_string(&cfg.samba.config).unwrap_or_default();
+    let merged = crate::gateway::smbconf::merge(&existing, &block, &cfg.samba.share)?;
+    let smb = write_if_changed(&cfg.samba.config, merged.as_bytes(), 0o644)?;
+    if smb {
+        println!("setup: wrote {}", cfg.samba.config.display());
+    }
+    if a.no_start {
+        return Ok(0);
+    }
+    let what = super::services::Changed { daemon: true, smb };
+    super::services::start(&a.config, &cfg, &a.daemon_log, what)?;
+    super::doctor::run(&a.config, false)
+}
+
+/// Every check, before anything is written. The cache directory is the
+/// one thing made here (its disk is probed by writing); it is removed
+/// again when a check fails.
+fn check(a: &SetupArgs) -> Result<Plan> {
     let env = match &a.openrc {
         Some(p) => read_openrc(p)?,
         None => Vec::new(),
     };
-    let mut password_file = a.os_password_file.clone();
-    let mut new_password_file = None;
-    if let Some((_, pw)) = env.iter().find(|(k, _)| k == "OS_PASSWORD") {
-        let p = a.etc_dir.join("keystone-password");
-        let existed = p.exists();
-        crate::secure::new_dir(&a.etc_dir)?;
-        if write_if_changed(&p, pw.as_bytes(), 0o600)? {
-            changed.push(p.display().to_string());
-            if !existed {
-                new_password_file = Some(p.clone());
-            }
-        }
-        password_file = Some(p);
-    }
-    // Whatever fails from here on leaves no new password file behind.
-    let r = configure(&a, password_file.as_deref(), &env, &mut changed);
-    if r.is_err() {
-        if let Some(p) = new_password_file {
-            let _ = std::fs::remove_file(p);
+    if let Some(l) = &a.console_listen {
+        if l.parse::<std::net::SocketAddr>().is_err() {
+            bail!("--console-listen {l:?} is not ADDR:PORT: give e.g. 127.0.0.1:8443 (loopback, through an SSH tunnel) or 0.0.0.0:8443");
         }
     }
-    let cfg = r?;
-    finish(&a, &cfg, changed)
-}
-
-fn configure(
-    a: &SetupArgs,
-    password_file: Option<&Path>,
-    env: &[(String, String)],
-    changed: &mut Vec<String>,
-) -> Result<crate::gateway::GatewayConfig> {
-    let text = config_text(a, password_file, env)?;
+    if let Some(u) = &a.admin_user {
+        if nix::unistd::User::from_name(u)?.is_none() {
+            bail!("--admin-user {u} is not a Unix account here: create it first (adduser {u}) or leave --admin-user out");
+        }
+    }
+    let password = env.iter().find(|(k, _)| k == "OS_PASSWORD").map(|(_, pw)| {
+        (
+            a.etc_dir.join("keystone-password"),
+            zeroize::Zeroizing::new(pw.clone()),
+        )
+    });
+    let password_file = match &password {
+        Some((p, _)) => Some(p.clone()),
+        None => a.os_password_file.clone(),
+    };
+    let text = config_text(a, password_file.as_deref(), &env)?;
     let cfg = crate::gateway::GatewayConfig::parse(&text, &a.config)?;
-    // The store answers with these settings, before anything is written
-    // (a wrong password or an unreachable Keystone: one message, no config).
-    if cfg.store.url.starts_with("swift://") {
-        let url = cfg.recovery_url();
-        let store = crate::gateway::recovery::open_store(&url, &cfg.store.swift)?;
-        store.head(crate::gateway::recovery::OBJECT).map_err(|e| {
-            anyhow::anyhow!("the object store does not accept these settings: {e}. Check the Keystone URL, user, password and project (nothing was written)")
-        })?;
-    }
     // An existing config setup did not write is the admin's: never replaced.
     if let Ok(old) = std::fs::read_to_string(&a.config) {
         if old != text && !old.starts_with(HEADER) {
             bail!("{} exists and was not written by setup: move it away (or edit it by hand and skip setup)", a.config.display());
         }
     }
-    // The cache disk: writable, before anything is written.
-    crate::secure::new_dir(&a.cache_dir).with_context(|| {
-        format!(
-            "the cache directory {} cannot be created",
-            a.cache_dir.display()
-        )
-    })?;
-    let probe = a.cache_dir.join(".setup-probe");
-    std::fs::write(&probe, b"x").with_context(|| {
-        format!(
-            "the cache directory {} is not writable (full or read-only disk?)",
-            a.cache_dir.display()
-        )
-    })?;
-    let _ = std::fs::remove_file(&probe);
-    // smb.conf: the merged text, checked before anything is written.
+    // smb.conf: the merged text (a conflicting [homes] is refused here).
     let exe = std::env::current_exe()?;
     let block = crate::gateway::samba::generate(&cfg, &exe, &a.config, &a.smb_global);
     let existing = std::fs::read_to_string(&a.smb_conf).unwrap_or_default();
-    let merged = crate::gateway::smbconf::merge(&existing, &block, &cfg.samba.share)?;
-    crate::secure::new_dir(&a.etc_dir)?;
-    if write_if_changed(&a.config, text.as_bytes(), 0o600)? {
-        changed.push(a.config.display().to_string());
+    let merged_smb = crate::gateway::smbconf::merge(&existing, &block, &cfg.samba.share)?;
+    // The store answers with these settings (the password from memory:
+    // its file is not written yet).
+    if cfg.store.url.starts_with("swift://") {
+        let mut flags = cfg.store.swift.clone();
+        if let Some((_, pw)) = &password {
+            flags.password = Some(crate::store::swift::Secret::new(pw.as_str()));
+        }
+        let url = cfg.recovery_url();
+        let store = crate::gateway::recovery::open_store(&url, &flags)?;
+        store.head(crate::gateway::recovery::OBJECT).map_err(|e| {
+            anyhow::anyhow!("the object store does not accept these settings: {e}. Check the Keystone URL, user, password and project")
+        })?;
     }
-    if write_if_changed(&a.smb_conf, merged.as_bytes(), 0o644)? {
+    let cache_created = check_cache(&a.cache_dir, cfg.cache.size)?;
+    Ok(Plan {
+        text,
+        cfg,
+        merged_smb,
+        password,
+        cache_created,
+    })
+}
+
+/// The cache disk: writable (a probe file), and with room: at least
+/// 1 GiB free, or the cache size when smaller. A directory made for the
+/// probe is removed again when it fails. Returns the directory it made.
+fn check_cache(dir: &Path, size: u64) -> Result<Option<PathBuf>> {
+    let mut top = None;
+    let mut cur = Some(dir);
+    while let Some(p) = cur {
+        if p.exists() {
+            break;
+        }
+        top = Some(p.to_path_buf());
+        cur = p.parent();
+    }
+    let r = probe_cache(dir, size);
+    if r.is_err() {
+        if let Some(t) = &top {
+            let _ = std::fs::remove_dir_all(t);
+        }
+    }
+    r.map(|_| top)
+}
+
+fn probe_cache(dir: &Path, size: u64) -> Result<()> {
+    let d = dir.display();
+    let why = |e: &std::io::Error| match e.raw_os_error() {
+        Some(libc::EROFS) => "it is on a read-only filesystem".to_string(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => "its disk is full".to_string(),
+        _ => e.to_string(),
+    };
+    crate::secure::new_dir(dir).map_err(|e| {
+        anyhow::anyhow!(
+            "the cache directory {d} cannot be created: {}: give --cache-dir a directory on a writable disk with room",
+            why(&e)
+        )
+    })?;
+    let probe = dir.join(".setup-probe");
+    let w = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&probe)?;
+        f.write_all(&[0u8; 64 << 10])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&probe);
+    w.map_err(|e| {
+        anyhow::anyhow!(
+            "the cache directory {d} is not writable: {} (a 64 KiB probe failed): free space there, or give --cache-dir a directory on a writable disk with room",
+            why(&e)
+        )
+    })?;
+    let st = nix::sys::statvfs::statvfs(dir)?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let need = MIN_CACHE_FREE.min(size);
+    if free < need {
+        bail!(
+            "the cache disk of {d} has {} free; setup wants at least 1 GiB or the cache size ({}), whichever is smaller: free space there, give --cache-dir on a bigger disk, or a smaller --cache-size",
+            super::human(free),
+            super::human(size),
+        );
+    }
+    Ok(())
+}
+
+/// Write `body` only when it differs (a second setup touches nothing);
+/// what it held before goes into `undo`.
+fn write_journaled(undo: &mut super::undo::Undo, p: &Path, body: &[u8], mode: u32) -> Result<bool> {
+    if std::fs::read(p).ok().as_deref() == Some(body) {
+        return Ok(false);
+    }
+    undo.file(p);
+    write_if_changed(p, body, mode)
+}
+
+/// The writes, in order; a failing one stops the run (the caller undoes).
+/// Returns the recovery key when this run created it.
+fn write(
+    a: &SetupArgs,
+    plan: &Plan,
+    undo: &mut super::undo::Undo,
+    changed: &mut Vec<String>,
+    what: &mut super::services::Changed,
+) -> Result<Option<crate::gateway::recovery::RecoveryKey>> {
+    if let Some(c) = &plan.cache_created {
+        undo.created_dir(c.clone());
+    }
+    undo.dir(&a.etc_dir);
+    crate::secure::new_dir(&a.etc_dir)
+        .with_context(|| format!("creating {}", a.etc_dir.display()))?;
+    if let Some((p, pw)) = &plan.password {
+        if write_journaled(undo, p, pw.as_bytes(), 0o600)? {
+            changed.push(p.display().to_string());
+            what.daemon = true;
+        }
+    }
+    if write_journaled(undo, &a.config, plan.text.as_bytes(), 0o600)? {
+        changed.push(a.config.display().to_string());
+        what.daemon = true;
+    }
+    if write_journaled(undo, &a.smb_conf, plan.merged_smb.as_bytes(), 0o644)? {
         changed.push(a.smb_conf.display().to_string());
+        what.smb = true;
     }
     if nix::unistd::Group::from_name(&a.admin_group)?.is_none() {
         run_cmd(
@@ -304,6 +482,7 @@ fn configure(
                 .arg("--system")
                 .arg(&a.admin_group),
         )?;
+        undo.group(&a.admin_group);
         changed.push(format!("group {}", a.admin_group));
     }
     if let Some(u) = &a.admin_user {
@@ -318,97 +497,105 @@ fn configure(
                     u,
                 ]),
             )?;
+            undo.member(u, &a.admin_group);
             changed.push(format!("{u} in group {}", a.admin_group));
         }
     }
-    if !cfg.recovery.key_file.exists() {
-        let k = crate::gateway::recovery::init_key(&cfg)?;
-        // On a terminal only: unattended (cloud-init), stdout ends up in
-        // logs and on the VM console, where the key must never be.
-        use std::io::IsTerminal;
-        if std::io::stdout().is_terminal() {
-            eprintln!("Recovery key (shown only now; write it down and keep it off this machine; `swiftgate recovery show-key` prints it again):");
-            println!("{}", k.display().as_str());
-        } else {
-            println!("setup: a recovery key was created in {}: print it with `swiftgate recovery show-key` (as root) and keep it off this machine", cfg.recovery.key_file.display());
-        }
-        changed.push(cfg.recovery.key_file.display().to_string());
+    let key_file = &plan.cfg.recovery.key_file;
+    if key_file.exists() {
+        return Ok(None);
     }
-    Ok(cfg)
+    undo.file(key_file);
+    let k = crate::gateway::recovery::init_key(&plan.cfg)
+        .with_context(|| format!("creating the recovery key {}", key_file.display()))?;
+    changed.push(key_file.display().to_string());
+    Ok(Some(k))
 }
 
-fn finish(a: &SetupArgs, cfg: &crate::gateway::GatewayConfig, changed: Vec<String>) -> Result<i32> {
-    if changed.is_empty() {
-        println!("setup: nothing to change");
-    } else {
-        println!("setup: wrote {}", changed.join(", "));
+/// The demo user, once (a second `setup --demo` adds nothing).
+fn demo_user(a: &SetupArgs) -> Result<()> {
+    use crate::gateway::api::GatewayApiExt;
+    let api = super::gateway::api(&a.config)?;
+    match api.user(&a.demo_user) {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind == crate::gateway::api::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
     }
-    if a.no_start {
-        return Ok(0);
-    }
-    if a.demo
-        && !crate::gateway::usermap::UserMap::open(&cfg.users.db, &cfg.users.key_file)?
-            .contains("demo")?
-    {
-        start_and_check(a)?;
-        let api = super::gateway::api(&a.config)?;
-        let pw = std::env::var("SWIFTGATE_DEMO_PASSWORD").unwrap_or_else(|_| "demo".into());
-        super::gateway::run_change(
-            &*api,
-            crate::gateway::api::Request::UserAdd(crate::gateway::api::UserAdd {
-                user: "demo".into(),
-                password: crate::gateway::api::Secret::new(pw),
-                credentials: None,
-                adopt: false,
-            }),
-        )?;
-        return Ok(0);
-    }
-    start_and_check(a)
+    let pw = demo_password()?;
+    super::gateway::run_change(
+        &*api,
+        crate::gateway::api::Request::UserAdd(crate::gateway::api::UserAdd {
+            user: a.demo_user.clone(),
+            password: crate::gateway::api::Secret::new(pw.as_str()),
+            credentials: None,
+            adopt: false,
+        }),
+    )?;
+    Ok(())
 }
 
-/// Start (or restart) the daemon, then `doctor`.
-fn start_and_check(a: &SetupArgs) -> Result<i32> {
-    let systemd = std::fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "systemd");
-    if systemd {
-        run_cmd(
-            "systemctl",
-            std::process::Command::new("systemctl").args(["enable", "swiftgate"]),
-        )?;
-        run_cmd(
-            "systemctl",
-            std::process::Command::new("systemctl").args(["restart", "swiftgate", "smbd"]),
-        )?;
-        println!("setup: the daemon runs under systemd (swiftgate.service)");
-    } else {
-        use crate::gateway::api::GatewayApiExt;
-        let c = super::gateway::client(&a.config, Duration::from_secs(5))?;
-        if c.ping().is_err() {
-            let log = PathBuf::from("/var/log/swiftgate");
-            crate::secure::new_dir(&log)?;
-            let out = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log.join("daemon.log"))?;
-            use std::os::unix::process::CommandExt;
-            std::process::Command::new(std::env::current_exe()?)
-                .args(["serve", "--config"])
-                .arg(&a.config)
-                .stdin(std::process::Stdio::null())
-                .stdout(out.try_clone()?)
-                .stderr(out)
-                .process_group(0)
-                .spawn()
-                .context("starting the daemon")?;
-            let until = std::time::Instant::now() + Duration::from_secs(60);
-            while c.ping().is_err() {
-                if std::time::Instant::now() > until {
-                    bail!("the daemon did not start: see /var/log/swiftgate/daemon.log");
-                }
-                std::thread::sleep(Duration::from_millis(300));
-            }
+/// SWIFTGATE_DEMO_PASSWORD, else the first line of stdin (not a
+/// terminal), else "demo".
+fn demo_password() -> Result<zeroize::Zeroizing<String>> {
+    use std::io::{BufRead, IsTerminal};
+    if let Ok(p) = std::env::var("SWIFTGATE_DEMO_PASSWORD") {
+        if !p.is_empty() {
+            return Ok(zeroize::Zeroizing::new(p));
         }
-        println!("setup: no systemd here (PID 1 is not systemd): the daemon runs in the background, NOT restarted if it dies (log: /var/log/swiftgate/daemon.log)");
     }
-    super::doctor::run(&a.config, false)
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = zeroize::Zeroizing::new(String::new());
+        stdin.lock().read_line(&mut line)?;
+        let t = line.trim_end_matches(['\r', '\n']);
+        if !t.is_empty() {
+            return Ok(zeroize::Zeroizing::new(t.to_string()));
+        }
+    }
+    Ok(zeroize::Zeroizing::new("demo".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: SetupArgs,
+    }
+
+    fn args(extra: &[&str]) -> SetupArgs {
+        let mut v = vec!["t", "--store-url", "local:///s/{user}"];
+        v.extend(extra);
+        T::parse_from(v).a
+    }
+
+    #[test]
+    fn defaults_give_the_same_text_as_before_and_flags_add_their_lines() {
+        let t = config_text(&args(&[]), None, &[]).unwrap();
+        assert_eq!(
+            t,
+            format!("{HEADER}\n[store]\nurl = \"local:///s/{{user}}\"\n[cache]\ndir = \"/var/cache/swiftgate\"\nsize = \"20G\"\n\n[users]\ndb = \"/etc/swiftgate/users.json\"\nkey_file = \"/etc/swiftgate/secret.key\"\n\n[samba]\nconfig = \"/etc/samba/smb.conf\"\n\n[console]\nadmin_group = \"swiftgate-admin\"\ntokens_file = \"/etc/swiftgate/api-tokens.json\"\n\n[recovery]\nkey_file = \"/etc/swiftgate/recovery.key\"\n")
+        );
+        let t = config_text(
+            &args(&[
+                "--console-listen",
+                "0.0.0.0:9443",
+                "--control-socket",
+                "/run/x/g.sock",
+            ]),
+            None,
+            &[],
+        )
+        .unwrap();
+        let cfg = crate::gateway::GatewayConfig::parse(&t, Path::new("/g.toml")).unwrap();
+        assert_eq!(cfg.console.listen, "0.0.0.0:9443");
+        assert_eq!(cfg.control.socket, Path::new("/run/x/g.sock"));
+        assert_eq!(
+            super::super::supervise::pidfile_for(&cfg),
+            Path::new("/run/x/supervisor.pid")
+        );
+    }
 }
