@@ -207,6 +207,37 @@ fn setup_refuses_a_conflicting_homes_and_keeps_openrc_passwords_out_of_the_confi
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// The Debian package installs a commented default config: setup replaces
+/// that (a fresh install must configure), but never an edited copy.
+#[test]
+fn setup_replaces_the_packaged_default_config_but_not_an_edited_one() {
+    let dir = unique_dir("setuppkg");
+    let _c = Cleanup {
+        dir: dir.clone(),
+        groups: vec!["sgsetupadm3".into()],
+    };
+    let packaged =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("provisioning/gateway.toml"))
+            .unwrap();
+    let edited = format!("{packaged}\n# the admin's own line\n");
+    fs::write(dir.join("gateway.toml"), &edited).unwrap();
+    let o = setup_with(&dir, "sgsetupadm3", &[], "");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not written by setup"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("gateway.toml")).unwrap(),
+        edited
+    );
+    fs::write(dir.join("gateway.toml"), &packaged).unwrap();
+    ok(setup_with(&dir, "sgsetupadm3", &[], ""));
+    let cfg = fs::read_to_string(dir.join("gateway.toml")).unwrap();
+    assert!(cfg.starts_with("# Written by `swiftgate setup`"), "{cfg}");
+}
+
 /// The cloud-init user-data files: `#cloud-config`, valid YAML, and valid
 /// for cloud-init's own schema (Debian's cloud-init package).
 #[test]

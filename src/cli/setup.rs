@@ -8,6 +8,18 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 const HEADER: &str = "# Written by `swiftgate setup`; run it again to change this file.";
+/// The commented default the Debian package installs as the config: not
+/// the admin's, so setup may replace it (an edited copy is the admin's).
+const PACKAGED_DEFAULT: &str = include_str!("../../provisioning/gateway.toml");
+
+/// smb.conf as setup merges it: the distribution's own [homes] disabled
+/// (compared with the pristine copy Debian keeps).
+fn smb_conf_text(p: &Path) -> String {
+    let existing = std::fs::read_to_string(p).unwrap_or_default();
+    let stock =
+        std::fs::read_to_string(crate::gateway::smbconf::DISTRIBUTION_SMB_CONF).unwrap_or_default();
+    crate::gateway::smbconf::disable_stock_homes(&existing, &stock)
+}
 
 #[derive(Debug, Args)]
 pub struct SetupArgs {
@@ -290,13 +302,16 @@ pub fn run(mut a: SetupArgs) -> Result<i32> {
 /// `setup --restore`: the state back from the store (the key opens the
 /// backup before anything is written), smb.conf's block, the daemon.
 fn restore(a: &SetupArgs, from: &str) -> Result<i32> {
+    // A conflicting [homes] is refused before the restore writes anything
+    // (the restored config may name another share; it is checked again).
+    crate::gateway::smbconf::merge(&smb_conf_text(&a.smb_conf), "", "home")?;
     let swift = super::SwiftArgs::default();
     super::recovery::restore(from, &swift, &a.config)?;
     // This machine's smb.conf gets the gateway's block, as at setup.
     let cfg = crate::gateway::GatewayConfig::load(&a.config)?;
     let exe = std::env::current_exe()?;
     let block = crate::gateway::samba::generate(&cfg, &exe, &a.config, &a.smb_global);
-    let existing = std::fs::read_to_string(&cfg.samba.config).unwrap_or_default();
+    let existing = smb_conf_text(&cfg.samba.config);
     let merged = crate::gateway::smbconf::merge(&existing, &block, &cfg.samba.share)?;
     let smb = write_if_changed(&cfg.samba.config, merged.as_bytes(), 0o644)?;
     if smb {
@@ -342,14 +357,14 @@ fn check(a: &SetupArgs) -> Result<Plan> {
     let cfg = crate::gateway::GatewayConfig::parse(&text, &a.config)?;
     // An existing config setup did not write is the admin's: never replaced.
     if let Ok(old) = std::fs::read_to_string(&a.config) {
-        if old != text && !old.starts_with(HEADER) {
+        if old != text && !old.starts_with(HEADER) && old != PACKAGED_DEFAULT {
             bail!("{} exists and was not written by setup: move it away (or edit it by hand and skip setup)", a.config.display());
         }
     }
     // smb.conf: the merged text (a conflicting [homes] is refused here).
     let exe = std::env::current_exe()?;
     let block = crate::gateway::samba::generate(&cfg, &exe, &a.config, &a.smb_global);
-    let existing = std::fs::read_to_string(&a.smb_conf).unwrap_or_default();
+    let existing = smb_conf_text(&a.smb_conf);
     let merged_smb = crate::gateway::smbconf::merge(&existing, &block, &cfg.samba.share)?;
     // The store answers with these settings (the password from memory:
     // its file is not written yet).
