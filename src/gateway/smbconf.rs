@@ -86,34 +86,38 @@ fn section_name(line: &str) -> Option<&str> {
 }
 
 /// A fresh Debian install's smb.conf shares every Unix home as [homes];
-/// on a gateway that would compete with the home share. When the [homes]
-/// section is exactly the distribution's (same settings as `stock`, the
-/// pristine copy), it is commented out with a note; an admin's own [homes]
-/// is left for `merge` to refuse. Same input, same output.
+/// on a gateway that would compete with the home share. A [homes] section
+/// exactly as the distribution ships it (same settings as in `stock`, the
+/// pristine copy) is commented out with a note; an admin's own [homes] is
+/// left for `merge` to refuse. Same input, same output.
 pub fn disable_stock_homes(existing: &str, stock: &str) -> String {
-    let (Some(ours), Some(theirs)) = (
-        section_body(existing, "homes"),
-        section_body(stock, "homes"),
-    ) else {
+    let Some(theirs) = section_body(stock, "homes") else {
         return existing.to_string();
     };
-    if ours != theirs {
-        return existing.to_string();
-    }
+    let lines: Vec<&str> = existing.lines().collect();
     let mut out = Vec::new();
-    let mut inside = false;
-    for line in existing.lines() {
-        let t = line.trim();
-        if let Some(n) = section_name(t) {
-            inside = n.eq_ignore_ascii_case("homes");
-            if inside {
-                out.push(STOCK_NOTE.to_string());
+    let mut i = 0;
+    while i < lines.len() {
+        let is_homes =
+            section_name(lines[i].trim()).is_some_and(|n| n.eq_ignore_ascii_case("homes"));
+        let end = (i + 1..lines.len())
+            .find(|&j| section_name(lines[j].trim()).is_some())
+            .unwrap_or(lines.len());
+        let section = lines[i..end].join("\n");
+        if is_homes && section_body(&section, "homes").as_ref() == Some(&theirs) {
+            out.push(STOCK_NOTE.to_string());
+            for l in &lines[i..end] {
+                let t = l.trim();
+                if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
+                    out.push(l.to_string());
+                } else {
+                    out.push(format!(";{l}"));
+                }
             }
-        }
-        if inside && !t.is_empty() && !t.starts_with('#') && !t.starts_with(';') {
-            out.push(format!(";{line}"));
+            i = end;
         } else {
-            out.push(line.to_string());
+            out.push(lines[i].to_string());
+            i += 1;
         }
     }
     let mut text = out.join("\n");
@@ -145,6 +149,14 @@ mod tests {
         assert_eq!(disable_stock_homes(&admin, STOCK), admin);
         assert!(matches!(
             merge(&admin, "[home]\n", "home"),
+            Err(SmbConfError::Conflict(..))
+        ));
+        // The stock [homes] and the admin's own: only the stock one goes.
+        let both = format!("{STOCK}\n[homes]\n   path = /srv/%S\n");
+        let once = disable_stock_homes(&both, STOCK);
+        assert!(once.contains(";[homes]") && once.contains("\n[homes]\n   path = /srv/%S"));
+        assert!(matches!(
+            merge(&once, "[home]\n", "home"),
             Err(SmbConfError::Conflict(..))
         ));
         // No pristine copy to compare with: nothing is touched.
