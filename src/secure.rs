@@ -47,10 +47,25 @@ pub fn private_dir(path: &Path) -> io::Result<()> {
 /// root, which smbd enters as each user): 0755, nothing readable inside
 /// but the mounts themselves.
 pub fn passable_dir(path: &Path) -> io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(path)?;
+    // Every directory made here gets 0755, parents too: under the daemon's
+    // umask a recursive create would leave a new /srv/swiftgate 0700 and
+    // every user locked out of their mounted home below it.
+    let mut missing = Vec::new();
+    let mut p = path;
+    while !p.exists() {
+        missing.push(p.to_path_buf());
+        match p.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+            _ => break,
+        }
+    }
+    for d in missing.iter().rev() {
+        match std::fs::DirBuilder::new().mode(0o755).create(d) {
+            Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
     let m = std::fs::metadata(path)?;
     if m.mode() & 0o7777 != 0o755 {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
@@ -100,6 +115,21 @@ pub fn private_file(path: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn passable_dir_makes_every_new_parent_passable_under_a_tight_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("sg-passable-{}", std::process::id()));
+        let leaf = base.join("srv/swiftgate/home");
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+        let r = super::passable_dir(&leaf);
+        nix::sys::stat::umask(old);
+        r.unwrap();
+        for d in [base.join("srv"), base.join("srv/swiftgate"), leaf.clone()] {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o755, "{}", d.display());
+        }
+        std::fs::remove_dir_all(&base).unwrap();
+    }
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 

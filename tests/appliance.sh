@@ -55,6 +55,10 @@ drop_containers() {
 }
 cleanup() {
     local rc=$?
+    if [ $rc != 0 ] && [ -n "${SWIFTGATE_APPLIANCE_KEEP:-}" ] && [ -n "${root_holder:-}" ]; then
+        echo "appliance: kept for a look (SWIFTGATE_APPLIANCE_KEEP): nsenter -t $root_pid -m -p -u chroot $root bash; then kill $root_holder; rm -rf $work" >&2
+        exit $rc
+    fi
     root_destroy || true
     drop_containers
     rm -rf "$work"
@@ -232,7 +236,7 @@ grep -q '^\[scans\]' "$root/etc/samba/smb.conf" || die "setup dropped the admin'
 ok "the admin's [scans] share kept"
 in_root id -nG opsadmin | grep -qw swiftgate-admin || die "opsadmin is not in swiftgate-admin"
 ok "opsadmin in swiftgate-admin"
-! grep -rq "secret" "$root/etc/swiftgate/gateway.toml" || die "the Keystone password is in gateway.toml"
+! grep -q "\"$OS_PASSWORD\"" "$root/etc/swiftgate/gateway.toml" || die "the Keystone password is in gateway.toml"
 [ "$(stat -c %a "$root/etc/swiftgate/keystone-password")" = 600 ] || die "keystone-password is not 0600"
 ok "Keystone password in a 0600 file, not in the config"
 doctor_green
