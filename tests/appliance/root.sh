@@ -83,7 +83,7 @@ root_start() {
         mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"
         mount --bind "$2" "$r/var/cache/apt/archives"
         touch "$3"
-        exec sleep infinity' bash "$root" "$appliance_dir/archives" "$ready" "$(cat "$root/etc/hostname")" &
+        exec sleep infinity' bash "$root" "$appliance_dir/archives" "$ready" "$(cat "$root/etc/hostname")" 9>&- &
     root_holder=$!
     local _
     for _ in $(seq 100); do
@@ -98,11 +98,13 @@ root_start() {
 }
 
 # in_root CMD...: runs a command inside the root (its namespaces, chrooted),
-# as root with a clean login-like environment.
+# as root with a clean login-like environment. The caller's open files
+# beyond stdio (its run lock on fd 9) stay out: daemons started in the
+# root would hold them.
 in_root() {
     nsenter --target "$root_pid" --mount --pid --uts -- chroot "$root" \
         /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
-        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@" 9>&-
 }
 
 # root_destroy: every process of the root killed, its mounts gone, its
