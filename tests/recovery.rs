@@ -242,6 +242,9 @@ fn a_destroyed_gateway_comes_back_from_the_store_with_the_recovery_key() {
     ok(sys(&["userdel", &bob]));
     let _ = sys(&["groupdel", &bob]);
 
+    // A new VM has the package's commented default config: no gateway's,
+    // so the restore replaces it.
+    fs::write(&g.config, swiftgate::gateway::config::PACKAGED_DEFAULT).unwrap();
     // The restore (through setup, which also puts the home share into
     // smb.conf), key typed in any spelling.
     let o = g.sg(

@@ -8,9 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 const HEADER: &str = "# Written by `swiftgate setup`; run it again to change this file.";
-/// The commented default the Debian package installs as the config: not
-/// the admin's, so setup may replace it (an edited copy is the admin's).
-const PACKAGED_DEFAULT: &str = include_str!("../../provisioning/gateway.toml");
+use crate::gateway::config::PACKAGED_DEFAULT;
 
 /// smb.conf as setup merges it: the distribution's own [homes] disabled
 /// (compared with the pristine copy Debian keeps).

@@ -6,6 +6,11 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The commented default the Debian package installs as the config
+/// (`provisioning/gateway.toml`): no gateway's own, so `setup` and a
+/// restore may replace it (an edited copy is the admin's and is kept).
+pub const PACKAGED_DEFAULT: &str = include_str!("../../provisioning/gateway.toml");
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {cause}")]

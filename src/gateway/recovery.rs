@@ -713,7 +713,9 @@ pub fn restore(
     for f in &bundle.files {
         let p = target(&f.role, &f.path);
         if let Some(now) = read_opt(&p)? {
-            if now != *data(f)? {
+            // The package's untouched default config is no gateway's.
+            let packaged = f.role == "config" && now == super::config::PACKAGED_DEFAULT.as_bytes();
+            if now != *data(f)? && !packaged {
                 problems.push(format!(
                     "{} exists and differs from the backup: this is not a fresh gateway (move it away to restore over it)",
                     p.display()
