@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShareError {
@@ -465,10 +466,56 @@ pub fn mount_all(gw: &Arc<Gateway>) {
             return;
         }
     };
+    let mut failed = Vec::new();
     for r in list.shares.values().filter(|r| !r.removed) {
         if let Err(e) = mount(gw, r) {
-            tracing::error!(share = %r.spec.name, "cannot mount the team share: {e}");
+            tracing::error!(share = %r.spec.name, "cannot mount the team share: {e}; trying again every {}s", RETRY.as_secs());
+            failed.push(r.spec.name.clone());
         }
+    }
+    if !failed.is_empty() {
+        retry(gw.clone(), failed);
+    }
+}
+
+/// How often a share that could not be mounted at start is tried again.
+const RETRY: Duration = Duration::from_secs(10);
+
+/// Shares that failed at start (the store unreachable for a while, or the
+/// lease of the gateway this one was restored from not yet expired) are
+/// tried again until mounted, removed, or the daemon stops.
+fn retry(gw: Arc<Gateway>, mut names: Vec<String>) {
+    let spawned = std::thread::Builder::new()
+        .name("share-retry".into())
+        .spawn(move || {
+            while !names.is_empty() {
+                let until = std::time::Instant::now() + RETRY;
+                while std::time::Instant::now() < until {
+                    if gw.stopping() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                let Ok(list) = load(&gw.cfg) else { continue };
+                names.retain(|n| {
+                    let Some(r) = list.shares.get(n).filter(|r| !r.removed) else {
+                        return false;
+                    };
+                    match mount(&gw, r) {
+                        Ok(()) => {
+                            tracing::info!(share = %n, "team share mounted (on a later try)");
+                            false
+                        }
+                        Err(e) => {
+                            tracing::debug!(share = %n, "team share still not mountable: {e}");
+                            true
+                        }
+                    }
+                });
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the share retry thread: {e}");
     }
 }
 
