@@ -416,7 +416,7 @@ grep -q "nothing to change" <<<"$out" || { echo "$out" >&2; die "the second setu
     || die "the second setup --demo touched files"
 [ "$(serve_pid)" = "$pid_before" ] || die "the second setup --demo restarted the daemon"
 ok "second setup --demo: nothing touched"
-run "console answers" in_root sh -c "exec 3<>/dev/tcp/127.0.0.1/$console_port && printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && cat <&3"
+run "console answers" in_root bash -c "exec 3<>/dev/tcp/127.0.0.1/$console_port && printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && cat <&3"
 grep -q "200" <<<"$out" || die "console /healthz"
 root_destroy
 

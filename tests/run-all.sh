@@ -34,6 +34,14 @@ check cargo test --quiet
 echo "== the filesystem tests again, against the real Swift"
 SWIFTGATE_TEST_STORE=swift PROPTEST_CASES=16 check cargo test --quiet --test engine --test posix --test model
 
+echo "== every shell script (shellcheck), cloud-init's runcmd snippets too"
+bash tests/lint-scripts.sh
+echo "== the Debian package: contents, modes, unit, maintainer scripts"
+# From the test build (the release build is provisioning/build-deb.sh's).
+SWIFTGATE_DEB_ARGS="--profile dev --no-build --fast" bash tests/package.sh
+echo "== the appliance: the package in fresh Debian 12 roots, setup, upgrade, recovery, cloud-init"
+bash tests/appliance.sh
+
 echo "== pjdfstest against a swiftgate mount"
 work=$(mktemp -d /tmp/swiftgate-pjd.XXXXXX)
 bin=target/debug/swiftgate

@@ -19,6 +19,8 @@ fc-list 2>/dev/null | grep -qi 'noto.*cjk' || need+=(fonts-noto-cjk)
 command -v cloud-init >/dev/null || need+=(cloud-init)
 # tests/lint-scripts.sh: shellcheck, and PyYAML for the cloud-init snippets.
 command -v shellcheck >/dev/null || need+=(shellcheck)
+# tests/appliance.sh: fresh Debian roots to install the package into.
+command -v debootstrap >/dev/null || need+=(debootstrap)
 # Debian's interpreter (the one python3-yaml is for), not a pyenv shim's.
 /usr/bin/python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
 if [ ${#need[@]} -gt 0 ]; then
