@@ -432,7 +432,7 @@ cp "$deb" "$root/root/swiftgate.deb"
 fill_placeholders cloud-init/user-data.yaml "$work/user-data" \
     KEYSTONE_AUTH_URL="$OS_AUTH_URL" API_USER="$OS_USERNAME" API_PASSWORD=secret \
     TENANT_ID="$SWIFT_AIO_PROJECT_ID" SWIFTGATE_DEB_URL=file:///root/swiftgate.deb \
-    ADMIN_UNIX_USER=debian
+    ADMIN_UNIX_USER=debian CACHE_SIZE=2G
 cloud_init gw4 "$work/user-data"
 [ -n "$(serve_pid)" ] || die "no daemon after cloud-init"
 in_root id -nG debian | grep -qw swiftgate-admin || die "the default user is not a console admin"
