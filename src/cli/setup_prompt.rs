@@ -42,10 +42,11 @@ impl Ask for Terminal {
 /// the person ended the input (Ctrl-D), nothing is to be done.
 pub(super) fn ask_missing(a: &mut SetupArgs) -> Result<bool> {
     use std::io::IsTerminal;
-    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) || !missing(a) {
-        return Ok(true);
+    let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if terminal && missing(a) {
+        return ask(a, &mut Terminal);
     }
-    ask(a, &mut Terminal)
+    Ok(true)
 }
 
 fn given(v: &Option<String>) -> bool {
