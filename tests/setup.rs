@@ -879,3 +879,243 @@ fn setup_demo_starts_everything_and_a_second_run_restarts_nothing() {
     smb("get up.txt again.txt");
     assert_eq!(fs::read(work.join("again.txt")).unwrap(), b"hello demo");
 }
+
+/// `swiftgate` on a pseudo-terminal (stdin, stdout and stderr): what it
+/// prints is collected, answers are typed; killed on drop.
+struct Pty {
+    master: fs::File,
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    seen: usize,
+}
+
+impl Pty {
+    fn spawn(args: &[&str]) -> Pty {
+        use std::os::unix::process::CommandExt as _;
+        let p = nix::pty::openpty(None, None).unwrap();
+        let io = || std::process::Stdio::from(p.slave.try_clone().unwrap());
+        let mut c = std::process::Command::new(BIN);
+        c.args(args)
+            .env("OS_AUTH_URL", "")
+            .env("OS_CLOUD", "")
+            .stdin(io())
+            .stdout(io())
+            .stderr(io());
+        // Its own session: the test's own terminal (if any) stays out.
+        unsafe {
+            c.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(Into::into));
+        }
+        let child = c.spawn().unwrap();
+        drop(c);
+        drop(p.slave);
+        let master = fs::File::from(p.master);
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut r, o) = (master.try_clone().unwrap(), out.clone());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut b = [0u8; 4096];
+            // EIO once the child (the last holder of the slave) is gone.
+            while let Ok(n) = r.read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+                o.lock().unwrap().extend_from_slice(&b[..n]);
+            }
+        });
+        Pty {
+            master,
+            child,
+            out,
+            seen: 0,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    /// Waits for `s` after what was waited for before.
+    fn expect(&mut self, s: &str) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let t = self.text();
+            if let Some(i) = t[self.seen.min(t.len())..].find(s) {
+                self.seen += i + s.len();
+                return;
+            }
+            assert!(std::time::Instant::now() < until, "no {s:?} in:\n{t}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn type_line(&mut self, s: &str) {
+        use std::io::Write;
+        self.master.write_all(format!("{s}\n").as_bytes()).unwrap();
+    }
+
+    fn ctrl_d(&mut self) {
+        use std::io::Write;
+        self.master.write_all(b"\x04").unwrap();
+    }
+
+    /// The exit code and everything printed.
+    fn finish(mut self) -> (i32, String) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        let code = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s.code().unwrap_or(-1);
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "still running:\n{}",
+                self.text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        // The reader's last bytes.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        (code, self.text())
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `setup` flags for a test's paths, without the cache and admin flags
+/// (those are what the prompts ask for).
+fn pty_args(dir: &Path, group: &str) -> Vec<String> {
+    let p = |f: &str| dir.join(f).display().to_string();
+    vec![
+        "setup".into(),
+        "--no-start".into(),
+        "--config".into(),
+        p("gateway.toml"),
+        "--etc-dir".into(),
+        p("etc"),
+        "--smb-conf".into(),
+        p("smb.conf"),
+        "--admin-group".into(),
+        group.into(),
+    ]
+}
+
+#[test]
+fn setup_on_a_terminal_asks_for_the_cache_and_admin_and_ctrl_d_aborts() {
+    let dir = unique_dir("setuppty");
+    let group = format!("sgpty{:06x}", gw::rand_u32() & 0xffffff);
+    let _c = Cleanup {
+        dir: dir.clone(),
+        groups: vec![group.clone()],
+    };
+    fs::write(dir.join("smb.conf"), "[global]\n   workgroup = X\n").unwrap();
+    let store = format!("local://{}/homes/{{user}}", dir.display());
+    let mut args = pty_args(&dir, &group);
+    args.extend(["--store-url".into(), store]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Ctrl-D at a question: nothing written.
+    let before = listing(&dir);
+    let mut t = Pty::spawn(&args);
+    t.expect("setup: answering a few questions (or give them as flags: swiftgate setup --help)");
+    t.expect("Cache directory [/var/cache/swiftgate] ");
+    t.ctrl_d();
+    let (code, out) = t.finish();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("setup: aborted, nothing was written"), "{out}");
+    assert_eq!(listing(&dir), before);
+    assert!(nix::unistd::Group::from_name(&group).unwrap().is_none());
+    // Answered: as if given as flags; a wrong answer is asked again.
+    let cache = dir.join("my-cache");
+    let mut t = Pty::spawn(&args);
+    t.expect("Cache directory [/var/cache/swiftgate] ");
+    t.type_line(cache.to_str().unwrap());
+    t.expect("Cache size [20G] ");
+    t.type_line("huge");
+    t.expect("is not a size");
+    t.expect("Cache size [20G] ");
+    t.type_line("1G");
+    t.expect("Unix account to make a console admin (empty: none) [] ");
+    t.type_line("sgnosuchuser");
+    t.expect("sgnosuchuser is not a Unix account here");
+    t.expect("(empty: none) [] ");
+    t.type_line("");
+    let (code, out) = t.finish();
+    assert_eq!(code, 0, "{out}");
+    let cfg = fs::read_to_string(dir.join("gateway.toml")).unwrap();
+    assert!(
+        cfg.contains(&format!("dir = \"{}\"", cache.display())) && cfg.contains("size = \"1G\""),
+        "{cfg}"
+    );
+    assert!(cache.is_dir());
+    // A terminal: the recovery key is shown (once).
+    let key = fs::read_to_string(dir.join("etc/recovery.key")).unwrap();
+    assert!(out.contains(key.trim()), "{out}");
+    // Given as flags, nothing is asked: the same config, nothing changed.
+    let mut flags = args.clone();
+    flags.extend([
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--cache-size",
+        "1G",
+        "--admin-user",
+        "root",
+    ]);
+    let t = Pty::spawn(&flags);
+    let (code, out) = t.finish();
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("answering a few questions"), "{out}");
+    assert!(
+        !out.contains(&format!("wrote {}", dir.join("gateway.toml").display())),
+        "{out}"
+    );
+}
+
+#[test]
+fn setup_on_a_terminal_asks_for_an_openrc_and_its_password_without_echo() {
+    let dir = unique_dir("setuppty2");
+    let group = format!("sgpty{:06x}", gw::rand_u32() & 0xffffff);
+    let _c = Cleanup {
+        dir: dir.clone(),
+        groups: vec![group.clone()],
+    };
+    fs::write(dir.join("smb.conf"), "[global]\n   workgroup = X\n").unwrap();
+    // Horizon's openrc: the password is read at `source` time. Keystone
+    // at a closed port.
+    let rc = dir.join("openrc.sh");
+    fs::write(
+        &rc,
+        "export OS_AUTH_URL=http://127.0.0.1:9/v3\nexport OS_USERNAME=\"alice\"\nexport OS_PROJECT_NAME=p\nexport OS_USER_DOMAIN_NAME=Default\nexport OS_PROJECT_DOMAIN_NAME=Default\necho \"Please enter your OpenStack Password: \"\nread -sr OS_PASSWORD_INPUT\nexport OS_PASSWORD=$OS_PASSWORD_INPUT\n",
+    )
+    .unwrap();
+    let before = listing(&dir);
+    let args = pty_args(&dir, &group);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut t = Pty::spawn(&args);
+    t.expect("Object store: 1) OpenStack Swift (an openrc file from Horizon/ConoHa)  2) the local demo store [1] ");
+    t.type_line("");
+    t.expect("Path of the openrc file [] ");
+    t.type_line(dir.join("missing.sh").to_str().unwrap());
+    t.expect("does not exist");
+    t.expect("Path of the openrc file [] ");
+    t.type_line(rc.to_str().unwrap());
+    t.expect("Keystone password of alice");
+    t.type_line("typed-s3cret-pw");
+    t.expect("Cache directory [/var/cache/swiftgate] ");
+    t.type_line(dir.join("cache").to_str().unwrap());
+    t.expect("Cache size [20G] ");
+    t.type_line("1G");
+    t.expect("(empty: none) [] ");
+    t.type_line("");
+    let (code, out) = t.finish();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("does not accept these settings") && out.contains("nothing was written"),
+        "{out}"
+    );
+    // Not echoed, not in the error.
+    assert!(!out.contains("typed-s3cret-pw"), "{out}");
+    assert_eq!(listing(&dir), before);
+}

@@ -7,6 +7,7 @@ pub mod mount;
 pub mod recovery;
 pub mod services;
 pub mod setup;
+mod setup_prompt;
 pub mod stat;
 pub mod supervise;
 pub mod token;
@@ -337,9 +338,33 @@ impl UserKeystoneArgs {
     }
 }
 
+/// One line from the terminal with echo off (a password); None at EOF
+/// (Ctrl-D).
+pub(crate) fn read_hidden(prompt: &str) -> Result<Option<zeroize::Zeroizing<String>>> {
+    use nix::sys::termios;
+    use std::io::{BufRead, Write};
+    let stdin = std::io::stdin();
+    let old = termios::tcgetattr(&stdin)?;
+    let mut quiet = old.clone();
+    quiet.local_flags.remove(termios::LocalFlags::ECHO);
+    termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &quiet)?;
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    let mut line = zeroize::Zeroizing::new(String::new());
+    let r = stdin.lock().read_line(&mut line);
+    termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &old)?;
+    eprintln!();
+    if r? == 0 {
+        return Ok(None);
+    }
+    Ok(Some(zeroize::Zeroizing::new(
+        line.trim_end_matches(['\n', '\r']).to_string(),
+    )))
+}
+
 /// A password from stdin: prompted for (twice, no echo) on a terminal.
 fn read_new_password(what: &str) -> Result<String> {
-    use std::io::{BufRead, IsTerminal, Write};
+    use std::io::{BufRead, IsTerminal};
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         let mut line = String::new();
@@ -351,20 +376,9 @@ fn read_new_password(what: &str) -> Result<String> {
         return Ok(p);
     }
     let ask = |prompt: &str| -> Result<String> {
-        use nix::sys::termios;
-        let fd = std::io::stdin();
-        let old = termios::tcgetattr(&fd)?;
-        let mut quiet = old.clone();
-        quiet.local_flags.remove(termios::LocalFlags::ECHO);
-        termios::tcsetattr(&fd, termios::SetArg::TCSANOW, &quiet)?;
-        eprint!("{prompt}");
-        std::io::stderr().flush()?;
-        let mut line = String::new();
-        let r = stdin.lock().read_line(&mut line);
-        termios::tcsetattr(&fd, termios::SetArg::TCSANOW, &old)?;
-        eprintln!();
-        r?;
-        Ok(line.trim_end_matches(['\n', '\r']).to_string())
+        Ok(read_hidden(prompt)?
+            .map(|l| l.to_string())
+            .unwrap_or_default())
     };
     let a = ask(&format!("New {what}: "))?;
     let b = ask(&format!("Retype new {what}: "))?;

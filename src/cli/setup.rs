@@ -53,10 +53,14 @@ pub struct SetupArgs {
     pub os_user_domain_name: Option<String>,
     #[arg(long, env = "OS_PROJECT_DOMAIN_NAME")]
     pub os_project_domain_name: Option<String>,
-    #[arg(long, default_value = "/var/cache/swiftgate")]
-    pub cache_dir: PathBuf,
-    #[arg(long, default_value = "20G")]
-    pub cache_size: String,
+    // Options, not clap defaults: on a terminal, what was not given is
+    // asked for (the help text still names the default).
+    /// [default: /var/cache/swiftgate]
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// [default: 20G]
+    #[arg(long)]
+    pub cache_size: Option<String>,
     /// The smb.conf the gateway's block is merged into (other shares kept).
     #[arg(long, default_value = "/etc/samba/smb.conf")]
     pub smb_conf: PathBuf,
@@ -95,14 +99,34 @@ pub struct SetupArgs {
     /// Write the configuration only: no daemon start, no doctor.
     #[arg(long)]
     pub no_start: bool,
+    /// The Keystone password typed at setup's prompt (an openrc without
+    /// OS_PASSWORD): never a flag, so never in argv.
+    #[arg(skip)]
+    pub keystone_password: Option<crate::store::swift::Secret>,
+}
+
+pub(super) const DEFAULT_CACHE_DIR: &str = "/var/cache/swiftgate";
+pub(super) const DEFAULT_CACHE_SIZE: &str = "20G";
+
+impl SetupArgs {
+    fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CACHE_DIR.into())
+    }
+    fn cache_size(&self) -> &str {
+        self.cache_size.as_deref().unwrap_or(DEFAULT_CACHE_SIZE)
+    }
 }
 
 fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// `export OS_X=value` lines of an openrc.
-fn read_openrc(p: &Path) -> Result<Vec<(String, String)>> {
+/// `export OS_X=value` lines of an openrc. A value that is a shell
+/// variable (Horizon's `export OS_PASSWORD=$OS_PASSWORD_INPUT`, read at
+/// `source` time) is no value: it is left out.
+pub(super) fn read_openrc(p: &Path) -> Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
     let mut out = Vec::new();
     for l in text.lines() {
@@ -110,7 +134,9 @@ fn read_openrc(p: &Path) -> Result<Vec<(String, String)>> {
         if let Some((k, v)) = l.split_once('=') {
             if k.starts_with("OS_") {
                 let v = v.trim().trim_matches('"').trim_matches('\'');
-                out.push((k.to_string(), v.to_string()));
+                if !v.starts_with('$') {
+                    out.push((k.to_string(), v.to_string()));
+                }
             }
         }
     }
@@ -194,8 +220,8 @@ fn config_text(
     writeln!(
         t,
         "[cache]\ndir = {}\nsize = {}\n\n[users]\ndb = {}\nkey_file = {}\n\n[samba]\nconfig = {}\n",
-        q(&e(&a.cache_dir)),
-        q(&a.cache_size),
+        q(&e(&a.cache_dir())),
+        q(a.cache_size()),
         q(&e(&etc.join("users.json"))),
         q(&e(&etc.join("secret.key"))),
         q(&e(&a.smb_conf)),
@@ -252,6 +278,10 @@ pub fn run(mut a: SetupArgs) -> Result<i32> {
     }
     if let Some(from) = &a.restore {
         return restore(&a, from);
+    }
+    if !super::setup_prompt::ask_missing(&mut a)? {
+        eprintln!("setup: aborted, nothing was written");
+        return Ok(1);
     }
     let plan = check(&a).map_err(|e| anyhow::anyhow!("{e:#} (nothing was written)"))?;
     let mut undo = super::undo::Undo::default();
@@ -341,12 +371,18 @@ fn check(a: &SetupArgs) -> Result<Plan> {
             bail!("--admin-user {u} is not a Unix account here: create it first (adduser {u}) or leave --admin-user out");
         }
     }
-    let password = env.iter().find(|(k, _)| k == "OS_PASSWORD").map(|(_, pw)| {
-        (
-            a.etc_dir.join("keystone-password"),
-            zeroize::Zeroizing::new(pw.clone()),
-        )
-    });
+    let typed = a.keystone_password.as_ref().map(|s| s.expose().to_string());
+    let password = env
+        .iter()
+        .find(|(k, _)| k == "OS_PASSWORD")
+        .map(|(_, pw)| pw.clone())
+        .or(typed)
+        .map(|pw| {
+            (
+                a.etc_dir.join("keystone-password"),
+                zeroize::Zeroizing::new(pw),
+            )
+        });
     let password_file = match &password {
         Some((p, _)) => Some(p.clone()),
         None => a.os_password_file.clone(),
@@ -377,7 +413,7 @@ fn check(a: &SetupArgs) -> Result<Plan> {
             anyhow::anyhow!("the object store does not accept these settings: {e}. Check the Keystone URL, user, password and project")
         })?;
     }
-    let cache_created = check_cache(&a.cache_dir, cfg.cache.size)?;
+    let cache_created = check_cache(&a.cache_dir(), cfg.cache.size)?;
     Ok(Plan {
         text,
         cfg,
@@ -610,5 +646,42 @@ mod tests {
             super::super::supervise::pidfile_for(&cfg),
             Path::new("/run/x/supervisor.pid")
         );
+    }
+
+    #[test]
+    fn an_openrc_password_read_at_source_time_is_no_password() {
+        let d = tempfile::tempdir().unwrap();
+        let rc = d.path().join("openrc.sh");
+        // Horizon's v3 openrc, as downloaded.
+        std::fs::write(&rc, "export OS_AUTH_URL=https://k.example/v3\nexport OS_USERNAME=\"alice\"\necho \"Please enter your OpenStack Password for project $OS_PROJECT_NAME as user $OS_USERNAME: \"\nread -sr OS_PASSWORD_INPUT\nexport OS_PASSWORD=$OS_PASSWORD_INPUT\nexport OS_REGION_NAME=\"tyo1\"\n").unwrap();
+        let env = read_openrc(&rc).unwrap();
+        assert!(!env.iter().any(|(k, _)| k == "OS_PASSWORD"), "{env:?}");
+        assert!(env.contains(&("OS_USERNAME".into(), "alice".into())));
+        // A typed password (setup's prompt) takes its place: into the
+        // password file, never the config.
+        let p = |f: &str| d.path().join(f).display().to_string();
+        let (etc, cache, smb, cfg) = (p("etc"), p("cache"), p("smb.conf"), p("g.toml"));
+        let mut a = args(&[
+            "--openrc",
+            rc.to_str().unwrap(),
+            "--etc-dir",
+            &etc,
+            "--cache-dir",
+            &cache,
+            "--cache-size",
+            "1M",
+            "--smb-conf",
+            &smb,
+            "--config",
+            &cfg,
+        ]);
+        a.keystone_password = Some(crate::store::swift::Secret::new("typed"));
+        let plan = check(&a).unwrap();
+        let (file, pw) = plan.password.unwrap();
+        assert_eq!(
+            (file, pw.as_str()),
+            (d.path().join("etc/keystone-password"), "typed")
+        );
+        assert!(plan.text.contains("keystone-password") && !plan.text.contains("typed"));
     }
 }

@@ -224,18 +224,21 @@ fn check_smbd() -> Check {
     }
     if smbd_running() {
         ok("smbd", "smbd is running")
-    } else if systemd() {
-        fail(
-            "smbd",
-            "smbd is installed but not running: nobody can connect",
-            "systemctl enable --now smbd",
-        )
     } else {
         fail(
             "smbd",
             "smbd is installed but not running: nobody can connect",
-            "smbd -D (no systemd here: start it from your init)",
+            start_smbd_fix(systemd()),
         )
+    }
+}
+
+fn start_smbd_fix(systemd: bool) -> &'static str {
+    if systemd {
+        "systemctl enable --now smbd"
+    } else {
+        // Without systemd, setup starts smbd itself (cli/services.rs).
+        "swiftgate setup starts it; or by hand: /etc/init.d/smbd start"
     }
 }
 
@@ -889,6 +892,16 @@ mod tests {
         assert_eq!(e["OS_AUTH_URL"], "https://k/v3");
         assert_eq!(e["OS_USERNAME"], "u");
         assert_eq!(e["OS_REGION_NAME"], "tyo1");
+    }
+
+    #[test]
+    fn a_stopped_smbd_without_systemd_is_started_by_setup_or_its_init_script() {
+        assert_eq!(start_smbd_fix(true), "systemctl enable --now smbd");
+        let f = start_smbd_fix(false);
+        assert!(
+            f.contains("swiftgate setup") && f.contains("/etc/init.d/smbd start"),
+            "{f}"
+        );
     }
 
     #[test]
