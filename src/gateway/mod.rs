@@ -98,14 +98,16 @@ pub fn serve(
     let backups = recovery::Backups::new(cfg.clone(), config_path);
     service.set_backups(backups.clone());
     backups.start();
-    control::serve(&cfg.control.socket, service.clone())?;
-    shares::mount_all(&gw);
-    health::start(gw.clone());
+    // The console listens before the control socket answers: whoever
+    // waits for the socket (setup, then doctor) finds the console up too.
     let console_url = if cfg.console.enabled {
-        Some(console(service, &cfg).map_err(ServeError::Console)?)
+        Some(console(service.clone(), &cfg).map_err(ServeError::Console)?)
     } else {
         None
     };
+    control::serve(&cfg.control.socket, service)?;
+    shares::mount_all(&gw);
+    health::start(gw.clone());
     let restore: Vec<daemon::SavedHome> = std::fs::read(sessions_file(&cfg))
         .ok()
         .and_then(|b| {
