@@ -16,6 +16,9 @@
 #   gw3  a wrong recovery key is refused leaving nothing behind;
 #        `setup --demo`; a second run changes nothing.
 #   gw4  cloud-init runs cloud-init/user-data.yaml: a new gateway.
+#   gw5  systemd as PID 1 (systemd-nspawn): the package's and setup's
+#        systemd paths; the unit restarts a killed daemon, an upgrade
+#        restarts it, `systemctl stop` flushes and unmounts every home.
 #
 # Run as root (tests/run-all.sh runs it after the cargo tests). It uses the
 # Swift fixture of tests/swift/start (started here if OS_AUTH_URL is unset).
@@ -45,7 +48,7 @@ work=$(mktemp -d "$appliance_dir/run.XXXXXX")
 t0=$(date +%s)
 # Containers this test creates in the fixture's project (deleted before
 # and after: the test starts from an empty project, as a new customer).
-containers=(home-sgalice home-sgbob home-sgcarol share-sgteam swiftgate-state)
+containers=(home-sgalice home-sgbob home-sgcarol home-sgdave share-sgteam swiftgate-state)
 swift_cli() { env -u ST_AUTH -u ST_USER -u ST_KEY swift "$@"; }
 drop_containers() {
     local c
@@ -302,7 +305,7 @@ run "recovery backup" in_root swiftgate recovery backup
 key=$(in_root swiftgate recovery show-key | grep -oE '[0-9A-Z]{4}(-[0-9A-Z]{4}){7}' | head -n 1)
 [ -n "$key" ] || die "recovery show-key printed no key"
 ok "recovery key read (show-key)"
-mounts=$(in_root awk '$3 ~ /^fuse/ { print $2 }' /proc/mounts)
+mounts=$(in_root awk '$3 == "fuse" || $3 ~ /^fuse\./ { print $2 }' /proc/mounts)
 for mp in $mounts; do
     run "data and metadata of $mp in the store" in_root swiftgate ctl "$mp" backup-metadata
 done
@@ -443,6 +446,66 @@ authfile sgcarol Carol-pw-4
 run "sgcarol: put and get through \\\\gw4\\home" smb 445 home sgcarol 'put /root/swiftgate.deb pkg.deb; get pkg.deb /root/pkg.back'
 cmp "$root/root/swiftgate.deb" "$root/root/pkg.back" || die "gw4 round trip: bytes differ"
 grep -q 'swift://home-' "$root/etc/swiftgate/gateway.toml" || die "gw4 is not on Swift"
+root_destroy
+
+###########################################################################
+say "gw5: a VM with systemd as PID 1 (systemd-nspawn)"
+drop_containers
+port_free 445 || die "port 445 is taken on this machine: gw5 uses the default SMB port"
+root_boot gw5 || die "gw5 did not boot"
+ok "booted: systemd $(in_root systemctl is-system-running || true)"
+cp "$deb" "$root/root/swiftgate.deb"
+run "apt-get install ./swiftgate.deb (under systemd)" apt_root install /root/swiftgate.deb
+echo "$out" | grep -E '^swiftgate' | sed 's/^/      /'
+[ "$(in_root systemctl is-enabled swiftgate 2>/dev/null || true)" = disabled ] || die "the package enabled the daemon before setup"
+ok "installed, not enabled before setup"
+in_root systemctl is-active smbd >/dev/null || die "samba's smbd is not running after its install"
+openrc secret "$OS_AUTH_URL" > "$root/root/openrc"
+chmod 0600 "$root/root/openrc"
+gw5_args=(--openrc /root/openrc --store-url 'swift://home-{user}' --cache-size 2G)
+run "setup (systemd)" in_root swiftgate setup "${gw5_args[@]}"
+echo "$out" | grep '^setup:' | sed 's/^/      /'
+grep -q "systemd" <<<"$out" || die "setup did not say the daemon runs under systemd"
+grep -qE '^all [0-9]+ checks passed' <<<"$out" || { echo "$out" >&2; die "setup did not end with a green doctor"; }
+[ "$(in_root systemctl is-enabled swiftgate)" = enabled ] || die "swiftgate.service not enabled"
+[ "$(in_root systemctl is-active swiftgate)" = active ] || die "swiftgate.service not active"
+ok "swiftgate.service enabled and active (Type=notify: ready)"
+main_pid() { in_root systemctl show -p MainPID --value swiftgate; }
+printf 'Dave-pw-5\n' | run "user add sgdave" in_root swiftgate user add sgdave
+authfile sgdave Dave-pw-5
+head -c 200000 /dev/urandom > "$work/data/dave.bin"
+cp "$work/data/dave.bin" "$root/root/dave.bin"
+run "sgdave: put and get through \\\\gw5\\home" smb 445 home sgdave 'put /root/dave.bin dave.bin; get dave.bin /root/dave.back'
+cmp "$work/data/dave.bin" "$root/root/dave.back" || die "gw5 round trip: bytes differ"
+pid_before=$(main_pid)
+run "setup again" in_root swiftgate setup "${gw5_args[@]}"
+grep -q "nothing to change" <<<"$out" || { echo "$out" >&2; die "the second setup changed something"; }
+[ "$(main_pid)" = "$pid_before" ] || die "the second setup restarted swiftgate.service"
+ok "second setup: nothing changed, not restarted"
+cp "$work/pkg/upgrade.deb" "$root/root/swiftgate-upgrade.deb"
+run "upgrade (under systemd)" apt_root install /root/swiftgate-upgrade.deb
+for _ in $(seq 60); do
+    [ "$(main_pid)" != "$pid_before" ] && [ "$(in_root systemctl is-active swiftgate)" = active ] && break
+    sleep 1
+done
+[ "$(main_pid)" != "$pid_before" ] || die "the upgrade did not restart swiftgate.service"
+ok "upgrade restarted swiftgate.service (pid $pid_before -> $(main_pid))"
+doctor_green
+pid_before=$(main_pid)
+in_root kill -KILL "$pid_before"
+for _ in $(seq 60); do
+    now=$(main_pid)
+    [ "$now" != 0 ] && [ "$now" != "$pid_before" ] && in_root swiftgate status >/dev/null 2>&1 && break
+    sleep 1
+done
+{ [ "$now" != 0 ] && [ "$now" != "$pid_before" ]; } || die "systemd did not restart the killed daemon"
+ok "daemon killed (-9): systemd restarted it (pid $now)"
+run "sgdave after the restart: same bytes" smb 445 home sgdave 'get dave.bin /root/dave.back2'
+cmp "$work/data/dave.bin" "$root/root/dave.back2" || die "bytes differ after the restart"
+run "systemctl stop swiftgate" in_root systemctl stop swiftgate
+[ "$(in_root systemctl show -p Result --value swiftgate)" = success ] || die "the daemon did not stop cleanly"
+[ -z "$(in_root awk '$3 == "fuse" || $3 ~ /^fuse\./ { print $2 }' /proc/mounts)" ] || die "homes still mounted after stop"
+ok "stopped cleanly, every home unmounted"
 root_destroy
 
 say "appliance: all checks passed ($(($(date +%s) - t0)) s)"

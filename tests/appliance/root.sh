@@ -102,9 +102,50 @@ root_start() {
 # beyond stdio (its run lock on fd 9) stay out: daemons started in the
 # root would hold them.
 in_root() {
-    nsenter --target "$root_pid" --mount --pid --uts -- chroot "$root" \
-        /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+    local enter=(nsenter --target "$root_pid" --mount --pid --uts -- chroot "$root")
+    if [ -n "${root_booted:-}" ]; then
+        enter=(nsenter --target "$root_pid" --mount --pid --uts --ipc --root --wd)
+    fi
+    "${enter[@]}" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@" 9>&-
+}
+
+# root_boot NAME: a fresh root with systemd installed, booted with systemd
+# as its PID 1 (systemd-nspawn, host network, /dev/fuse bound in): the
+# package's systemd paths run as on a VM. Sets $root, $root_pid (the
+# container's systemd), $root_holder (systemd-nspawn).
+root_boot() {
+    command -v systemd-nspawn >/dev/null || {
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 systemd-container >/dev/null
+    }
+    root_create "$1"
+    root_start
+    in_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd systemd-sysv dbus >/dev/null
+    kill -KILL "$root_pid" "$root_holder" 2>/dev/null || true
+    wait "$root_holder" 2>/dev/null || true
+    # A booted VM starts what packages install; no policy-rc.d here.
+    rm -f "$root/usr/sbin/policy-rc.d"
+    # --register=no --keep-unit: no systemd on the host to ask for a scope.
+    systemd-nspawn -D "$root" --boot --machine="$1" --register=no --keep-unit --console=passive \
+        --resolv-conf=off --bind=/dev/fuse --bind="$appliance_dir/archives:/var/cache/apt/archives" \
+        > "$work/$1.console.log" 2>&1 9>&- &
+    root_holder=$!
+    root_booted=1
+    local _ state
+    for _ in $(seq 120); do
+        root_pid=$(cat "/proc/$root_holder/task/$root_holder/children" 2>/dev/null || true)
+        root_pid=${root_pid%% *}
+        if [ -n "$root_pid" ]; then
+            state=$(in_root systemctl is-system-running 2>/dev/null || true)
+            case "$state" in running|degraded) return 0 ;; esac
+        fi
+        kill -0 "$root_holder" 2>/dev/null || break
+        sleep 0.5
+    done
+    tail -n 20 "$work/$1.console.log" >&2
+    echo "appliance: $1 did not boot (systemd state: ${state:-none})" >&2
+    return 1
 }
 
 # root_destroy: every process of the root killed, its mounts gone, its
@@ -115,6 +156,7 @@ root_destroy() {
     kill -KILL "$root_holder" 2>/dev/null || true
     wait "$root_holder" 2>/dev/null || true
     root_holder=
+    root_booted=
     # The mounts lived in the namespace only; refuse to delete through
     # one that somehow reached the host.
     if findmnt -rn -o TARGET | grep -q "^$root/"; then
