@@ -121,6 +121,32 @@ authfile() { # authfile USER PASSWORD
 smb() { # smb PORT SHARE USER COMMANDS
     in_root smbclient "//127.0.0.1/$2" -p "$1" -A "/root/auth-$3" -c "$4"
 }
+# console_login PORT USER PASSWORD: a PAM login through the console's form
+# (password in the environment, not argv); fails unless it lands logged in.
+console_login() {
+    PORT=$1 U=$2 P=$3 python3 -c '
+import http.cookiejar, os, re, sys, urllib.error, urllib.parse, urllib.request
+base = "http://127.0.0.1:%s" % os.environ["PORT"]
+class Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **k):
+        return None
+jar = http.cookiejar.CookieJar()
+web = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), Stay)
+page = web.open(base + "/login").read().decode()
+csrf = re.search(r"name=\"csrf\" value=\"([^\"]*)\"", page).group(1)
+form = urllib.parse.urlencode({"user": os.environ["U"], "password": os.environ["P"], "csrf": csrf, "next": "/"}).encode()
+try:
+    r = web.open(base + "/login", form)
+    code, to = r.status, r.headers.get("Location")
+except urllib.error.HTTPError as e:
+    code, to = e.code, e.headers.get("Location")
+if code not in (302, 303) or not to or to.startswith("/login"):
+    sys.exit("login refused: HTTP %s to %s" % (code, to))
+home = web.open(base + "/").read().decode()
+if "logout" not in home.lower():
+    sys.exit("logged in, but the dashboard has no logout")
+'
+}
 doctor_green() {
     run "doctor: all checks passed" in_root swiftgate doctor
     grep -qE '^all [0-9]+ checks passed' <<<"$out" || { echo "$out" >&2; die "doctor is not all green"; }
@@ -240,6 +266,9 @@ grep -q '^\[scans\]' "$root/etc/samba/smb.conf" || die "setup dropped the admin'
 ok "the admin's [scans] share kept"
 in_root id -nG opsadmin | grep -qw swiftgate-admin || die "opsadmin is not in swiftgate-admin"
 ok "opsadmin in swiftgate-admin"
+in_root chpasswd <<<'opsadmin:Ops-pw-9'
+run "opsadmin logs in to the console (PAM)" console_login "$console_port" opsadmin Ops-pw-9
+opsadmin_hash=$(in_root getent shadow opsadmin | cut -d: -f2)
 ! grep -q "\"$OS_PASSWORD\"" "$root/etc/swiftgate/gateway.toml" || die "the Keystone password is in gateway.toml"
 [ "$(stat -c %a "$root/etc/swiftgate/keystone-password")" = 600 ] || die "keystone-password is not 0600"
 ok "Keystone password in a 0600 file, not in the config"
@@ -387,6 +416,9 @@ for f in alice bob team; do
     cmp "$work/data/$f.bin" "$root/root/$f.back" || die "$f's file differs after the restore"
 done
 ok "every file as gw1 wrote it"
+[ "$(in_root getent shadow opsadmin | cut -d: -f2)" = "$opsadmin_hash" ] || die "the console admin's password did not come back"
+in_root id -nG opsadmin | grep -qw swiftgate-admin || die "opsadmin is not a console admin after the restore"
+run "opsadmin logs in to the restored console with the old password" console_login "$console_port" opsadmin Ops-pw-9
 root_destroy
 
 ###########################################################################

@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod api;
 pub mod config;
+pub mod console_accounts;
 pub mod control;
 pub mod daemon;
 pub mod doctor;

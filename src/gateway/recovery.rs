@@ -247,6 +247,10 @@ pub struct Bundle {
     pub samba: String,
     pub accounts: Vec<SavedAccount>,
     pub groups: Vec<SavedGroup>,
+    /// The console's administrators (backups from before this field have
+    /// none).
+    #[serde(default)]
+    pub console_admins: Vec<super::console_accounts::ConsoleAccount>,
 }
 
 impl Drop for Bundle {
@@ -461,6 +465,12 @@ pub fn collect(cfg: &GatewayConfig, config_path: &Path) -> Result<Bundle, Recove
         samba,
         accounts,
         groups,
+        console_admins: super::console_accounts::collect(&cfg.console.admin_group).unwrap_or_else(
+            |e| {
+                tracing::warn!("the console's administrators are not in this backup: {e}");
+                Vec::new()
+            },
+        ),
     })
 }
 
@@ -739,6 +749,7 @@ pub fn restore(
             }
         }
     }
+    problems.extend(super::console_accounts::conflicts(&bundle.console_admins));
     if !bundle.samba.is_empty() && !cfg.samba.config.exists() {
         problems.push(format!(
             "the smb.conf {} of the restored config does not exist: set up Samba first (`swiftgate setup`)",
@@ -870,7 +881,15 @@ pub fn restore(
             restored.join(", ")
         ));
     }
-    // 5. The team shares' smb.conf fragment (the daemon keeps it from now on).
+    // 5. The console's administrators, with their passwords.
+    report.extend(
+        super::console_accounts::restore(&bundle.console_admins, &cfg.console.admin_group)
+            .map_err(|e| RecoveryError::Command {
+                what: "restoring the console's administrators".into(),
+                message: e.to_string(),
+            })?,
+    );
+    // 6. The team shares' smb.conf fragment (the daemon keeps it from now on).
     super::shares::ensure_conf(&cfg).map_err(|e| RecoveryError::Command {
         what: "writing the team shares' smb.conf".into(),
         message: e.to_string(),
