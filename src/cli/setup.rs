@@ -155,8 +155,7 @@ fn write_if_changed(p: &Path, body: &[u8], mode: u32) -> Result<bool> {
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    crate::gateway::state::write_private(p, body)
-        .with_context(|| format!("writing {}", p.display()))?;
+    crate::secure::write_private(p, body).with_context(|| format!("writing {}", p.display()))?;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
     Ok(true)
 }

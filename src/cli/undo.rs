@@ -72,7 +72,7 @@ impl Undo {
                         }
                     })
                     .map_err(|e| format!("removing {}: {e}", p.display())),
-                Step::File(p, Some((body, mode))) => crate::gateway::state::write_private(p, body)
+                Step::File(p, Some((body, mode))) => crate::secure::write_private(p, body)
                     .and_then(|_| {
                         std::fs::set_permissions(p, std::fs::Permissions::from_mode(*mode))
                     })

@@ -132,7 +132,7 @@ impl RecoveryKey {
         if let Some(d) = path.parent() {
             crate::secure::new_dir(d).map_err(io(d))?;
         }
-        super::state::write_private(path, format!("{}\n", self.display().as_str()).as_bytes())
+        crate::secure::write_private(path, format!("{}\n", self.display().as_str()).as_bytes())
             .map_err(io(path))
     }
 }
@@ -756,7 +756,7 @@ pub fn restore(
         if let Some(d) = p.parent() {
             crate::secure::new_dir(d).map_err(io(d))?;
         }
-        super::state::write_private(&p, &data(f)?).map_err(io(&p))?;
+        crate::secure::write_private(&p, &data(f)?).map_err(io(&p))?;
         report.push(format!("{} -> {}", f.role, p.display()));
     }
     key.save(&cfg.recovery.key_file)?;
@@ -834,7 +834,7 @@ pub fn restore(
                 e["gid"] = (*gid).into();
             }
         }
-        super::state::write_private(&p, &serde_json::to_vec_pretty(&v).unwrap_or_default())
+        crate::secure::write_private(&p, &serde_json::to_vec_pretty(&v).unwrap_or_default())
             .map_err(io(&p))?;
     }
     for g in bundle.groups.iter().filter(|g| g.name != cfg.users.group) {

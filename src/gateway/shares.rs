@@ -103,7 +103,7 @@ fn save(cfg: &GatewayConfig, l: &ShareList) -> Result<(), ShareError> {
         })?;
     }
     let body = serde_json::to_vec_pretty(l).unwrap_or_default();
-    super::state::write_private(&p, &body).map_err(|cause| ShareError::Io { path: p, cause })
+    crate::secure::write_private(&p, &body).map_err(|cause| ShareError::Io { path: p, cause })
 }
 
 /// Samba share names are case-insensitive and land in paths, container
@@ -332,7 +332,7 @@ fn write_conf(cfg: &GatewayConfig, l: &ShareList) -> Result<(), ShareError> {
 /// smbd reads it as root; no secrets inside: 0644 like smb.conf.
 fn write_readable(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    super::state::write_private(path, body)?;
+    crate::secure::write_private(path, body)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
 }
 

@@ -83,7 +83,7 @@ impl AuditLog {
         let line = serde_json::to_string(e).unwrap_or_default();
         let _g = self.lock.lock();
         self.rotate_if_full();
-        super::securefile::append_line(&self.path, &line).map_err(|cause| AuditError {
+        crate::secure::append_line(&self.path, &line).map_err(|cause| AuditError {
             path: self.path.clone(),
             cause,
         })

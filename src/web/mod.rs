@@ -20,7 +20,6 @@ pub mod pages;
 pub mod pam;
 pub mod ratelimit;
 pub mod routes;
-pub mod securefile;
 pub mod server;
 pub mod session;
 pub mod tokens;

@@ -78,7 +78,9 @@ impl Tokens {
 
     fn save(&self, f: &TokenFile) -> Result<(), TokenError> {
         let bytes = serde_json::to_vec_pretty(f).unwrap_or_default();
-        super::securefile::replace(&self.path, &bytes).map_err(|e| self.io(e))
+        crate::secure::new_parent(&self.path)
+            .and_then(|()| crate::secure::write_private(&self.path, &bytes))
+            .map_err(|e| self.io(e))
     }
 
     /// A new token: the returned string is the only copy of it.
