@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 const HEADER: &str = "# Written by `swiftgate setup`; run it again to change this file.";
+use crate::gateway::command;
 use crate::gateway::config::PACKAGED_DEFAULT;
 
 /// smb.conf as setup merges it: the distribution's own [homes] disabled
@@ -241,17 +242,6 @@ fn config_text(
         q(&e(&etc.join("recovery.key"))),
     )?;
     Ok(t)
-}
-
-fn run_cmd(what: &str, c: &mut std::process::Command) -> Result<()> {
-    let o = c.output().with_context(|| format!("running {what}"))?;
-    if !o.status.success() {
-        bail!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// Everything setup will write, checked; nothing written yet.
@@ -524,7 +514,7 @@ fn write(
         what.smb = true;
     }
     if nix::unistd::Group::from_name(&a.admin_group)?.is_none() {
-        run_cmd(
+        command::run(
             "groupadd",
             std::process::Command::new("groupadd")
                 .arg("--system")
@@ -536,7 +526,7 @@ fn write(
     if let Some(u) = &a.admin_user {
         let g = nix::unistd::Group::from_name(&a.admin_group)?;
         if !g.is_some_and(|g| g.mem.contains(u)) {
-            run_cmd(
+            command::run(
                 "usermod",
                 std::process::Command::new("usermod").args([
                     "--append",

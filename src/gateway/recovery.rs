@@ -8,6 +8,7 @@
 //! Argon2id(recovery key, salt). The check value tells a wrong key from a
 //! damaged object; the trailing checksum tells damage from a wrong key.
 
+use super::command::{self, CommandFailed};
 use super::config::GatewayConfig;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -16,7 +17,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
@@ -49,6 +50,8 @@ pub enum RecoveryError {
     },
     #[error("{what} failed: {message}")]
     Command { what: String, message: String },
+    #[error(transparent)]
+    Run(#[from] CommandFailed),
     #[error("the backup's config does not load: {0}")]
     Config(String),
     #[error("restore refused, nothing was written: {0}")]
@@ -263,33 +266,11 @@ fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
-fn run(what: &str, cmd: &mut Command) -> Result<String, RecoveryError> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| RecoveryError::Command {
-            what: what.into(),
-            message: e.to_string(),
-        })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(RecoveryError::Command {
-            what: what.into(),
-            message: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stderr).trim(),
-                String::from_utf8_lossy(&out.stdout).trim()
-            ),
-        })
-    }
-}
-
 /// The gateway's users' Samba entries, smbpasswd style (name, uid, LM and
 /// NT hash, flags). Not `pdbedit -e smbpasswd:`: that refuses every
 /// account whose RID is not derived from its uid (all but the first).
 fn samba_export(cfg: &GatewayConfig, users: &[String]) -> Result<String, RecoveryError> {
-    let all = Zeroizing::new(run(
+    let all = Zeroizing::new(command::run_stdout_too(
         "pdbedit -L -w",
         Command::new("pdbedit")
             .arg("-s")
@@ -332,7 +313,7 @@ fn samba_import(cfg: &GatewayConfig, line: &str) -> Result<String, RecoveryError
             message: e.to_string(),
         })?;
     }
-    run(
+    command::run_stdout_too(
         "pdbedit --set-nt-hash",
         Command::new("pdbedit")
             .arg("-s")
@@ -777,7 +758,7 @@ pub fn restore(
         if gid_free(gid) {
             c.arg("--gid").arg(gid.to_string());
         }
-        run("groupadd", c.arg(name))?;
+        command::run_stdout_too("groupadd", c.arg(name))?;
         group_by_name(name)
             .map(|g| g.gid.as_raw())
             .ok_or_else(|| RecoveryError::Command {
@@ -805,7 +786,7 @@ pub fn restore(
         if same_uid {
             c.arg("--uid").arg(a.uid.to_string());
         }
-        run("useradd", c.arg(&a.name))?;
+        command::run_stdout_too("useradd", c.arg(&a.name))?;
         let u = user_by_name(&a.name).ok_or_else(|| RecoveryError::Command {
             what: "useradd".into(),
             message: format!("user {} still does not exist", a.name),
@@ -848,7 +829,7 @@ pub fn restore(
             .filter(|m| user_by_name(m).is_some())
             .map(String::as_str)
             .collect();
-        run(
+        command::run_stdout_too(
             "gpasswd",
             Command::new("gpasswd")
                 .arg("-M")
