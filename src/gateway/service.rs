@@ -599,7 +599,7 @@ impl Service {
         let users_total = gw.users.list().map_err(|e| map_err(&e))?.len();
         let interval = gw.cfg.fs.metadata_interval.as_secs();
         let since =
-            super::events::now_unix().saturating_sub(super::alerts::MOUNT_FAILURE_WINDOW_SECS);
+            crate::clock::unix_now().saturating_sub(super::alerts::MOUNT_FAILURE_WINDOW_SECS);
         let failed_mounts = gw
             .events
             .errors_since(since)

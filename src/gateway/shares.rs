@@ -591,7 +591,7 @@ pub fn add(gw: &Arc<Gateway>, spec: &ShareSpec) -> Result<String, ShareError> {
             group: group.clone(),
             store: url.clone(),
             sealed,
-            created_unix: super::events::now_unix(),
+            created_unix: crate::clock::unix_now(),
             removed: false,
         })
     })();

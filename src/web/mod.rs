@@ -112,7 +112,7 @@ pub fn record(
         Err(m) => (false, m),
     };
     let e = audit::AuditEntry {
-        at_unix: audit::now_unix(),
+        at_unix: crate::clock::unix_now(),
         who: who.into(),
         from: from.into(),
         action: action.into(),

@@ -96,10 +96,7 @@ impl Tokens {
         f.tokens.push(TokenEntry {
             name: name.into(),
             sha256: hash(&token),
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            created_unix: crate::clock::unix_now(),
         });
         self.save(&f)?;
         Ok(token)

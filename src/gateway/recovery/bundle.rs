@@ -18,18 +18,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 const MAGIC: &[u8; 8] = b"SGSTATE1";
 const HEADER: usize = 8 + 16 + 16 + 12;
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 fn check_value(key: &[u8; 32]) -> [u8; 16] {
     let d = Sha256::new()
@@ -311,7 +303,7 @@ pub fn collect(cfg: &GatewayConfig, config_path: &Path) -> Result<Bundle, Recove
     };
     Ok(Bundle {
         version: 1,
-        created_unix: now_unix(),
+        created_unix: crate::clock::unix_now(),
         host: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
