@@ -23,6 +23,7 @@ macro_rules! cause_from {
 
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod data;
 pub mod fs;
 pub mod gateway;

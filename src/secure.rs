@@ -6,8 +6,8 @@
 //!
 //! Below every layer: `store/` (the local store) and up use it.
 
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Owner-only creation for this whole process (all threads, and children).
@@ -113,6 +113,46 @@ pub fn private_file(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Create `path`'s parent directory owner-only if it is missing.
+pub fn new_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => new_dir(dir),
+        _ => Ok(()),
+    }
+}
+
+/// Write a root-only file atomically (temp file created 0600, fsync,
+/// rename): a reader sees the old file or the new one, never a part.
+pub fn write_private(path: &Path, body: &[u8]) -> io::Result<()> {
+    // The pid in the temp name: two processes writing the same file never
+    // share (and truncate) one temp file.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Append one line to a root-only file (created 0600 if missing, with its
+/// parent directory 0700).
+pub fn append_line(path: &Path, line: &str) -> io::Result<()> {
+    new_parent(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    // One write call: concurrent appenders never interleave within a line.
+    f.write_all(format!("{line}\n").as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -154,5 +194,28 @@ mod tests {
             let mode = std::fs::metadata(&p).unwrap().mode() & 0o7777;
             assert_eq!(mode, want, "{}", p.display());
         }
+    }
+
+    #[test]
+    fn written_and_appended_files_are_private_from_the_first_byte() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.json");
+        write_private(&f, b"one").unwrap();
+        write_private(&f, b"two").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        assert_eq!(std::fs::metadata(&f).unwrap().mode() & 0o777, 0o600);
+        let log = d.path().join("new/dir/audit.log");
+        append_line(&log, "x").unwrap();
+        append_line(&log, "y").unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "x\ny\n");
+        assert_eq!(std::fs::metadata(&log).unwrap().mode() & 0o777, 0o600);
+        let dir = log.parent().unwrap();
+        assert_eq!(std::fs::metadata(dir).unwrap().mode() & 0o777, 0o700);
+        // Nothing left behind but the files themselves.
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 }

@@ -3,6 +3,7 @@
 //! and smbd started by hand; restarted (reloaded) only when setup changed
 //! their configuration, so a second identical setup restarts nothing.
 
+use crate::gateway::command;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::process::Command;
@@ -31,17 +32,6 @@ fn pid1() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn run(what: &str, c: &mut Command) -> Result<()> {
-    let o = c.output().with_context(|| format!("running {what}"))?;
-    if !o.status.success() {
-        bail!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
 fn succeeds(c: &mut Command) -> bool {
     c.output().is_ok_and(|o| o.status.success())
 }
@@ -57,7 +47,7 @@ pub fn start(config: &Path, cfg: &GatewayConfig, log: &Path, changed: Changed) -
 }
 
 fn start_systemd(changed: Changed) -> Result<()> {
-    let systemctl = |args: &[&str]| run("systemctl", Command::new("systemctl").args(args));
+    let systemctl = |args: &[&str]| command::run("systemctl", Command::new("systemctl").args(args));
     let active =
         |unit: &str| succeeds(Command::new("systemctl").args(["is-active", "--quiet", unit]));
     systemctl(&["enable", "--quiet", "swiftgate"])?;
@@ -135,7 +125,7 @@ fn start_supervised(
         );
     }
     let exe = std::env::current_exe()?;
-    run(
+    command::run(
         "swiftgate supervise",
         Command::new(exe)
             .args(["supervise", "--config"])
@@ -163,7 +153,7 @@ fn smbcontrol(conf: &Path, what: &str) -> Command {
 fn start_smbd(conf: &Path, changed: bool) -> Result<()> {
     if succeeds(&mut smbcontrol(conf, "ping")) {
         if changed {
-            run(
+            command::run(
                 "smbcontrol smbd reload-config",
                 &mut smbcontrol(conf, "reload-config"),
             )?;
@@ -176,10 +166,10 @@ fn start_smbd(conf: &Path, changed: bool) -> Result<()> {
     let init = Path::new("/etc/init.d/smbd");
     // The init script knows only the default smb.conf.
     let how = if init.exists() && conf == Path::new("/etc/samba/smb.conf") {
-        run("/etc/init.d/smbd start", Command::new(init).arg("start"))?;
+        command::run("/etc/init.d/smbd start", Command::new(init).arg("start"))?;
         "/etc/init.d/smbd start"
     } else {
-        run(
+        command::run(
             "smbd --daemon",
             Command::new("smbd").arg("--daemon").arg("-s").arg(conf),
         )?;

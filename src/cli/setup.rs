@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 const HEADER: &str = "# Written by `swiftgate setup`; run it again to change this file.";
+use crate::gateway::command;
 use crate::gateway::config::PACKAGED_DEFAULT;
 
 /// smb.conf as setup merges it: the distribution's own [homes] disabled
@@ -155,8 +156,7 @@ fn write_if_changed(p: &Path, body: &[u8], mode: u32) -> Result<bool> {
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    crate::gateway::state::write_private(p, body)
-        .with_context(|| format!("writing {}", p.display()))?;
+    crate::secure::write_private(p, body).with_context(|| format!("writing {}", p.display()))?;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
     Ok(true)
 }
@@ -242,17 +242,6 @@ fn config_text(
         q(&e(&etc.join("recovery.key"))),
     )?;
     Ok(t)
-}
-
-fn run_cmd(what: &str, c: &mut std::process::Command) -> Result<()> {
-    let o = c.output().with_context(|| format!("running {what}"))?;
-    if !o.status.success() {
-        bail!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// Everything setup will write, checked; nothing written yet.
@@ -525,7 +514,7 @@ fn write(
         what.smb = true;
     }
     if nix::unistd::Group::from_name(&a.admin_group)?.is_none() {
-        run_cmd(
+        command::run(
             "groupadd",
             std::process::Command::new("groupadd")
                 .arg("--system")
@@ -537,7 +526,7 @@ fn write(
     if let Some(u) = &a.admin_user {
         let g = nix::unistd::Group::from_name(&a.admin_group)?;
         if !g.is_some_and(|g| g.mem.contains(u)) {
-            run_cmd(
+            command::run(
                 "usermod",
                 std::process::Command::new("usermod").args([
                     "--append",

@@ -2,6 +2,7 @@
 //! (groupadd, usermod, the recovery key) leaves the machine as it found
 //! it: files get their previous contents back, what the run created goes.
 
+use crate::gateway::command;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -72,7 +73,7 @@ impl Undo {
                         }
                     })
                     .map_err(|e| format!("removing {}: {e}", p.display())),
-                Step::File(p, Some((body, mode))) => crate::gateway::state::write_private(p, body)
+                Step::File(p, Some((body, mode))) => crate::secure::write_private(p, body)
                     .and_then(|_| {
                         std::fs::set_permissions(p, std::fs::Permissions::from_mode(*mode))
                     })
@@ -86,28 +87,21 @@ impl Undo {
                         }
                     })
                     .map_err(|e| format!("removing {}: {e}", d.display())),
-                Step::Group(g) => {
-                    quiet(Command::new("groupdel").arg(g)).map_err(|e| format!("groupdel {g}: {e}"))
-                }
-                Step::Member { user, group } => {
-                    quiet(Command::new("gpasswd").args(["--delete", user, group]))
-                        .map_err(|e| format!("gpasswd --delete {user} {group}: {e}"))
-                }
+                Step::Group(g) => command::run("groupdel", Command::new("groupdel").arg(g))
+                    .map(drop)
+                    .map_err(|e| format!("groupdel {g}: {}", e.stderr)),
+                Step::Member { user, group } => command::run(
+                    "gpasswd",
+                    Command::new("gpasswd").args(["--delete", user, group]),
+                )
+                .map(drop)
+                .map_err(|e| format!("gpasswd --delete {user} {group}: {}", e.stderr)),
             };
             if let Err(e) = r {
                 failed.push(e);
             }
         }
         failed
-    }
-}
-
-fn quiet(c: &mut Command) -> Result<(), String> {
-    let o = c.output().map_err(|e| e.to_string())?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
     }
 }
 

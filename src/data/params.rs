@@ -144,10 +144,7 @@ impl Params {
                 )
             }
         };
-        let created_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let created_unix = crate::clock::unix_now();
         Ok((
             Params {
                 magic: MAGIC.into(),

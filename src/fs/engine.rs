@@ -218,7 +218,7 @@ fn prepare_metadata(
         // belong to the old view; keep them aside rather than lose them.
         let dirty = dir.join("dirty");
         if dirty.exists() {
-            let aside = dir.join(format!("stale-dirty-{}", meta_now_secs()));
+            let aside = dir.join(format!("stale-dirty-{}", crate::clock::unix_now()));
             let _ = std::fs::rename(&dirty, &aside);
             let w = format!(
                 "local metadata (generation {gen}) is older than the store's ({latest}): \
@@ -247,13 +247,6 @@ fn prepare_metadata(
     }
     tracing::info!(gen = r.gen, "metadata rebuilt from the store");
     Ok((r.gen.max(r.latest), r.is_rollback()))
-}
-
-fn meta_now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Engine {

@@ -2,7 +2,7 @@
 //! daemon already has against fixed thresholds.
 
 use super::api::{Alert, AlertCode, AlertLevel, CacheOverview, HomeStatus, StoreHealth};
-use super::events::now_unix;
+use crate::clock::unix_now;
 
 /// A token with less life than this is about to expire.
 pub const TOKEN_WARN_SECS: i64 = 300;
@@ -98,7 +98,7 @@ pub fn compute(i: &Inputs<'_>) -> Vec<Alert> {
             ),
         ));
     }
-    let since = now_unix().saturating_sub(MOUNT_FAILURE_WINDOW_SECS);
+    let since = unix_now().saturating_sub(MOUNT_FAILURE_WINDOW_SECS);
     for (who, msg, at) in &i.failed_mounts {
         if *at >= since {
             v.push(alert(
@@ -185,7 +185,7 @@ mod tests {
             homes: &loud,
             metadata_interval_secs: 30,
             failed_mounts: vec![
-                ("bob".into(), "x".into(), now_unix()),
+                ("bob".into(), "x".into(), unix_now()),
                 ("old".into(), "x".into(), 0),
             ],
         })

@@ -6,9 +6,8 @@
 //! argv).
 
 use serde::{Deserialize, Serialize};
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use zeroize::Zeroize;
 
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -42,8 +41,8 @@ impl Drop for ConsoleAccount {
 pub enum ConsoleAccountError {
     #[error("cannot read {path}: {cause}")]
     Read { path: String, cause: std::io::Error },
-    #[error("{what} failed: {message}")]
-    Command { what: String, message: String },
+    #[error(transparent)]
+    Run(#[from] super::command::CommandFailed),
 }
 
 /// The hash of `user` in a shadow file's text (`name:hash:...`).
@@ -133,28 +132,12 @@ pub fn conflicts(accounts: &[ConsoleAccount]) -> Vec<String> {
 }
 
 fn run(what: &str, c: &mut Command, stdin: Option<&[u8]>) -> Result<(), ConsoleAccountError> {
-    let fail = |message: String| ConsoleAccountError::Command {
-        what: what.into(),
-        message,
-    };
-    let mut child = c
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(e.to_string()))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input).map_err(|e| fail(e.to_string()))?;
+    match stdin {
+        Some(input) => super::command::run_with_stdin(what, c, input),
+        None => super::command::run(what, c),
     }
-    let o = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    if !o.status.success() {
-        return Err(fail(String::from_utf8_lossy(&o.stderr).trim().to_string()));
-    }
-    Ok(())
+    .map(drop)
+    .map_err(ConsoleAccountError::from)
 }
 
 /// Bring the administrators back: the group, each account (same uid when

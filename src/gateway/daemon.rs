@@ -875,7 +875,7 @@ pub fn usage_of(c: &crate::meta::Counts) -> super::api::Usage {
         referenced_bytes: c.logical_bytes,
         unique_bytes: c.unique_bytes,
         stored_bytes: c.stored_bytes,
-        at_unix: super::events::now_unix(),
+        at_unix: crate::clock::unix_now(),
     }
 }
 

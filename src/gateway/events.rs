@@ -14,17 +14,10 @@ pub struct Events {
     ring: Mutex<VecDeque<Event>>,
 }
 
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Events {
     pub fn push(&self, level: EventLevel, subject: Option<&str>, message: impl Into<String>) {
         let e = Event {
-            at_unix: now_unix(),
+            at_unix: crate::clock::unix_now(),
             level,
             subject: subject.map(String::from),
             message: message.into(),

@@ -2,7 +2,7 @@
 //! their own, with live progress, kept for a while after they finish.
 
 use super::api::{JobInfo, JobState};
-use super::events::now_unix;
+use crate::clock::unix_now;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,7 +50,7 @@ impl Jobs {
             kind: kind.into(),
             subject: subject.into(),
             state: JobState::Running,
-            started_unix: now_unix(),
+            started_unix: unix_now(),
             finished_unix: None,
             phase: "starting".into(),
             done: 0,
@@ -84,7 +84,7 @@ impl Jobs {
                     .unwrap_or_else(|_| Err("the job crashed (see the daemon log)".into()));
                 let fin = {
                     let mut j = p.info.lock();
-                    j.finished_unix = Some(now_unix());
+                    j.finished_unix = Some(unix_now());
                     match r {
                         Ok(m) => {
                             j.state = JobState::Succeeded;

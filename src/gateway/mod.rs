@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod command;
 pub mod config;
 pub mod console_accounts;
 pub mod control;

@@ -77,7 +77,9 @@ fn users_err(e: &UsersError) -> ApiError {
         UsersError::NeedCredentials(_) => k(ErrorKind::Invalid).at("credentials"),
         UsersError::Root(_) => k(ErrorKind::Invalid).at("user"),
         UsersError::Mkfs { .. } => k(ErrorKind::Unavailable),
-        UsersError::Command { .. } | UsersError::SambaKept { .. } => k(ErrorKind::Internal),
+        UsersError::Command { .. } | UsersError::Run(_) | UsersError::SambaKept { .. } => {
+            k(ErrorKind::Internal)
+        }
     }
 }
 
@@ -91,7 +93,9 @@ fn share_err(e: &ShareError) -> ApiError {
         ShareError::Store { .. } => k(ErrorKind::Unavailable),
         ShareError::Gateway(g) => gateway_err(g),
         ShareError::Map(m) => map_err(m),
-        ShareError::Io { .. } | ShareError::Command { .. } => k(ErrorKind::Internal),
+        ShareError::Io { .. } | ShareError::Command { .. } | ShareError::Run(_) => {
+            k(ErrorKind::Internal)
+        }
     }
 }
 
@@ -595,7 +599,7 @@ impl Service {
         let users_total = gw.users.list().map_err(|e| map_err(&e))?.len();
         let interval = gw.cfg.fs.metadata_interval.as_secs();
         let since =
-            super::events::now_unix().saturating_sub(super::alerts::MOUNT_FAILURE_WINDOW_SECS);
+            crate::clock::unix_now().saturating_sub(super::alerts::MOUNT_FAILURE_WINDOW_SECS);
         let failed_mounts = gw
             .events
             .errors_since(since)

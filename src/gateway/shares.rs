@@ -5,6 +5,7 @@
 //! the main smb.conf includes, and smbd is told to reload it.
 
 use super::api::{ShareSpec, ShareStatus};
+use super::command::{self, CommandFailed};
 use super::config::{GatewayConfig, UserMapMode};
 use super::daemon::{open_service_store, share_key, Gateway, GatewayError};
 use super::usermap::{check_name, UserSecrets};
@@ -36,6 +37,8 @@ pub enum ShareError {
     },
     #[error("{what} failed: {message}")]
     Command { what: String, message: String },
+    #[error(transparent)]
+    Run(#[from] CommandFailed),
     #[error("the store of share {name} ({url}): {cause}")]
     Store {
         name: String,
@@ -103,7 +106,7 @@ fn save(cfg: &GatewayConfig, l: &ShareList) -> Result<(), ShareError> {
         })?;
     }
     let body = serde_json::to_vec_pretty(l).unwrap_or_default();
-    super::state::write_private(&p, &body).map_err(|cause| ShareError::Io { path: p, cause })
+    crate::secure::write_private(&p, &body).map_err(|cause| ShareError::Io { path: p, cause })
 }
 
 /// Samba share names are case-insensitive and land in paths, container
@@ -231,25 +234,6 @@ fn check_spec(gw: &Gateway, spec: &ShareSpec) -> Result<(String, Option<Vec<Stri
     Ok((group, members))
 }
 
-fn run(what: &str, cmd: &mut Command) -> Result<String, ShareError> {
-    let out = cmd.output().map_err(|e| ShareError::Command {
-        what: what.into(),
-        message: e.to_string(),
-    })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(ShareError::Command {
-            what: what.into(),
-            message: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stderr).trim(),
-                String::from_utf8_lossy(&out.stdout).trim()
-            ),
-        })
-    }
-}
-
 pub fn group_members(group: &str) -> Vec<String> {
     match nix::unistd::Group::from_name(group) {
         Ok(Some(g)) => {
@@ -266,7 +250,7 @@ fn ensure_group(group: &str) -> Result<(u32, bool), ShareError> {
     if let Ok(Some(g)) = nix::unistd::Group::from_name(group) {
         return Ok((g.gid.as_raw(), false));
     }
-    run("groupadd", Command::new("groupadd").arg(group))?;
+    command::run_stdout_too("groupadd", Command::new("groupadd").arg(group))?;
     match nix::unistd::Group::from_name(group) {
         Ok(Some(g)) => Ok((g.gid.as_raw(), true)),
         _ => Err(ShareError::Command {
@@ -277,14 +261,15 @@ fn ensure_group(group: &str) -> Result<(u32, bool), ShareError> {
 }
 
 fn set_members(group: &str, members: &[String]) -> Result<(), ShareError> {
-    run(
+    command::run_stdout_too(
         "gpasswd",
         Command::new("gpasswd")
             .arg("-M")
             .arg(members.join(","))
             .arg(group),
     )
-    .map(|_| ())
+    .map(drop)
+    .map_err(ShareError::from)
 }
 
 /// The smb.conf section of a share.
@@ -332,7 +317,7 @@ fn write_conf(cfg: &GatewayConfig, l: &ShareList) -> Result<(), ShareError> {
 /// smbd reads it as root; no secrets inside: 0644 like smb.conf.
 fn write_readable(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    super::state::write_private(path, body)?;
+    crate::secure::write_private(path, body)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
 }
 
@@ -606,7 +591,7 @@ pub fn add(gw: &Arc<Gateway>, spec: &ShareSpec) -> Result<String, ShareError> {
             group: group.clone(),
             store: url.clone(),
             sealed,
-            created_unix: super::events::now_unix(),
+            created_unix: crate::clock::unix_now(),
             removed: false,
         })
     })();

@@ -63,26 +63,8 @@ impl State {
         let mut cur = self.cur.lock();
         f(&mut cur);
         let body = serde_json::to_vec_pretty(&*cur).unwrap_or_default();
-        write_private(&self.path, &body)
+        crate::secure::write_private(&self.path, &body)
     }
-}
-
-/// Write a root-only file atomically (temp file, fsync, rename).
-pub fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(body)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -318,12 +318,9 @@ impl UserMap {
         let old = m.users.get(user);
         // A disabled user stays disabled whatever else changes.
         let disabled = old.is_some_and(|e| e.disabled);
-        let created_unix = old.map(|e| e.created_unix).unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        });
+        let created_unix = old
+            .map(|e| e.created_unix)
+            .unwrap_or_else(crate::clock::unix_now);
         m.version = 1;
         m.users.insert(
             user.to_string(),

@@ -1,6 +1,7 @@
 //! `swiftgate user add|list|show|remove|passwd`: the admin's side of the
 //! user map, the Unix account and the Samba account.
 
+use super::command::{self, CommandFailed};
 use super::config::{GatewayConfig, UserMapMode};
 use super::daemon::{open_user_store, GatewayError};
 use super::samba::{self, SambaError};
@@ -33,6 +34,8 @@ pub enum UsersError {
     },
     #[error("{what} failed: {message}")]
     Command { what: String, message: String },
+    #[error(transparent)]
+    Run(#[from] CommandFailed),
     #[error("user {0} was removed (its data is kept): add it again with `swiftgate user add {0}`")]
     Removed(String),
     #[error("the Samba account of {user} could not be deleted, so its password still works: {reason}. {state} Delete it by hand (`smbpasswd -x {user}`) or fix the cause and run the command again")]
@@ -50,21 +53,6 @@ pub enum UsersError {
         group: String,
         uid_min: u32,
     },
-}
-
-fn run(what: &str, cmd: &mut Command) -> Result<(), UsersError> {
-    let out = cmd.output().map_err(|e| UsersError::Command {
-        what: what.into(),
-        message: e.to_string(),
-    })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(UsersError::Command {
-            what: what.into(),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
 }
 
 /// Whether an existing account is one `user add` made (or adopted): in
@@ -85,13 +73,13 @@ fn ensure_group(cfg: &GatewayConfig) -> Result<(), UsersError> {
     if let Ok(Some(_)) = nix::unistd::Group::from_name(group) {
         return Ok(());
     }
-    let res = run(
+    let res = command::run(
         "groupadd",
         Command::new("groupadd").arg("--system").arg(group),
     );
     match nix::unistd::Group::from_name(group) {
         Ok(Some(_)) => Ok(()),
-        _ => res,
+        _ => res.map(drop).map_err(UsersError::from),
     }
 }
 
@@ -122,7 +110,7 @@ fn ensure_unix_account(
         }
         ensure_group(cfg)?;
         // Marked as ours from now on: later commands recognise it.
-        run(
+        command::run(
             "usermod",
             Command::new("usermod")
                 .args(["--append", "--groups", &cfg.users.group])
@@ -134,7 +122,7 @@ fn ensure_unix_account(
     ensure_group(cfg)?;
     let home = cfg.mountpoint(user);
     let uid_min = cfg.users.uid_min;
-    run(
+    command::run(
         "useradd",
         Command::new("useradd")
             .args(["--no-create-home", "--user-group", "--groups"])
@@ -208,7 +196,7 @@ impl Drop for AddUndo<'_> {
             }
         }
         if self.unix_account {
-            if let Err(e) = run("userdel", Command::new("userdel").arg(self.user)) {
+            if let Err(e) = command::run("userdel", Command::new("userdel").arg(self.user)) {
                 tracing::error!(user = self.user, "undoing a failed add: {e}");
             }
         }
@@ -397,7 +385,7 @@ pub fn remove(
     // Only accounts that look like ours (no shell, home = mountpoint).
     if let Ok(Some(u)) = nix::unistd::User::from_name(user) {
         if u.dir == cfg.mountpoint(user) && u.shell.to_string_lossy().ends_with("nologin") {
-            let _ = run("userdel", Command::new("userdel").arg(user));
+            let _ = command::run("userdel", Command::new("userdel").arg(user));
         }
     }
     if !purge {

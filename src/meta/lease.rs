@@ -4,7 +4,7 @@
 
 use crate::store::{DynStore, StoreError};
 use serde::{Deserialize, Serialize};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub const LEASE_KEY: &str = "lease";
 
@@ -41,13 +41,6 @@ pub enum LeaseError {
     Corrupt(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -90,7 +83,7 @@ impl Lease {
     pub fn acquire(store: DynStore, ttl: Duration, takeover: bool) -> Result<Lease, LeaseError> {
         let mut mid = [0u8; 8];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut mid);
-        let t = now();
+        let t = crate::clock::unix_now();
         let info = LeaseInfo {
             host: hostname(),
             pid: std::process::id(),
@@ -123,7 +116,7 @@ impl Lease {
                 store.delete(LEASE_KEY)?;
                 continue;
             }
-            if cur.expires_unix > now() {
+            if cur.expires_unix > crate::clock::unix_now() {
                 return Err(LeaseError::Held {
                     host: cur.host,
                     pid: cur.pid,
@@ -155,7 +148,7 @@ impl Lease {
                 });
             }
         }
-        self.info.expires_unix = now() + self.ttl.as_secs();
+        self.info.expires_unix = crate::clock::unix_now() + self.ttl.as_secs();
         let body = serde_json::to_vec(&self.info).expect("serialize lease");
         self.store.put(LEASE_KEY, &body)?;
         Ok(())

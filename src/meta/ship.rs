@@ -198,10 +198,7 @@ pub fn accept_rollback(store: &DynStore, meta: &Meta, r: &Restored) -> Result<St
         KV_OBJECT_ID_FLOOR,
         floor.max(old_floor).to_string().as_bytes(),
     )?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::clock::unix_now();
     let note = format!(
         "rolled back to generation {} of {} at unix time {now}; damaged snapshots kept as {}",
         r.gen,
@@ -332,10 +329,7 @@ impl Shipper {
         // restoring it knows which generation it holds.
         self.meta
             .kv_set(KV_SHIPPED_GEN, gen.to_string().as_bytes())?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::unix_now();
         self.meta
             .kv_set(KV_SHIPPED_AT, now.to_string().as_bytes())?;
         let seq = self.meta.change_seq();

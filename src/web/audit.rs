@@ -83,7 +83,7 @@ impl AuditLog {
         let line = serde_json::to_string(e).unwrap_or_default();
         let _g = self.lock.lock();
         self.rotate_if_full();
-        super::securefile::append_line(&self.path, &line).map_err(|cause| AuditError {
+        crate::secure::append_line(&self.path, &line).map_err(|cause| AuditError {
             path: self.path.clone(),
             cause,
         })
@@ -124,13 +124,6 @@ impl AuditLog {
         let entries = all.into_iter().rev().skip(offset).take(limit).collect();
         Ok(AuditPage { total, entries })
     }
-}
-
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -20,7 +20,6 @@ pub mod pages;
 pub mod pam;
 pub mod ratelimit;
 pub mod routes;
-pub mod securefile;
 pub mod server;
 pub mod session;
 pub mod tokens;
@@ -113,7 +112,7 @@ pub fn record(
         Err(m) => (false, m),
     };
     let e = audit::AuditEntry {
-        at_unix: audit::now_unix(),
+        at_unix: crate::clock::unix_now(),
         who: who.into(),
         from: from.into(),
         action: action.into(),

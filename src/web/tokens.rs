@@ -78,7 +78,9 @@ impl Tokens {
 
     fn save(&self, f: &TokenFile) -> Result<(), TokenError> {
         let bytes = serde_json::to_vec_pretty(f).unwrap_or_default();
-        super::securefile::replace(&self.path, &bytes).map_err(|e| self.io(e))
+        crate::secure::new_parent(&self.path)
+            .and_then(|()| crate::secure::write_private(&self.path, &bytes))
+            .map_err(|e| self.io(e))
     }
 
     /// A new token: the returned string is the only copy of it.
@@ -94,10 +96,7 @@ impl Tokens {
         f.tokens.push(TokenEntry {
             name: name.into(),
             sha256: hash(&token),
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            created_unix: crate::clock::unix_now(),
         });
         self.save(&f)?;
         Ok(token)
