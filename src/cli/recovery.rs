@@ -118,6 +118,10 @@ pub fn run(cmd: RecoveryCmd, config: &Path) -> Result<i32> {
         RecoveryCmd::Restore { from, swift } => {
             need_root("recovery restore")?;
             restore(&from, &swift, config)?;
+            println!(
+                "start the daemon: systemctl restart swiftgate (or `swiftgate serve --config {}`); `swiftgate setup --restore` does this and smb.conf in one step",
+                config.display()
+            );
         }
     }
     Ok(0)
@@ -139,8 +143,7 @@ pub fn restore(from: &str, swift: &super::SwiftArgs, config: &Path) -> Result<()
         println!("  {l}");
     }
     println!(
-        "homes and team shares come back as they are mounted (a lease the old gateway held is taken over once it expires); start the daemon: systemctl restart swiftgate (or `swiftgate serve --config {}`)",
-        config.display()
+        "homes and team shares come back as they are mounted (a lease the old gateway held is taken over once it expires)"
     );
     Ok(())
 }
