@@ -453,6 +453,20 @@ grep -q "nothing to change" <<<"$out" || { echo "$out" >&2; die "the second setu
 ok "second setup --demo: nothing touched"
 run "console answers" in_root bash -c "exec 3<>/dev/tcp/127.0.0.1/$console_port && printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && cat <&3"
 grep -q "200" <<<"$out" || die "console /healthz"
+sums=$(in_root sh -c 'cd /etc/swiftgate && sha256sum gateway.toml users.json secret.key recovery.key; sha256sum /etc/samba/smb.conf')
+cp "$work/pkg/upgrade.deb" "$root/root/swiftgate-upgrade.deb"
+run "demo: apt-get install ./swiftgate-upgrade.deb" apt_root install /root/swiftgate-upgrade.deb
+[ "$sums" = "$(in_root sh -c 'cd /etc/swiftgate && sha256sum gateway.toml users.json secret.key recovery.key; sha256sum /etc/samba/smb.conf')" ] \
+    || die "the upgrade changed the demo's configuration"
+for _ in $(seq 60); do
+    new_pid=$(serve_pid)
+    [ -n "$new_pid" ] && [ "$new_pid" != "$pid_before" ] && in_root swiftgate status >/dev/null 2>&1 && break
+    sleep 1
+done
+{ [ -n "$new_pid" ] && [ "$new_pid" != "$pid_before" ]; } || die "the upgrade did not restart the demo's daemon"
+run "demo after the upgrade: same password, same bytes" smb "$smb_port" home demo 'get demo.bin /root/demo.back2'
+cmp "$root/root/demo.bin" "$root/root/demo.back2" || die "the demo's file changed in the upgrade"
+ok "demo upgraded: configuration kept, daemon restarted (pid $pid_before -> $new_pid)"
 root_destroy
 
 ###########################################################################
