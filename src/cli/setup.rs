@@ -593,21 +593,46 @@ fn demo_password() -> Result<zeroize::Zeroizing<String>> {
     Ok(zeroize::Zeroizing::new("demo".into()))
 }
 
+/// Setup's flags parsed from `argv` alone: flags backed by an environment
+/// variable (OS_AUTH_URL, ...) are dropped unless given in `argv`, so unit
+/// tests do not depend on the shell they run in (run-all exports the
+/// Swift fixture's OS_* variables).
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(super) fn test_args(argv: &[&str]) -> SetupArgs {
     use clap::Parser;
-
     #[derive(Parser)]
     struct T {
         #[command(flatten)]
         a: SetupArgs,
     }
+    let mut a = T::parse_from(std::iter::once("t").chain(argv.iter().copied())).a;
+    let has = |f: &str| {
+        argv.iter()
+            .any(|x| *x == f || x.starts_with(&format!("{f}=")))
+    };
+    macro_rules! argv_only {
+        ($($field:ident $flag:literal),*) => {$(
+            if !has($flag) {
+                a.$field = None;
+            }
+        )*};
+    }
+    argv_only!(store_url "--store-url", os_cloud "--os-cloud", os_auth_url "--os-auth-url",
+        os_region_name "--os-region-name", os_username "--os-username",
+        os_password_file "--os-password-file", os_project_name "--os-project-name",
+        os_project_id "--os-project-id", os_user_domain_name "--os-user-domain-name",
+        os_project_domain_name "--os-project-domain-name");
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn args(extra: &[&str]) -> SetupArgs {
-        let mut v = vec!["t", "--store-url", "local:///s/{user}"];
+        let mut v = vec!["--store-url", "local:///s/{user}"];
         v.extend(extra);
-        T::parse_from(v).a
+        test_args(&v)
     }
 
     #[test]

@@ -212,13 +212,6 @@ fn openrc_answer(s: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        a: SetupArgs,
-    }
 
     /// Answers in order (None: EOF); what was asked and said, recorded.
     #[derive(Default)]
@@ -255,7 +248,7 @@ mod tests {
     }
 
     fn args(v: &[&str]) -> SetupArgs {
-        T::parse_from(std::iter::once("t").chain(v.iter().copied())).a
+        super::super::setup::test_args(v)
     }
 
     #[test]
