@@ -304,6 +304,10 @@ check_interval = "1s"
                 cmds,
             ])
             .args(["--option=client min protocol=SMB2"])
+            // Windows waits 60 s for a response (SessTimeOut); smbclient's
+            // own 20 s cut a 1 GiB put short on a busy CI disk while the
+            // cache held writes back for uploads.
+            .args(["--timeout", "60"])
             .current_dir(cwd)
             .output()
             .unwrap()
