@@ -19,6 +19,7 @@ pub mod service;
 pub mod session;
 pub mod shares;
 pub mod smbconf;
+pub mod snapshots;
 pub mod state;
 pub mod usermap;
 pub mod users;
