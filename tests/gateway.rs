@@ -119,20 +119,6 @@ fn big_file_japanese_names_dos_attributes_and_streams_survive_remount() {
     let _ = fs::remove_dir_all(&work);
 }
 
-/// The Python of the test venv that tests/setup.sh fills with smbprotocol.
-fn test_python() -> PathBuf {
-    let venv = std::env::var_os("SWIFTGATE_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/swiftgate-test-venv"));
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run `bash tests/setup.sh` (it creates the venv with smbprotocol)",
-        py.display()
-    );
-    py
-}
-
 fn sha256(d: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(d))
