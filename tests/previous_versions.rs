@@ -165,3 +165,58 @@ print("previous versions OK")
     );
     let _ = fs::remove_dir_all(&work);
 }
+
+#[test]
+fn scheduled_snapshots_follow_the_config_per_user() {
+    let store = format!("local://{}/homes/{{user}}", unique_dir("pvsched").display());
+    let (u, quiet) = (unique_user("ps"), unique_user("pq"));
+    let extra = format!(
+        "[snapshots]\ncheck_interval = \"1s\"\n[snapshots.user.{quiet}]\nhourly = 0\ndaily = 0\nweekly = 0\n"
+    );
+    let mut g = Gw::new(&store, &extra, &[], "service");
+    ok(g.add_user(&u, "pw-ps", &[]));
+    ok(g.add_user(&quiet, "pw-pq", &[]));
+    let work = unique_dir("pswork");
+    fs::write(work.join("f.txt"), b"scheduled").unwrap();
+    smb_ok(g.smbclient(&u, "pw-ps", "put f.txt", &work));
+    smb_ok(g.smbclient(&quiet, "pw-pq", "put f.txt", &work));
+    let list = |user: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &ok(g.sg(&["snapshot", "list", "--json", "--user", user], "")).stdout,
+        )
+        .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let taken = loop {
+        let l = list(&u);
+        let auto: Vec<_> = l["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["label"] == "hourly")
+            .cloned()
+            .collect();
+        if !auto.is_empty() {
+            break auto;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled snapshot: {l}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert_eq!(taken.len(), 1, "one per hour: {taken:?}");
+    // Its tree holds the file; the user with everything at 0 has none.
+    let name = taken[0]["name"].as_str().unwrap();
+    assert_eq!(
+        fs::read(g.home(&u).join(".snapshots").join(name).join("f.txt")).unwrap(),
+        b"scheduled"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(list(&quiet)["snapshots"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        list(&u)["snapshots"].as_array().unwrap().len(),
+        1,
+        "nothing more within the hour"
+    );
+}

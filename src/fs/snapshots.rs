@@ -47,6 +47,11 @@ impl Fs {
         Ok(info)
     }
 
+    /// Whether anything changed since snapshot `s` was taken.
+    pub fn changed_since(&self, s: &SnapshotInfo) -> bool {
+        self.shipper.shipped_gen() > s.gen || self.shipper.has_changes()
+    }
+
     pub fn snapshot_list(&self) -> Result<Vec<SnapshotInfo>> {
         Ok(snapshots::list(&self.meta)?)
     }

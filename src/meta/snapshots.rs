@@ -18,7 +18,8 @@ pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS snapshots(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created INTEGER NOT NULL UNIQUE, label TEXT NOT NULL,
-    files INTEGER NOT NULL, bytes INTEGER NOT NULL, meta_bytes INTEGER NOT NULL);
+    files INTEGER NOT NULL, bytes INTEGER NOT NULL, meta_bytes INTEGER NOT NULL,
+    gen INTEGER NOT NULL DEFAULT 0);
 -- Objects each snapshot reads, with their size (their row in `objects`
 -- goes when the live filesystem stops using them).
 CREATE TABLE IF NOT EXISTS snapshot_objects(object INTEGER NOT NULL, snap INTEGER NOT NULL,
@@ -71,6 +72,10 @@ pub struct SnapshotInfo {
     /// Stored bytes only it holds: what deleting it frees (besides
     /// `meta_bytes`).
     pub exclusive_bytes: u64,
+    /// The metadata generation shipped right after it: while the store's
+    /// newest is still this one, nothing has changed since.
+    #[serde(default)]
+    pub gen: u64,
 }
 
 /// What all snapshots of a filesystem cost in the store.
@@ -165,6 +170,7 @@ fn row_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotInfo> {
         bytes: r.get::<_, i64>(4)? as u64,
         meta_bytes: r.get::<_, i64>(5)? as u64,
         exclusive_bytes: r.get::<_, i64>(6)? as u64,
+        gen: r.get::<_, i64>(7)? as u64,
     })
 }
 
@@ -175,7 +181,8 @@ SELECT s.id, s.created, s.label, s.files, s.bytes, s.meta_bytes,
   (SELECT coalesce(sum(p.size - coalesce(o.live_bytes, 0)), 0)
      FROM snapshot_objects p LEFT JOIN objects o ON o.id = p.object
      WHERE p.snap = s.id
-       AND NOT EXISTS (SELECT 1 FROM snapshot_objects q WHERE q.object = p.object AND q.snap != s.id))
+       AND NOT EXISTS (SELECT 1 FROM snapshot_objects q WHERE q.object = p.object AND q.snap != s.id)),
+  s.gen
 FROM snapshots s";
 
 /// Every snapshot, oldest first.
@@ -315,8 +322,8 @@ impl Shipper {
             // Pins first: from here on nothing the copy reads is deleted.
             let id = self.meta.with_tx(|tx| {
                 tx.execute(
-                    "INSERT INTO snapshots(created, label, files, bytes, meta_bytes) VALUES(?1, ?2, ?3, ?4, 0)",
-                    params![created, label, files, bytes],
+                    "INSERT INTO snapshots(created, label, files, bytes, meta_bytes, gen) VALUES(?1, ?2, ?3, ?4, 0, ?5)",
+                    params![created, label, files, bytes, self.next_gen() as i64],
                 )?;
                 let id = tx.last_insert_rowid();
                 let mut st = tx.prepare_cached(
@@ -436,14 +443,14 @@ mod tests {
     #[test]
     fn gmt_names_round_trip() {
         assert_eq!(gmt_name(0), "@GMT-1970.01.01-00.00.00");
-        assert_eq!(gmt_name(1_796_036_645), "@GMT-2026.11.30-15.04.05");
+        assert_eq!(gmt_name(1_796_051_045), "@GMT-2026.11.30-15.04.05");
         assert_eq!(gmt_name(951_782_400), "@GMT-2000.02.29-00.00.00");
         for t in [
             0,
             59,
             951_782_399,
             951_782_400,
-            1_796_036_645,
+            1_796_051_045,
             4_102_444_800,
         ] {
             assert_eq!(parse_gmt_name(&gmt_name(t)), Some(t), "{t}");
