@@ -903,6 +903,12 @@ pub fn run(cli: Cli) -> Result<i32> {
                 );
                 println!("upload queue:       {}", g("cache", "upload_queue"));
                 println!("metadata generation {}", v["metadata_generation"]);
+                println!(
+                    "snapshots:          {} holding {} the live files no longer use, {} of metadata",
+                    g("snapshots", "snapshots"),
+                    human(g("snapshots", "held_bytes")),
+                    human(g("snapshots", "meta_bytes"))
+                );
             }
             Ok(0)
         }
