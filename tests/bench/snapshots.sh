@@ -107,10 +107,13 @@ PY
     META=$(echo "$LIST" | python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshots"][0]["meta_bytes"])')
     DB=$(stat -c %s "$(find "$WORK/cache-n$N" -name meta.db | head -1)")
     drop_caches
+    t6=$(now)
     # shellcheck disable=SC2012
-    t6=$(now); ls -f "$MP/.snapshots/$NAME/d0" | wc -l >/dev/null; t7=$(now)
+    ls -f "$MP/.snapshots/$NAME/d0" | wc -l >/dev/null
+    t7=$(now)
     # shellcheck disable=SC2012
-    t8=$(now); ls -f "$MP/.snapshots/$NAME/d0" | wc -l >/dev/null; t9=$(now)
+    ls -f "$MP/.snapshots/$NAME/d0" | wc -l >/dev/null
+    t9=$(now); t8=$t7
     t10=$(now); "$BIN" snapshot delete "$NAME" --mountpoint "$MP" >/dev/null; t11=$(now)
     "$BIN" umount "$MP"
     echo "created $N files in $(fmt "$(secs "$t0" "$t1")") s"
