@@ -122,7 +122,11 @@ fn snapshots_keep_old_data_through_gc_new_host_and_fsck() {
         ctl(&t.mp, "backup-metadata");
     }
     ctl(&t.mp, "drop-cache");
+    let clean = |t: &TestFs| t.stat()["cache"]["clean_bytes"].as_u64().unwrap();
+    let before = clean(&t);
     check("after gc");
+    // Reading the snapshot put nothing into the live cache.
+    assert_eq!(clean(&t), before, "snapshot reads filled the cache");
     let l = sg_json(&[
         "snapshot",
         "list",
