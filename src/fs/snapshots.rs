@@ -213,12 +213,10 @@ impl Fs {
                 self.new_name(parent, name);
                 let mut off = 0;
                 while off < src.size {
-                    let data = self.tree().read(src.ino, off, 1 << 20)?;
-                    if data.is_empty() {
-                        break;
+                    match self.copy_from_snapshot(src.ino, off, f.ino, off, src.size - off)? {
+                        0 => break,
+                        n => off += n,
                     }
-                    self.write(f.ino, off, &data)?;
-                    off += data.len() as u64;
                 }
                 out.files += 1;
                 out.bytes += off;
