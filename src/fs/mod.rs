@@ -5,12 +5,13 @@
 pub mod commands;
 pub mod engine;
 pub mod fuse;
+pub mod quota;
 mod sparse;
 
 use crate::cache::{Cache, CacheError};
 use crate::meta::ship::Shipper;
 use crate::meta::{self, Attr, Meta, MetaError, SetAttr, CAPS_XATTR};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,6 +134,7 @@ pub struct Fs {
     last_read: Mutex<HashMap<u64, u64>>,
     counts: Mutex<Option<(Instant, meta::Counts)>>,
     prefetch_blocks: u64,
+    quota: RwLock<quota::Quota>,
 }
 
 impl std::fmt::Debug for Fs {
@@ -177,6 +179,7 @@ impl Fs {
             last_read: Mutex::new(HashMap::new()),
             counts: Mutex::new(None),
             prefetch_blocks: ((32u64 << 20) / bs).clamp(2, 16),
+            quota: RwLock::new(quota::Quota::default()),
         })
     }
 
@@ -223,6 +226,7 @@ impl Fs {
             if !a.is_reg() {
                 return Err(Errno(libc::EINVAL));
             }
+            self.check_growth(size.saturating_sub(a.size))?;
             self.cache.truncate(ino, a.size, size)?;
             s.size = Some(size);
             if s.mtime.is_none() {
@@ -269,6 +273,7 @@ impl Fs {
             libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => {}
             _ => return Err(Errno(libc::EINVAL)),
         }
+        self.check_new_inode(parent, name, false)?;
         let (gid, mode) = self.owner(parent, c, mode)?;
         Ok(self
             .meta
@@ -285,6 +290,7 @@ impl Fs {
     ) -> Result<Attr> {
         check_name(name)?;
         let mode = libc::S_IFDIR | (mode & !(umask & 0o777) & 0o7777);
+        self.check_new_inode(parent, name, true)?;
         let (gid, mode) = self.owner(parent, c, mode)?;
         Ok(self.meta.mknod(parent, name, mode, c.uid, gid, 0, None)?)
     }
@@ -294,6 +300,7 @@ impl Fs {
         if target.len() >= PATH_MAX {
             return Err(Errno(libc::ENAMETOOLONG));
         }
+        self.check_new_inode(parent, name, false)?;
         let (gid, _) = self.owner(parent, c, libc::S_IFLNK)?;
         Ok(self.meta.mknod(
             parent,
@@ -506,6 +513,8 @@ impl Fs {
         if !a.is_reg() {
             return Err(Errno(libc::EINVAL));
         }
+        // Refused whole: a short write would leave the caller guessing.
+        self.check_growth(end.saturating_sub(a.size))?;
         if off > a.size {
             // The gap between the old end and this write reads as zeros.
             self.cache.cut_past_eof(ino, a.size)?;
@@ -647,6 +656,9 @@ impl Fs {
     }
 
     pub fn statfs(&self) -> Result<StatFs> {
+        if let Some(s) = self.quota_statfs()? {
+            return Ok(s);
+        }
         let counts = self.counts()?;
         let bsize = 4096u64;
         // An object store has no fixed capacity: report 1 PiB total so

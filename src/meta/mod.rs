@@ -13,6 +13,9 @@ pub mod lease;
 pub mod reserve;
 pub mod ship;
 pub mod sparse;
+mod usage;
+
+pub use usage::Usage;
 
 use group::{Db, Group};
 use parking_lot::MutexGuard;
@@ -313,6 +316,7 @@ impl Meta {
         // default of 16 made them evict each other and parse again.
         conn.set_prepared_statement_cache_capacity(256);
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(usage::SCHEMA)?;
         Ok(Meta {
             db: Arc::new(Group::new(conn)),
             dcache: Default::default(),
