@@ -18,9 +18,10 @@ use crate::meta::Usage;
 /// of a home or share); creating folders there is never refused.
 pub const RECYCLE_DIR: &str = "#recycle";
 
-/// Below this much room a file opened for writing bypasses the page
-/// cache, so a write over the quota fails in the writer's own call
-/// instead of at close.
+/// Below this much room (or a quarter of a smaller quota) a file opened
+/// for writing bypasses the page cache, so a write over the quota fails
+/// in the writer's own call instead of at close. Far from the limit the
+/// page cache's larger writes are worth more.
 pub const DIRECT_IO_MARGIN: u64 = 256 << 20;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -123,7 +124,9 @@ impl std::str::FromStr for Quota {
         // A limit of 0 would make the filesystem unusable (even its root
         // counts as a file): surely a mistake, and "none" says it better.
         if bytes == Some(0) || files == Some(0) {
-            return Err(format!("a quota of 0 in {s:?} leaves no room: {QUOTA_HELP}"));
+            return Err(format!(
+                "a quota of 0 in {s:?} leaves no room: {QUOTA_HELP}"
+            ));
         }
         Ok(Quota { bytes, files })
     }
@@ -229,7 +232,11 @@ impl Fs {
 
     /// Whether files opened for writing should bypass the page cache now.
     pub fn write_direct(&self) -> bool {
-        matches!(self.quota_room(), Ok(Some(r)) if r < DIRECT_IO_MARGIN)
+        let Some(limit) = self.quota().bytes else {
+            return false;
+        };
+        let margin = DIRECT_IO_MARGIN.min(limit / 4);
+        matches!(self.quota_room(), Ok(Some(r)) if r < margin)
     }
 }
 
@@ -289,7 +296,10 @@ mod tests {
             &self.engine.fs
         }
         fn file(&self, name: &str, len: usize) -> u64 {
-            let a = self.fs().create(ME, ROOT, name.as_bytes(), 0o644, 0).unwrap();
+            let a = self
+                .fs()
+                .create(ME, ROOT, name.as_bytes(), 0o644, 0)
+                .unwrap();
             if len > 0 {
                 self.fs().write(a.ino, 0, &vec![7u8; len]).unwrap();
             }
@@ -419,7 +429,10 @@ mod tests {
         });
         let a = t.file("a", 60_000);
         // write: growth past the limit is refused whole, nothing changes.
-        assert_eq!(fs.write(a, 60_000, &[1u8; 50_000]), Err(Errno(libc::EDQUOT)));
+        assert_eq!(
+            fs.write(a, 60_000, &[1u8; 50_000]),
+            Err(Errno(libc::EDQUOT))
+        );
         assert_eq!(fs.getattr(a).unwrap().size, 60_000);
         // ... while an overwrite in place and growth up to the limit pass.
         fs.write(a, 0, &[2u8; 60_000]).unwrap();
@@ -429,12 +442,16 @@ mod tests {
         assert_eq!(size(fs, a, 100_001).unwrap_err(), Errno(libc::EDQUOT));
         assert_eq!(fs.fallocate(a, 0, 200_000, 0), Err(Errno(libc::EDQUOT)));
         // Keeping the size allocates nothing logical.
-        fs.fallocate(a, 0, 200_000, libc::FALLOC_FL_KEEP_SIZE).unwrap();
+        fs.fallocate(a, 0, 200_000, libc::FALLOC_FL_KEEP_SIZE)
+            .unwrap();
         // A new empty file is fine (no file quota), writing to it is not.
         let b = t.file("b", 0);
         assert_eq!(fs.write(b, 0, b"x"), Err(Errno(libc::EDQUOT)));
         // A shared-block copy grows the destination too.
-        assert_eq!(fs.copy_file_range(a, 0, b, 0, 65536), Err(Errno(libc::EDQUOT)));
+        assert_eq!(
+            fs.copy_file_range(a, 0, b, 0, 65536),
+            Err(Errno(libc::EDQUOT))
+        );
         // Over the quota (lowered below use), deleting and shrinking work.
         fs.set_quota(Quota {
             bytes: Some(used + 10),
@@ -469,11 +486,18 @@ mod tests {
         assert_eq!(fs.mkdir(ME, d, b"sub", 0o755, 0).map(|_| ()), edq);
         assert_eq!(fs.symlink(ME, ROOT, b"ln", b"one").map(|_| ()), edq);
         // vfs_recycle makes #recycle/<tree> then renames into it.
-        let r = fs.mkdir(ME, ROOT, RECYCLE_DIR.as_bytes(), 0o700, 0).unwrap().ino;
+        let r = fs
+            .mkdir(ME, ROOT, RECYCLE_DIR.as_bytes(), 0o700, 0)
+            .unwrap()
+            .ino;
         let rd = fs.mkdir(ME, r, b"dir", 0o700, 0).unwrap().ino;
         fs.rename(ROOT, b"one", rd, b"one", 0).unwrap();
         // A folder named like it elsewhere is no exception.
-        assert_eq!(fs.mkdir(ME, d, RECYCLE_DIR.as_bytes(), 0o755, 0).map(|_| ()), edq);
+        assert_eq!(
+            fs.mkdir(ME, d, RECYCLE_DIR.as_bytes(), 0o755, 0)
+                .map(|_| ()),
+            edq
+        );
         // Deleting makes room again (the bin's folders went past it).
         fs.unlink(rd, b"one").unwrap();
         fs.rmdir(r, b"dir").unwrap();
