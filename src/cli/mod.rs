@@ -226,6 +226,14 @@ pub enum UserCmd {
         #[arg(long)]
         purge: bool,
     },
+    /// Limit the home: file sizes and optionally files, e.g. 50G or
+    /// 50G,100000 (',100000': files only; 'none' lifts it). A mounted home
+    /// gets it at once.
+    Quota {
+        user: String,
+        #[arg(value_parser = clap::value_parser!(crate::fs::quota::Quota))]
+        quota: crate::fs::quota::Quota,
+    },
     /// New Samba password from stdin (or a prompt); with Keystone flags, new
     /// stored credentials (verified first).
     Passwd {
@@ -277,6 +285,12 @@ pub enum ShareCmd {
         name: String,
         #[arg(long)]
         purge: bool,
+    },
+    /// Limit the share like `user quota` (50G, 50G,100000, none).
+    Quota {
+        name: String,
+        #[arg(value_parser = clap::value_parser!(crate::fs::quota::Quota))]
+        quota: crate::fs::quota::Quota,
     },
 }
 
@@ -437,6 +451,16 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
         UserCmd::Remove { user, purge } => {
             return gateway::run_change(api, Request::UserRemove { user, purge })
         }
+        UserCmd::Quota { user, quota } => {
+            return gateway::run_change(
+                api,
+                Request::QuotaSet {
+                    user: Some(user),
+                    share: None,
+                    quota,
+                },
+            )
+        }
         UserCmd::Passwd {
             user,
             keystone,
@@ -502,6 +526,14 @@ fn share_cmd(cmd: ShareCmd, config: &Path) -> Result<i32> {
         ShareCmd::Remove { name, purge } => {
             gateway::run_change(api, Request::ShareRemove { name, purge })
         }
+        ShareCmd::Quota { name, quota } => gateway::run_change(
+            api,
+            Request::QuotaSet {
+                user: None,
+                share: Some(name),
+                quota,
+            },
+        ),
     }
 }
 
@@ -637,6 +669,25 @@ pub fn read_passphrase(path: Option<&Path>) -> Result<Option<Vec<u8>>> {
     Ok(Some(line))
 }
 
+/// A home's quota use for `status`, flagged from 90 % on.
+fn quota_line(h: &crate::gateway::api::HomeStatus) -> Option<String> {
+    let u = h.quota_use?;
+    let fill = h.quota.fill(&u)?;
+    let warn = if fill >= crate::gateway::quotas::WARN_FILL {
+        "WARNING: "
+    } else {
+        ""
+    };
+    Some(format!(
+        "{}: {warn}quota {} is {:.0} % used ({} in {} files)",
+        h.user,
+        h.quota,
+        fill * 100.0,
+        human(u.bytes),
+        u.files
+    ))
+}
+
 fn human(n: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -770,6 +821,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                     );
                     if let Some(e) = &c.last_error {
                         errors.push(format!("{}: last upload error: {e}", h.user));
+                    }
+                    if let Some(w) = quota_line(h) {
+                        errors.push(w);
                     }
                 }
                 for e in errors {

@@ -24,7 +24,9 @@ pub const RECYCLE_DIR: &str = "#recycle";
 /// page cache's larger writes are worth more.
 pub const DIRECT_IO_MARGIN: u64 = 256 << 20;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// In JSON an object (`{"bytes": 53687091200, "files": 100000}`, either
+/// left out for no limit) or the command line's text (`"50G,100000"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Quota {
     /// Most bytes of file content (logical: file sizes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +34,26 @@ pub struct Quota {
     /// Most inodes (files, folders, links).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<u64>,
+}
+
+impl<'de> serde::Deserialize<'de> for Quota {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Quota, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Fields {
+                #[serde(default)]
+                bytes: Option<u64>,
+                #[serde(default)]
+                files: Option<u64>,
+            },
+        }
+        match Repr::deserialize(d)? {
+            Repr::Text(t) => t.parse().map_err(serde::de::Error::custom),
+            Repr::Fields { bytes, files } => Ok(Quota { bytes, files }),
+        }
+    }
 }
 
 impl Quota {
@@ -343,6 +365,11 @@ mod tests {
         assert_eq!((q.bytes, q.files), (None, Some(500)));
         assert_eq!(q.to_string().parse::<Quota>().unwrap(), q);
         assert!("none".parse::<Quota>().unwrap().is_none());
+        let j: Quota = serde_json::from_str(r#""2G,10""#).unwrap();
+        assert_eq!((j.bytes, j.files), (Some(2 << 30), Some(10)));
+        let j: Quota = serde_json::from_str(r#"{"bytes":5}"#).unwrap();
+        assert_eq!(serde_json::to_string(&j).unwrap(), r#"{"bytes":5}"#);
+        assert!(serde_json::from_str::<Quota>(r#""lots""#).is_err());
         assert!("12345".parse::<Quota>().unwrap().bytes == Some(12345));
         for bad in ["0", "10X", "5G,many", "G"] {
             let e = bad.parse::<Quota>().unwrap_err();

@@ -154,7 +154,19 @@ pub enum Request {
     StateBackup,
     /// The state backups: where, when last, the last error.
     StateStatus,
+    /// Set (or with an empty quota, lift) the quota of a user's home or
+    /// of a team share: exactly one of `user`, `share`. Mounted ones get
+    /// it at once.
+    QuotaSet {
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        share: Option<String>,
+        quota: Quota,
+    },
 }
+
+pub use crate::fs::quota::Quota;
 
 fn default_event_limit() -> usize {
     100
@@ -429,6 +441,9 @@ pub struct UserSummary {
     /// mounted).
     #[serde(default)]
     pub metadata_age_secs: Option<u64>,
+    /// The home's quota (use is in `usage`: logical_bytes, files).
+    #[serde(default)]
+    pub quota: Quota,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -478,6 +493,11 @@ pub struct HomeStatus {
     pub metadata_age_secs: Option<u64>,
     #[serde(default)]
     pub metadata_generation: u64,
+    #[serde(default)]
+    pub quota: Quota,
+    /// What counts against the quota, live (only with a quota).
+    #[serde(default)]
+    pub quota_use: Option<crate::meta::Usage>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -510,6 +530,8 @@ pub struct ShareStatus {
     pub mounted: bool,
     #[serde(default)]
     pub usage: Option<Usage>,
+    #[serde(default)]
+    pub quota: Quota,
     /// The smb.conf section the gateway generated for it.
     pub smb_conf: String,
     /// testparm's verdict on the whole configuration (None: not run).
@@ -582,6 +604,8 @@ pub enum AlertCode {
     CacheDiskNearlyFull,
     MountFailed,
     UploadErrors,
+    /// A home or share uses 90 % of its quota or more.
+    QuotaNearlyFull,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

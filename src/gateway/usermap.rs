@@ -126,6 +126,9 @@ pub struct UserEntry {
     /// `user disable`: the account stays, but no session may start.
     #[serde(default, rename = "login_disabled")]
     pub disabled: bool,
+    /// Limit of the home (`user quota`); enforced by the mounted engine.
+    #[serde(default, skip_serializing_if = "crate::fs::quota::Quota::is_none")]
+    pub quota: crate::fs::quota::Quota,
     /// Base64 of nonce ‖ AES-256-GCM(JSON of UserSecrets), AAD = user name.
     secrets: String,
 }
@@ -318,6 +321,7 @@ impl UserMap {
         let old = m.users.get(user);
         // A disabled user stays disabled whatever else changes.
         let disabled = old.is_some_and(|e| e.disabled);
+        let quota = old.map(|e| e.quota).unwrap_or_default();
         let created_unix = old
             .map(|e| e.created_unix)
             .unwrap_or_else(crate::clock::unix_now);
@@ -331,6 +335,7 @@ impl UserMap {
                 created_unix,
                 removed: false,
                 disabled,
+                quota,
                 secrets: self.seal(user, secrets),
             },
         );
@@ -355,6 +360,11 @@ impl UserMap {
     /// `user disable` / `user enable`.
     pub fn set_disabled(&self, user: &str, disabled: bool) -> Result<(), UserMapError> {
         self.update(user, |e| e.disabled = disabled)
+    }
+
+    /// `user quota`.
+    pub fn set_quota(&self, user: &str, q: crate::fs::quota::Quota) -> Result<(), UserMapError> {
+        self.update(user, |e| e.quota = q)
     }
 
     fn update(&self, user: &str, f: impl FnOnce(&mut UserEntry)) -> Result<(), UserMapError> {
