@@ -1344,10 +1344,11 @@ fn op_name(r: &Request) -> &'static str {
         Request::Metrics => "metrics",
         Request::StateBackup => "state_backup",
         Request::StateStatus => "state_status",
+        Request::QuotaSet { .. } => "quota_set",
     }
 }
 
-const ALL_OPS: usize = 29;
+const ALL_OPS: usize = 30;
 
 #[test]
 fn every_request_is_answered_by_the_daemon_with_typed_errors() {
@@ -1569,6 +1570,47 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
         }
         other => panic!("{other:?}"),
     }
+    // Quotas: one target, a known one; set on the mounted home at once.
+    let q: swiftgate::gateway::api::Quota = "1G,1000".parse().unwrap();
+    let e = call(Request::QuotaSet {
+        user: Some(u.clone()),
+        share: Some("x".into()),
+        quota: q,
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::Invalid, Some("user"))
+    );
+    let e = call(Request::QuotaSet {
+        user: Some("nobody-here".into()),
+        share: None,
+        quota: q,
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::NotFound, Some("user"))
+    );
+    let e = call(Request::QuotaSet {
+        user: None,
+        share: Some("nosuchshare".into()),
+        quota: q,
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::NotFound, Some("name"))
+    );
+    match call(Request::QuotaSet {
+        user: Some(u.clone()),
+        share: None,
+        quota: q,
+    }) {
+        Ok(Response::Done { message }) => assert!(message.contains("in force now"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(api.user(&u).unwrap().summary.quota, q);
     let put = m.store_ops.iter().find(|o| o.op == "put").unwrap();
     assert!(
         put.ok > 0 && put.bytes > 0 && *put.latency_buckets.last().unwrap() == put.ok + put.errors
