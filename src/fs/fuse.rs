@@ -60,10 +60,10 @@ impl FuseFs {
         false
     }
 
-    /// A file opened for writing close to the byte quota bypasses the
-    /// page cache: its writes reach `Fs::write` in the writer's own call,
-    /// which then fails with EDQUOT (Samba: disk full on that write)
-    /// instead of the data being dropped at writeback.
+    /// Under a byte quota a file opened for writing bypasses the page
+    /// cache: its writes reach `Fs::write` in the writer's own call, which
+    /// then fails with EDQUOT (Samba: disk full on that write) instead of
+    /// the data being dropped at writeback.
     fn open_flags(&self, flags: i32) -> FopenFlags {
         if flags & libc::O_ACCMODE != libc::O_RDONLY && self.fs.write_direct() {
             FopenFlags::FOPEN_DIRECT_IO

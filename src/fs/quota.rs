@@ -3,11 +3,15 @@
 //!
 //! The mount uses the kernel's writeback cache, so most data reaches
 //! `write` after the application's write returned; an error there only
-//! surfaces at close, and the kernel keeps ENOSPC but turns EDQUOT into
-//! EIO. So growth is refused up front where it can be: creating a node,
-//! a growing truncate (Explorer sets the end of file before copying),
-//! fallocate, and `write` itself (fuse.rs answers ENOSPC for writeback
-//! writes and opens files near the limit without the page cache).
+//! surfaces at close, and not reliably through Samba: its time update
+//! before the close flushes the pages and swallows the error, and the
+//! client is told the copy succeeded. So growth is refused up front
+//! where the writer waits: creating a node, a growing truncate
+//! (Explorer sets the end of file before copying), fallocate, and
+//! `write` itself, which under a byte quota sees every write because
+//! files opened for writing bypass the page cache (fuse.rs). Writes from
+//! the page cache (a file opened before the quota was set) are refused
+//! with ENOSPC: the kernel would turn EDQUOT into EIO at close.
 //! Shrinking, deleting and renaming are never refused: Samba's recycle
 //! bin deletes a file for good when its move into `#recycle` fails.
 
@@ -17,12 +21,6 @@ use crate::meta::Usage;
 /// The folder Samba's vfs_recycle moves deleted files into (at the root
 /// of a home or share); creating folders there is never refused.
 pub const RECYCLE_DIR: &str = "#recycle";
-
-/// Below this much room (or a quarter of a smaller quota) a file opened
-/// for writing bypasses the page cache, so a write over the quota fails
-/// in the writer's own call instead of at close. Far from the limit the
-/// page cache's larger writes are worth more.
-pub const DIRECT_IO_MARGIN: u64 = 256 << 20;
 
 /// In JSON an object (`{"bytes": 53687091200, "files": 100000}`, either
 /// left out for no limit) or the command line's text (`"50G,100000"`).
@@ -212,14 +210,6 @@ impl Fs {
         Ok(first == Some(RECYCLE_DIR))
     }
 
-    /// Room left under the byte quota (None: no byte quota).
-    pub fn quota_room(&self) -> Result<Option<u64>> {
-        let Some(limit) = self.quota.read().bytes else {
-            return Ok(None);
-        };
-        Ok(Some(limit.saturating_sub(self.meta.usage()?.bytes)))
-    }
-
     /// statfs under a quota: the limit is the capacity, what is left is
     /// free (Explorer's "12.3 GB free of 50 GB"). A dimension without a
     /// limit shows a large figure with real use. Never 0 blocks in all:
@@ -252,13 +242,11 @@ impl Fs {
         }))
     }
 
-    /// Whether files opened for writing should bypass the page cache now.
+    /// Whether files opened for writing bypass the page cache: under a
+    /// byte quota, however far from it (a file opened with room to spare
+    /// is written to the limit as well; see the module comment).
     pub fn write_direct(&self) -> bool {
-        let Some(limit) = self.quota().bytes else {
-            return false;
-        };
-        let margin = DIRECT_IO_MARGIN.min(limit / 4);
-        matches!(self.quota_room(), Ok(Some(r)) if r < margin)
+        self.quota.read().bytes.is_some()
     }
 }
 

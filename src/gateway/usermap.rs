@@ -389,6 +389,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_quota_is_kept_in_the_map_and_survives_a_new_password() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("users.json");
+        let m = UserMap::open(&path, &d.path().join("k")).unwrap();
+        let s = UserSecrets::default();
+        m.put("carol", 1002, 1002, "local:///x", &s).unwrap();
+        assert!(m.get("carol").unwrap().0.quota.is_none());
+        let q: crate::fs::quota::Quota = "50G,1000".parse().unwrap();
+        m.set_quota("carol", q).unwrap();
+        // `user passwd` rewrites the entry: the quota stays.
+        m.put("carol", 1002, 1002, "local:///x", &s).unwrap();
+        let again = UserMap::open(&path, &d.path().join("k")).unwrap();
+        assert_eq!(again.get("carol").unwrap().0.quota, q);
+        assert!(matches!(
+            m.set_quota("nobody", q),
+            Err(UserMapError::NoSuchUser(_))
+        ));
+    }
+
+    #[test]
     fn secrets_round_trip_encrypted_and_bound_to_the_name() {
         let d = tempfile::tempdir().unwrap();
         let m = UserMap::open(&d.path().join("users.json"), &d.path().join("k")).unwrap();
