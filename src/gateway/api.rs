@@ -168,6 +168,9 @@ pub enum Request {
 
 pub use crate::fs::quota::Quota;
 
+/// Use at or above this share of a quota raises a warning.
+pub const QUOTA_WARN_FILL: f64 = 0.9;
+
 fn default_event_limit() -> usize {
     100
 }

@@ -8,8 +8,7 @@ use super::daemon::{share_key, Gateway};
 use super::shares::{self, ShareError};
 use super::usermap::UserMapError;
 
-/// Use at or above this share of a quota raises a warning.
-pub const WARN_FILL: f64 = 0.9;
+pub use super::api::QUOTA_WARN_FILL as WARN_FILL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuotaError {

@@ -116,6 +116,7 @@ mod tests {
             "disable",
             "enable",
             "password",
+            "quota",
         ] {
             used.push(format!("done.{d}"));
         }
