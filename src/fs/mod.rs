@@ -135,6 +135,8 @@ pub struct Fs {
     counts: Mutex<Option<(Instant, meta::Counts)>>,
     prefetch_blocks: u64,
     quota: RwLock<quota::Quota>,
+    /// The store account's quota, refreshed now and then by the engine.
+    account: Mutex<Option<crate::store::Capacity>>,
 }
 
 impl std::fmt::Debug for Fs {
@@ -180,6 +182,7 @@ impl Fs {
             counts: Mutex::new(None),
             prefetch_blocks: ((32u64 << 20) / bs).clamp(2, 16),
             quota: RwLock::new(quota::Quota::default()),
+            account: Mutex::new(None),
         })
     }
 
@@ -661,6 +664,9 @@ impl Fs {
         }
         let counts = self.counts()?;
         let bsize = 4096u64;
+        if let Some(s) = self.account_statfs(bsize, counts.inodes) {
+            return Ok(s);
+        }
         // An object store has no fixed capacity: report 1 PiB total so
         // tools see real usage and plenty of room.
         let total = (1u64 << 50) / bsize;

@@ -242,6 +242,27 @@ impl Fs {
         }))
     }
 
+    /// The store account's quota as last read (see the engine's loop).
+    pub fn set_account_capacity(&self, c: Option<crate::store::Capacity>) {
+        *self.account.lock() = c;
+    }
+
+    /// statfs without a quota of our own but with an account quota: that
+    /// is the honest size. Its figures are physical bytes (compressed,
+    /// deduplicated, every container of the account) and lag a little.
+    pub(super) fn account_statfs(&self, bsize: u64, inodes: u64) -> Option<super::StatFs> {
+        let c = (*self.account.lock())?;
+        let files = 1u64 << 32;
+        Some(super::StatFs {
+            blocks: c.quota_bytes.div_ceil(bsize).max(1),
+            bfree: c.quota_bytes.saturating_sub(c.used_bytes) / bsize,
+            files,
+            ffree: files.saturating_sub(inodes),
+            bsize: bsize as u32,
+            namelen: crate::meta::NAME_MAX as u32,
+        })
+    }
+
     /// Whether files opened for writing bypass the page cache: under a
     /// byte quota, however far from it (a file opened with room to spare
     /// is written to the limit as well; see the module comment).
@@ -545,5 +566,16 @@ mod tests {
         });
         let s = fs.statfs().unwrap();
         assert_eq!((s.blocks, s.bfree), (1, 0));
+        // Without a quota of its own: the store account's, when known.
+        fs.set_quota(Quota::default());
+        fs.set_account_capacity(Some(crate::store::Capacity {
+            quota_bytes: 100 << 30,
+            used_bytes: 40 << 30,
+        }));
+        let s = fs.statfs().unwrap();
+        assert_eq!(s.blocks * s.bsize as u64, 100 << 30);
+        assert_eq!(s.bfree * s.bsize as u64, 60 << 30);
+        fs.set_account_capacity(None);
+        assert!(fs.statfs().unwrap().blocks > 1 << 30);
     }
 }
