@@ -392,7 +392,8 @@ impl Gateway {
         let store = open_user_store(&self.cfg, user, &secrets)?;
         let mp = self.cfg.mountpoint(user);
         prepare_mountpoint(&mp)?;
-        self.mount_fs(
+        let quota = entry.quota;
+        let r = self.mount_fs(
             MountSpec {
                 key: user.to_string(),
                 cache_dir: self.cfg.cache.dir.join(user),
@@ -402,10 +403,20 @@ impl Gateway {
                 owner: (entry.uid, entry.gid),
                 root_mode: 0o700,
                 pinned: false,
-                quota: entry.quota,
+                quota,
             },
             vec![smbd],
-        )
+        );
+        // A quota changed while this mount was under way found no engine
+        // to push to: it is read again now.
+        if r.is_ok() {
+            if let Ok((e, _)) = self.users.get(user) {
+                if e.quota != quota {
+                    self.push_quota(user, e.quota);
+                }
+            }
+        }
+        r
     }
 
     /// Mount a team share (it stays mounted until removed or shutdown).

@@ -439,6 +439,13 @@ fn mount(gw: &Arc<Gateway>, r: &ShareRecord) -> Result<(), ShareError> {
         })?;
     let store = store_of(gw, &r.spec.name, &r.store)?;
     gw.mount_share(&r.spec.name, store, passphrase(gw, r)?, gid, r.quota)?;
+    // A quota changed while the mount was under way found nothing to
+    // push to: read again.
+    if let Some(now) = load(&gw.cfg)?.shares.get(&r.spec.name) {
+        if now.quota != r.quota {
+            gw.push_quota(&share_key(&r.spec.name), now.quota);
+        }
+    }
     Ok(())
 }
 
