@@ -809,10 +809,16 @@ fn the_console_keeps_working_while_the_store_is_down() {
 fn the_quota_forms_set_and_show_a_quota() {
     let mut con = console("");
     let user = common::gw::unique_user("cq");
-    ok(con.gw.add_user(&user, "Pw-quota-user-1", &[]));
+    ok(con
+        .gw
+        .add_user(&user, "Pw-quota-user-1", &["--quota", "1G,300"]));
     let s = login(&con.url, &con.admin.name, &con.admin.password);
     let page = s.get(&format!("/users/{user}")).text().unwrap();
     assert!(page.contains(r#"id="quota-form""#), "no quota form");
+    assert!(
+        page.contains(r#"value="1G,300""#),
+        "user add --quota: {page}"
+    );
     // Nonsense is refused next to what it should be, nothing saved.
     let r = s.post_form(
         &format!("/users/{user}/quota"),

@@ -155,8 +155,12 @@ fn a_team_share_quota_is_kept_and_applied_at_mount() {
     ok(g.add_user(&user, "quota-pw2", &[]));
     let name = format!("q{:06x}", rand_u32() & 0xffffff);
     g.shares.push(name.clone());
-    ok(g.sg(&["share", "add", &name, "--member", &user], ""));
-    let o = ok(g.sg(&["share", "quota", &name, "4M,100"], ""));
+    let o = ok(g.sg(
+        &[
+            "share", "add", &name, "--member", &user, "--quota", "4M,100",
+        ],
+        "",
+    ));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("in force now"),
         "{o:?}"

@@ -207,6 +207,9 @@ pub enum UserCmd {
         /// (outside [users] group or below uid_min); never root.
         #[arg(long)]
         adopt: bool,
+        /// The home's quota, as `user quota` takes it (50G, 50G,100000).
+        #[arg(long, value_parser = clap::value_parser!(crate::fs::quota::Quota))]
+        quota: Option<crate::fs::quota::Quota>,
     },
     /// Refuse the user's sessions (Samba account disabled too); data kept.
     Disable {
@@ -262,6 +265,9 @@ pub enum ShareCmd {
         /// A member who may only read (repeat).
         #[arg(long = "read-only")]
         read_only: Vec<String>,
+        /// The share's quota, as `share quota` takes it (50G, 50G,100000).
+        #[arg(long, value_parser = clap::value_parser!(crate::fs::quota::Quota))]
+        quota: Option<crate::fs::quota::Quota>,
     },
     List,
     Show {
@@ -414,19 +420,31 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
             user,
             keystone,
             adopt,
+            quota,
         } => {
             crate::gateway::usermap::check_name(&user)?;
             let credentials = keystone.credentials()?;
             let password = read_new_password("Samba password")?;
-            return gateway::run_change(
+            let rc = gateway::run_change(
                 api,
                 Request::UserAdd(UserAdd {
-                    user,
+                    user: user.clone(),
                     password: Secret::new(password),
                     credentials,
                     adopt,
                 }),
-            );
+            )?;
+            return match quota {
+                Some(quota) if rc == 0 => gateway::run_change(
+                    api,
+                    Request::QuotaSet {
+                        user: Some(user),
+                        share: None,
+                        quota,
+                    },
+                ),
+                _ => Ok(rc),
+            };
         }
         UserCmd::List => gateway::user_list(api)?,
         UserCmd::Show { user } => gateway::user_show(api, &user)?,
@@ -496,16 +514,30 @@ fn share_cmd(cmd: ShareCmd, config: &Path) -> Result<i32> {
             group,
             members,
             read_only,
-        } => gateway::run_change(
-            api,
-            Request::ShareAdd(ShareSpec {
-                name,
-                comment,
-                group,
-                members: (!members.is_empty()).then_some(members),
-                read_only,
-            }),
-        ),
+            quota,
+        } => {
+            let rc = gateway::run_change(
+                api,
+                Request::ShareAdd(ShareSpec {
+                    name: name.clone(),
+                    comment,
+                    group,
+                    members: (!members.is_empty()).then_some(members),
+                    read_only,
+                }),
+            )?;
+            match quota {
+                Some(quota) if rc == 0 => gateway::run_change(
+                    api,
+                    Request::QuotaSet {
+                        user: None,
+                        share: Some(name),
+                        quota,
+                    },
+                ),
+                _ => Ok(rc),
+            }
+        }
         ShareCmd::List => gateway::share_list(api).map(|()| 0),
         ShareCmd::Show { name } => gateway::share_show(api, &name).map(|()| 0),
         ShareCmd::Update {
