@@ -420,6 +420,76 @@ mod tests {
     }
 
     #[test]
+    fn usage_stays_right_through_random_operations() {
+        let t = T::new();
+        let fs = t.fs();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let names: Vec<Vec<u8>> = (0..6).map(|i| format!("f{i}").into_bytes()).collect();
+        let mut open: Vec<u64> = Vec::new();
+        let mut done = 0;
+        for step in 0..400 {
+            let name = &names[rnd(names.len() as u64) as usize];
+            let ino = fs.lookup(ROOT, name).ok().map(|a| a.ino);
+            let other = names[rnd(names.len() as u64) as usize].clone();
+            match (rnd(9), ino) {
+                (0, None) => {
+                    let a = fs.create(ME, ROOT, name, 0o644, 0).unwrap();
+                    open.push(a.ino);
+                }
+                (1, Some(i)) => {
+                    let off = rnd(300_000);
+                    fs.write(i, off, &vec![step as u8; rnd(100_000) as usize + 1])
+                        .unwrap();
+                }
+                (2, Some(i)) => {
+                    size(fs, i, rnd(400_000)).unwrap();
+                }
+                (3, Some(_)) => fs.unlink(ROOT, name).unwrap(),
+                (4, Some(i)) => {
+                    let _ = fs.link(i, ROOT, &other);
+                }
+                (5, Some(_)) => fs.rename(ROOT, name, ROOT, &other, 0).unwrap(),
+                (6, Some(i)) => {
+                    let mode = [0, libc::FALLOC_FL_KEEP_SIZE][rnd(2) as usize];
+                    fs.fallocate(i, rnd(300_000), rnd(200_000) + 1, mode)
+                        .unwrap();
+                }
+                (7, Some(i)) => {
+                    if let Ok(d) = fs.lookup(ROOT, &other) {
+                        if d.ino != i {
+                            let _ = fs.copy_file_range(
+                                i,
+                                rnd(100_000),
+                                d.ino,
+                                rnd(200_000),
+                                rnd(300_000),
+                            );
+                        }
+                    }
+                }
+                (8, _) if !open.is_empty() => {
+                    let i = open.remove(rnd(open.len() as u64) as usize);
+                    fs.release(i).unwrap();
+                }
+                _ => continue,
+            }
+            done += 1;
+            t.usage();
+        }
+        assert!(done > 150, "only {done} operations ran");
+        for i in open {
+            fs.release(i).unwrap();
+        }
+        t.usage();
+    }
+
+    #[test]
     fn an_unlinked_open_file_counts_until_its_last_close() {
         let t = T::new();
         let fs = t.fs();
