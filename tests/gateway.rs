@@ -119,20 +119,6 @@ fn big_file_japanese_names_dos_attributes_and_streams_survive_remount() {
     let _ = fs::remove_dir_all(&work);
 }
 
-/// The Python of the test venv that tests/setup.sh fills with smbprotocol.
-fn test_python() -> PathBuf {
-    let venv = std::env::var_os("SWIFTGATE_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/swiftgate-test-venv"));
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run `bash tests/setup.sh` (it creates the venv with smbprotocol)",
-        py.display()
-    );
-    py
-}
-
 fn sha256(d: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(d))
@@ -1280,8 +1266,8 @@ fn files_put_through_samba_are_unreadable_by_other_local_users() {
 // ------------------------------------------------------- the typed API
 
 use swiftgate::gateway::api::{
-    ErrorKind, GatewayApi, GatewayApiExt, JobInfo, JobState, Request, Response, Secret, ShareSpec,
-    UserAdd, UserQuery,
+    ErrorKind, FsTarget, GatewayApi, GatewayApiExt, JobInfo, JobState, Request, Response, Secret,
+    ShareSpec, UserAdd, UserQuery,
 };
 use swiftgate::gateway::control::ControlClient;
 
@@ -1344,11 +1330,15 @@ fn op_name(r: &Request) -> &'static str {
         Request::Metrics => "metrics",
         Request::StateBackup => "state_backup",
         Request::StateStatus => "state_status",
+        Request::Snapshots { .. } => "snapshots",
+        Request::SnapshotCreate { .. } => "snapshot_create",
+        Request::SnapshotDelete { .. } => "snapshot_delete",
+        Request::SnapshotRestore { .. } => "snapshot_restore",
         Request::QuotaSet { .. } => "quota_set",
     }
 }
 
-const ALL_OPS: usize = 30;
+const ALL_OPS: usize = 34;
 
 #[test]
 fn every_request_is_answered_by_the_daemon_with_typed_errors() {
@@ -1478,6 +1468,75 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
         matches!(&v, Response::Value(v) if v["counts"]["file_bytes"] == 24 << 20),
         "{v:?}"
     );
+    // Snapshots: taken, listed, restored over an overwrite, deleted; bad
+    // names and paths refused with their field.
+    let home = FsTarget::User(u.clone());
+    let snap = match call(Request::SnapshotCreate {
+        target: home.clone(),
+    })
+    .unwrap()
+    {
+        Response::Snapshot(s) => s,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((snap.files, snap.bytes), (1, 24 << 20), "{snap:?}");
+    assert!(matches!(
+        call(Request::Snapshots { target: home.clone() }),
+        Ok(Response::Snapshots(l)) if l.snapshots == vec![snap.clone()]
+    ));
+    fs::write(g.home(&u).join("big.bin"), b"overwritten").unwrap();
+    let r = call(Request::SnapshotRestore {
+        target: home.clone(),
+        name: snap.name.clone(),
+        path: "big.bin".into(),
+    });
+    assert!(
+        matches!(&r, Ok(Response::Done { message }) if message.contains("1 files")),
+        "{r:?}"
+    );
+    assert!(fs::read(g.home(&u).join("big.bin")).unwrap() == data);
+    for (req, kind, field) in [
+        (
+            Request::SnapshotDelete {
+                target: home.clone(),
+                name: "@GMT-2001.01.01-00.00.00".into(),
+            },
+            ErrorKind::NotFound,
+            "name",
+        ),
+        (
+            Request::SnapshotRestore {
+                target: home.clone(),
+                name: snap.name.clone(),
+                path: "../../etc/passwd".into(),
+            },
+            ErrorKind::Invalid,
+            "path",
+        ),
+        (
+            Request::SnapshotRestore {
+                target: home.clone(),
+                name: snap.name.clone(),
+                path: "not-there".into(),
+            },
+            ErrorKind::NotFound,
+            "path",
+        ),
+        (
+            Request::Snapshots {
+                target: FsTarget::Share("nosuch".into()),
+            },
+            ErrorKind::NotFound,
+            "name",
+        ),
+    ] {
+        let e = call(req).unwrap_err();
+        assert_eq!((e.kind, e.field.as_deref()), (kind, Some(field)), "{e:?}");
+    }
+    assert!(matches!(
+        call(Request::SnapshotDelete { target: home.clone(), name: snap.name.clone() }),
+        Ok(Response::Snapshot(s)) if s.name == snap.name
+    ));
     // Listing, detail, overview, cache, metrics.
     let page = match call(Request::Users {
         query: UserQuery {
@@ -1570,21 +1629,10 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
         }
         other => panic!("{other:?}"),
     }
-    // Quotas: one target, a known one; set on the mounted home at once.
+    // Quotas: a known target; set on the mounted home at once.
     let q: swiftgate::gateway::api::Quota = "1G,1000".parse().unwrap();
     let e = call(Request::QuotaSet {
-        user: Some(u.clone()),
-        share: Some("x".into()),
-        quota: q,
-    })
-    .unwrap_err();
-    assert_eq!(
-        (e.kind, e.field.as_deref()),
-        (ErrorKind::Invalid, Some("user"))
-    );
-    let e = call(Request::QuotaSet {
-        user: Some("nobody-here".into()),
-        share: None,
+        target: FsTarget::User("nobody-here".into()),
         quota: q,
     })
     .unwrap_err();
@@ -1593,8 +1641,7 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
         (ErrorKind::NotFound, Some("user"))
     );
     let e = call(Request::QuotaSet {
-        user: None,
-        share: Some("nosuchshare".into()),
+        target: FsTarget::Share("nosuchshare".into()),
         quota: q,
     })
     .unwrap_err();
@@ -1603,8 +1650,7 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
         (ErrorKind::NotFound, Some("name"))
     );
     match call(Request::QuotaSet {
-        user: Some(u.clone()),
-        share: None,
+        target: FsTarget::User(u.clone()),
         quota: q,
     }) {
         Ok(Response::Done { message }) => assert!(message.contains("in force now"), "{message}"),

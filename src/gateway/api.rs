@@ -154,16 +154,58 @@ pub enum Request {
     StateBackup,
     /// The state backups: where, when last, the last error.
     StateStatus,
-    /// Set (or with an empty quota, lift) the quota of a user's home or
-    /// of a team share: exactly one of `user`, `share`. Mounted ones get
-    /// it at once.
+    /// A home's or share's snapshots (mounting a home if needed).
+    Snapshots {
+        target: FsTarget,
+    },
+    /// Take a snapshot now.
+    SnapshotCreate {
+        target: FsTarget,
+    },
+    /// Drop a snapshot (by its `@GMT-...` name or id).
+    SnapshotDelete {
+        target: FsTarget,
+        name: String,
+    },
+    /// Copy a file or folder back from a snapshot over the live one
+    /// (`path` from the home's or share's root; newer files are kept).
+    SnapshotRestore {
+        target: FsTarget,
+        name: String,
+        path: String,
+    },
+    /// Set (or with an empty quota, lift) the quota of a home or a team
+    /// share. Mounted ones get it at once.
     QuotaSet {
-        #[serde(default)]
-        user: Option<String>,
-        #[serde(default)]
-        share: Option<String>,
+        target: FsTarget,
         quota: Quota,
     },
+}
+
+/// Which filesystem: a user's home or a team share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsTarget {
+    User(String),
+    Share(String),
+}
+
+impl std::fmt::Display for FsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsTarget::User(u) => write!(f, "the home of {u}"),
+            FsTarget::Share(s) => write!(f, "share {s}"),
+        }
+    }
+}
+
+pub use crate::meta::snapshots::{SnapshotCost, SnapshotInfo};
+
+/// Snapshots of one filesystem, oldest first, and what they cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotList {
+    pub snapshots: Vec<SnapshotInfo>,
+    pub cost: SnapshotCost,
 }
 
 pub use crate::fs::quota::Quota;
@@ -194,6 +236,7 @@ impl Request {
                 | Request::Job { .. }
                 | Request::Metrics
                 | Request::StateStatus
+                | Request::Snapshots { .. }
         )
     }
 
@@ -235,6 +278,8 @@ pub enum Response {
     Value(serde_json::Value),
     Metrics(Box<MetricsSnapshot>),
     StateStatus(BackupStatus),
+    Snapshots(SnapshotList),
+    Snapshot(SnapshotInfo),
 }
 
 pub use crate::gateway::recovery::BackupStatus;
@@ -335,6 +380,12 @@ pub trait GatewayApiExt: GatewayApi {
     typed!(job(id: u64) -> JobInfo = Request::Job { id }, Response::Job(j) => j);
     typed!(metrics() -> MetricsSnapshot = Request::Metrics, Response::Metrics(m) => *m);
     typed!(state_status() -> BackupStatus = Request::StateStatus, Response::StateStatus(s) => s);
+    typed!(snapshots(target: FsTarget) -> SnapshotList =
+        Request::Snapshots { target }, Response::Snapshots(s) => s);
+    typed!(snapshot_create(target: FsTarget) -> SnapshotInfo =
+        Request::SnapshotCreate { target }, Response::Snapshot(s) => s);
+    typed!(snapshot_delete(target: FsTarget, name: &str) -> SnapshotInfo =
+        Request::SnapshotDelete { target, name: name.into() }, Response::Snapshot(s) => s);
 
     /// A request answered with [`Response::Done`]: its message.
     fn done(&self, req: Request) -> Result<String, ApiError> {

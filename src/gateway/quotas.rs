@@ -3,7 +3,7 @@
 //! survive a rebuild), handed to mounted engines at once, and watched
 //! for the 90 % warning.
 
-use super::api::{Alert, AlertCode, AlertLevel, Quota};
+use super::api::{Alert, AlertCode, AlertLevel, FsTarget, Quota};
 use super::daemon::{share_key, Gateway};
 use super::shares::{self, ShareError};
 use super::usermap::UserMapError;
@@ -12,38 +12,28 @@ pub use super::api::QUOTA_WARN_FILL as WARN_FILL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuotaError {
-    #[error("name either a user or a share (`swiftgate user quota NAME 50G` or `swiftgate share quota NAME 50G`)")]
-    Target,
     #[error(transparent)]
     Map(#[from] UserMapError),
     #[error(transparent)]
     Share(#[from] ShareError),
 }
 
-/// Set (an empty quota: lift) the quota of `user`'s home or of `share`.
-pub fn set(
-    gw: &Gateway,
-    user: Option<&str>,
-    share: Option<&str>,
-    q: Quota,
-) -> Result<String, QuotaError> {
-    let (key, what) = match (user, share) {
-        (Some(u), None) => {
+/// Set (an empty quota: lift) the quota of a home or a share.
+pub fn set(gw: &Gateway, target: &FsTarget, q: Quota) -> Result<String, QuotaError> {
+    let (key, live) = match target {
+        FsTarget::User(u) => {
             gw.users.set_quota(u, q)?;
-            (u.to_string(), format!("the home of {u}"))
+            (u.clone(), gw.push_quota(u, q))
         }
-        (None, Some(s)) => {
+        FsTarget::Share(s) => {
+            // shares::set_quota pushes it (under the share list's lock).
             shares::set_quota(gw, s, q)?;
-            (share_key(s), format!("share {s}"))
+            let key = share_key(s);
+            let live = gw.sessions_of(&key).is_some();
+            (key, live)
         }
-        _ => return Err(QuotaError::Target),
     };
-    let live = if user.is_some() {
-        gw.push_quota(&key, q)
-    } else {
-        // shares::set_quota pushed it already.
-        gw.sessions_of(&key).is_some()
-    };
+    let what = target.to_string();
     let text = if q.is_none() {
         format!("quota of {what} lifted")
     } else {

@@ -70,8 +70,8 @@ pub fn generate(
    root preexec = {connect}
    root preexec close = yes
    root postexec = {disconnect}
-   vfs objects = catia fruit streams_xattr acl_xattr
-   # Windows ACLs live whole in security.NTACL. The filesystem stores
+   vfs objects = catia fruit streams_xattr shadow_copy2 acl_xattr
+{shadow}   # Windows ACLs live whole in security.NTACL. The filesystem stores
    # POSIX ACLs but does not enforce them, so mapping to them would only
    # cost smbd a dozen round trips per new file.
    acl_xattr:ignore system acls = yes
@@ -86,6 +86,30 @@ include = {shares}
         connect = hook("connect"),
         disconnect = hook("disconnect"),
         shares = cfg.share_smb_conf().display(),
+        shadow = shadow_copy_lines(&cfg.mounts.root),
+    )
+}
+
+/// Windows' Previous Versions from the filesystem's `/.snapshots` trees.
+/// `root` is the directory the filesystems are mounted in: shadow_copy2
+/// loads before `root preexec` mounts a home, so it must not go looking
+/// for the home's own mount (it would find the directory below it), and
+/// `%U` is not expanded in its settings. From `root` it looks for
+/// `.snapshots` in each directory up from a file, and finds the home's.
+pub fn shadow_copy_lines(root: &std::path::Path) -> String {
+    format!(
+        r#"   # Previous Versions: the snapshots in each filesystem's /.snapshots.
+   shadow:mountpoint = {root}
+   shadow:snapdir = .snapshots
+   shadow:snapdirseverywhere = yes
+   shadow:format = @GMT-%Y.%m.%d-%H.%M.%S
+   shadow:localtime = no
+   shadow:sort = desc
+   # Snapshot files get inode numbers of their own (Explorer's Restore
+   # would otherwise see the live file open).
+   shadow:fixinodes = yes
+"#,
+        root = root.display()
     )
 }
 

@@ -6,6 +6,7 @@
 use super::api::*;
 use super::daemon::{share_key, Gateway, GatewayError};
 use super::shares::{self, ShareError};
+use super::snapshots;
 use super::usermap::UserMapError;
 use super::users::{self, UsersError};
 use std::collections::HashMap;
@@ -86,7 +87,6 @@ fn users_err(e: &UsersError) -> ApiError {
 fn quota_err(e: &super::quotas::QuotaError) -> ApiError {
     use super::quotas::QuotaError;
     match e {
-        QuotaError::Target => ApiError::invalid("user", e.to_string()),
         QuotaError::Map(m) => map_err(m),
         QuotaError::Share(s) => share_err(s),
     }
@@ -480,10 +480,25 @@ impl Service {
                     .and_then(done)
             }
             Request::StateStatus => Ok(Response::StateStatus(self.backups()?.status())),
-            Request::QuotaSet { user, share, quota } => {
-                super::quotas::set(gw, user.as_deref(), share.as_deref(), quota)
-                    .map(|m| Response::Done { message: m })
-                    .map_err(|e| quota_err(&e))
+            Request::QuotaSet { target, quota } => super::quotas::set(gw, &target, quota)
+                .map(|m| Response::Done { message: m })
+                .map_err(|e| quota_err(&e)),
+            Request::Snapshots { target } => {
+                self.need_daemon()?;
+                snapshots::list(gw, &target).map(Response::Snapshots)
+            }
+            Request::SnapshotCreate { target } => {
+                self.need_daemon()?;
+                snapshots::create(gw, &target, "manual").map(Response::Snapshot)
+            }
+            Request::SnapshotDelete { target, name } => {
+                self.need_daemon()?;
+                snapshots::delete(gw, &target, &name).map(Response::Snapshot)
+            }
+            Request::SnapshotRestore { target, name, path } => {
+                self.need_daemon()?;
+                snapshots::restore(gw, &target, &name, &path)
+                    .map(|message| Response::Done { message })
             }
         }
     }

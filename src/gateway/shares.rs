@@ -297,10 +297,11 @@ pub fn section(cfg: &GatewayConfig, r: &ShareRecord) -> String {
    directory mask = 2770
    force directory mode = 2770
    browseable = yes
-   vfs objects = catia fruit streams_xattr
+   vfs objects = catia fruit streams_xattr shadow_copy2
 "#,
         g = r.group
     ));
+    s.push_str(&super::samba::shadow_copy_lines(&cfg.shares.root));
     s
 }
 

@@ -12,6 +12,7 @@ pub mod group;
 pub mod lease;
 pub mod reserve;
 pub mod ship;
+pub mod snapshots;
 pub mod sparse;
 mod usage;
 
@@ -317,6 +318,7 @@ impl Meta {
         conn.set_prepared_statement_cache_capacity(256);
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(usage::SCHEMA)?;
+        conn.execute_batch(snapshots::SCHEMA)?;
         Ok(Meta {
             db: Arc::new(Group::new(conn)),
             dcache: Default::default(),

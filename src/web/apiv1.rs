@@ -162,8 +162,7 @@ async fn user_quota(
     let b: QuotaBody = parse(&body)?;
     let quota = b.quota.unwrap_or_default();
     on_user(&st, &admin, user, move |user| Request::QuotaSet {
-        user: Some(user),
-        share: None,
+        target: crate::gateway::api::FsTarget::User(user),
         quota,
     })
     .await
@@ -177,8 +176,7 @@ async fn share_quota(
 ) -> ApiResult {
     let b: QuotaBody = parse(&body)?;
     let req = Request::QuotaSet {
-        user: None,
-        share: Some(name.clone()),
+        target: crate::gateway::api::FsTarget::Share(name.clone()),
         quota: b.quota.unwrap_or_default(),
     };
     change(&st, &admin, Some(&name), req).await

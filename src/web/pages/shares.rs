@@ -278,8 +278,7 @@ async fn quota(
     let r = match form.quota.parse::<crate::gateway::api::Quota>() {
         Ok(quota) => {
             let req = Request::QuotaSet {
-                user: None,
-                share: Some(name.clone()),
+                target: crate::gateway::api::FsTarget::Share(name.clone()),
                 quota,
             };
             act(&st, &admin, "quota_set", Some(&name), move |api| {

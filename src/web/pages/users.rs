@@ -569,8 +569,7 @@ async fn action(
             Ok(quota) => (
                 "quota_set",
                 Request::QuotaSet {
-                    user: Some(user),
-                    share: None,
+                    target: crate::gateway::api::FsTarget::User(user),
                     quota,
                 },
                 false,
