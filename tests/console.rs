@@ -902,3 +902,62 @@ fn snapshots_in_the_console_and_the_api() {
         assert!(log.contains(&format!(r#""action":"{op}""#)), "{op}: {log}");
     }
 }
+
+#[test]
+fn the_quota_forms_set_and_show_a_quota() {
+    let mut con = console("");
+    let user = common::gw::unique_user("cq");
+    ok(con
+        .gw
+        .add_user(&user, "Pw-quota-user-1", &["--quota", "1G,300"]));
+    let s = login(&con.url, &con.admin.name, &con.admin.password);
+    let page = s.get(&format!("/users/{user}")).text().unwrap();
+    assert!(page.contains(r#"id="quota-form""#), "no quota form");
+    assert!(
+        page.contains(r#"value="1G,300""#),
+        "user add --quota: {page}"
+    );
+    // Nonsense is refused next to what it should be, nothing saved.
+    let r = s.post_form(
+        &format!("/users/{user}/quota"),
+        &[("csrf", &s.csrf), ("quota", "lots")],
+    );
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().unwrap().contains("50G"));
+    let r = s.post_form(
+        &format!("/users/{user}/quota"),
+        &[("csrf", &s.csrf), ("quota", "2G,5000")],
+    );
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), format!("/users/{user}?done=quota"));
+    let page = s.get(&location(&r)).text().unwrap();
+    assert!(page.contains(r#"value="2G,5000""#), "{page}");
+    assert!(page.contains("2.0 GiB") || page.contains("2 GiB"), "{page}");
+    let shown =
+        String::from_utf8_lossy(&ok(con.gw.sg(&["user", "show", &user], "")).stdout).to_string();
+    assert!(shown.contains("quota:       2G,5000"), "{shown}");
+    // Empty lifts it.
+    let r = s.post_form(
+        &format!("/users/{user}/quota"),
+        &[("csrf", &s.csrf), ("quota", "")],
+    );
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let shown =
+        String::from_utf8_lossy(&ok(con.gw.sg(&["user", "show", &user], "")).stdout).to_string();
+    assert!(shown.contains("quota:       none"), "{shown}");
+    // The same for a team share.
+    let name = format!("cq{:06x}", common::gw::rand_u32() & 0xffffff);
+    con.gw.shares.push(name.clone());
+    ok(con.gw.sg(&["share", "add", &name, "--member", &user], ""));
+    let r = s.post_form(
+        &format!("/shares/{name}/quota"),
+        &[("csrf", &s.csrf), ("quota", "1G")],
+    );
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text());
+    let page = s.get(&location(&r)).text().unwrap();
+    assert!(page.contains(r#"value="1G""#), "{page}");
+    assert!(
+        page.contains("/ 1.0 GiB") || page.contains("/ 1 GiB"),
+        "{page}"
+    );
+}

@@ -1325,10 +1325,11 @@ fn op_name(r: &Request) -> &'static str {
         Request::SnapshotCreate { .. } => "snapshot_create",
         Request::SnapshotDelete { .. } => "snapshot_delete",
         Request::SnapshotRestore { .. } => "snapshot_restore",
+        Request::QuotaSet { .. } => "quota_set",
     }
 }
 
-const ALL_OPS: usize = 33;
+const ALL_OPS: usize = 34;
 
 #[test]
 fn every_request_is_answered_by_the_daemon_with_typed_errors() {
@@ -1619,6 +1620,34 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
         }
         other => panic!("{other:?}"),
     }
+    // Quotas: a known target; set on the mounted home at once.
+    let q: swiftgate::gateway::api::Quota = "1G,1000".parse().unwrap();
+    let e = call(Request::QuotaSet {
+        target: FsTarget::User("nobody-here".into()),
+        quota: q,
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::NotFound, Some("user"))
+    );
+    let e = call(Request::QuotaSet {
+        target: FsTarget::Share("nosuchshare".into()),
+        quota: q,
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::NotFound, Some("name"))
+    );
+    match call(Request::QuotaSet {
+        target: FsTarget::User(u.clone()),
+        quota: q,
+    }) {
+        Ok(Response::Done { message }) => assert!(message.contains("in force now"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(api.user(&u).unwrap().summary.quota, q);
     let put = m.store_ops.iter().find(|o| o.op == "put").unwrap();
     assert!(
         put.ok > 0 && put.bytes > 0 && *put.latency_buckets.last().unwrap() == put.ok + put.errors

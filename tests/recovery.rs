@@ -87,6 +87,9 @@ fn a_destroyed_gateway_comes_back_from_the_store_with_the_recovery_key() {
     };
     let home_snap = snap_of(&["snapshot", "create", "--user", &alice]);
     let share_snap = snap_of(&["snapshot", "create", "--share", &share]);
+    // Quotas live in the user map and the share list: in the bundle.
+    ok(g.sg(&["user", "quota", &alice, "3G"], ""));
+    ok(g.sg(&["share", "quota", &share, "5G,1000"], ""));
 
     // The key: printed once, root-only on disk.
     let o = ok(g.sg(&["recovery", "init"], ""));
@@ -350,6 +353,14 @@ fn a_destroyed_gateway_comes_back_from_the_store_with_the_recovery_key() {
     assert_eq!(fs::read(work.join("t-old.txt")).unwrap(), b"team file");
     let tokens = String::from_utf8_lossy(&ok(g.sg(&["token", "list"], "")).stdout).to_string();
     assert!(tokens.contains("ci"), "{tokens}");
+    let shown = |args: &[&str]| String::from_utf8_lossy(&ok(g.sg(args, "")).stdout).to_string();
+    let u = shown(&["user", "show", &alice]);
+    assert!(u.contains("quota:       3G"), "{u}");
+    let s = shown(&["share", "show", &share]);
+    assert!(s.contains("quota:       5G,1000"), "{s}");
+    // ... and in force on the mounted share.
+    let st = nix::sys::statvfs::statvfs(&g.root.join("shares").join(&share)).unwrap();
+    assert_eq!(st.blocks() * st.fragment_size(), 5 << 30);
     let _ = fs::remove_dir_all(&work);
     let _ = fs::remove_dir_all(&secrets);
 }

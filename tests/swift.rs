@@ -708,3 +708,88 @@ fn keystone_v2_under_a_path_prefix() {
         "{e}"
     );
 }
+
+/// Sets an account quota with the reseller admin and takes it off again
+/// when dropped (also when the test fails).
+struct AccountQuota {
+    url: String,
+    token: String,
+}
+
+impl AccountQuota {
+    fn set(account: &str, bytes: u64) -> AccountQuota {
+        // tempauth's reseller admin (admin:admin, see tests/swift/README.md).
+        let r = http()
+            .get(var("SWIFT_AIO_TEMPAUTH_AUTH_URL"))
+            .header("X-Auth-User", "admin:admin")
+            .header("X-Auth-Key", "admin")
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "reseller login: {}", r.status());
+        let token = r.headers()["x-auth-token"].to_str().unwrap().to_string();
+        let url = format!("{}/v1/{account}", var("SWIFT_AIO_PROXY_URL"));
+        let r = http()
+            .post(&url)
+            .header("X-Auth-Token", &token)
+            .header("X-Account-Meta-Quota-Bytes", bytes.to_string())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "setting the quota: {}", r.status());
+        AccountQuota { url, token }
+    }
+}
+
+impl Drop for AccountQuota {
+    fn drop(&mut self) {
+        let _ = http()
+            .post(&self.url)
+            .header("X-Auth-Token", &self.token)
+            .header("X-Remove-Account-Meta-Quota-Bytes", "x")
+            .send();
+    }
+}
+
+#[test]
+fn statfs_shows_the_account_quota_without_one_of_its_own() {
+    if fixture().is_none() {
+        return;
+    }
+    // An account no other test writes to, and a quota far too large to
+    // refuse anything, should another test use it after all.
+    let quota: u64 = 7 << 40;
+    let _q = AccountQuota::set("AUTH_test2", quota);
+    let env = vec![
+        ("ST_AUTH", var("SWIFT_AIO_TEMPAUTH_AUTH_URL")),
+        ("ST_USER", "test2:tester2".to_string()),
+        ("ST_KEY", "testing2".to_string()),
+    ];
+    let c = format!("swift://{}", unique_container("acq"));
+    let p = Place::new();
+    must(sg(
+        &["mkfs", &c, "--plain", "--block-size", "64K"],
+        &env,
+        None,
+    ));
+    let cache = p.cache(1);
+    must(sg(
+        &["mount", &c, p.mp(), "--cache-dir", &cache],
+        &env,
+        None,
+    ));
+    // Read in the background right after the mount.
+    let until = Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        let s = nix::sys::statvfs::statvfs(&p.mp).unwrap();
+        if s.blocks() * s.fragment_size() == quota || Instant::now() > until {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(s.blocks() * s.fragment_size(), quota, "capacity");
+    let free = s.blocks_available() * s.fragment_size();
+    assert!(free <= quota && free > quota - (1 << 30), "free {free}");
+    // A quota of the filesystem's own wins (tests/quota.rs); without the
+    // account's, the large honest figure (tests/posix.rs).
+    must(run(&["umount", p.mp()]));
+    wait_unmounted(&p.mp);
+}

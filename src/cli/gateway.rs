@@ -157,6 +157,7 @@ pub fn user_show(api: &dyn GatewayApi, user: &str) -> Result<()> {
             "no".into()
         }
     );
+    println!("quota:       {}", d.summary.quota);
     Ok(())
 }
 
@@ -194,6 +195,7 @@ pub fn share_show(api: &dyn GatewayApi, name: &str) -> Result<()> {
         s.mountpoint.display(),
         if s.mounted { "mounted" } else { "not mounted" }
     );
+    println!("quota:       {}", s.quota);
     println!("testparm:    {}", s.testparm.unwrap_or_default());
     println!("smb.conf section:\n{}", s.smb_conf);
     Ok(())

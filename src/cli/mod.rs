@@ -215,6 +215,9 @@ pub enum UserCmd {
         /// (outside [users] group or below uid_min); never root.
         #[arg(long)]
         adopt: bool,
+        /// The home's quota, as `user quota` takes it (50G, 50G,100000).
+        #[arg(long, value_parser = clap::value_parser!(crate::fs::quota::Quota))]
+        quota: Option<crate::fs::quota::Quota>,
     },
     /// Refuse the user's sessions (Samba account disabled too); data kept.
     Disable {
@@ -233,6 +236,14 @@ pub enum UserCmd {
         user: String,
         #[arg(long)]
         purge: bool,
+    },
+    /// Limit the home: file sizes and optionally files, e.g. 50G or
+    /// 50G,100000 (',100000': files only; 'none' lifts it). A mounted home
+    /// gets it at once.
+    Quota {
+        user: String,
+        #[arg(value_parser = clap::value_parser!(crate::fs::quota::Quota))]
+        quota: crate::fs::quota::Quota,
     },
     /// New Samba password from stdin (or a prompt); with Keystone flags, new
     /// stored credentials (verified first).
@@ -262,6 +273,9 @@ pub enum ShareCmd {
         /// A member who may only read (repeat).
         #[arg(long = "read-only")]
         read_only: Vec<String>,
+        /// The share's quota, as `share quota` takes it (50G, 50G,100000).
+        #[arg(long, value_parser = clap::value_parser!(crate::fs::quota::Quota))]
+        quota: Option<crate::fs::quota::Quota>,
     },
     List,
     Show {
@@ -285,6 +299,12 @@ pub enum ShareCmd {
         name: String,
         #[arg(long)]
         purge: bool,
+    },
+    /// Limit the share like `user quota` (50G, 50G,100000, none).
+    Quota {
+        name: String,
+        #[arg(value_parser = clap::value_parser!(crate::fs::quota::Quota))]
+        quota: crate::fs::quota::Quota,
     },
 }
 
@@ -408,19 +428,30 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
             user,
             keystone,
             adopt,
+            quota,
         } => {
             crate::gateway::usermap::check_name(&user)?;
             let credentials = keystone.credentials()?;
             let password = read_new_password("Samba password")?;
-            return gateway::run_change(
+            let rc = gateway::run_change(
                 api,
                 Request::UserAdd(UserAdd {
-                    user,
+                    user: user.clone(),
                     password: Secret::new(password),
                     credentials,
                     adopt,
                 }),
-            );
+            )?;
+            return match quota {
+                Some(quota) if rc == 0 => gateway::run_change(
+                    api,
+                    Request::QuotaSet {
+                        target: crate::gateway::api::FsTarget::User(user),
+                        quota,
+                    },
+                ),
+                _ => Ok(rc),
+            };
         }
         UserCmd::List => gateway::user_list(api)?,
         UserCmd::Show { user } => gateway::user_show(api, &user)?,
@@ -444,6 +475,15 @@ fn user_cmd(cmd: UserCmd, config: &Path) -> Result<i32> {
         }
         UserCmd::Remove { user, purge } => {
             return gateway::run_change(api, Request::UserRemove { user, purge })
+        }
+        UserCmd::Quota { user, quota } => {
+            return gateway::run_change(
+                api,
+                Request::QuotaSet {
+                    target: crate::gateway::api::FsTarget::User(user),
+                    quota,
+                },
+            )
         }
         UserCmd::Passwd {
             user,
@@ -480,16 +520,29 @@ fn share_cmd(cmd: ShareCmd, config: &Path) -> Result<i32> {
             group,
             members,
             read_only,
-        } => gateway::run_change(
-            api,
-            Request::ShareAdd(ShareSpec {
-                name,
-                comment,
-                group,
-                members: (!members.is_empty()).then_some(members),
-                read_only,
-            }),
-        ),
+            quota,
+        } => {
+            let rc = gateway::run_change(
+                api,
+                Request::ShareAdd(ShareSpec {
+                    name: name.clone(),
+                    comment,
+                    group,
+                    members: (!members.is_empty()).then_some(members),
+                    read_only,
+                }),
+            )?;
+            match quota {
+                Some(quota) if rc == 0 => gateway::run_change(
+                    api,
+                    Request::QuotaSet {
+                        target: crate::gateway::api::FsTarget::Share(name),
+                        quota,
+                    },
+                ),
+                _ => Ok(rc),
+            }
+        }
         ShareCmd::List => gateway::share_list(api).map(|()| 0),
         ShareCmd::Show { name } => gateway::share_show(api, &name).map(|()| 0),
         ShareCmd::Update {
@@ -510,6 +563,13 @@ fn share_cmd(cmd: ShareCmd, config: &Path) -> Result<i32> {
         ShareCmd::Remove { name, purge } => {
             gateway::run_change(api, Request::ShareRemove { name, purge })
         }
+        ShareCmd::Quota { name, quota } => gateway::run_change(
+            api,
+            Request::QuotaSet {
+                target: crate::gateway::api::FsTarget::Share(name),
+                quota,
+            },
+        ),
     }
 }
 
@@ -643,6 +703,25 @@ pub fn read_passphrase(path: Option<&Path>) -> Result<Option<Vec<u8>>> {
         bail!("passphrase file {} is empty", p.display());
     }
     Ok(Some(line))
+}
+
+/// A home's quota use for `status`, flagged from 90 % on.
+fn quota_line(h: &crate::gateway::api::HomeStatus) -> Option<String> {
+    let u = h.quota_use?;
+    let fill = h.quota.fill(&u)?;
+    let warn = if fill >= crate::gateway::quotas::WARN_FILL {
+        "WARNING: "
+    } else {
+        ""
+    };
+    Some(format!(
+        "{}: {warn}quota {} is {:.0} % used ({} in {} files)",
+        h.user,
+        h.quota,
+        fill * 100.0,
+        human(u.bytes),
+        u.files
+    ))
 }
 
 fn human(n: u64) -> String {
@@ -779,6 +858,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                     );
                     if let Some(e) = &c.last_error {
                         errors.push(format!("{}: last upload error: {e}", h.user));
+                    }
+                    if let Some(w) = quota_line(h) {
+                        errors.push(w);
                     }
                 }
                 for e in errors {

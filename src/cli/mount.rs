@@ -58,6 +58,10 @@ pub struct MountArgs {
     pub accept_rollback: bool,
     #[arg(long)]
     pub passphrase_file: Option<PathBuf>,
+    /// Limit on file sizes and optionally inodes: 50G, 50G,100000, ,100000
+    /// (writes past it fail with EDQUOT; df shows it as the size).
+    #[arg(long, value_parser = clap::value_parser!(crate::fs::quota::Quota))]
+    pub quota: Option<crate::fs::quota::Quota>,
     /// Stay in the foreground (logs to stderr).
     #[arg(long)]
     pub foreground: bool,
@@ -280,6 +284,9 @@ fn start(
     }
     cfg.n_threads = Some(a.fuse_threads.max(1));
     cfg.clone_fd = true;
+    if let Some(q) = a.quota {
+        engine.fs.set_quota(q);
+    }
     let fs = FuseFs::new(engine.fs.clone());
     let notifier = fs.notifier_slot();
     match fuser::Session::new(fs, mp, &cfg) {
@@ -414,6 +421,7 @@ pub fn demo(store_dir: &Path, mp: &Path) -> Result<i32> {
         accept_rollback: false,
         enospc_after: crate::fs::engine::DEFAULT_NOSPACE_WAIT,
         passphrase_file: None,
+        quota: None,
         foreground: false,
         fuse_threads: 4,
     };

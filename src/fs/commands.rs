@@ -72,6 +72,8 @@ pub fn run(engine: &Engine, cmd: MountCommand, progress: &dyn Fn(usize)) -> Resu
                 "counts": counts,
                 "cache": fs.cache().stats(),
                 "metadata_generation": fs.shipper().shipped_gen(),
+                "quota": fs.quota(),
+                "quota_use": fs.usage().ok(),
                 "snapshots": fs.snapshot_cost().map_err(|e| e.to_string())?,
             }))
         }

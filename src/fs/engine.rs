@@ -22,6 +22,9 @@ pub const DEFAULT_BLOCK_SIZE: u32 = 4 << 20;
 const GC_INTERVAL: Duration = Duration::from_secs(60);
 /// How often cached copies of deleted blocks are dropped.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the store account's quota is read (for statfs): one HEAD,
+/// and the figure is eventually consistent anyway.
+const CAPACITY_INTERVAL: Duration = Duration::from_secs(300);
 /// A failed metadata shipment is tried again after this long.
 const SHIP_RETRY: Duration = Duration::from_secs(5);
 
@@ -364,6 +367,8 @@ impl Engine {
         let mut last_gc = Instant::now();
         let mut ship_retry_at: Option<Instant> = None;
         let mut last_sweep = Instant::now();
+        let mut last_capacity: Option<Instant> = None;
+        let capacity_busy = Arc::new(AtomicBool::new(false));
         let ship_fail_log = crate::logevery::LogEvery::new(Duration::from_secs(10));
         let (lock, cv) = &*self.stop;
         loop {
@@ -410,12 +415,37 @@ impl Engine {
                     tracing::warn!("dropping cached copies of deleted blocks failed: {e}");
                 }
             }
+            if last_capacity.is_none_or(|t| t.elapsed() >= CAPACITY_INTERVAL)
+                && !capacity_busy.swap(true, Ordering::AcqRel)
+            {
+                last_capacity = Some(Instant::now());
+                self.refresh_capacity(capacity_busy.clone());
+            }
             if last_gc.elapsed() >= GC_INTERVAL {
                 last_gc = Instant::now();
                 if let Err(e) = self.fs.cache().gc_packs(8) {
                     tracing::warn!("pack garbage collection failed (will retry): {e}");
                 }
             }
+        }
+    }
+
+    /// Read the account quota on a thread of its own: a slow HEAD must not
+    /// hold up lease renewals. `busy` is cleared when done.
+    fn refresh_capacity(&self, busy: Arc<AtomicBool>) {
+        let (store, fs) = (self.store.clone(), self.fs.clone());
+        let r = std::thread::Builder::new()
+            .name("capacity".into())
+            .spawn(move || {
+                match store.capacity() {
+                    Ok(c) => fs.set_account_capacity(c),
+                    // Keep the last figure; statfs is no reason to shout.
+                    Err(e) => tracing::debug!("reading the account quota failed: {e}"),
+                }
+                busy.store(false, Ordering::Release);
+            });
+        if r.is_err() {
+            tracing::debug!("cannot start a thread to read the account quota");
         }
     }
 

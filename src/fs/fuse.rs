@@ -74,6 +74,18 @@ impl FuseFs {
         l.insert(dir, now);
         false
     }
+
+    /// Under a byte quota a file opened for writing bypasses the page
+    /// cache: its writes reach `Fs::write` in the writer's own call, which
+    /// then fails with EDQUOT (Samba: disk full on that write) instead of
+    /// the data being dropped at writeback.
+    fn open_flags(&self, flags: i32) -> FopenFlags {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY && self.fs.write_direct() {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        }
+    }
 }
 
 fn e(err: FsErrno) -> Errno {
@@ -354,7 +366,7 @@ impl fuser::Filesystem for FuseFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, flags.0) {
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.opened(FileHandle(0), self.open_flags(flags.0)),
             Err(err) => reply.error(e(err)),
         }
     }
@@ -383,13 +395,19 @@ impl fuser::Filesystem for FuseFs {
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         match self.fs.write(ino.0, offset, data) {
             Ok(n) => reply.written(n),
+            // From the page cache, after the writer's call returned: the
+            // kernel keeps only ENOSPC or EIO for close, and EIO would
+            // tell Windows the disk failed rather than that it is full.
+            Err(FsErrno(libc::EDQUOT)) if write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) => {
+                reply.error(Errno::ENOSPC)
+            }
             Err(err) => reply.error(e(err)),
         }
     }
@@ -548,7 +566,7 @@ impl fuser::Filesystem for FuseFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         match self
@@ -560,7 +578,7 @@ impl fuser::Filesystem for FuseFs {
                 &file_attr(&a),
                 GEN,
                 FileHandle(0),
-                FopenFlags::empty(),
+                self.open_flags(flags),
             ),
             Err(err) => reply.error(e(err)),
         }

@@ -5,6 +5,7 @@
 pub mod commands;
 pub mod engine;
 pub mod fuse;
+pub mod quota;
 pub mod snapshots;
 pub mod snapview;
 mod sparse;
@@ -12,7 +13,7 @@ mod sparse;
 use crate::cache::{Cache, CacheError};
 use crate::meta::ship::Shipper;
 use crate::meta::{self, Attr, Meta, MetaError, SetAttr, CAPS_XATTR};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use snapview::{is_snapshot_ino, SnapViews, Tree, SNAPDIR_INO, SNAPDIR_NAME};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -146,6 +147,9 @@ pub struct Fs {
     last_read: Mutex<HashMap<u64, u64>>,
     counts: Mutex<Option<(Instant, meta::Counts)>>,
     prefetch_blocks: u64,
+    quota: RwLock<quota::Quota>,
+    /// The store account's quota, refreshed now and then by the engine.
+    account: Mutex<Option<crate::store::Capacity>>,
     /// `/.snapshots`: the read-only trees of kept snapshots.
     views: SnapViews,
     /// Set by the FUSE adapter once its session exists.
@@ -200,6 +204,8 @@ impl Fs {
             last_read: Mutex::new(HashMap::new()),
             counts: Mutex::new(None),
             prefetch_blocks: ((32u64 << 20) / bs).clamp(2, 16),
+            quota: RwLock::new(quota::Quota::default()),
+            account: Mutex::new(None),
             views,
             invalidator: std::sync::OnceLock::new(),
         })
@@ -307,6 +313,7 @@ impl Fs {
             if !a.is_reg() {
                 return Err(Errno(libc::EINVAL));
             }
+            self.check_growth(size.saturating_sub(a.size))?;
             self.cache.truncate(ino, a.size, size)?;
             s.size = Some(size);
             if s.mtime.is_none() {
@@ -354,6 +361,7 @@ impl Fs {
             libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => {}
             _ => return Err(Errno(libc::EINVAL)),
         }
+        self.check_new_inode(parent, name, false)?;
         let (gid, mode) = self.owner(parent, c, mode)?;
         Ok(self
             .meta
@@ -371,6 +379,7 @@ impl Fs {
         check_name(name)?;
         self.writable(parent, name)?;
         let mode = libc::S_IFDIR | (mode & !(umask & 0o777) & 0o7777);
+        self.check_new_inode(parent, name, true)?;
         let (gid, mode) = self.owner(parent, c, mode)?;
         Ok(self.meta.mknod(parent, name, mode, c.uid, gid, 0, None)?)
     }
@@ -381,6 +390,7 @@ impl Fs {
         if target.len() >= PATH_MAX {
             return Err(Errno(libc::ENAMETOOLONG));
         }
+        self.check_new_inode(parent, name, false)?;
         let (gid, _) = self.owner(parent, c, libc::S_IFLNK)?;
         Ok(self.meta.mknod(
             parent,
@@ -617,6 +627,8 @@ impl Fs {
         if !a.is_reg() {
             return Err(Errno(libc::EINVAL));
         }
+        // Refused whole: a short write would leave the caller guessing.
+        self.check_growth(end.saturating_sub(a.size))?;
         if off > a.size {
             // The gap between the old end and this write reads as zeros.
             self.cache.cut_past_eof(ino, a.size)?;
@@ -769,8 +781,14 @@ impl Fs {
     }
 
     pub fn statfs(&self) -> Result<StatFs> {
+        if let Some(s) = self.quota_statfs()? {
+            return Ok(s);
+        }
         let counts = self.counts()?;
         let bsize = 4096u64;
+        if let Some(s) = self.account_statfs(bsize, counts.inodes) {
+            return Ok(s);
+        }
         // An object store has no fixed capacity: report 1 PiB total so
         // tools see real usage and plenty of room.
         let total = (1u64 << 50) / bsize;

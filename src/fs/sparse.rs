@@ -49,6 +49,9 @@ impl Fs {
         if !a.is_reg() {
             return Err(Errno(libc::ENODEV));
         }
+        if mode & KEEP == 0 {
+            self.check_growth(end.saturating_sub(a.size))?;
+        }
         if clears {
             // Past the end there is nothing to clear.
             let zend = end.min(a.size);
@@ -229,6 +232,12 @@ impl Fs {
         if end > MAX_FILE_SIZE {
             return Err(Errno(libc::EFBIG));
         }
+        let copy_end = if aligned {
+            end
+        } else {
+            dst_off + len.min(COPY_BY_WRITE_MAX)
+        };
+        self.check_growth(copy_end.saturating_sub(da.size))?;
         if dst_off > da.size {
             // The gap between the old end and the copy reads as zeros.
             self.cache.cut_past_eof(dst, da.size)?;

@@ -152,6 +152,8 @@ mod tests {
             },
             metadata_age_secs: Some(age),
             metadata_generation: 1,
+            quota: Default::default(),
+            quota_use: None,
         }
     }
 

@@ -174,6 +174,12 @@ pub enum Request {
         name: String,
         path: String,
     },
+    /// Set (or with an empty quota, lift) the quota of a home or a team
+    /// share. Mounted ones get it at once.
+    QuotaSet {
+        target: FsTarget,
+        quota: Quota,
+    },
 }
 
 /// Which filesystem: a user's home or a team share.
@@ -201,6 +207,11 @@ pub struct SnapshotList {
     pub snapshots: Vec<SnapshotInfo>,
     pub cost: SnapshotCost,
 }
+
+pub use crate::fs::quota::Quota;
+
+/// Use at or above this share of a quota raises a warning.
+pub const QUOTA_WARN_FILL: f64 = 0.9;
 
 fn default_event_limit() -> usize {
     100
@@ -484,6 +495,9 @@ pub struct UserSummary {
     /// mounted).
     #[serde(default)]
     pub metadata_age_secs: Option<u64>,
+    /// The home's quota (use is in `usage`: logical_bytes, files).
+    #[serde(default)]
+    pub quota: Quota,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -533,6 +547,11 @@ pub struct HomeStatus {
     pub metadata_age_secs: Option<u64>,
     #[serde(default)]
     pub metadata_generation: u64,
+    #[serde(default)]
+    pub quota: Quota,
+    /// What counts against the quota, live (only with a quota).
+    #[serde(default)]
+    pub quota_use: Option<crate::meta::Usage>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -565,6 +584,8 @@ pub struct ShareStatus {
     pub mounted: bool,
     #[serde(default)]
     pub usage: Option<Usage>,
+    #[serde(default)]
+    pub quota: Quota,
     /// The smb.conf section the gateway generated for it.
     pub smb_conf: String,
     /// testparm's verdict on the whole configuration (None: not run).
@@ -637,6 +658,8 @@ pub enum AlertCode {
     CacheDiskNearlyFull,
     MountFailed,
     UploadErrors,
+    /// A home or share uses 90 % of its quota or more.
+    QuotaNearlyFull,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -392,7 +392,8 @@ impl Gateway {
         let store = open_user_store(&self.cfg, user, &secrets)?;
         let mp = self.cfg.mountpoint(user);
         prepare_mountpoint(&mp)?;
-        self.mount_fs(
+        let quota = entry.quota;
+        let r = self.mount_fs(
             MountSpec {
                 key: user.to_string(),
                 cache_dir: self.cfg.cache.dir.join(user),
@@ -402,9 +403,20 @@ impl Gateway {
                 owner: (entry.uid, entry.gid),
                 root_mode: 0o700,
                 pinned: false,
+                quota,
             },
             vec![smbd],
-        )
+        );
+        // A quota changed while this mount was under way found no engine
+        // to push to: it is read again now.
+        if r.is_ok() {
+            if let Ok((e, _)) = self.users.get(user) {
+                if e.quota != quota {
+                    self.push_quota(user, e.quota);
+                }
+            }
+        }
+        r
     }
 
     /// Mount a team share (it stays mounted until removed or shutdown).
@@ -414,6 +426,7 @@ impl Gateway {
         store: DynStore,
         passphrase: Option<String>,
         gid: u32,
+        quota: crate::fs::quota::Quota,
     ) -> Result<(), GatewayError> {
         let key = share_key(name);
         {
@@ -436,6 +449,7 @@ impl Gateway {
                     // Members share everything; new entries keep the group.
                     root_mode: 0o2770,
                     pinned: true,
+                    quota,
                 },
                 Vec::new(),
             )
@@ -470,6 +484,7 @@ impl Gateway {
             owner,
             root_mode,
             pinned,
+            quota,
         } = spec;
         let user = key.as_str();
         let n = self.homes.lock().len() + 1;
@@ -533,6 +548,8 @@ impl Gateway {
         fcfg.acl = fuser::SessionACL::All;
         fcfg.n_threads = Some(4);
         fcfg.clone_fd = true;
+        // Before the first request: nothing may get past it.
+        engine.fs.set_quota(quota);
         let fs = FuseFs::new(engine.fs.clone());
         let notifier = fs.notifier_slot();
         let session = match fuser::Session::new(fs, &mp, &fcfg) {
@@ -593,6 +610,18 @@ impl Gateway {
         self.rebalance(&homes);
         tracing::info!(user, mountpoint = %mp.display(), ms = started.elapsed().as_millis() as u64, "home mounted");
         Ok(())
+    }
+
+    /// A changed quota reaches the mounted engine at once (no remount):
+    /// true if `key` (a user, or `share:NAME`) is mounted.
+    pub fn push_quota(&self, key: &str, q: crate::fs::quota::Quota) -> bool {
+        match self.homes.lock().get(key) {
+            Some(h) => {
+                h.engine.fs.set_quota(q);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Flush and unmount one home (on request).
@@ -750,6 +779,10 @@ impl Gateway {
                 cache: h.engine.cache_stats(),
                 metadata_age_secs: Some(h.engine.metadata_age().as_secs()),
                 metadata_generation: h.engine.metadata_generation(),
+                quota: h.engine.fs.quota(),
+                quota_use: (!h.engine.fs.quota().is_none())
+                    .then(|| h.engine.fs.usage().ok())
+                    .flatten(),
             })
             .collect();
         v.sort_by(|a, b| a.user.cmp(&b.user));
@@ -860,6 +893,7 @@ struct MountSpec {
     owner: (u32, u32),
     root_mode: u32,
     pinned: bool,
+    quota: crate::fs::quota::Quota,
 }
 
 /// The key of a team share among the mounted filesystems (':' is never

@@ -13,6 +13,7 @@ pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod lock;
+pub mod quotas;
 pub mod recovery;
 pub mod samba;
 pub mod service;

@@ -84,6 +84,14 @@ fn users_err(e: &UsersError) -> ApiError {
     }
 }
 
+fn quota_err(e: &super::quotas::QuotaError) -> ApiError {
+    use super::quotas::QuotaError;
+    match e {
+        QuotaError::Map(m) => map_err(m),
+        QuotaError::Share(s) => share_err(s),
+    }
+}
+
 fn share_err(e: &ShareError) -> ApiError {
     let k = |kind| ApiError::new(kind, e.to_string());
     match e {
@@ -472,6 +480,9 @@ impl Service {
                     .and_then(done)
             }
             Request::StateStatus => Ok(Response::StateStatus(self.backups()?.status())),
+            Request::QuotaSet { target, quota } => super::quotas::set(gw, &target, quota)
+                .map(|m| Response::Done { message: m })
+                .map_err(|e| quota_err(&e)),
             Request::Snapshots { target } => {
                 self.need_daemon()?;
                 snapshots::list(gw, &target).map(Response::Snapshots)
@@ -625,13 +636,14 @@ impl Service {
             .filter(|e| e.message.starts_with("mount failed"))
             .map(|e| (e.subject.unwrap_or_default(), e.message, e.at_unix))
             .collect();
-        let alerts = super::alerts::compute(&super::alerts::Inputs {
+        let mut alerts = super::alerts::compute(&super::alerts::Inputs {
             store: &store,
             cache: &cache,
             homes: &homes,
             metadata_interval_secs: interval,
             failed_mounts,
         });
+        alerts.extend(super::quotas::alerts(gw));
         let (uploaded_bytes, downloaded_bytes) = crate::store::metered::bytes_moved();
         let (cache_hits, cache_misses) = gw.read_counts();
         Ok(Overview {
@@ -769,6 +781,7 @@ fn summary(
             .map(|c| super::daemon::usage_of(&c))
             .or_else(|| saved.get(user).cloned()),
         metadata_age_secs: m.map(|(_, eng)| eng.metadata_age().as_secs()),
+        quota: e.quota,
     }
 }
 

@@ -74,6 +74,9 @@ pub struct ShareRecord {
     /// its key kept so that adding the share again brings it back.
     #[serde(default)]
     pub removed: bool,
+    /// `share quota`; enforced by the mounted engine.
+    #[serde(default, skip_serializing_if = "crate::fs::quota::Quota::is_none")]
+    pub quota: crate::fs::quota::Quota,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -436,7 +439,14 @@ fn mount(gw: &Arc<Gateway>, r: &ShareRecord) -> Result<(), ShareError> {
             message: format!("the group {} of share {} is gone", r.group, r.spec.name),
         })?;
     let store = store_of(gw, &r.spec.name, &r.store)?;
-    gw.mount_share(&r.spec.name, store, passphrase(gw, r)?, gid)?;
+    gw.mount_share(&r.spec.name, store, passphrase(gw, r)?, gid, r.quota)?;
+    // A quota changed while the mount was under way found nothing to
+    // push to: read again.
+    if let Some(now) = load(&gw.cfg)?.shares.get(&r.spec.name) {
+        if now.quota != r.quota {
+            gw.push_quota(&share_key(&r.spec.name), now.quota);
+        }
+    }
     Ok(())
 }
 
@@ -594,6 +604,7 @@ pub fn add(gw: &Arc<Gateway>, spec: &ShareSpec) -> Result<String, ShareError> {
             sealed,
             created_unix: crate::clock::unix_now(),
             removed: false,
+            quota: Default::default(),
         })
     })();
     let rec = match res {
@@ -658,6 +669,20 @@ pub fn update(gw: &Arc<Gateway>, spec: &ShareSpec) -> Result<String, ShareError>
     gw.events
         .info(&share_key(&spec.name), "team share changed".to_string());
     Ok(format!("share {} updated; {reload}", spec.name))
+}
+
+/// `share quota`: kept in the share list (so in the recovery bundle),
+/// and handed to the mounted share at once.
+pub fn set_quota(gw: &Gateway, name: &str, q: crate::fs::quota::Quota) -> Result<(), ShareError> {
+    let _g = gw.shares_lock.lock();
+    let mut list = load(&gw.cfg)?;
+    let Some(rec) = list.shares.get_mut(name).filter(|r| !r.removed) else {
+        return Err(ShareError::NotFound(name.to_string()));
+    };
+    rec.quota = q;
+    save(&gw.cfg, &list)?;
+    gw.push_quota(&share_key(name), q);
+    Ok(())
 }
 
 /// Take the share out (unmounted, flushed, section removed, smbd
@@ -750,6 +775,7 @@ pub fn status(gw: &Gateway, with_testparm: bool) -> Result<Vec<ShareStatus>, Sha
                     .and_then(|e| e.usage().ok())
                     .map(|c| super::daemon::usage_of(&c))
                     .or_else(|| saved.get(&key).cloned()),
+                quota: r.quota,
                 smb_conf: section(&gw.cfg, r),
                 testparm: verdict.clone(),
                 error: None,

@@ -126,6 +126,9 @@ pub struct UserEntry {
     /// `user disable`: the account stays, but no session may start.
     #[serde(default, rename = "login_disabled")]
     pub disabled: bool,
+    /// Limit of the home (`user quota`); enforced by the mounted engine.
+    #[serde(default, skip_serializing_if = "crate::fs::quota::Quota::is_none")]
+    pub quota: crate::fs::quota::Quota,
     /// Base64 of nonce ‖ AES-256-GCM(JSON of UserSecrets), AAD = user name.
     secrets: String,
 }
@@ -318,6 +321,7 @@ impl UserMap {
         let old = m.users.get(user);
         // A disabled user stays disabled whatever else changes.
         let disabled = old.is_some_and(|e| e.disabled);
+        let quota = old.map(|e| e.quota).unwrap_or_default();
         let created_unix = old
             .map(|e| e.created_unix)
             .unwrap_or_else(crate::clock::unix_now);
@@ -331,6 +335,7 @@ impl UserMap {
                 created_unix,
                 removed: false,
                 disabled,
+                quota,
                 secrets: self.seal(user, secrets),
             },
         );
@@ -357,6 +362,11 @@ impl UserMap {
         self.update(user, |e| e.disabled = disabled)
     }
 
+    /// `user quota`.
+    pub fn set_quota(&self, user: &str, q: crate::fs::quota::Quota) -> Result<(), UserMapError> {
+        self.update(user, |e| e.quota = q)
+    }
+
     fn update(&self, user: &str, f: impl FnOnce(&mut UserEntry)) -> Result<(), UserMapError> {
         let _g = self.lock.lock();
         let mut m = self.read()?;
@@ -377,6 +387,26 @@ impl UserMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quota_is_kept_in_the_map_and_survives_a_new_password() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("users.json");
+        let m = UserMap::open(&path, &d.path().join("k")).unwrap();
+        let s = UserSecrets::default();
+        m.put("carol", 1002, 1002, "local:///x", &s).unwrap();
+        assert!(m.get("carol").unwrap().0.quota.is_none());
+        let q: crate::fs::quota::Quota = "50G,1000".parse().unwrap();
+        m.set_quota("carol", q).unwrap();
+        // `user passwd` rewrites the entry: the quota stays.
+        m.put("carol", 1002, 1002, "local:///x", &s).unwrap();
+        let again = UserMap::open(&path, &d.path().join("k")).unwrap();
+        assert_eq!(again.get("carol").unwrap().0.quota, q);
+        assert!(matches!(
+            m.set_quota("nobody", q),
+            Err(UserMapError::NoSuchUser(_))
+        ));
+    }
 
     #[test]
     fn secrets_round_trip_encrypted_and_bound_to_the_name() {

@@ -14,6 +14,9 @@ pub mod reserve;
 pub mod ship;
 pub mod snapshots;
 pub mod sparse;
+mod usage;
+
+pub use usage::Usage;
 
 use group::{Db, Group};
 use parking_lot::MutexGuard;
@@ -314,6 +317,7 @@ impl Meta {
         // default of 16 made them evict each other and parse again.
         conn.set_prepared_statement_cache_capacity(256);
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(usage::SCHEMA)?;
         conn.execute_batch(snapshots::SCHEMA)?;
         Ok(Meta {
             db: Arc::new(Group::new(conn)),

@@ -100,6 +100,9 @@ impl ObjectStore for FaultStore {
     fn auth_state(&self) -> Option<super::AuthState> {
         self.inner.auth_state()
     }
+    fn capacity(&self) -> Result<Option<super::Capacity>> {
+        self.inner.capacity()
+    }
     fn url(&self) -> String {
         self.inner.url()
     }

@@ -161,6 +161,9 @@ impl ObjectStore for MeteredStore {
     fn auth_state(&self) -> Option<AuthState> {
         self.inner.auth_state()
     }
+    fn capacity(&self) -> Result<Option<super::Capacity>> {
+        self.inner.capacity()
+    }
     fn put_stream(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<()> {
         self.run(Op::Put, |_| len, || self.inner.put_stream(key, len, body))
     }

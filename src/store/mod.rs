@@ -169,6 +169,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn auth_state(&self) -> Option<AuthState> {
         None
     }
+    /// The account's quota and use, if the store has one (Swift's
+    /// account quota); None: no limit known. One request: callers cache.
+    fn capacity(&self) -> Result<Option<Capacity>> {
+        Ok(None)
+    }
     /// All keys under `prefix`, following pagination. Listings may be
     /// eventually consistent on Swift: only fsck and GC hints rely on them.
     fn list_all(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -186,6 +191,14 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 }
 
 pub type DynStore = Arc<dyn ObjectStore>;
+
+/// An account's limit and use in stored (physical) bytes, as the store
+/// reports them (Swift: eventually consistent, shared by every container).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub quota_bytes: u64,
+    pub used_bytes: u64,
+}
 
 /// Read-only view of a store's authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -145,6 +145,43 @@ async fn user_enable(
     .await
 }
 
+/// `{"quota": "50G,100000"}`, `{"quota": {"bytes": N, "files": N}}`;
+/// `"none"` (or null) lifts it.
+#[derive(Deserialize)]
+struct QuotaBody {
+    #[serde(default)]
+    quota: Option<crate::gateway::api::Quota>,
+}
+
+async fn user_quota(
+    State(st): State<AppState>,
+    admin: Admin,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let b: QuotaBody = parse(&body)?;
+    let quota = b.quota.unwrap_or_default();
+    on_user(&st, &admin, user, move |user| Request::QuotaSet {
+        target: crate::gateway::api::FsTarget::User(user),
+        quota,
+    })
+    .await
+}
+
+async fn share_quota(
+    State(st): State<AppState>,
+    admin: Admin,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let b: QuotaBody = parse(&body)?;
+    let req = Request::QuotaSet {
+        target: crate::gateway::api::FsTarget::Share(name.clone()),
+        quota: b.quota.unwrap_or_default(),
+    };
+    change(&st, &admin, Some(&name), req).await
+}
+
 #[derive(Deserialize)]
 struct PasswdBody {
     #[serde(default)]
@@ -386,11 +423,13 @@ pub fn routes() -> Routes {
         .post("/api/v1/users/{name}/unmount", unmount)
         .post("/api/v1/users/{name}/flush", flush)
         .post("/api/v1/users/{name}/fsck", fsck)
+        .put("/api/v1/users/{name}/quota", user_quota)
         .get("/api/v1/shares", shares)
         .post("/api/v1/shares", share_add)
         .get("/api/v1/shares/{name}", share)
         .put("/api/v1/shares/{name}", share_update)
         .delete("/api/v1/shares/{name}", share_remove)
+        .put("/api/v1/shares/{name}/quota", share_quota)
         .get("/api/v1/cache", cache)
         .put("/api/v1/cache/budget", cache_budget)
         .post("/api/v1/cache/evict", cache_evict)

@@ -22,6 +22,43 @@ impl<T: Count + ?Sized> Count for &T {
     }
 }
 
+/// A quota and its use: "1.2 GiB of 50 GiB (2 %)", plus files when
+/// limited; "–" without a quota.
+pub fn quota_use(q: &crate::gateway::api::Quota, u: Option<&crate::gateway::api::Usage>) -> String {
+    let mut parts = Vec::new();
+    if let Some(limit) = q.bytes {
+        parts.push(match u {
+            Some(u) => format!(
+                "{} / {} ({} %)",
+                bytes(u.logical_bytes),
+                bytes(limit),
+                percent(u.logical_bytes, limit)
+            ),
+            None => bytes(limit),
+        });
+    }
+    if let Some(limit) = q.files {
+        parts.push(match u {
+            Some(u) => format!("{} / {limit} ({} %)", u.files, percent(u.files, limit)),
+            None => limit.to_string(),
+        });
+    }
+    if parts.is_empty() {
+        "–".into()
+    } else {
+        parts.join(" · ")
+    }
+}
+
+/// Whether a quota is 90 % used or more.
+pub fn quota_warn(q: &crate::gateway::api::Quota, u: Option<&crate::gateway::api::Usage>) -> bool {
+    let Some(u) = u else { return false };
+    let over = |used: u64, limit: Option<u64>| {
+        limit.is_some_and(|l| used as f64 >= l as f64 * crate::gateway::api::QUOTA_WARN_FILL)
+    };
+    over(u.logical_bytes, q.bytes) || over(u.files, q.files)
+}
+
 pub fn bytes(n: u64) -> String {
     const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;

@@ -150,6 +150,16 @@ impl Drop for Permit<'_> {
     }
 }
 
+/// The account quota from an account HEAD's headers (`header(name)`).
+pub fn account_capacity(header: &dyn Fn(&str) -> Option<String>) -> Option<crate::store::Capacity> {
+    let num = |name: &str| header(name).and_then(|v| v.trim().parse::<u64>().ok());
+    let quota_bytes = num("x-account-quota-bytes").or_else(|| num("x-account-meta-quota-bytes"))?;
+    Some(crate::store::Capacity {
+        quota_bytes,
+        used_bytes: num("x-account-bytes-used").unwrap_or(0),
+    })
+}
+
 /// What [`SwiftStore::probe`] measured.
 #[derive(Debug, Clone)]
 pub struct Probe {
@@ -524,6 +534,25 @@ impl ObjectStore for SwiftStore {
     fn auth_state(&self) -> Option<crate::store::AuthState> {
         Some(self.auth.state())
     }
+    /// HEAD of the account: its quota (Swift 2.34+ shows the sysmeta one
+    /// as X-Account-Quota-Bytes; older ones the X-Account-Meta- form) and
+    /// X-Account-Bytes-Used. An identity with only container rights gets
+    /// 403 there: no figure, not an error.
+    fn capacity(&self) -> Result<Option<crate::store::Capacity>> {
+        let (resp, tok) = self.send("", &|c, t| c.head(&t.storage_url))?;
+        if resp.status() == StatusCode::FORBIDDEN {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(self.failure("", "HEAD account", resp, &tok));
+        }
+        Ok(account_capacity(&|name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        }))
+    }
     fn url(&self) -> String {
         self.display.clone()
     }
@@ -765,6 +794,30 @@ impl ObjectStore for SwiftStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_quota_headers() {
+        let h = |pairs: &'static [(&'static str, &'static str)]| {
+            move |n: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = account_capacity(&h(&[
+            ("x-account-quota-bytes", "1000"),
+            ("x-account-meta-quota-bytes", "5"),
+            ("x-account-bytes-used", "250"),
+        ]))
+        .unwrap();
+        assert_eq!((c.quota_bytes, c.used_bytes), (1000, 250));
+        // The legacy metadata form, before Swift 2.34.
+        let c = account_capacity(&h(&[("x-account-meta-quota-bytes", "5")])).unwrap();
+        assert_eq!((c.quota_bytes, c.used_bytes), (5, 0));
+        assert!(account_capacity(&h(&[("x-account-bytes-used", "9")])).is_none());
+        assert!(account_capacity(&h(&[("x-account-quota-bytes", "lots")])).is_none());
+    }
 
     #[test]
     fn url_forms() {

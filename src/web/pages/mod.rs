@@ -104,6 +104,7 @@ mod tests {
             "cache_disk_nearly_full",
             "mount_failed",
             "upload_errors",
+            "quota_nearly_full",
         ] {
             used.push(format!("alert.{code}"));
         }
@@ -117,6 +118,7 @@ mod tests {
             "disable",
             "enable",
             "password",
+            "quota",
         ] {
             used.push(format!("done.{d}"));
         }
@@ -140,6 +142,7 @@ mod tests {
             CacheDiskNearlyFull,
             MountFailed,
             UploadErrors,
+            QuotaNearlyFull,
         ] {
             let code = serde_json::to_value(c).unwrap();
             let key = format!("alert.{}", code.as_str().unwrap());

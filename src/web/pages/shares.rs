@@ -261,6 +261,44 @@ async fn update(
     }
 }
 
+#[derive(Deserialize)]
+struct QuotaForm {
+    #[serde(default)]
+    quota: String,
+}
+
+async fn quota(
+    State(st): State<AppState>,
+    admin: Admin,
+    page: PageCtx,
+    Path(name): Path<String>,
+    Form(form): Form<QuotaForm>,
+) -> Response {
+    let mut page = page.with_nav("shares");
+    let r = match form.quota.parse::<crate::gateway::api::Quota>() {
+        Ok(quota) => {
+            let req = Request::QuotaSet {
+                target: crate::gateway::api::FsTarget::Share(name.clone()),
+                quota,
+            };
+            act(&st, &admin, "quota_set", Some(&name), move |api| {
+                api.done(req)
+            })
+            .await
+            .map(|_| ())
+        }
+        Err(e) => Err(crate::gateway::api::ApiError::invalid("quota", e)),
+    };
+    match r {
+        Ok(()) => Redirect::to(&format!("/shares/{}?done=quota", Fmt.enc(&name))).into_response(),
+        Err(e) => {
+            let status = super::super::error::status_of(e.kind);
+            page.error(&e);
+            show(&st, page, name, None, BTreeMap::new(), status).await
+        }
+    }
+}
+
 #[derive(askama::Template)]
 #[template(path = "share_remove.html")]
 struct RemovePage {
@@ -317,6 +355,7 @@ pub fn routes() -> Routes {
         .post("/new/share", create)
         .get("/shares/{name}", detail)
         .post("/shares/{name}", update)
+        .post("/shares/{name}/quota", quota)
         .get("/shares/{name}/remove", remove_confirm)
         .post("/shares/{name}/remove", remove)
 }

@@ -8,8 +8,8 @@ use super::super::routes::Routes;
 use super::super::{act, ask, AppState};
 use super::Banner;
 use crate::gateway::api::{
-    ApiError, GatewayApiExt, JobInfo, Request, Secret, UserAdd, UserCredentials, UserDetail,
-    UserPage, UserQuery, UserState, UserSummary,
+    ApiError, GatewayApiExt, JobInfo, Quota, Request, Secret, Usage, UserAdd, UserCredentials,
+    UserDetail, UserPage, UserQuery, UserState, UserSummary,
 };
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -84,6 +84,29 @@ impl Fmt {
             .as_ref()
             .map(|x| fmt::bytes(x.stored_bytes))
             .unwrap_or_else(|| "–".into())
+    }
+    pub fn quota(&self, u: &UserSummary) -> String {
+        fmt::quota_use(&u.quota, u.usage.as_ref())
+    }
+    pub fn quota_warn(&self, u: &UserSummary) -> bool {
+        fmt::quota_warn(&u.quota, u.usage.as_ref())
+    }
+    /// The quota as the form shows it (empty: none).
+    pub fn quota_text(&self, u: &UserSummary) -> String {
+        self.quota_value(&u.quota)
+    }
+    pub fn quota_value(&self, q: &Quota) -> String {
+        if q.is_none() {
+            String::new()
+        } else {
+            q.to_string()
+        }
+    }
+    pub fn quota_of(&self, q: &Quota, u: &Option<Usage>) -> String {
+        fmt::quota_use(q, u.as_ref())
+    }
+    pub fn quota_warn_of(&self, q: &Quota, u: &Option<Usage>) -> bool {
+        fmt::quota_warn(q, u.as_ref())
     }
     pub fn pct(&self, j: &JobInfo) -> u64 {
         fmt::percent(j.done, j.total)
@@ -436,6 +459,8 @@ struct ActionForm {
     password: String,
     #[serde(default)]
     password2: String,
+    #[serde(default)]
+    quota: String,
 }
 
 impl Drop for ActionForm {
@@ -540,6 +565,20 @@ async fn action(
                 false,
             )
         }
+        "quota" => match f.quota.parse::<crate::gateway::api::Quota>() {
+            Ok(quota) => (
+                "quota_set",
+                Request::QuotaSet {
+                    target: crate::gateway::api::FsTarget::User(user),
+                    quota,
+                },
+                false,
+            ),
+            Err(e) => {
+                let e = ApiError::invalid("quota", e);
+                return finish(&st, page, name, Err(e), what).await;
+            }
+        },
         _ => {
             return (StatusCode::NOT_FOUND, "no such action").into_response();
         }
@@ -584,6 +623,7 @@ pub fn routes() -> Routes {
         .post("/users/{name}/disable", a("disable"))
         .post("/users/{name}/enable", a("enable"))
         .post("/users/{name}/password", a("password"))
+        .post("/users/{name}/quota", a("quota"))
         .post("/users/{name}/remove", a("remove"))
 }
 
