@@ -221,5 +221,6 @@ pub fn share_update_spec(
         group: cur.group,
         members: (!members.is_empty()).then_some(members),
         read_only: read_only.unwrap_or(cur.read_only),
+        ..cur
     })
 }

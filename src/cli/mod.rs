@@ -254,6 +254,12 @@ pub enum ShareCmd {
         /// A member who may only read (repeat).
         #[arg(long = "read-only")]
         read_only: Vec<String>,
+        /// The share's recycle bin (default: as [recycle] enabled).
+        #[arg(long, value_enum)]
+        recycle: Option<RecycleSwitch>,
+        /// Days deleted files stay in its recycle bin (default: [recycle] keep_days; 0 keeps them until emptied).
+        #[arg(long)]
+        recycle_keep_days: Option<u32>,
     },
     List,
     Show {
@@ -271,6 +277,15 @@ pub enum ShareCmd {
         /// No read-only members any more.
         #[arg(long, conflicts_with = "read_only")]
         no_read_only: bool,
+        /// The share's recycle bin: on, off, or default (as [recycle] enabled).
+        #[arg(long, value_enum)]
+        recycle: Option<RecycleSwitch>,
+        /// Days deleted files stay in its recycle bin (0: until emptied).
+        #[arg(long, conflicts_with = "recycle_keep_days_default")]
+        recycle_keep_days: Option<u32>,
+        /// Keep deleted files as long as [recycle] keep_days says again.
+        #[arg(long)]
+        recycle_keep_days_default: bool,
     },
     /// Take the share out of Samba and unmount it; the data stays unless --purge.
     Remove {
@@ -278,6 +293,26 @@ pub enum ShareCmd {
         #[arg(long)]
         purge: bool,
     },
+}
+
+/// A share's own recycle-bin setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecycleSwitch {
+    On,
+    Off,
+    /// As `[recycle] enabled` in the config.
+    Default,
+}
+
+impl RecycleSwitch {
+    /// The share record's override (None: follow the config).
+    pub fn value(self) -> Option<bool> {
+        match self {
+            RecycleSwitch::On => Some(true),
+            RecycleSwitch::Off => Some(false),
+            RecycleSwitch::Default => None,
+        }
+    }
 }
 
 /// A user's own Keystone identity (per-user mode).
@@ -472,6 +507,8 @@ fn share_cmd(cmd: ShareCmd, config: &Path) -> Result<i32> {
             group,
             members,
             read_only,
+            recycle,
+            recycle_keep_days,
         } => gateway::run_change(
             api,
             Request::ShareAdd(ShareSpec {
@@ -480,6 +517,8 @@ fn share_cmd(cmd: ShareCmd, config: &Path) -> Result<i32> {
                 group,
                 members: (!members.is_empty()).then_some(members),
                 read_only,
+                recycle: recycle.and_then(RecycleSwitch::value),
+                recycle_keep_days,
             }),
         ),
         ShareCmd::List => gateway::share_list(api).map(|()| 0),
@@ -490,13 +529,24 @@ fn share_cmd(cmd: ShareCmd, config: &Path) -> Result<i32> {
             members,
             read_only,
             no_read_only,
+            recycle,
+            recycle_keep_days,
+            recycle_keep_days_default,
         } => {
             let ro = if no_read_only {
                 Some(Vec::new())
             } else {
                 (!read_only.is_empty()).then_some(read_only)
             };
-            let spec = gateway::share_update_spec(api, &name, comment, members, ro)?;
+            let mut spec = gateway::share_update_spec(api, &name, comment, members, ro)?;
+            if let Some(r) = recycle {
+                spec.recycle = r.value();
+            }
+            if recycle_keep_days_default {
+                spec.recycle_keep_days = None;
+            } else if recycle_keep_days.is_some() {
+                spec.recycle_keep_days = recycle_keep_days;
+            }
             gateway::run_change(api, Request::ShareUpdate(spec))
         }
         ShareCmd::Remove { name, purge } => {

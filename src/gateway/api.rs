@@ -154,6 +154,17 @@ pub enum Request {
     StateBackup,
     /// The state backups: where, when last, the last error.
     StateStatus,
+    /// Delete the expired entries of the recycle bins now (of one home or
+    /// `share:NAME`, or of every mounted one): answered with a job.
+    RecyclePurge {
+        #[serde(default)]
+        user: Option<String>,
+    },
+    /// Empty the recycle bin of a home or `share:NAME` (a home not
+    /// mounted is mounted for it): answered with a job.
+    RecycleEmpty {
+        user: String,
+    },
 }
 
 fn default_event_limit() -> usize {
@@ -458,6 +469,28 @@ pub struct UserDetail {
     pub home: Option<HomeStatus>,
     pub events: Vec<Event>,
     pub jobs: Vec<JobInfo>,
+    /// The home's recycle bin.
+    #[serde(default)]
+    pub recycle: Option<RecycleInfo>,
+}
+
+/// A recycle bin: its setting and what it holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecycleInfo {
+    /// Deleted files go to the bin (else a delete is final).
+    pub enabled: bool,
+    /// Days a deleted file is kept; 0: until the bin is emptied.
+    pub keep_days: u32,
+    /// The folder at the share's root (`#recycle`).
+    pub folder: String,
+    /// Files in the bin and their bytes; None while not mounted.
+    #[serde(default)]
+    pub files: Option<u64>,
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// Why the bin could not be measured.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// A mounted home or team share.
@@ -496,6 +529,13 @@ pub struct ShareSpec {
     /// Members who may only read.
     #[serde(default)]
     pub read_only: Vec<String>,
+    /// The recycle bin of this share: None follows `[recycle] enabled`
+    /// (off there turns it off everywhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle: Option<bool>,
+    /// Days deleted files are kept: None follows `[recycle] keep_days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle_keep_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -517,6 +557,9 @@ pub struct ShareStatus {
     pub testparm: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The share's recycle bin.
+    #[serde(default)]
+    pub recycle: Option<RecycleInfo>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

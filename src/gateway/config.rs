@@ -365,6 +365,45 @@ fn default_recovery() -> RecoverySection {
     empty()
 }
 
+/// The recycle bin of homes and team shares (Samba's `vfs_recycle`):
+/// deleted files move to `#recycle` at the share's root, and the daemon
+/// deletes what has been there longer than `keep_days`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecycleSection {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Days a deleted file stays in `#recycle`; 0 keeps it until emptied.
+    #[serde(default = "default_keep_days")]
+    pub keep_days: u32,
+    /// How often the daemon purges expired entries of mounted filesystems.
+    #[serde(default = "default_purge_interval", deserialize_with = "de_duration")]
+    pub purge_interval: Duration,
+    /// Deleted for real, never recycled (Samba wildcards, space-separated):
+    /// temporary files Office and editors make by the hundred.
+    #[serde(default = "default_recycle_exclude")]
+    pub exclude: String,
+    /// Files inside these folders are deleted for real.
+    #[serde(default = "default_recycle_exclude_dir")]
+    pub exclude_dir: String,
+}
+
+fn default_keep_days() -> u32 {
+    30
+}
+fn default_purge_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_recycle_exclude() -> String {
+    "*.tmp ~$* .~lock.*#".into()
+}
+fn default_recycle_exclude_dir() -> String {
+    "tmp temp".into()
+}
+fn default_recycle() -> RecycleSection {
+    empty()
+}
+
 fn default_shares_root() -> PathBuf {
     "/srv/swiftgate/shares".into()
 }
@@ -391,6 +430,8 @@ pub struct GatewayConfig {
     pub shares: SharesSection,
     #[serde(default = "default_recovery")]
     pub recovery: RecoverySection,
+    #[serde(default = "default_recycle")]
+    pub recycle: RecycleSection,
 }
 
 fn empty<T: for<'de> Deserialize<'de>>() -> T {
@@ -498,6 +539,28 @@ impl GatewayConfig {
         }
         if !cfg.shares.root.is_absolute() {
             return Err(invalid("[shares] root must be an absolute path".into()));
+        }
+        for (key, v) in [
+            ("exclude", &cfg.recycle.exclude),
+            ("exclude_dir", &cfg.recycle.exclude_dir),
+        ] {
+            // One smb.conf line: a newline would start another parameter.
+            if v.chars().any(|c| c.is_control()) || v.trim_end().ends_with('\\') {
+                return Err(invalid(format!(
+                    "[recycle] {key} {v:?}: one line of patterns separated by spaces"
+                )));
+            }
+        }
+        if cfg.recycle.keep_days > 36_500 {
+            return Err(invalid(format!(
+                "[recycle] keep_days {} is more than a hundred years (0 keeps deleted files until the bin is emptied)",
+                cfg.recycle.keep_days
+            )));
+        }
+        if cfg.recycle.purge_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                "[recycle] purge_interval must be at least \"1s\"".into(),
+            ));
         }
         cfg.cache.dirty_limit = match cfg.cache.dirty_limit_set {
             Some(d) if d > cfg.cache.size => {

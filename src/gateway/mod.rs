@@ -14,6 +14,8 @@ pub mod health;
 pub mod jobs;
 pub mod lock;
 pub mod recovery;
+pub mod recycle;
+pub mod recycle_job;
 pub mod samba;
 pub mod service;
 pub mod session;
@@ -110,6 +112,7 @@ pub fn serve(
     control::serve(&cfg.control.socket, service)?;
     shares::mount_all(&gw);
     health::start(gw.clone());
+    recycle_job::start(gw.clone());
     let restore: Vec<daemon::SavedHome> = std::fs::read(sessions_file(&cfg))
         .ok()
         .and_then(|b| {

@@ -471,7 +471,99 @@ impl Service {
                     .and_then(done)
             }
             Request::StateStatus => Ok(Response::StateStatus(self.backups()?.status())),
+            Request::RecyclePurge { user } => self.recycle_purge(user),
+            Request::RecycleEmpty { user } => self.recycle_empty(user),
         }
+    }
+
+    fn recycle_purge(&self, user: Option<String>) -> Result<Response, ApiError> {
+        self.need_daemon()?;
+        let gw = &self.gw;
+        if let Some(u) = &user {
+            if gw.mountpoint_of(u).is_none() {
+                return Err(ApiError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "{u} is not mounted: its recycle bin is purged when it is next mounted"
+                    ),
+                )
+                .at("user"));
+            }
+        }
+        let subject = user.clone().unwrap_or_else(|| "all".into());
+        if let Some(j) = gw.jobs.running("recycle-purge", &subject) {
+            return Ok(Response::Job(j));
+        }
+        let g = gw.clone();
+        let g2 = gw.clone();
+        let j = gw
+            .jobs
+            .start(
+                "recycle-purge",
+                &subject,
+                move |p| {
+                    super::recycle_job::purge_mounted(&g, user.as_deref(), &|d, t| {
+                        p.set("purging", d, t)
+                    })
+                },
+                move |j| job_event(&g2, j),
+            )
+            .map_err(internal)?;
+        Ok(Response::Job(j))
+    }
+
+    fn recycle_empty(&self, user: String) -> Result<Response, ApiError> {
+        self.need_daemon()?;
+        let gw = &self.gw;
+        if let Some(name) = user.strip_prefix("share:") {
+            if gw.mountpoint_of(&user).is_none() {
+                let known = shares::load(&gw.cfg)
+                    .map_err(|e| share_err(&e))?
+                    .shares
+                    .get(name)
+                    .is_some_and(|r| !r.removed);
+                return Err(if known {
+                    ApiError::new(
+                        ErrorKind::Conflict,
+                        format!("the team share {name} is not mounted (see its page for why)"),
+                    )
+                    .at("user")
+                } else {
+                    ApiError::new(
+                        ErrorKind::NotFound,
+                        format!("there is no team share {name:?}"),
+                    )
+                    .at("user")
+                });
+            }
+        } else if gw.mountpoint_of(&user).is_none() {
+            // Mounted for the emptying (no session of its own: it unmounts
+            // when idle like any home).
+            gw.connect(&user, None).map_err(|e| gateway_err(&e))?;
+            gw.disconnect(&user, None);
+        }
+        if let Some(j) = gw.jobs.running("recycle-empty", &user) {
+            return Ok(Response::Job(j));
+        }
+        let g = gw.clone();
+        let g2 = gw.clone();
+        let key = user.clone();
+        let j = gw
+            .jobs
+            .start(
+                "recycle-empty",
+                &user,
+                move |p| {
+                    p.set("deleting", 0, 0);
+                    let mp = g.mountpoint_of(&key).ok_or_else(|| {
+                        format!("{key} was unmounted before its recycle bin was emptied")
+                    })?;
+                    super::recycle_job::empty(&g, &key, &mp)
+                },
+                move |j| job_event(&g2, j),
+            )
+            .map_err(internal)?;
+        Ok(Response::Job(j))
     }
 
     fn fsck(&self, user: String, verify_data: bool) -> Result<Response, ApiError> {
@@ -688,6 +780,7 @@ impl Service {
                 .into_iter()
                 .filter(|j| j.subject == user)
                 .collect(),
+            recycle: Some(super::recycle_job::info(gw, user)),
         })
     }
 

@@ -76,6 +76,7 @@ impl ShareForm {
             group: Some(self.group.trim().to_string()).filter(|g| !g.is_empty()),
             members: Some(names(&self.members)),
             read_only: names(&self.read_only),
+            ..Default::default()
         }
     }
     fn of(s: &ShareStatus) -> ShareForm {
