@@ -986,7 +986,8 @@ fn add_plain_share(g: &mut Gw, user: &str) -> PathBuf {
         .find(|l| l.trim_start().starts_with("vfs objects"))
         .unwrap_or("vfs objects = catia fruit streams_xattr acl_xattr")
         .trim()
-        .to_string();
+        // Without the bin: its parameters stay in the home's section.
+        .replace(" recycle ", " ");
     fs::write(
         &g.smb_conf,
         format!(
@@ -1344,10 +1345,12 @@ fn op_name(r: &Request) -> &'static str {
         Request::Metrics => "metrics",
         Request::StateBackup => "state_backup",
         Request::StateStatus => "state_status",
+        Request::RecyclePurge { .. } => "recycle_purge",
+        Request::RecycleEmpty { .. } => "recycle_empty",
     }
 }
 
-const ALL_OPS: usize = 29;
+const ALL_OPS: usize = 31;
 
 #[test]
 fn every_request_is_answered_by_the_daemon_with_typed_errors() {
@@ -1709,6 +1712,22 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
         );
     }
     assert!(matches!(call(Request::Jobs), Ok(Response::Jobs(j)) if j.len() >= 3));
+    let e = call(Request::RecyclePurge {
+        user: Some("nobody-here".into()),
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::Conflict, Some("user"))
+    );
+    let e = call(Request::RecycleEmpty {
+        user: "share:nothere".into(),
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::NotFound, Some("user"))
+    );
     let e = call(Request::Job { id: 999_999 }).unwrap_err();
     assert_eq!(
         (e.kind, e.field.as_deref()),
