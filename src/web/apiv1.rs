@@ -200,6 +200,41 @@ async fn fsck(
     .await
 }
 
+async fn user_recycle_empty(
+    State(st): State<AppState>,
+    admin: Admin,
+    Path(user): Path<String>,
+) -> ApiResult {
+    on_user(&st, &admin, user, |user| Request::RecycleEmpty { user }).await
+}
+
+async fn share_recycle_empty(
+    State(st): State<AppState>,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let key = format!("share:{name}");
+    change(
+        &st,
+        &admin,
+        Some(&key),
+        Request::RecycleEmpty { user: key.clone() },
+    )
+    .await
+}
+
+async fn recycle_purge(State(st): State<AppState>, admin: Admin, body: Bytes) -> ApiResult {
+    let b: EvictBody = parse(&body)?;
+    let s = b.user.clone();
+    change(
+        &st,
+        &admin,
+        s.as_deref(),
+        Request::RecyclePurge { user: b.user },
+    )
+    .await
+}
+
 async fn shares(State(st): State<AppState>) -> ApiResult {
     ok(ask(&st, |api| api.shares()).await?)
 }
@@ -275,6 +310,7 @@ async fn cache_budget(State(st): State<AppState>, admin: Admin, body: Bytes) -> 
     .await
 }
 
+/// `{"user": ...}`, optional (cache eviction, recycle purge).
 #[derive(Deserialize, Default)]
 struct EvictBody {
     #[serde(default)]
@@ -386,11 +422,14 @@ pub fn routes() -> Routes {
         .post("/api/v1/users/{name}/unmount", unmount)
         .post("/api/v1/users/{name}/flush", flush)
         .post("/api/v1/users/{name}/fsck", fsck)
+        .post("/api/v1/users/{name}/recycle/empty", user_recycle_empty)
         .get("/api/v1/shares", shares)
         .post("/api/v1/shares", share_add)
         .get("/api/v1/shares/{name}", share)
         .put("/api/v1/shares/{name}", share_update)
         .delete("/api/v1/shares/{name}", share_remove)
+        .post("/api/v1/shares/{name}/recycle/empty", share_recycle_empty)
+        .post("/api/v1/recycle/purge", recycle_purge)
         .get("/api/v1/cache", cache)
         .put("/api/v1/cache/budget", cache_budget)
         .post("/api/v1/cache/evict", cache_evict)

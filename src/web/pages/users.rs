@@ -8,8 +8,8 @@ use super::super::routes::Routes;
 use super::super::{act, ask, AppState};
 use super::Banner;
 use crate::gateway::api::{
-    ApiError, GatewayApiExt, JobInfo, Request, Secret, UserAdd, UserCredentials, UserDetail,
-    UserPage, UserQuery, UserState, UserSummary,
+    ApiError, GatewayApiExt, JobInfo, RecycleInfo, Request, Secret, UserAdd, UserCredentials,
+    UserDetail, UserPage, UserQuery, UserState, UserSummary,
 };
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -87,6 +87,21 @@ impl Fmt {
     }
     pub fn pct(&self, j: &JobInfo) -> u64 {
         fmt::percent(j.done, j.total)
+    }
+    /// A recycle bin's setting in words.
+    pub fn recycle_setting(&self, page: &PageCtx, r: &RecycleInfo) -> String {
+        match (r.enabled, r.keep_days) {
+            (false, _) => page.t("recycle.off").to_string(),
+            (true, 0) => page.t("recycle.on_forever").to_string(),
+            (true, d) => page.t("recycle.on_days").replace("{days}", &d.to_string()),
+        }
+    }
+    /// Its files and bytes ("–" while not mounted).
+    pub fn recycle_files(&self, r: &RecycleInfo) -> String {
+        r.files.map(|n| n.to_string()).unwrap_or_else(|| "–".into())
+    }
+    pub fn recycle_bytes(&self, r: &RecycleInfo) -> String {
+        r.bytes.map(fmt::bytes).unwrap_or_else(|| "–".into())
     }
     pub fn enc(&self, s: &str) -> String {
         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -480,6 +495,7 @@ async fn action(
         "mount" => ("mount", Request::Mount { user }, false),
         "unmount" => ("unmount", Request::Unmount { user }, false),
         "flush" => ("flush", Request::Flush { user }, true),
+        "recycle_empty" => ("recycle_empty", Request::RecycleEmpty { user }, true),
         "fsck" => (
             "fsck",
             Request::Fsck {
@@ -585,6 +601,7 @@ pub fn routes() -> Routes {
         .post("/users/{name}/enable", a("enable"))
         .post("/users/{name}/password", a("password"))
         .post("/users/{name}/remove", a("remove"))
+        .post("/users/{name}/recycle/empty", a("recycle_empty"))
 }
 
 /// The handler of one action route.
