@@ -17,12 +17,15 @@ use std::time::{Duration, Instant};
 /// A measurement this young is shown as is.
 const MEASURE_TTL: Duration = Duration::from_secs(15);
 
+/// A bin's last measurement: when, and what it found (or why not).
+type Measured = (Instant, Result<BinReport, String>);
+
 #[derive(Default)]
 pub struct RecycleState {
     /// One walk that changes a bin at a time (purge rounds, a purge after
     /// a mount, an admin's purge or emptying).
     walking: Mutex<()>,
-    measured: Mutex<HashMap<String, (Instant, Result<BinReport, String>)>>,
+    measured: Mutex<HashMap<String, Measured>>,
 }
 
 /// The recycle setting in force for a home (`user`) or `share:NAME`.
