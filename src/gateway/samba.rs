@@ -94,7 +94,7 @@ pub const RECYCLE_DIR: &str = "#recycle";
 
 /// A share's `vfs objects` line, with the recycle bin's parameters when
 /// it is on. `recycle` goes right after catia (which maps the names first)
-/// and above fruit: below fruit, Samba 4.17 unlinks some files for real.
+/// and above fruit (with Samba 4.17's modules, below fruit it misbehaves).
 /// `dir_mode` is the recycle folders' mode (a home's: owner only).
 pub fn vfs_lines(r: &RecycleSection, enabled: bool, dir_mode: &str, tail: &str) -> String {
     let tail = if tail.is_empty() {
