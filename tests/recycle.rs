@@ -191,6 +191,11 @@ fn expired_entries_are_purged_fresh_ones_kept_nothing_outside_touched() {
     assert!(home.join("sub").is_dir());
     let d = api(&g).user(&u).unwrap();
     assert_eq!(d.recycle.unwrap().files, Some(1));
+    let shown = String::from_utf8_lossy(&ok(g.sg(&["user", "show", &u], "")).stdout).to_string();
+    assert!(
+        shown.contains("recycle bin: on, #recycle kept 30 days; 1 files, 7 bytes"),
+        "{shown}"
+    );
 
     // A home that is not mounted is purged when it is mounted next.
     touch_old(&bin.join("fresh.txt"), "-a");
