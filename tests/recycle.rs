@@ -227,6 +227,11 @@ fn expired_entries_are_purged_fresh_ones_kept_nothing_outside_touched() {
 
     // Emptying: everything in the bin goes, the home is mounted for it.
     smb_ok(g.smbclient(&u, "pw-rp1", r"put a.txt x.txt; del x.txt", &work));
+    wait_until(
+        60,
+        || !is_mounted(&home),
+        || "the idle home was not unmounted".into(),
+    );
     let j = job(&g, Request::RecycleEmpty { user: u.clone() });
     assert_eq!(j.state, JobState::Succeeded, "{j:?}");
     assert!(
@@ -366,14 +371,16 @@ fn team_shares_have_their_own_bin_and_setting() {
     assert!(r.enabled && r.keep_days == 7 && r.files == Some(1), "{r:?}");
     assert!(!s_off.recycle.clone().unwrap().enabled);
     assert_eq!(s_on.testparm.as_deref(), Some("ok"));
-    // The admin empties the share's bin.
-    let j = job(
-        &g,
-        Request::RecycleEmpty {
-            user: format!("share:{on}"),
-        },
+    // The admin empties the share's bin (here from the command line).
+    let o = ok(g.sg(&["recycle", "purge", "--share", &on], ""));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("0 expired files"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
     );
-    assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+    let o = ok(g.sg(&["recycle", "empty", "--share", &on], ""));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.contains("recycle bin emptied: 1 files"), "{out}");
     assert!(!mp_on.join("#recycle/d/f.txt").exists());
     // `share update` keeps the override unless told otherwise.
     ok(g.sg(&["share", "update", &on, "--comment", "changed"], ""));

@@ -180,6 +180,34 @@ pub enum Cmd {
         #[arg(long, default_value = "/mnt/swiftgate")]
         mountpoint: PathBuf,
     },
+    /// Recycle bins (#recycle) of homes and team shares: purge what expired
+    /// now, or empty one.
+    Recycle {
+        #[command(subcommand)]
+        cmd: RecycleCmd,
+        #[arg(long, global = true, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecycleCmd {
+    /// Delete the entries older than keep_days now (what the daemon does
+    /// every purge_interval): of USER's home, a --share, or every mounted bin.
+    Purge {
+        #[arg(conflicts_with = "share")]
+        user: Option<String>,
+        #[arg(long)]
+        share: Option<String>,
+    },
+    /// Delete everything in the recycle bin of USER's home (mounted for it
+    /// if needed), or of a --share.
+    Empty {
+        #[arg(required_unless_present = "share", conflicts_with = "share")]
+        user: Option<String>,
+        #[arg(long)]
+        share: Option<String>,
+    },
 }
 
 impl Cmd {
@@ -969,5 +997,30 @@ pub fn run(cli: Cli) -> Result<i32> {
             store_dir,
             mountpoint,
         } => mount::demo(&store_dir, &mountpoint),
+        Cmd::Recycle { cmd, config } => recycle_cmd(cmd, &config),
+    }
+}
+
+fn recycle_cmd(cmd: RecycleCmd, config: &Path) -> Result<i32> {
+    use crate::gateway::api::Request;
+    let api = gateway::api(config)?;
+    let key = |user: Option<String>, share: Option<String>| {
+        share
+            .map(|s| crate::gateway::daemon::share_key(&s))
+            .or(user)
+    };
+    match cmd {
+        RecycleCmd::Purge { user, share } => gateway::run_change(
+            &*api,
+            Request::RecyclePurge {
+                user: key(user, share),
+            },
+        ),
+        RecycleCmd::Empty { user, share } => gateway::run_change(
+            &*api,
+            Request::RecycleEmpty {
+                user: key(user, share).unwrap_or_default(),
+            },
+        ),
     }
 }
