@@ -152,6 +152,11 @@ fn expired_entries_are_purged_fresh_ones_kept_nothing_outside_touched() {
     let home = g.home(&u);
     let bin = home.join("#recycle");
     assert!(bin.join("old.txt").exists() && bin.join("sub/old2.txt").exists());
+    // A file last used long ago and deleted now is fresh in the bin: the
+    // deletion stamps it (recycle:touch), its old times do not count.
+    fs::write(home.join("ancient.txt"), b"payload").unwrap();
+    touch_old(&home.join("ancient.txt"), "-am");
+    smb_ok(g.smbclient(&u, "pw-rp1", "del ancient.txt", &work));
     touch_old(&bin.join("old.txt"), "-a");
     touch_old(&bin.join("sub/old2.txt"), "-a");
     // Old files outside the bin, and an old symlink in the bin pointing at
@@ -184,16 +189,17 @@ fn expired_entries_are_purged_fresh_ones_kept_nothing_outside_touched() {
     assert!(!bin.join("sub").exists(), "the emptied folder is removed");
     assert!(fs::symlink_metadata(bin.join("link")).is_err());
     assert_eq!(fs::read(bin.join("fresh.txt")).unwrap(), b"payload");
+    assert_eq!(fs::read(bin.join("ancient.txt")).unwrap(), b"payload");
     assert_eq!(
         fs::read(home.join("keep/outside-old.txt")).unwrap(),
         b"payload"
     );
     assert!(home.join("sub").is_dir());
     let d = api(&g).user(&u).unwrap();
-    assert_eq!(d.recycle.unwrap().files, Some(1));
+    assert_eq!(d.recycle.unwrap().files, Some(2));
     let shown = String::from_utf8_lossy(&ok(g.sg(&["user", "show", &u], "")).stdout).to_string();
     assert!(
-        shown.contains("recycle bin: on, #recycle kept 30 days; 1 files, 7 bytes"),
+        shown.contains("recycle bin: on, #recycle kept 30 days; 2 files, 14 bytes"),
         "{shown}"
     );
 
@@ -235,7 +241,7 @@ fn expired_entries_are_purged_fresh_ones_kept_nothing_outside_touched() {
     let j = job(&g, Request::RecycleEmpty { user: u.clone() });
     assert_eq!(j.state, JobState::Succeeded, "{j:?}");
     assert!(
-        j.message.as_deref().unwrap_or("").contains("1 files"),
+        j.message.as_deref().unwrap_or("").contains("2 files"),
         "{j:?}"
     );
     let out = smb_text(g.smbclient(&u, "pw-rp1", r"ls #recycle\*", &work));
