@@ -770,6 +770,36 @@ mod tests {
         .is_err());
     }
 
+    #[test]
+    fn the_recycle_bin_is_on_by_default_and_checked() {
+        let parse = |extra: &str| {
+            GatewayConfig::parse(
+                &format!("[store]\nurl = \"local:///x/{{user}}\"\n{extra}"),
+                Path::new("g.toml"),
+            )
+        };
+        let c = parse("").unwrap();
+        assert!(c.recycle.enabled);
+        assert_eq!(c.recycle.keep_days, 30);
+        assert_eq!(c.recycle.purge_interval, Duration::from_secs(3600));
+        assert!(c.recycle.exclude.contains("~$*"));
+        let c = parse("[recycle]\nenabled = false\nkeep_days = 0\n").unwrap();
+        assert!(!c.recycle.enabled && c.recycle.keep_days == 0);
+        for (bad, says) in [
+            ("keep_days = 99999", "hundred years"),
+            ("keep_days = -1", "line"),
+            ("purge_interval = \"0s\"", "at least"),
+            ("exclude = \"*.tmp\\nvfs objects = x\"", "one line"),
+            ("exclude_dir = \"tmp \\\\\"", "one line"),
+            ("keep = 3", "unknown field"),
+        ] {
+            let e = parse(&format!("[recycle]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
     /// The commented config the package installs: it parses as shipped,
     /// still parses with every commented-out key switched on (no typo
     /// hides in a comment), and names every key there is.
@@ -854,6 +884,10 @@ mod tests {
             "smb_conf",
             "interval",
             "check_interval",
+            "keep_days",
+            "purge_interval",
+            "exclude",
+            "exclude_dir",
         ] {
             assert!(
                 text.lines()

@@ -216,3 +216,36 @@ pub fn account_exists(smb_conf: &Path, user: &str) -> Option<bool> {
         || text.contains("username not found"))
     .then_some(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycle_sits_after_catia_above_fruit_or_not_at_all() {
+        let on: RecycleSection = toml::from_str("").unwrap();
+        let s = vfs_lines(&on, true, "0700", "acl_xattr");
+        assert!(
+            s.starts_with("   vfs objects = catia recycle fruit streams_xattr acl_xattr\n"),
+            "{s}"
+        );
+        for want in [
+            "recycle:repository = #recycle",
+            "recycle:keeptree = yes",
+            "recycle:versions = yes",
+            "recycle:touch = yes",
+            "recycle:directory_mode = 0700",
+            "recycle:exclude = *.tmp ~$*",
+            "recycle:exclude_dir = tmp temp",
+        ] {
+            assert!(s.contains(want), "{want}: {s}");
+        }
+        // Off for this share, or off everywhere: no module, no parameters.
+        assert_eq!(
+            vfs_lines(&on, false, "0770", ""),
+            "   vfs objects = catia fruit streams_xattr\n"
+        );
+        let off: RecycleSection = toml::from_str("enabled = false").unwrap();
+        assert!(!vfs_lines(&off, true, "0700", "acl_xattr").contains("recycle"));
+    }
+}
