@@ -862,6 +862,35 @@ fn recycle_bins_on_the_user_and_share_pages() {
         (&1.into(), &13.into()),
         "{v}"
     );
+    // The home's own retention, from its page.
+    let r = s.post_form(
+        &format!("/users/{u}/recycle"),
+        &[("csrf", &s.csrf), ("keep_days", "soon")],
+    );
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = s.post_form(
+        &format!("/users/{u}/recycle"),
+        &[("csrf", &s.csrf), ("keep_days", "7")],
+    );
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = s.get(&location(&r)).text().unwrap();
+    assert!(
+        page.contains("on, deleted files kept 7 days")
+            && page.contains(r#"name="keep_days" value="7""#),
+        "{page}"
+    );
+    let r = api(
+        reqwest::Method::PUT,
+        &format!("/api/v1/users/{u}/recycle"),
+        serde_json::json!({ "keep_days": null }),
+    );
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text());
+    let v: serde_json::Value = s.get(&format!("/api/v1/users/{u}")).json().unwrap();
+    assert_eq!(
+        (&v["recycle"]["keep_days"], &v["recycle"]["own_keep_days"]),
+        (&30.into(), &serde_json::Value::Null),
+        "{v}"
+    );
     let j = wait_job(api(
         reqwest::Method::POST,
         &format!("/api/v1/users/{u}/recycle/empty"),

@@ -1347,10 +1347,11 @@ fn op_name(r: &Request) -> &'static str {
         Request::StateStatus => "state_status",
         Request::RecyclePurge { .. } => "recycle_purge",
         Request::RecycleEmpty { .. } => "recycle_empty",
+        Request::UserSetRecycle { .. } => "user_set_recycle",
     }
 }
 
-const ALL_OPS: usize = 31;
+const ALL_OPS: usize = 32;
 
 #[test]
 fn every_request_is_answered_by_the_daemon_with_typed_errors() {
@@ -1727,6 +1728,24 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
     assert_eq!(
         (e.kind, e.field.as_deref()),
         (ErrorKind::NotFound, Some("user"))
+    );
+    let e = call(Request::UserSetRecycle {
+        user: "nobody-here".into(),
+        keep_days: Some(3),
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::NotFound, Some("user"))
+    );
+    let e = call(Request::UserSetRecycle {
+        user: u.clone(),
+        keep_days: Some(100_000),
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::Invalid, Some("keep_days"))
     );
     let e = call(Request::Job { id: 999_999 }).unwrap_err();
     assert_eq!(

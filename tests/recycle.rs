@@ -58,8 +58,12 @@ fn smb_text(o: std::process::Output) -> String {
 }
 
 fn touch_old(p: &Path, what: &str) {
+    touch_ago(p, what, "40 days ago")
+}
+
+fn touch_ago(p: &Path, what: &str, ago: &str) {
     let o = Command::new("touch")
-        .args([what, "-d", "40 days ago"])
+        .args([what, "-d", ago])
         .arg(p)
         .output()
         .unwrap();
@@ -412,4 +416,60 @@ fn team_shares_have_their_own_bin_and_setting() {
         (e.kind, e.field.as_deref()),
         (ErrorKind::Invalid, Some("recycle_keep_days"))
     );
+}
+
+#[test]
+fn a_home_keeps_deleted_files_as_long_as_its_own_setting() {
+    let mut g = local_gw("");
+    let u = unique_user("rk");
+    ok(g.add_user(&u, "pw-rk1", &[]));
+    let o = ok(g.sg(&["recycle", "keep", &u, "1"], ""));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("keeps deleted files 1 days"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let work = unique_dir("rcwork");
+    fs::write(work.join("a.txt"), b"payload").unwrap();
+    smb_ok(g.smbclient(
+        &u,
+        "pw-rk1",
+        "put a.txt one.txt; put a.txt two.txt; del one.txt; del two.txt",
+        &work,
+    ));
+    let _hold = hold_home(&g, &u);
+    let bin = g.home(&u).join("#recycle");
+    // Three days in the bin: past this home's day, well within the
+    // config's 30.
+    touch_ago(&bin.join("one.txt"), "-a", "3 days ago");
+    let j = job(
+        &g,
+        Request::RecyclePurge {
+            user: Some(u.clone()),
+        },
+    );
+    assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+    assert!(!bin.join("one.txt").exists());
+    assert!(bin.join("two.txt").exists());
+    let r = api(&g).user(&u).unwrap().recycle.unwrap();
+    assert_eq!((r.keep_days, r.own_keep_days), (1, Some(1)), "{r:?}");
+    // Back to the config's: the same age is kept.
+    ok(g.sg(&["recycle", "keep", &u], ""));
+    touch_ago(&bin.join("two.txt"), "-a", "3 days ago");
+    let j = job(
+        &g,
+        Request::RecyclePurge {
+            user: Some(u.clone()),
+        },
+    );
+    assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+    assert!(bin.join("two.txt").exists());
+    let r = api(&g).user(&u).unwrap().recycle.unwrap();
+    assert_eq!((r.keep_days, r.own_keep_days), (30, None), "{r:?}");
+    // The setting lives in the user map (and so in the recovery bundle).
+    ok(g.sg(&["recycle", "keep", &u, "0"], ""));
+    let map = fs::read_to_string(g.root.join("etc/users.json")).unwrap();
+    assert!(map.contains("\"recycle_keep_days\": 0"), "{map}");
+    let shown = String::from_utf8_lossy(&ok(g.sg(&["user", "show", &u], "")).stdout).to_string();
+    assert!(shown.contains("#recycle kept until emptied"), "{shown}");
 }

@@ -208,6 +208,10 @@ pub enum RecycleCmd {
         #[arg(long)]
         share: Option<String>,
     },
+    /// How many days USER's recycle bin keeps deleted files (0: until
+    /// emptied); without DAYS, as [recycle] keep_days again. (A team
+    /// share's: `share update NAME --recycle-keep-days N`.)
+    Keep { user: String, days: Option<u32> },
 }
 
 impl Cmd {
@@ -1020,6 +1024,13 @@ fn recycle_cmd(cmd: RecycleCmd, config: &Path) -> Result<i32> {
             &*api,
             Request::RecycleEmpty {
                 user: key(user, share).unwrap_or_default(),
+            },
+        ),
+        RecycleCmd::Keep { user, days } => gateway::run_change(
+            &*api,
+            Request::UserSetRecycle {
+                user,
+                keep_days: days,
             },
         ),
     }

@@ -165,6 +165,13 @@ pub enum Request {
     RecycleEmpty {
         user: String,
     },
+    /// How long a home's recycle bin keeps deleted files (None: as
+    /// `[recycle] keep_days`; 0: until emptied).
+    UserSetRecycle {
+        user: String,
+        #[serde(default)]
+        keep_days: Option<u32>,
+    },
 }
 
 fn default_event_limit() -> usize {
@@ -491,6 +498,9 @@ pub struct RecycleInfo {
     /// Why the bin could not be measured.
     #[serde(default)]
     pub error: Option<String>,
+    /// The home's or share's own retention (None: the config's).
+    #[serde(default)]
+    pub own_keep_days: Option<u32>,
 }
 
 /// A mounted home or team share.

@@ -388,6 +388,9 @@ pub struct RecycleSection {
     pub exclude_dir: String,
 }
 
+/// A hundred years: more is a typo.
+pub const MAX_KEEP_DAYS: u32 = 36_500;
+
 fn default_keep_days() -> u32 {
     30
 }
@@ -551,7 +554,7 @@ impl GatewayConfig {
                 )));
             }
         }
-        if cfg.recycle.keep_days > 36_500 {
+        if cfg.recycle.keep_days > MAX_KEEP_DAYS {
             return Err(invalid(format!(
                 "[recycle] keep_days {} is more than a hundred years (0 keeps deleted files until the bin is emptied)",
                 cfg.recycle.keep_days

@@ -33,6 +33,8 @@ pub struct RecycleState {
 pub struct Setting {
     pub enabled: bool,
     pub keep_days: u32,
+    /// The home's or share's own retention, if it has one.
+    pub own_keep_days: Option<u32>,
 }
 
 pub fn setting(gw: &Gateway, key: &str) -> Setting {
@@ -40,15 +42,19 @@ pub fn setting(gw: &Gateway, key: &str) -> Setting {
     let mut s = Setting {
         enabled: r.enabled,
         keep_days: r.keep_days,
+        own_keep_days: None,
     };
     if let Some(name) = key.strip_prefix("share:") {
         if let Ok(list) = super::shares::load(&gw.cfg) {
             if let Some(rec) = list.shares.get(name) {
                 s.enabled &= rec.spec.recycle.unwrap_or(true);
-                s.keep_days = rec.spec.recycle_keep_days.unwrap_or(s.keep_days);
+                s.own_keep_days = rec.spec.recycle_keep_days;
             }
         }
+    } else if let Ok((e, _)) = gw.users.get(key) {
+        s.own_keep_days = e.recycle_keep_days;
     }
+    s.keep_days = s.own_keep_days.unwrap_or(s.keep_days);
     s
 }
 
@@ -58,6 +64,7 @@ pub fn info(gw: &Gateway, key: &str) -> RecycleInfo {
     let mut i = RecycleInfo {
         enabled: s.enabled,
         keep_days: s.keep_days,
+        own_keep_days: s.own_keep_days,
         folder: RECYCLE_DIR.into(),
         ..Default::default()
     };

@@ -473,6 +473,30 @@ impl Service {
             Request::StateStatus => Ok(Response::StateStatus(self.backups()?.status())),
             Request::RecyclePurge { user } => self.recycle_purge(user),
             Request::RecycleEmpty { user } => self.recycle_empty(user),
+            Request::UserSetRecycle { user, keep_days } => {
+                if keep_days.is_some_and(|d| d > super::config::MAX_KEEP_DAYS) {
+                    return Err(ApiError::invalid(
+                        "keep_days",
+                        format!(
+                            "keep deleted files at most {} days (0 keeps them until the bin is emptied)",
+                            super::config::MAX_KEEP_DAYS
+                        ),
+                    ));
+                }
+                gw.users
+                    .set_recycle_keep_days(&user, keep_days)
+                    .map_err(|e| map_err(&e))?;
+                let what = match keep_days {
+                    None => format!("as configured ({} days)", gw.cfg.recycle.keep_days),
+                    Some(0) => "until the bin is emptied".into(),
+                    Some(d) => format!("{d} days"),
+                };
+                gw.events
+                    .info(&user, format!("recycle bin keeps deleted files {what}"));
+                done(format!(
+                    "the recycle bin of {user} keeps deleted files {what}"
+                ))
+            }
         }
     }
 

@@ -6,7 +6,7 @@
 
 use super::api::{ShareSpec, ShareStatus};
 use super::command::{self, CommandFailed};
-use super::config::{GatewayConfig, UserMapMode};
+use super::config::{GatewayConfig, UserMapMode, MAX_KEEP_DAYS};
 use super::daemon::{open_service_store, share_key, Gateway, GatewayError};
 use super::usermap::{check_name, UserSecrets};
 use crate::fs::engine::{self, MkfsOptions, PARAMS_KEY};
@@ -160,9 +160,6 @@ fn check_comment(c: &str) -> Result<(), ShareError> {
     }
     Ok(())
 }
-
-/// A hundred years: more is a typo.
-const MAX_KEEP_DAYS: u32 = 36_500;
 
 fn default_group(name: &str) -> String {
     format!("share-{}", name.to_ascii_lowercase())

@@ -128,6 +128,10 @@ pub struct UserEntry {
     pub disabled: bool,
     /// Base64 of nonce ‖ AES-256-GCM(JSON of UserSecrets), AAD = user name.
     secrets: String,
+    /// Days the home's recycle bin keeps deleted files, when not the
+    /// config's `[recycle] keep_days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle_keep_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -318,6 +322,7 @@ impl UserMap {
         let old = m.users.get(user);
         // A disabled user stays disabled whatever else changes.
         let disabled = old.is_some_and(|e| e.disabled);
+        let recycle_keep_days = old.and_then(|e| e.recycle_keep_days);
         let created_unix = old
             .map(|e| e.created_unix)
             .unwrap_or_else(crate::clock::unix_now);
@@ -332,6 +337,7 @@ impl UserMap {
                 removed: false,
                 disabled,
                 secrets: self.seal(user, secrets),
+                recycle_keep_days,
             },
         );
         self.write(&m)
@@ -355,6 +361,11 @@ impl UserMap {
     /// `user disable` / `user enable`.
     pub fn set_disabled(&self, user: &str, disabled: bool) -> Result<(), UserMapError> {
         self.update(user, |e| e.disabled = disabled)
+    }
+
+    /// The home's own recycle-bin retention (None: the config's).
+    pub fn set_recycle_keep_days(&self, user: &str, days: Option<u32>) -> Result<(), UserMapError> {
+        self.update(user, |e| e.recycle_keep_days = days)
     }
 
     fn update(&self, user: &str, f: impl FnOnce(&mut UserEntry)) -> Result<(), UserMapError> {

@@ -208,6 +208,27 @@ async fn user_recycle_empty(
     on_user(&st, &admin, user, |user| Request::RecycleEmpty { user }).await
 }
 
+#[derive(Deserialize)]
+struct RecycleBody {
+    /// null or absent: as configured.
+    #[serde(default)]
+    keep_days: Option<u32>,
+}
+
+async fn user_recycle(
+    State(st): State<AppState>,
+    admin: Admin,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let b: RecycleBody = parse(&body)?;
+    on_user(&st, &admin, user, |user| Request::UserSetRecycle {
+        user,
+        keep_days: b.keep_days,
+    })
+    .await
+}
+
 async fn share_recycle_empty(
     State(st): State<AppState>,
     admin: Admin,
@@ -423,6 +444,7 @@ pub fn routes() -> Routes {
         .post("/api/v1/users/{name}/flush", flush)
         .post("/api/v1/users/{name}/fsck", fsck)
         .post("/api/v1/users/{name}/recycle/empty", user_recycle_empty)
+        .put("/api/v1/users/{name}/recycle", user_recycle)
         .get("/api/v1/shares", shares)
         .post("/api/v1/shares", share_add)
         .get("/api/v1/shares/{name}", share)

@@ -100,6 +100,10 @@ impl Fmt {
     pub fn recycle_files(&self, r: &RecycleInfo) -> String {
         r.files.map(|n| n.to_string()).unwrap_or_else(|| "–".into())
     }
+    /// The home's own retention for the form (empty: as configured).
+    pub fn own_days(&self, r: &RecycleInfo) -> String {
+        r.own_keep_days.map(|d| d.to_string()).unwrap_or_default()
+    }
     pub fn recycle_bytes(&self, r: &RecycleInfo) -> String {
         r.bytes.map(fmt::bytes).unwrap_or_else(|| "–".into())
     }
@@ -451,6 +455,9 @@ struct ActionForm {
     password: String,
     #[serde(default)]
     password2: String,
+    /// The recycle bin's retention: days, or empty (as configured).
+    #[serde(default)]
+    keep_days: String,
 }
 
 impl Drop for ActionForm {
@@ -496,6 +503,33 @@ async fn action(
         "unmount" => ("unmount", Request::Unmount { user }, false),
         "flush" => ("flush", Request::Flush { user }, true),
         "recycle_empty" => ("recycle_empty", Request::RecycleEmpty { user }, true),
+        "recycle" => {
+            let t = f.keep_days.trim();
+            let keep_days = match t.parse::<u32>() {
+                _ if t.is_empty() => None,
+                Ok(d) => Some(d),
+                Err(_) => {
+                    let b = Banner::error(
+                        &page,
+                        &ApiError::invalid("keep_days", page.t("err.keep_days")),
+                    );
+                    return detail_page(
+                        &st,
+                        page,
+                        name,
+                        vec![b],
+                        None,
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                    )
+                    .await;
+                }
+            };
+            (
+                "user_set_recycle",
+                Request::UserSetRecycle { user, keep_days },
+                false,
+            )
+        }
         "fsck" => (
             "fsck",
             Request::Fsck {
@@ -602,6 +636,7 @@ pub fn routes() -> Routes {
         .post("/users/{name}/password", a("password"))
         .post("/users/{name}/remove", a("remove"))
         .post("/users/{name}/recycle/empty", a("recycle_empty"))
+        .post("/users/{name}/recycle", a("recycle"))
 }
 
 /// The handler of one action route.
