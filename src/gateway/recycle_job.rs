@@ -37,7 +37,9 @@ pub struct Setting {
     pub own_keep_days: Option<u32>,
 }
 
-pub fn setting(gw: &Gateway, key: &str) -> Setting {
+/// An error when the share list or the user map cannot be read: then
+/// nothing is purged (the config's days may be shorter than the bin's own).
+pub fn setting(gw: &Gateway, key: &str) -> Result<Setting, String> {
     let r = &gw.cfg.recycle;
     let mut s = Setting {
         enabled: r.enabled,
@@ -45,23 +47,36 @@ pub fn setting(gw: &Gateway, key: &str) -> Setting {
         own_keep_days: None,
     };
     if let Some(name) = key.strip_prefix("share:") {
-        if let Ok(list) = super::shares::load(&gw.cfg) {
-            if let Some(rec) = list.shares.get(name) {
-                s.enabled &= rec.spec.recycle.unwrap_or(true);
-                s.own_keep_days = rec.spec.recycle_keep_days;
-            }
-        }
-    } else if let Ok((e, _)) = gw.users.get(key) {
+        let list = super::shares::load(&gw.cfg).map_err(|e| e.to_string())?;
+        let rec = list
+            .shares
+            .get(name)
+            .ok_or_else(|| format!("the share {name} is not in the share list"))?;
+        s.enabled &= rec.spec.recycle.unwrap_or(true);
+        s.own_keep_days = rec.spec.recycle_keep_days;
+    } else {
+        let (e, _) = gw.users.get(key).map_err(|e| e.to_string())?;
         s.own_keep_days = e.recycle_keep_days;
     }
     s.keep_days = s.own_keep_days.unwrap_or(s.keep_days);
-    s
+    Ok(s)
 }
 
 /// The setting and, when mounted, what the bin holds.
 pub fn info(gw: &Gateway, key: &str) -> RecycleInfo {
-    let s = setting(gw, key);
+    let (s, err) = match setting(gw, key) {
+        Ok(s) => (s, None),
+        Err(e) => (
+            Setting {
+                enabled: gw.cfg.recycle.enabled,
+                keep_days: gw.cfg.recycle.keep_days,
+                own_keep_days: None,
+            },
+            Some(format!("cannot read the bin's setting: {e}")),
+        ),
+    };
     let mut i = RecycleInfo {
+        error: err,
         enabled: s.enabled,
         keep_days: s.keep_days,
         own_keep_days: s.own_keep_days,
@@ -91,7 +106,7 @@ pub fn info(gw: &Gateway, key: &str) -> RecycleInfo {
             i.files = Some(b.files);
             i.bytes = Some(b.bytes);
         }
-        Err(e) => i.error = Some(e),
+        Err(e) => i.error = Some(i.error.take().map_or(e.clone(), |s| format!("{s}; {e}"))),
     }
     i
 }
@@ -103,7 +118,7 @@ fn forget(gw: &Gateway, key: &str) {
 /// Purge one mounted bin by its setting; None: the bin is off or keeps
 /// everything (nothing looked at).
 pub fn purge_one(gw: &Gateway, key: &str, mp: &Path) -> Result<Option<BinReport>, String> {
-    let s = setting(gw, key);
+    let s = setting(gw, key)?;
     if !s.enabled || s.keep_days == 0 {
         return Ok(None);
     }
@@ -190,7 +205,7 @@ pub fn empty(gw: &Gateway, key: &str, mp: &Path) -> Result<String, String> {
 /// A home or share was just mounted: purge its bin in the background
 /// (the session that mounted it does not wait).
 pub fn after_mount(gw: &Arc<Gateway>, key: &str) {
-    if !gw.serving() || !setting(gw, key).enabled {
+    if !gw.serving() || !setting(gw, key).is_ok_and(|s| s.enabled) {
         return;
     }
     let gw = gw.clone();
