@@ -178,6 +178,7 @@ fn location(r: &Response) -> String {
 fn concrete(path: &str) -> String {
     path.replace("{name}", "nobody")
         .replace("{id}", "1")
+        .replace("{snapshot}", "snap")
         .replace("{*name}", "app.css")
 }
 
@@ -966,4 +967,101 @@ fn recycle_bins_on_the_user_and_share_pages() {
         serde_json::json!({}),
     ));
     assert_eq!(j["state"], "succeeded", "{j}");
+}
+
+#[test]
+fn snapshots_in_the_console_and_the_api() {
+    let mut con = console("");
+    let u = unique_user("cs");
+    con.gw.users.push(u.clone());
+    ok(con.gw.add_user(&u, "pw-cs", &[]));
+    let token = String::from_utf8(ok(sg_token(&con, &["create", "snap"])).stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let bearer = format!("Bearer {token}");
+    let c = client();
+    let r = c
+        .post(format!("{}/api/v1/users/{u}/mount", con.url))
+        .header("Authorization", &bearer)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text());
+    let home = con.gw.home(&u);
+    std::fs::create_dir_all(home.join("docs")).unwrap();
+    std::fs::write(home.join("docs/report.txt"), b"original").unwrap();
+    let api = |m: reqwest::Method, path: &str| {
+        c.request(m, format!("{}/api/v1/users/{u}/snapshots{path}", con.url))
+            .header("Authorization", &bearer)
+    };
+    let r = api(reqwest::Method::POST, "").send().unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let snap: serde_json::Value = r.json().unwrap();
+    let name = snap["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("@GMT-") && snap["files"] == 1, "{snap}");
+    let l: serde_json::Value = api(reqwest::Method::GET, "")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(l["snapshots"][0]["name"], name.as_str(), "{l}");
+    // Restore over an overwrite; a path out of the tree is refused.
+    std::fs::write(home.join("docs/report.txt"), b"overwritten by mistake").unwrap();
+    let r = api(reqwest::Method::POST, &format!("/{name}/restore"))
+        .json(&serde_json::json!({ "path": "docs" }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text());
+    assert_eq!(
+        std::fs::read(home.join("docs/report.txt")).unwrap(),
+        b"original"
+    );
+    let r = api(reqwest::Method::POST, &format!("/{name}/restore"))
+        .json(&serde_json::json!({ "path": "../../etc" }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(
+        (&v["kind"], &v["field"]),
+        (&"invalid".into(), &"path".into()),
+        "{v}"
+    );
+
+    // The page: listed, taken and deleted with the session's CSRF token.
+    let s = login(&con.url, &con.admin.name, &con.admin.password);
+    let page = s.get(&format!("/users/{u}")).text().unwrap();
+    assert!(page.contains(&format!("/users/{u}/snapshots")), "no link");
+    let page = s.get(&format!("/users/{u}/snapshots")).text().unwrap();
+    assert!(
+        page.contains(&name) && page.contains("snapshot-restore"),
+        "{page}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = s.post_form(&format!("/users/{u}/snapshots"), &[("csrf", &s.csrf)]);
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        location(&r).ends_with("done=snapshot_create"),
+        "{}",
+        location(&r)
+    );
+    let l: serde_json::Value = api(reqwest::Method::GET, "")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(l["snapshots"].as_array().unwrap().len(), 2, "{l}");
+    let r = s.post_form(
+        &format!("/users/{u}/snapshots/delete"),
+        &[("csrf", &s.csrf), ("snapshot", &name)],
+    );
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = api(reqwest::Method::DELETE, &format!("/{name}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "deleted already");
+    let log = std::fs::read_to_string(con.gw.root.join("log/audit.log")).unwrap();
+    for op in ["snapshot_create", "snapshot_restore", "snapshot_delete"] {
+        assert!(log.contains(&format!(r#""action":"{op}""#)), "{op}: {log}");
+    }
 }

@@ -119,20 +119,6 @@ fn big_file_japanese_names_dos_attributes_and_streams_survive_remount() {
     let _ = fs::remove_dir_all(&work);
 }
 
-/// The Python of the test venv that tests/setup.sh fills with smbprotocol.
-fn test_python() -> PathBuf {
-    let venv = std::env::var_os("SWIFTGATE_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/swiftgate-test-venv"));
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run `bash tests/setup.sh` (it creates the venv with smbprotocol)",
-        py.display()
-    );
-    py
-}
-
 fn sha256(d: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(d))
@@ -1281,8 +1267,8 @@ fn files_put_through_samba_are_unreadable_by_other_local_users() {
 // ------------------------------------------------------- the typed API
 
 use swiftgate::gateway::api::{
-    ErrorKind, GatewayApi, GatewayApiExt, JobInfo, JobState, Request, Response, Secret, ShareSpec,
-    UserAdd, UserQuery,
+    ErrorKind, FsTarget, GatewayApi, GatewayApiExt, JobInfo, JobState, Request, Response, Secret,
+    ShareSpec, UserAdd, UserQuery,
 };
 use swiftgate::gateway::control::ControlClient;
 
@@ -1345,13 +1331,17 @@ fn op_name(r: &Request) -> &'static str {
         Request::Metrics => "metrics",
         Request::StateBackup => "state_backup",
         Request::StateStatus => "state_status",
+        Request::Snapshots { .. } => "snapshots",
+        Request::SnapshotCreate { .. } => "snapshot_create",
+        Request::SnapshotDelete { .. } => "snapshot_delete",
+        Request::SnapshotRestore { .. } => "snapshot_restore",
         Request::RecyclePurge { .. } => "recycle_purge",
         Request::RecycleEmpty { .. } => "recycle_empty",
         Request::UserSetRecycle { .. } => "user_set_recycle",
     }
 }
 
-const ALL_OPS: usize = 32;
+const ALL_OPS: usize = 36;
 
 #[test]
 fn every_request_is_answered_by_the_daemon_with_typed_errors() {
@@ -1481,6 +1471,75 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
         matches!(&v, Response::Value(v) if v["counts"]["file_bytes"] == 24 << 20),
         "{v:?}"
     );
+    // Snapshots: taken, listed, restored over an overwrite, deleted; bad
+    // names and paths refused with their field.
+    let home = FsTarget::User(u.clone());
+    let snap = match call(Request::SnapshotCreate {
+        target: home.clone(),
+    })
+    .unwrap()
+    {
+        Response::Snapshot(s) => s,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((snap.files, snap.bytes), (1, 24 << 20), "{snap:?}");
+    assert!(matches!(
+        call(Request::Snapshots { target: home.clone() }),
+        Ok(Response::Snapshots(l)) if l.snapshots == vec![snap.clone()]
+    ));
+    fs::write(g.home(&u).join("big.bin"), b"overwritten").unwrap();
+    let r = call(Request::SnapshotRestore {
+        target: home.clone(),
+        name: snap.name.clone(),
+        path: "big.bin".into(),
+    });
+    assert!(
+        matches!(&r, Ok(Response::Done { message }) if message.contains("1 files")),
+        "{r:?}"
+    );
+    assert!(fs::read(g.home(&u).join("big.bin")).unwrap() == data);
+    for (req, kind, field) in [
+        (
+            Request::SnapshotDelete {
+                target: home.clone(),
+                name: "@GMT-2001.01.01-00.00.00".into(),
+            },
+            ErrorKind::NotFound,
+            "name",
+        ),
+        (
+            Request::SnapshotRestore {
+                target: home.clone(),
+                name: snap.name.clone(),
+                path: "../../etc/passwd".into(),
+            },
+            ErrorKind::Invalid,
+            "path",
+        ),
+        (
+            Request::SnapshotRestore {
+                target: home.clone(),
+                name: snap.name.clone(),
+                path: "not-there".into(),
+            },
+            ErrorKind::NotFound,
+            "path",
+        ),
+        (
+            Request::Snapshots {
+                target: FsTarget::Share("nosuch".into()),
+            },
+            ErrorKind::NotFound,
+            "name",
+        ),
+    ] {
+        let e = call(req).unwrap_err();
+        assert_eq!((e.kind, e.field.as_deref()), (kind, Some(field)), "{e:?}");
+    }
+    assert!(matches!(
+        call(Request::SnapshotDelete { target: home.clone(), name: snap.name.clone() }),
+        Ok(Response::Snapshot(s)) if s.name == snap.name
+    ));
     // Listing, detail, overview, cache, metrics.
     let page = match call(Request::Users {
         query: UserQuery {

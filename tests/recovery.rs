@@ -76,6 +76,17 @@ fn a_destroyed_gateway_comes_back_from_the_store_with_the_recovery_key() {
     smb_ok(g.smbclient(&alice, "alice-old-pw", "put a.txt a.txt", &work));
     smb_ok(g.smbclient(&bob, "bob-old-pw", "put b.txt b.txt", &work));
     smb_ok(g.smbclient_on(&share, &alice, "alice-old-pw", "put t.txt t.txt", &work));
+    // Snapshots live in the store with the rest: they come back too.
+    let snap_of = |args: &[&str]| -> String {
+        let o = ok(g.sg(args, ""));
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.split_whitespace()
+            .find(|w| w.starts_with("@GMT-"))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_string()
+    };
+    let home_snap = snap_of(&["snapshot", "create", "--user", &alice]);
+    let share_snap = snap_of(&["snapshot", "create", "--share", &share]);
 
     // The key: printed once, root-only on disk.
     let o = ok(g.sg(&["recovery", "init"], ""));
@@ -321,6 +332,22 @@ fn a_destroyed_gateway_comes_back_from_the_store_with_the_recovery_key() {
     assert!(!o.status.success(), "a wrong password was accepted");
     smb_ok(g.smbclient_on(&share, &bob, "bob-old-pw", "get t.txt t2.txt", &work));
     assert_eq!(fs::read(work.join("t2.txt")).unwrap(), b"team file");
+    // The snapshots too, as Previous Versions.
+    smb_ok(g.smbclient(
+        &alice,
+        "alice-old-pw",
+        &format!(r#"get "{home_snap}\a.txt" a-old.txt"#),
+        &work,
+    ));
+    assert_eq!(fs::read(work.join("a-old.txt")).unwrap(), b"alice's file");
+    smb_ok(g.smbclient_on(
+        &share,
+        &bob,
+        "bob-old-pw",
+        &format!(r#"get "{share_snap}\t.txt" t-old.txt"#),
+        &work,
+    ));
+    assert_eq!(fs::read(work.join("t-old.txt")).unwrap(), b"team file");
     let tokens = String::from_utf8_lossy(&ok(g.sg(&["token", "list"], "")).stdout).to_string();
     assert!(tokens.contains("ci"), "{tokens}");
     let _ = fs::remove_dir_all(&work);

@@ -75,7 +75,7 @@ fn a_delete_through_smb_lands_in_recycle_with_versions_and_restores() {
     let mut g = local_gw("");
     let conf = fs::read_to_string(&g.smb_conf).unwrap();
     assert!(
-        conf.contains("vfs objects = catia recycle fruit streams_xattr acl_xattr"),
+        conf.contains("vfs objects = catia recycle fruit streams_xattr shadow_copy2 acl_xattr"),
         "{conf}"
     );
     let u = unique_user("rb");
@@ -293,7 +293,7 @@ fn disabled_recycle_bin_deletes_for_real() {
     let conf = fs::read_to_string(&g.smb_conf).unwrap();
     assert!(
         !conf.contains("recycle:")
-            && conf.contains("vfs objects = catia fruit streams_xattr acl_xattr"),
+            && conf.contains("vfs objects = catia fruit streams_xattr shadow_copy2 acl_xattr"),
         "{conf}"
     );
     let u = unique_user("rd");
@@ -353,7 +353,7 @@ fn team_shares_have_their_own_bin_and_setting() {
     assert!(section(&on).contains("vfs objects = catia recycle fruit streams_xattr"));
     assert!(section(&on).contains("recycle:directory_mode = 0770"));
     assert!(!section(&off).contains("recycle:"), "{}", section(&off));
-    assert!(section(&off).contains("vfs objects = catia fruit streams_xattr\n"));
+    assert!(section(&off).contains("vfs objects = catia fruit streams_xattr shadow_copy2\n"));
     let work = unique_dir("rcwork");
     fs::write(work.join("a.txt"), b"team file").unwrap();
     for n in [&on, &off] {

@@ -32,7 +32,7 @@ check() { # a hung mount must fail the run, not eat CI's whole time budget
 echo "== cargo test (local store; Swift tests against the fixture)"
 check cargo test --quiet
 echo "== the filesystem tests again, against the real Swift"
-SWIFTGATE_TEST_STORE=swift PROPTEST_CASES=16 check cargo test --quiet --test engine --test posix --test model
+SWIFTGATE_TEST_STORE=swift PROPTEST_CASES=16 check cargo test --quiet --test engine --test posix --test model --test snapshots
 
 echo "== every shell script (shellcheck), cloud-init's runcmd snippets too"
 bash tests/lint-scripts.sh

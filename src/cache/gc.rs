@@ -30,8 +30,10 @@ impl Cache {
             let c = self.meta.lock();
             let mut st = c
                 .prepare(
+                    // A pack a snapshot reads stays where it is.
                     "SELECT id, size, live_bytes FROM objects
                      WHERE live_blocks > 0 AND live_bytes * 2 < size
+                       AND id NOT IN (SELECT object FROM snapshot_objects)
                      ORDER BY size - live_bytes DESC LIMIT ?1",
                 )
                 .map_err(MetaError::from)?;

@@ -15,6 +15,7 @@
 //! torn read.
 
 pub mod gc;
+mod pinned;
 pub mod smalldb;
 pub mod sparse;
 

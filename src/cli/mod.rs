@@ -8,6 +8,7 @@ pub mod recovery;
 pub mod services;
 pub mod setup;
 mod setup_prompt;
+pub mod snapshot;
 pub mod stat;
 pub mod supervise;
 pub mod token;
@@ -147,6 +148,13 @@ pub enum Cmd {
     Recovery {
         #[command(subcommand)]
         cmd: recovery::RecoveryCmd,
+        #[arg(long, global = true, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Snapshots of a home, a share or a mount (Windows' Previous Versions).
+    Snapshot {
+        #[command(subcommand)]
+        cmd: snapshot::SnapshotCmd,
         #[arg(long, global = true, default_value = "/etc/swiftgate/gateway.toml")]
         config: PathBuf,
     },
@@ -820,6 +828,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::User { cmd, config } => user_cmd(cmd, &config),
         Cmd::Share { cmd, config } => share_cmd(cmd, &config),
+        Cmd::Snapshot { cmd, config } => snapshot::run(cmd, &config),
         Cmd::Token { cmd, config } => token::run(cmd, &config),
         Cmd::Recovery { cmd, config } => recovery::run(cmd, &config),
         Cmd::Setup(a) => setup::run(a),
@@ -976,6 +985,12 @@ pub fn run(cli: Cli) -> Result<i32> {
                 );
                 println!("upload queue:       {}", g("cache", "upload_queue"));
                 println!("metadata generation {}", v["metadata_generation"]);
+                println!(
+                    "snapshots:          {} holding {} the live files no longer use, {} of metadata",
+                    g("snapshots", "snapshots"),
+                    human(g("snapshots", "held_bytes")),
+                    human(g("snapshots", "meta_bytes"))
+                );
             }
             Ok(0)
         }

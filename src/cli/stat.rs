@@ -12,8 +12,7 @@ pub fn mount_command(mp: &Path, cmd: MountCommand, config: &Path) -> Result<Valu
     let sock = control::socket_for(mp);
     match std::os::unix::net::UnixStream::connect(&sock) {
         Ok(_) => {
-            let name = serde_json::to_value(cmd)?;
-            return control::request(mp, name.as_str().unwrap_or_default(), |_| {});
+            return control::request(mp, &cmd.wire(), |_| {});
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
             "permission denied on the control socket {} of {}: only root controls mounts (run this as root)",

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// One command, as the control sockets carry it (`"stat"`, `"flush"`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MountCommand {
     /// Figures: files, bytes, cache use, metadata generation.
@@ -20,12 +20,36 @@ pub enum MountCommand {
     DropCache,
     /// Rewrite packs that are mostly dead now.
     Gc,
+    /// The snapshots, with what they cost.
+    Snapshots,
+    /// Take a snapshot now.
+    SnapshotCreate {
+        #[serde(default = "manual")]
+        label: String,
+    },
+    /// Drop a snapshot (by `@GMT-...` name or id).
+    SnapshotDelete { name: String },
+}
+
+fn manual() -> String {
+    "manual".into()
 }
 
 impl MountCommand {
     /// The name on the command line and on the wire.
     pub fn parse(s: &str) -> Option<MountCommand> {
-        serde_json::from_value(Value::String(s.to_string())).ok()
+        serde_json::from_value(Value::String(s.to_string()))
+            .or_else(|_| serde_json::from_str(s))
+            .ok()
+    }
+
+    /// The text [`MountCommand::parse`] reads back.
+    pub fn wire(&self) -> String {
+        match serde_json::to_value(self) {
+            Ok(Value::String(s)) => s,
+            Ok(v) => v.to_string(),
+            Err(_) => String::new(),
+        }
     }
 }
 
@@ -48,6 +72,7 @@ pub fn run(engine: &Engine, cmd: MountCommand, progress: &dyn Fn(usize)) -> Resu
                 "counts": counts,
                 "cache": fs.cache().stats(),
                 "metadata_generation": fs.shipper().shipped_gen(),
+                "snapshots": fs.snapshot_cost().map_err(|e| e.to_string())?,
             }))
         }
         MountCommand::Flush => {
@@ -68,6 +93,22 @@ pub fn run(engine: &Engine, cmd: MountCommand, progress: &dyn Fn(usize)) -> Resu
         MountCommand::DropCache => {
             fs.cache().drop_clean();
             Ok(Value::Null)
+        }
+        MountCommand::Snapshots => {
+            let list = fs.snapshot_list().map_err(|e| e.to_string())?;
+            let cost = fs.snapshot_cost().map_err(|e| e.to_string())?;
+            Ok(json!({ "snapshots": list, "cost": cost }))
+        }
+        MountCommand::SnapshotCreate { label } => {
+            let s = fs.snapshot_create(&label).map_err(|e| e.to_string())?;
+            Ok(serde_json::to_value(s).unwrap_or_default())
+        }
+        MountCommand::SnapshotDelete { name } => {
+            let found = fs.snapshot_find(&name).map_err(|_| {
+                format!("no snapshot {name:?}: `swiftgate snapshot list` shows them")
+            })?;
+            let s = fs.snapshot_delete(found.id).map_err(|e| e.to_string())?;
+            Ok(serde_json::to_value(s).unwrap_or_default())
         }
     }
 }

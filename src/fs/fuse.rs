@@ -32,9 +32,24 @@ pub struct FuseFs {
 
 impl FuseFs {
     pub fn new(fs: Arc<Fs>) -> FuseFs {
+        let notifier: Arc<std::sync::OnceLock<fuser::Notifier>> = Arc::default();
+        let slot = notifier.clone();
+        fs.set_invalidator(Arc::new(move |what| {
+            let Some(n) = slot.get() else { return };
+            let r = match what {
+                super::KernelInval::Inode(ino) => n.inval_inode(INodeNo(ino), 0, 0),
+                super::KernelInval::Entry(parent, name) => {
+                    n.inval_entry(INodeNo(parent), OsStr::from_bytes(name))
+                }
+            };
+            // ENOENT: the kernel holds nothing of it, which is fine.
+            if let Err(e) = r {
+                tracing::debug!("kernel cache invalidation: {e}");
+            }
+        }));
         FuseFs {
             fs,
-            notifier: Arc::default(),
+            notifier,
             handover: parking_lot::Mutex::new(()),
             listed: parking_lot::Mutex::new(HashMap::new()),
         }
@@ -338,7 +353,7 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0 & libc::O_TRUNC != 0) {
+        match self.fs.open(ino.0, flags.0) {
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Err(err) => reply.error(e(err)),
         }
@@ -412,10 +427,11 @@ impl fuser::Filesystem for FuseFs {
             // The kernel may keep listings: every change to this namespace
             // goes through it (one mount per filesystem, by the lease), and
             // it drops a directory's listing when the directory changes.
-            Ok(a) if a.is_dir() => reply.opened(
+            Ok(a) if a.is_dir() && self.fs.listing_cacheable(ino.0) => reply.opened(
                 FileHandle(0),
                 FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
             ),
+            Ok(a) if a.is_dir() => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(err) => reply.error(e(err)),
         }

@@ -5,12 +5,15 @@
 pub mod commands;
 pub mod engine;
 pub mod fuse;
+pub mod snapshots;
+pub mod snapview;
 mod sparse;
 
 use crate::cache::{Cache, CacheError};
 use crate::meta::ship::Shipper;
 use crate::meta::{self, Attr, Meta, MetaError, SetAttr, CAPS_XATTR};
 use parking_lot::Mutex;
+use snapview::{is_snapshot_ino, SnapViews, Tree, SNAPDIR_INO, SNAPDIR_NAME};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,6 +125,16 @@ pub struct StatFs {
     pub namelen: u32,
 }
 
+/// What the kernel must forget after a change made outside its requests
+/// (a restore from a snapshot): a file's pages and attributes, or a name.
+#[derive(Debug, Clone, Copy)]
+pub enum KernelInval<'a> {
+    Inode(u64),
+    Entry(u64, &'a [u8]),
+}
+
+pub type Invalidator = Arc<dyn Fn(KernelInval<'_>) + Send + Sync>;
+
 pub struct Fs {
     meta: Arc<Meta>,
     cache: Arc<Cache>,
@@ -133,6 +146,10 @@ pub struct Fs {
     last_read: Mutex<HashMap<u64, u64>>,
     counts: Mutex<Option<(Instant, meta::Counts)>>,
     prefetch_blocks: u64,
+    /// `/.snapshots`: the read-only trees of kept snapshots.
+    views: SnapViews,
+    /// Set by the FUSE adapter once its session exists.
+    invalidator: std::sync::OnceLock<Invalidator>,
 }
 
 impl std::fmt::Debug for Fs {
@@ -168,6 +185,12 @@ impl Fs {
             meta.purge_inode(ino, shipper.next_gen())?;
         }
         let bs = cache.block_size();
+        let views_dir = meta
+            .path()
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("snapviews");
+        let views = SnapViews::new(views_dir, &meta)?;
         Ok(Fs {
             meta,
             cache,
@@ -177,7 +200,58 @@ impl Fs {
             last_read: Mutex::new(HashMap::new()),
             counts: Mutex::new(None),
             prefetch_blocks: ((32u64 << 20) / bs).clamp(2, 16),
+            views,
+            invalidator: std::sync::OnceLock::new(),
         })
+    }
+
+    pub fn set_invalidator(&self, f: Invalidator) {
+        let _ = self.invalidator.set(f);
+    }
+
+    /// Tell the kernel (if mounted) to drop what it caches of `what`.
+    pub(crate) fn invalidate(&self, what: KernelInval<'_>) {
+        if let Some(f) = self.invalidator.get() {
+            f(what);
+        }
+    }
+
+    fn tree(&self) -> Tree<'_> {
+        Tree {
+            live: &self.meta,
+            shipper: &self.shipper,
+            cache: &self.cache,
+            views: &self.views,
+        }
+    }
+
+    pub(crate) fn views(&self) -> &SnapViews {
+        &self.views
+    }
+
+    /// Snapshot trees are read-only; `/.snapshots` is not a name anyone
+    /// can create, remove or rename to.
+    fn writable(&self, parent: u64, name: &[u8]) -> Result<()> {
+        if is_snapshot_ino(parent) {
+            return Err(Errno(libc::EROFS));
+        }
+        if parent == meta::ROOT_INO && name == SNAPDIR_NAME {
+            return Err(Errno(libc::EPERM));
+        }
+        Ok(())
+    }
+
+    fn live(ino: u64) -> Result<()> {
+        if is_snapshot_ino(ino) {
+            return Err(Errno(libc::EROFS));
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel may keep `dir`'s listing until it changes it
+    /// itself: not `/.snapshots`, which changes behind its back.
+    pub fn listing_cacheable(&self, dir: u64) -> bool {
+        dir != SNAPDIR_INO
     }
 
     pub fn meta(&self) -> &Arc<Meta> {
@@ -192,14 +266,24 @@ impl Fs {
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
         check_name(name)?;
+        if is_snapshot_ino(parent) {
+            return self.tree().lookup(parent, name);
+        }
+        if parent == meta::ROOT_INO && name == SNAPDIR_NAME {
+            return self.tree().getattr(SNAPDIR_INO);
+        }
         Ok(self.meta.lookup(parent, name)?)
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        if is_snapshot_ino(ino) {
+            return self.tree().getattr(ino);
+        }
         Ok(self.meta.getattr(ino)?)
     }
 
     pub fn setattr(&self, ino: u64, ch: &AttrChange) -> Result<Attr> {
+        Self::live(ino)?;
         let now = meta::now_ns();
         let mut s = SetAttr {
             mode: ch.mode,
@@ -258,6 +342,7 @@ impl Fs {
         rdev: u32,
     ) -> Result<Attr> {
         check_name(name)?;
+        self.writable(parent, name)?;
         let mode = mode & !(umask & 0o777);
         let kind = mode & libc::S_IFMT;
         let mode = if kind == 0 {
@@ -284,6 +369,7 @@ impl Fs {
         umask: u32,
     ) -> Result<Attr> {
         check_name(name)?;
+        self.writable(parent, name)?;
         let mode = libc::S_IFDIR | (mode & !(umask & 0o777) & 0o7777);
         let (gid, mode) = self.owner(parent, c, mode)?;
         Ok(self.meta.mknod(parent, name, mode, c.uid, gid, 0, None)?)
@@ -291,6 +377,7 @@ impl Fs {
 
     pub fn symlink(&self, c: Caller, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr> {
         check_name(name)?;
+        self.writable(parent, name)?;
         if target.len() >= PATH_MAX {
             return Err(Errno(libc::ENAMETOOLONG));
         }
@@ -307,11 +394,16 @@ impl Fs {
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        if is_snapshot_ino(ino) {
+            return self.tree().readlink(ino);
+        }
         Ok(self.meta.readlink(ino)?)
     }
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
         check_name(newname)?;
+        Self::live(ino)?;
+        self.writable(newparent, newname)?;
         Ok(self.meta.link(ino, newparent, newname)?)
     }
 
@@ -335,12 +427,14 @@ impl Fs {
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
         check_name(name)?;
+        self.writable(parent, name)?;
         let u = self.meta.unlink(parent, name)?;
         self.released_name(u)
     }
 
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
         check_name(name)?;
+        self.writable(parent, name)?;
         let u = self.meta.rmdir(parent, name)?;
         self.released_name(u)
     }
@@ -355,6 +449,8 @@ impl Fs {
     ) -> Result<()> {
         check_name(name)?;
         check_name(newname)?;
+        self.writable(parent, name)?;
+        self.writable(newparent, newname)?;
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange)
@@ -370,7 +466,15 @@ impl Fs {
         Ok(())
     }
 
-    pub fn open(&self, ino: u64, truncate: bool) -> Result<Attr> {
+    /// open(2) with its `flags` (access mode and O_TRUNC matter here).
+    pub fn open(&self, ino: u64, flags: i32) -> Result<Attr> {
+        let truncate = flags & libc::O_TRUNC != 0;
+        if is_snapshot_ino(ino) {
+            if truncate || flags & libc::O_ACCMODE != libc::O_RDONLY {
+                return Err(Errno(libc::EROFS));
+            }
+            return self.tree().getattr(ino);
+        }
         let a = self.meta.getattr(ino)?;
         *self.open.lock().entry(ino).or_insert(0) += 1;
         if truncate && a.is_reg() && a.size > 0 {
@@ -405,6 +509,9 @@ impl Fs {
     }
 
     pub fn release(&self, ino: u64) -> Result<()> {
+        if is_snapshot_ino(ino) {
+            return Ok(());
+        }
         let last = {
             let mut o = self.open.lock();
             let n = o.entry(ino).or_insert(1);
@@ -428,6 +535,9 @@ impl Fs {
     }
 
     pub fn read(&self, ino: u64, off: u64, size: u32) -> Result<Vec<u8>> {
+        if is_snapshot_ino(ino) {
+            return self.tree().read(ino, off, size);
+        }
         let lock = self.cache.inode_lock(ino);
         let _g = lock.read();
         let a = self.meta.getattr(ino)?;
@@ -499,6 +609,7 @@ impl Fs {
         if end > MAX_FILE_SIZE {
             return Err(Errno(libc::EFBIG));
         }
+        Self::live(ino)?;
         let _room = self.cache.wait_for_room(data.len() as u64)?;
         let lock = self.cache.inode_lock(ino);
         let _g = lock.write();
@@ -562,6 +673,9 @@ impl Fs {
     }
 
     pub fn fsync(&self, ino: u64) -> Result<()> {
+        if is_snapshot_ino(ino) {
+            return Ok(());
+        }
         match self.durability {
             Durability::Local => {
                 self.cache.sync_local(ino)?;
@@ -588,6 +702,11 @@ impl Fs {
         offset: u64,
         mut add: impl FnMut(u64, u64, u32, &[u8]) -> bool,
     ) -> Result<()> {
+        if is_snapshot_ino(ino) {
+            return self
+                .tree()
+                .readdir_plus(ino, offset, |off, name, a| add(off, a.ino, a.mode, name));
+        }
         if self.dot_entries(ino, offset, false, |off, name, a| {
             add(off, a.ino, a.mode, name)
         })? {
@@ -607,6 +726,9 @@ impl Fs {
         offset: u64,
         mut add: impl FnMut(u64, &[u8], &Attr) -> bool,
     ) -> Result<()> {
+        if is_snapshot_ino(ino) {
+            return self.tree().readdir_plus(ino, offset, add);
+        }
         if self.dot_entries(ino, offset, true, &mut add)? {
             return Ok(());
         }
@@ -701,6 +823,7 @@ impl Fs {
 
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
         Self::check_xattr_name(name)?;
+        Self::live(ino)?;
         if value.len() > XATTR_SIZE_MAX {
             return Err(Errno(libc::E2BIG));
         }
@@ -716,6 +839,9 @@ impl Fs {
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
         Self::check_xattr_name(name)?;
+        if is_snapshot_ino(ino) {
+            return self.tree().getxattr(ino, name);
+        }
         // The kernel asks for it before each file's first write and on
         // every chown; it is almost never there.
         if name == CAPS_XATTR && !self.meta.caps_possible()? {
@@ -726,7 +852,12 @@ impl Fs {
 
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        for n in self.meta.listxattr(ino)? {
+        let names = if is_snapshot_ino(ino) {
+            self.tree().listxattr(ino)?
+        } else {
+            self.meta.listxattr(ino)?
+        };
+        for n in names {
             out.extend_from_slice(&n);
             out.push(0);
         }
@@ -735,6 +866,7 @@ impl Fs {
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
         Self::check_xattr_name(name)?;
+        Self::live(ino)?;
         Ok(self.meta.removexattr(ino, name)?)
     }
 

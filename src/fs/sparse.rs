@@ -19,6 +19,7 @@ const SCAN_PAGE: u64 = 1024;
 
 impl Fs {
     pub fn fallocate(&self, ino: u64, off: u64, len: u64, mode: i32) -> Result<()> {
+        Self::live(ino)?;
         const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
         const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE;
         const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
@@ -117,6 +118,9 @@ impl Fs {
         if whence != libc::SEEK_DATA && whence != libc::SEEK_HOLE {
             return Err(Errno(libc::EINVAL));
         }
+        if super::snapview::is_snapshot_ino(ino) {
+            return self.tree().lseek(ino, off, whence);
+        }
         let lock = self.cache.inode_lock(ino);
         let _g = lock.read();
         let a = self.meta.getattr(ino)?;
@@ -187,6 +191,12 @@ impl Fs {
     ) -> Result<u64> {
         if len == 0 {
             return Ok(0);
+        }
+        Self::live(dst)?;
+        if super::snapview::is_snapshot_ino(src) {
+            // Restoring from Previous Versions: the bytes are copied (the
+            // snapshot's blocks may not be in the live block map).
+            return self.copy_from_snapshot(src, src_off, dst, dst_off, len);
         }
         let bs = self.cache.block_size();
         let aligned = src_off % bs == dst_off % bs;

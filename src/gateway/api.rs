@@ -154,6 +154,26 @@ pub enum Request {
     StateBackup,
     /// The state backups: where, when last, the last error.
     StateStatus,
+    /// A home's or share's snapshots (mounting a home if needed).
+    Snapshots {
+        target: FsTarget,
+    },
+    /// Take a snapshot now.
+    SnapshotCreate {
+        target: FsTarget,
+    },
+    /// Drop a snapshot (by its `@GMT-...` name or id).
+    SnapshotDelete {
+        target: FsTarget,
+        name: String,
+    },
+    /// Copy a file or folder back from a snapshot over the live one
+    /// (`path` from the home's or share's root; newer files are kept).
+    SnapshotRestore {
+        target: FsTarget,
+        name: String,
+        path: String,
+    },
     /// Delete the expired entries of the recycle bins now (of one home or
     /// `share:NAME`, or of every mounted one): answered with a job.
     RecyclePurge {
@@ -172,6 +192,32 @@ pub enum Request {
         #[serde(default)]
         keep_days: Option<u32>,
     },
+}
+
+/// Which filesystem: a user's home or a team share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsTarget {
+    User(String),
+    Share(String),
+}
+
+impl std::fmt::Display for FsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsTarget::User(u) => write!(f, "the home of {u}"),
+            FsTarget::Share(s) => write!(f, "share {s}"),
+        }
+    }
+}
+
+pub use crate::meta::snapshots::{SnapshotCost, SnapshotInfo};
+
+/// Snapshots of one filesystem, oldest first, and what they cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotList {
+    pub snapshots: Vec<SnapshotInfo>,
+    pub cost: SnapshotCost,
 }
 
 fn default_event_limit() -> usize {
@@ -197,6 +243,7 @@ impl Request {
                 | Request::Job { .. }
                 | Request::Metrics
                 | Request::StateStatus
+                | Request::Snapshots { .. }
         )
     }
 
@@ -238,6 +285,8 @@ pub enum Response {
     Value(serde_json::Value),
     Metrics(Box<MetricsSnapshot>),
     StateStatus(BackupStatus),
+    Snapshots(SnapshotList),
+    Snapshot(SnapshotInfo),
 }
 
 pub use crate::gateway::recovery::BackupStatus;
@@ -338,6 +387,12 @@ pub trait GatewayApiExt: GatewayApi {
     typed!(job(id: u64) -> JobInfo = Request::Job { id }, Response::Job(j) => j);
     typed!(metrics() -> MetricsSnapshot = Request::Metrics, Response::Metrics(m) => *m);
     typed!(state_status() -> BackupStatus = Request::StateStatus, Response::StateStatus(s) => s);
+    typed!(snapshots(target: FsTarget) -> SnapshotList =
+        Request::Snapshots { target }, Response::Snapshots(s) => s);
+    typed!(snapshot_create(target: FsTarget) -> SnapshotInfo =
+        Request::SnapshotCreate { target }, Response::Snapshot(s) => s);
+    typed!(snapshot_delete(target: FsTarget, name: &str) -> SnapshotInfo =
+        Request::SnapshotDelete { target, name: name.into() }, Response::Snapshot(s) => s);
 
     /// A request answered with [`Response::Done`]: its message.
     fn done(&self, req: Request) -> Result<String, ApiError> {

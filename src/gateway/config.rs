@@ -364,6 +364,53 @@ fn default_recovery_check() -> Duration {
 fn default_recovery() -> RecoverySection {
     empty()
 }
+fn default_snapshots() -> SnapshotsSection {
+    empty()
+}
+
+/// Scheduled snapshots of every mounted home and share (Previous
+/// Versions): how many of the newest hourly, daily and weekly ones to keep.
+/// One is taken each period (the shortest kept) while something changed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotsSection {
+    #[serde(default = "default_hourly")]
+    pub hourly: u32,
+    #[serde(default = "default_daily")]
+    pub daily: u32,
+    #[serde(default = "default_weekly")]
+    pub weekly: u32,
+    /// How often the daemon looks whether a snapshot is due.
+    #[serde(default = "default_snapshot_check", deserialize_with = "de_duration")]
+    pub check_interval: Duration,
+    /// Per user: `[snapshots.user.alice]` with any of the counts.
+    #[serde(default)]
+    pub user: std::collections::BTreeMap<String, RetentionOverride>,
+    /// Per team share: `[snapshots.share.finance]`.
+    #[serde(default)]
+    pub share: std::collections::BTreeMap<String, RetentionOverride>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionOverride {
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+}
+
+fn default_hourly() -> u32 {
+    24
+}
+fn default_daily() -> u32 {
+    14
+}
+fn default_weekly() -> u32 {
+    8
+}
+fn default_snapshot_check() -> Duration {
+    Duration::from_secs(60)
+}
 
 /// The recycle bin of homes and team shares (Samba's `vfs_recycle`):
 /// deleted files move to `#recycle` at the share's root, and the daemon
@@ -433,6 +480,8 @@ pub struct GatewayConfig {
     pub shares: SharesSection,
     #[serde(default = "default_recovery")]
     pub recovery: RecoverySection,
+    #[serde(default = "default_snapshots")]
+    pub snapshots: SnapshotsSection,
     #[serde(default = "default_recycle")]
     pub recycle: RecycleSection,
 }

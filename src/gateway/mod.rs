@@ -21,6 +21,8 @@ pub mod service;
 pub mod session;
 pub mod shares;
 pub mod smbconf;
+pub mod snapshot_schedule;
+pub mod snapshots;
 pub mod state;
 pub mod usermap;
 pub mod users;
@@ -102,6 +104,7 @@ pub fn serve(
     let backups = recovery::Backups::new(cfg.clone(), config_path);
     service.set_backups(backups.clone());
     backups.start();
+    snapshot_schedule::start(gw.clone(), cfg.clone());
     // The console listens before the control socket answers: whoever
     // waits for the socket (setup, then doctor) finds the console up too.
     let console_url = if cfg.console.enabled {

@@ -70,7 +70,7 @@ pub fn generate(
    root preexec = {connect}
    root preexec close = yes
    root postexec = {disconnect}
-{recycle}   # Windows ACLs live whole in security.NTACL. The filesystem stores
+{recycle}{shadow}   # Windows ACLs live whole in security.NTACL. The filesystem stores
    # POSIX ACLs but does not enforce them, so mapping to them would only
    # cost smbd a dozen round trips per new file.
    acl_xattr:ignore system acls = yes
@@ -85,7 +85,31 @@ include = {shares}
         connect = hook("connect"),
         disconnect = hook("disconnect"),
         shares = cfg.share_smb_conf().display(),
-        recycle = vfs_lines(&cfg.recycle, true, "0700", "acl_xattr"),
+        recycle = vfs_lines(&cfg.recycle, true, "0700", "shadow_copy2 acl_xattr"),
+        shadow = shadow_copy_lines(&cfg.mounts.root),
+    )
+}
+
+/// Windows' Previous Versions from the filesystem's `/.snapshots` trees.
+/// `root` is the directory the filesystems are mounted in: shadow_copy2
+/// loads before `root preexec` mounts a home, so it must not go looking
+/// for the home's own mount (it would find the directory below it), and
+/// `%U` is not expanded in its settings. From `root` it looks for
+/// `.snapshots` in each directory up from a file, and finds the home's.
+pub fn shadow_copy_lines(root: &std::path::Path) -> String {
+    format!(
+        r#"   # Previous Versions: the snapshots in each filesystem's /.snapshots.
+   shadow:mountpoint = {root}
+   shadow:snapdir = .snapshots
+   shadow:snapdirseverywhere = yes
+   shadow:format = @GMT-%Y.%m.%d-%H.%M.%S
+   shadow:localtime = no
+   shadow:sort = desc
+   # Snapshot files get inode numbers of their own (Explorer's Restore
+   # would otherwise see the live file open).
+   shadow:fixinodes = yes
+"#,
+        root = root.display()
     )
 }
 
@@ -224,9 +248,11 @@ mod tests {
     #[test]
     fn recycle_sits_after_catia_above_fruit_or_not_at_all() {
         let on: RecycleSection = toml::from_str("").unwrap();
-        let s = vfs_lines(&on, true, "0700", "acl_xattr");
+        let s = vfs_lines(&on, true, "0700", "shadow_copy2 acl_xattr");
         assert!(
-            s.starts_with("   vfs objects = catia recycle fruit streams_xattr acl_xattr\n"),
+            s.starts_with(
+                "   vfs objects = catia recycle fruit streams_xattr shadow_copy2 acl_xattr\n"
+            ),
             "{s}"
         );
         for want in [

@@ -6,6 +6,7 @@
 use super::api::*;
 use super::daemon::{share_key, Gateway, GatewayError};
 use super::shares::{self, ShareError};
+use super::snapshots;
 use super::usermap::UserMapError;
 use super::users::{self, UsersError};
 use std::collections::HashMap;
@@ -471,6 +472,23 @@ impl Service {
                     .and_then(done)
             }
             Request::StateStatus => Ok(Response::StateStatus(self.backups()?.status())),
+            Request::Snapshots { target } => {
+                self.need_daemon()?;
+                snapshots::list(gw, &target).map(Response::Snapshots)
+            }
+            Request::SnapshotCreate { target } => {
+                self.need_daemon()?;
+                snapshots::create(gw, &target, "manual").map(Response::Snapshot)
+            }
+            Request::SnapshotDelete { target, name } => {
+                self.need_daemon()?;
+                snapshots::delete(gw, &target, &name).map(Response::Snapshot)
+            }
+            Request::SnapshotRestore { target, name, path } => {
+                self.need_daemon()?;
+                snapshots::restore(gw, &target, &name, &path)
+                    .map(|message| Response::Done { message })
+            }
             Request::RecyclePurge { user } => self.recycle_purge(user),
             Request::RecycleEmpty { user } => self.recycle_empty(user),
             Request::UserSetRecycle { user, keep_days } => {

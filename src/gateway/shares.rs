@@ -307,8 +307,9 @@ pub fn section(cfg: &GatewayConfig, r: &ShareRecord) -> String {
         &cfg.recycle,
         r.spec.recycle.unwrap_or(true),
         "0770",
-        "",
+        "shadow_copy2",
     ));
+    s.push_str(&super::samba::shadow_copy_lines(&cfg.shares.root));
     s
 }
 

@@ -304,7 +304,19 @@ fn run_locked(
             missing.push(*id);
         }
     }
-    let known: HashSet<String> = objects.iter().map(|(id, _)| object_key(*id)).collect();
+    // Objects kept snapshots read: not orphans, and they must be there.
+    let pinned = super::snapshots::pinned_objects(&meta)?;
+    let live_ids: HashSet<i64> = objects.iter().map(|(id, _)| *id).collect();
+    for id in pinned.iter().filter(|id| !live_ids.contains(id)) {
+        let k = object_key(*id);
+        if !listed.contains_key(&k) && store.head(&k)?.is_none() {
+            rep.loss(format!(
+                "object {k}, which snapshots still read, is missing from the store: reading those snapshots' files that used it fails (EIO)"
+            ));
+        }
+    }
+    let mut known: HashSet<String> = objects.iter().map(|(id, _)| object_key(*id)).collect();
+    known.extend(pinned.iter().map(|id| object_key(*id)));
     let orphans: Vec<String> = listed
         .keys()
         .filter(|k| !known.contains(*k) && !dead.contains(*k))

@@ -12,6 +12,7 @@ pub mod group;
 pub mod lease;
 pub mod reserve;
 pub mod ship;
+pub mod snapshots;
 pub mod sparse;
 
 use group::{Db, Group};
@@ -313,6 +314,7 @@ impl Meta {
         // default of 16 made them evict each other and parse again.
         conn.set_prepared_statement_cache_capacity(256);
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(snapshots::SCHEMA)?;
         Ok(Meta {
             db: Arc::new(Group::new(conn)),
             dcache: Default::default(),

@@ -51,9 +51,9 @@ pub fn meta_codec(key: Option<&MasterKey>) -> BlockCodec {
 /// (the checksum makes corruption detectable even on --plain filesystems).
 /// The file is read straight behind the checksum slot: one copy of a large
 /// database in memory, not two.
-fn encode_snapshot_file(
+pub(super) fn encode_db_file(
     codec: &BlockCodec,
-    gen: u64,
+    key: &str,
     path: &std::path::Path,
 ) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
@@ -65,12 +65,13 @@ fn encode_snapshot_file(
     let sum: [u8; 32] = sha2::Digest::finalize(hasher).into();
     let f = std::fs::File::open(path)?;
     let mut src = (&sum[..]).chain(f);
-    codec.encode_stream(snap_key(gen).as_bytes(), 32 + len, &mut src)
+    codec.encode_stream(key.as_bytes(), 32 + len, &mut src)
 }
 
-fn decode_snapshot(codec: &BlockCodec, gen: u64, rec: &[u8]) -> Result<Vec<u8>, String> {
+/// The database inside a record made by [`encode_db_file`] under `key`.
+pub(super) fn decode_db(codec: &BlockCodec, key: &str, rec: &[u8]) -> Result<Vec<u8>, String> {
     let plain = codec
-        .decode(snap_key(gen).as_bytes(), rec)
+        .decode(key.as_bytes(), rec)
         .map_err(|e| e.to_string())?;
     if plain.len() < 32 || sha256(&plain[32..])[..] != plain[..32] {
         return Err("checksum mismatch".into());
@@ -230,7 +231,7 @@ pub fn restore(store: &DynStore, codec: &BlockCodec, dest: &Path) -> Result<Rest
             }
             Err(e) => return Err(e.into()),
         };
-        match decode_snapshot(codec, gen, &rec) {
+        match decode_db(codec, &snap_key(gen), &rec) {
             Ok(db) => {
                 let tmp = dest.with_extension("restore");
                 std::fs::write(&tmp, &db)?;
@@ -267,14 +268,16 @@ pub fn restore(store: &DynStore, codec: &BlockCodec, dest: &Path) -> Result<Rest
 
 #[derive(Debug)]
 pub struct Shipper {
-    store: DynStore,
-    codec: BlockCodec,
-    meta: Arc<Meta>,
+    pub(super) store: DynStore,
+    pub(super) codec: BlockCodec,
+    pub(super) meta: Arc<Meta>,
     /// Last generation in the store.
     shipped: AtomicU64,
     /// Change sequence of the database at the last shipment.
     shipped_seq: AtomicU64,
-    lock: parking_lot::Mutex<()>,
+    /// One shipment at a time; also held while a filesystem snapshot is
+    /// taken or dropped, so no object it pins is deleted meanwhile.
+    pub(super) lock: parking_lot::Mutex<()>,
     /// When the store last held the current metadata: a generation was
     /// stored, or there was nothing new to store (at start: what was just
     /// restored or found current).
@@ -347,7 +350,7 @@ impl Shipper {
             c.execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
                 .map_err(MetaError::from)?;
         }
-        let rec = encode_snapshot_file(&self.codec, gen, &tmp);
+        let rec = encode_db_file(&self.codec, &snap_key(gen), &tmp);
         let _ = std::fs::remove_file(&tmp);
         let rec = rec?;
         self.store.put(&snap_key(gen), &rec)?;
@@ -375,7 +378,11 @@ impl Shipper {
         let dead: Vec<i64> = {
             let c = self.meta.lock();
             let mut st = c
-                .prepare("SELECT id FROM dead_objects WHERE after_gen + 2 <= ?1")
+                // Objects a kept snapshot still reads stay until it goes.
+                .prepare(
+                    "SELECT id FROM dead_objects WHERE after_gen + 2 <= ?1
+                     AND id NOT IN (SELECT object FROM snapshot_objects)",
+                )
                 .map_err(MetaError::from)?;
             let rows = st
                 .query_map([gen as i64], |r| r.get(0))
@@ -398,6 +405,6 @@ impl Shipper {
     }
 }
 
-fn snapshot_path(db: &Path) -> PathBuf {
+pub(super) fn snapshot_path(db: &Path) -> PathBuf {
     db.with_extension("snapshot")
 }

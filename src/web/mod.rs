@@ -3,6 +3,7 @@
 //! `/healthz`, served by `swiftgate serve`. Everything here drives the
 //! gateway through its typed API ([`crate::gateway::api`]) only.
 
+pub mod apisnapshots;
 pub mod apiv1;
 pub mod assets;
 pub mod audit;
@@ -135,7 +136,8 @@ fn build() -> (routes::Routes, routes::Routes) {
     let protected = routes::Routes::protected()
         .merge(auth::routes())
         .merge(pages::routes())
-        .merge(apiv1::routes());
+        .merge(apiv1::routes())
+        .merge(apisnapshots::routes());
     (public, protected)
 }
 

@@ -8,10 +8,9 @@
 #
 # Two baselines: "plain" is a share of a plain directory with Samba's
 # defaults; "plain+vfs" is the same directory exported with the home share's
-# VFS modules (catia recycle fruit streams_xattr acl_xattr, the recycle bin's
-# settings too), so its ratio measures the
-# filesystem alone and the other one also Samba's per-file cost of those
-# modules. "bindfs+vfs" is that share again through bindfs, a minimal
+# VFS modules (catia recycle fruit streams_xattr shadow_copy2 acl_xattr,
+# the recycle bin's settings too), so its ratio measures the filesystem
+# alone and the other one also Samba's per-file cost of those modules. "bindfs+vfs" is that share again through bindfs, a minimal
 # passthrough FUSE filesystem in C (installed if missing): the floor of
 # FUSE itself under smbd's calls.
 set -euo pipefail

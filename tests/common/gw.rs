@@ -374,3 +374,35 @@ pub fn smb_ok(o: Output) -> String {
     );
     out
 }
+
+/// The Python of the test venv that tests/setup.sh fills with smbprotocol.
+pub fn test_python() -> PathBuf {
+    let venv = std::env::var_os("SWIFTGATE_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/swiftgate-test-venv"));
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run `bash tests/setup.sh` (it creates the venv with smbprotocol)",
+        py.display()
+    );
+    py
+}
+
+/// Run a Python script with smbprotocol; its stdout and stderr together,
+/// asserting it succeeded.
+#[track_caller]
+pub fn run_smbprotocol(script: &str) -> String {
+    let o = Command::new(test_python())
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{out}");
+    out
+}

@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod errors;
 pub mod jobs;
 pub mod shares;
+pub mod snapshots;
 pub mod users;
 
 pub use super::layout::Banner;
@@ -62,6 +63,7 @@ pub fn routes() -> Routes {
         .merge(dashboard::routes())
         .merge(users::routes())
         .merge(shares::routes())
+        .merge(snapshots::routes())
         .merge(cache::routes())
         .merge(jobs::routes())
         .merge(audit::routes())
