@@ -815,7 +815,8 @@ fn recycle_bins_on_the_user_and_share_pages() {
     let s = login(&con.url, &con.admin.name, &con.admin.password);
     let u = unique_user("cr");
     ok(con.gw.add_user(&u, "pw-cr1", &[]));
-    let work = unique_dir("crwork");
+    let work_dir = RmDir(unique_dir("crwork"));
+    let work = &work_dir.0;
     std::fs::write(work.join("a.txt"), b"deleted bytes").unwrap();
     smb_ok(
         con.gw

@@ -16,9 +16,54 @@ use swiftgate::gateway::api::{
 };
 use swiftgate::gateway::control::ControlClient;
 
-fn local_gw(extra_toml: &str) -> Gw {
-    let store = format!("local://{}/homes/{{user}}", unique_dir("rcstore").display());
-    Gw::new(&store, extra_toml, &[], "service")
+/// A directory removed when the test ends, passed or not.
+struct RmDir(std::path::PathBuf);
+
+impl RmDir {
+    fn new(tag: &str) -> RmDir {
+        RmDir(unique_dir(tag))
+    }
+}
+
+impl std::ops::Deref for RmDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for RmDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The gateway, then (once it has stopped) its store directory.
+struct LocalGw {
+    gw: Gw,
+    _store: RmDir,
+}
+
+impl std::ops::Deref for LocalGw {
+    type Target = Gw;
+    fn deref(&self) -> &Gw {
+        &self.gw
+    }
+}
+
+impl std::ops::DerefMut for LocalGw {
+    fn deref_mut(&mut self) -> &mut Gw {
+        &mut self.gw
+    }
+}
+
+fn local_gw(extra_toml: &str) -> LocalGw {
+    let store = RmDir::new("rcstore");
+    let url = format!("local://{}/homes/{{user}}", store.display());
+    LocalGw {
+        gw: Gw::new(&url, extra_toml, &[], "service"),
+        _store: store,
+    }
 }
 
 fn api(g: &Gw) -> ControlClient {
@@ -80,7 +125,7 @@ fn a_delete_through_smb_lands_in_recycle_with_versions_and_restores() {
     );
     let u = unique_user("rb");
     ok(g.add_user(&u, "pw-rb1", &[]));
-    let work = unique_dir("rcwork");
+    let work = RmDir::new("rcwork");
     fs::write(work.join("v1.txt"), b"first version").unwrap();
     fs::write(work.join("v2.txt"), b"second version").unwrap();
     smb_ok(g.smbclient(
@@ -144,7 +189,7 @@ fn expired_entries_are_purged_fresh_ones_kept_nothing_outside_touched() {
     let mut g = local_gw("");
     let u = unique_user("rp");
     ok(g.add_user(&u, "pw-rp1", &[]));
-    let work = unique_dir("rcwork");
+    let work = RmDir::new("rcwork");
     fs::write(work.join("a.txt"), b"payload").unwrap();
     smb_ok(g.smbclient(
         &u,
@@ -266,7 +311,7 @@ fn purge_rounds_run_on_their_own() {
     let mut g = local_gw("[recycle]\nkeep_days = 1\npurge_interval = \"1s\"\n");
     let u = unique_user("rr");
     ok(g.add_user(&u, "pw-rr1", &[]));
-    let work = unique_dir("rcwork");
+    let work = RmDir::new("rcwork");
     fs::write(work.join("a.txt"), b"payload").unwrap();
     smb_ok(g.smbclient(
         &u,
@@ -298,7 +343,7 @@ fn disabled_recycle_bin_deletes_for_real() {
     );
     let u = unique_user("rd");
     ok(g.add_user(&u, "pw-rd1", &[]));
-    let work = unique_dir("rcwork");
+    let work = RmDir::new("rcwork");
     fs::write(work.join("a.txt"), b"payload").unwrap();
     smb_ok(g.smbclient(&u, "pw-rd1", "put a.txt gone.txt; del gone.txt", &work));
     let out = smb_text(g.smbclient(&u, "pw-rd1", r"ls #recycle\*", &work));
@@ -354,7 +399,7 @@ fn team_shares_have_their_own_bin_and_setting() {
     assert!(section(&on).contains("recycle:directory_mode = 0770"));
     assert!(!section(&off).contains("recycle:"), "{}", section(&off));
     assert!(section(&off).contains("vfs objects = catia fruit streams_xattr shadow_copy2\n"));
-    let work = unique_dir("rcwork");
+    let work = RmDir::new("rcwork");
     fs::write(work.join("a.txt"), b"team file").unwrap();
     for n in [&on, &off] {
         smb_ok(g.smbclient_on(
@@ -429,7 +474,7 @@ fn a_home_keeps_deleted_files_as_long_as_its_own_setting() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
-    let work = unique_dir("rcwork");
+    let work = RmDir::new("rcwork");
     fs::write(work.join("a.txt"), b"payload").unwrap();
     smb_ok(g.smbclient(
         &u,
