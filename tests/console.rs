@@ -820,7 +820,7 @@ fn recycle_bins_on_the_user_and_share_pages() {
     std::fs::write(work.join("a.txt"), b"deleted bytes").unwrap();
     smb_ok(
         con.gw
-            .smbclient(&u, "pw-cr1", "put a.txt a.txt; del a.txt", &work),
+            .smbclient(&u, "pw-cr1", "put a.txt a.txt; del a.txt", work),
     );
     let api = |method: reqwest::Method, path: &str, body: serde_json::Value| {
         s.req(method, path)
@@ -912,7 +912,7 @@ fn recycle_bins_on_the_user_and_share_pages() {
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text());
     smb_ok(
         con.gw
-            .smbclient_on(&name, &u, "pw-cr1", "put a.txt b.txt; del b.txt", &work),
+            .smbclient_on(&name, &u, "pw-cr1", "put a.txt b.txt; del b.txt", work),
     );
     let page = s.get(&format!("/shares/{name}")).text().unwrap();
     assert!(
