@@ -961,6 +961,12 @@ fn recycle_bins_on_the_user_and_share_pages() {
     assert_eq!(v["spec"]["recycle"], false, "{v}");
     assert_eq!(v["recycle"]["enabled"], false, "{v}");
     assert!(!v["smb_conf"].as_str().unwrap().contains("recycle:"), "{v}");
+    let r = api(
+        reqwest::Method::POST,
+        "/api/v1/recycle/purge",
+        serde_json::json!({ "user": u, "share": name }),
+    );
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     // The purge answers as a job too.
     let j = wait_job(api(
         reqwest::Method::POST,

@@ -1773,20 +1773,22 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
     }
     assert!(matches!(call(Request::Jobs), Ok(Response::Jobs(j)) if j.len() >= 3));
     let e = call(Request::RecyclePurge {
-        user: Some("nobody-here".into()),
+        target: Some(swiftgate::gateway::api::FsTarget::User(
+            "nobody-here".into(),
+        )),
     })
     .unwrap_err();
     assert_eq!(
         (e.kind, e.field.as_deref()),
-        (ErrorKind::Conflict, Some("user"))
+        (ErrorKind::Conflict, Some("target"))
     );
     let e = call(Request::RecycleEmpty {
-        user: "share:nothere".into(),
+        target: swiftgate::gateway::api::FsTarget::Share("nothere".into()),
     })
     .unwrap_err();
     assert_eq!(
         (e.kind, e.field.as_deref()),
-        (ErrorKind::NotFound, Some("user"))
+        (ErrorKind::NotFound, Some("target"))
     );
     let e = call(Request::UserSetRecycle {
         user: "nobody-here".into(),

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use swiftgate::gateway::api::{
-    ErrorKind, GatewayApi, GatewayApiExt, JobInfo, JobState, Request, Response, ShareSpec,
+    ErrorKind, FsTarget, GatewayApi, GatewayApiExt, JobInfo, JobState, Request, Response, ShareSpec,
 };
 use swiftgate::gateway::control::ControlClient;
 
@@ -223,7 +223,7 @@ fn expired_entries_are_purged_fresh_ones_kept_nothing_outside_touched() {
     let j = job(
         &g,
         Request::RecyclePurge {
-            user: Some(u.clone()),
+            target: Some(FsTarget::User(u.clone())),
         },
     );
     assert_eq!(j.state, JobState::Succeeded, "{j:?}");
@@ -262,12 +262,12 @@ fn expired_entries_are_purged_fresh_ones_kept_nothing_outside_touched() {
     );
     let e = api(&g)
         .call(Request::RecyclePurge {
-            user: Some(u.clone()),
+            target: Some(FsTarget::User(u.clone())),
         })
         .unwrap_err();
     assert_eq!(
         (e.kind, e.field.as_deref()),
-        (ErrorKind::Conflict, Some("user"))
+        (ErrorKind::Conflict, Some("target"))
     );
     wait_until(
         30,
@@ -287,7 +287,12 @@ fn expired_entries_are_purged_fresh_ones_kept_nothing_outside_touched() {
         || !is_mounted(&home),
         || "the idle home was not unmounted".into(),
     );
-    let j = job(&g, Request::RecycleEmpty { user: u.clone() });
+    let j = job(
+        &g,
+        Request::RecycleEmpty {
+            target: FsTarget::User(u.clone()),
+        },
+    );
     assert_eq!(j.state, JobState::Succeeded, "{j:?}");
     assert!(
         j.message.as_deref().unwrap_or("").contains("2 files"),
@@ -297,7 +302,7 @@ fn expired_entries_are_purged_fresh_ones_kept_nothing_outside_touched() {
     assert!(!out.contains("x.txt"), "{out}");
     let e = api(&g)
         .call(Request::RecycleEmpty {
-            user: "nobody-here".into(),
+            target: FsTarget::User("nobody-here".into()),
         })
         .unwrap_err();
     assert_eq!(
@@ -490,7 +495,7 @@ fn a_home_keeps_deleted_files_as_long_as_its_own_setting() {
     let j = job(
         &g,
         Request::RecyclePurge {
-            user: Some(u.clone()),
+            target: Some(FsTarget::User(u.clone())),
         },
     );
     assert_eq!(j.state, JobState::Succeeded, "{j:?}");
@@ -504,7 +509,7 @@ fn a_home_keeps_deleted_files_as_long_as_its_own_setting() {
     let j = job(
         &g,
         Request::RecyclePurge {
-            user: Some(u.clone()),
+            target: Some(FsTarget::User(u.clone())),
         },
     );
     assert_eq!(j.state, JobState::Succeeded, "{j:?}");

@@ -1021,24 +1021,24 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 fn recycle_cmd(cmd: RecycleCmd, config: &Path) -> Result<i32> {
-    use crate::gateway::api::Request;
+    use crate::gateway::api::{FsTarget, Request};
     let api = gateway::api(config)?;
-    let key = |user: Option<String>, share: Option<String>| {
-        share
-            .map(|s| crate::gateway::daemon::share_key(&s))
-            .or(user)
+    // clap lets exactly one of them through for `empty`, at most one for `purge`.
+    let target = |user: Option<String>, share: Option<String>| {
+        share.map(FsTarget::Share).or(user.map(FsTarget::User))
     };
     match cmd {
         RecycleCmd::Purge { user, share } => gateway::run_change(
             &*api,
             Request::RecyclePurge {
-                user: key(user, share),
+                target: target(user, share),
             },
         ),
         RecycleCmd::Empty { user, share } => gateway::run_change(
             &*api,
             Request::RecycleEmpty {
-                user: key(user, share).unwrap_or_default(),
+                target: target(user, share)
+                    .ok_or_else(|| anyhow::anyhow!("give a USER or --share NAME"))?,
             },
         ),
         RecycleCmd::Keep { user, days } => gateway::run_change(

@@ -174,16 +174,16 @@ pub enum Request {
         name: String,
         path: String,
     },
-    /// Delete the expired entries of the recycle bins now (of one home or
-    /// `share:NAME`, or of every mounted one): answered with a job.
+    /// Delete the expired entries of the recycle bins now (of one mounted
+    /// home or share, or of every mounted one): answered with a job.
     RecyclePurge {
         #[serde(default)]
-        user: Option<String>,
+        target: Option<FsTarget>,
     },
-    /// Empty the recycle bin of a home or `share:NAME` (a home not
-    /// mounted is mounted for it): answered with a job.
+    /// Empty the recycle bin of a home (mounted for it if needed) or a
+    /// share: answered with a job.
     RecycleEmpty {
-        user: String,
+        target: FsTarget,
     },
     /// How long a home's recycle bin keeps deleted files (None: as
     /// `[recycle] keep_days`; 0: until emptied).

@@ -489,8 +489,8 @@ impl Service {
                 snapshots::restore(gw, &target, &name, &path)
                     .map(|message| Response::Done { message })
             }
-            Request::RecyclePurge { user } => self.recycle_purge(user),
-            Request::RecycleEmpty { user } => self.recycle_empty(user),
+            Request::RecyclePurge { target } => self.recycle_purge(target),
+            Request::RecycleEmpty { target } => self.recycle_empty(target),
             Request::UserSetRecycle { user, keep_days } => {
                 if keep_days.is_some_and(|d| d > super::config::MAX_KEEP_DAYS) {
                     return Err(ApiError::invalid(
@@ -518,18 +518,19 @@ impl Service {
         }
     }
 
-    fn recycle_purge(&self, user: Option<String>) -> Result<Response, ApiError> {
+    fn recycle_purge(&self, target: Option<FsTarget>) -> Result<Response, ApiError> {
         self.need_daemon()?;
         let gw = &self.gw;
-        if let Some(u) = &user {
-            if gw.mountpoint_of(u).is_none() {
+        let user = target.as_ref().map(fs_key);
+        if let (Some(t), Some(k)) = (&target, &user) {
+            if gw.mountpoint_of(k).is_none() {
                 return Err(ApiError::new(
                     ErrorKind::Conflict,
                     format!(
-                        "{u} is not mounted: its recycle bin is purged when it is next mounted"
+                        "{t} is not mounted: its recycle bin is purged when it is next mounted"
                     ),
                 )
-                .at("user"));
+                .at("target"));
             }
         }
         let subject = user.clone().unwrap_or_else(|| "all".into());
@@ -554,11 +555,12 @@ impl Service {
         Ok(Response::Job(j))
     }
 
-    fn recycle_empty(&self, user: String) -> Result<Response, ApiError> {
+    fn recycle_empty(&self, target: FsTarget) -> Result<Response, ApiError> {
         self.need_daemon()?;
         let gw = &self.gw;
-        if let Some(name) = user.strip_prefix("share:") {
-            if gw.mountpoint_of(&user).is_none() {
+        let key = fs_key(&target);
+        match &target {
+            FsTarget::Share(name) if gw.mountpoint_of(&key).is_none() => {
                 let known = shares::load(&gw.cfg)
                     .map_err(|e| share_err(&e))?
                     .shares
@@ -569,43 +571,59 @@ impl Service {
                         ErrorKind::Conflict,
                         format!("the team share {name} is not mounted (see its page for why)"),
                     )
-                    .at("user")
+                    .at("target")
                 } else {
                     ApiError::new(
                         ErrorKind::NotFound,
                         format!("there is no team share {name:?}"),
                     )
-                    .at("user")
+                    .at("target")
                 });
             }
-        } else if gw.mountpoint_of(&user).is_none() {
-            // Mounted for the emptying (no session of its own: it unmounts
-            // when idle like any home).
-            gw.connect(&user, None).map_err(|e| gateway_err(&e))?;
-            gw.disconnect(&user, None);
+            FsTarget::Share(_) => {}
+            // Mounted (if need be) and held by a session of its own while
+            // the job runs, so that it is not unmounted meanwhile.
+            FsTarget::User(u) => gw.connect(u, None).map_err(|e| gateway_err(&e))?,
         }
-        if let Some(j) = gw.jobs.running("recycle-empty", &user) {
+        let release = {
+            let g = gw.clone();
+            let target = target.clone();
+            move || {
+                if let FsTarget::User(u) = &target {
+                    g.disconnect(u, None);
+                }
+            }
+        };
+        if let Some(j) = gw.jobs.running("recycle-empty", &key) {
+            release();
             return Ok(Response::Job(j));
         }
         let g = gw.clone();
         let g2 = gw.clone();
-        let key = user.clone();
-        let j = gw
-            .jobs
-            .start(
-                "recycle-empty",
-                &user,
-                move |p| {
-                    p.set("deleting", 0, 0);
-                    let mp = g.mountpoint_of(&key).ok_or_else(|| {
-                        format!("{key} was unmounted before its recycle bin was emptied")
-                    })?;
-                    super::recycle_job::empty(&g, &key, &mp)
-                },
-                move |j| job_event(&g2, j),
-            )
-            .map_err(internal)?;
-        Ok(Response::Job(j))
+        let k = key.clone();
+        let started = gw.jobs.start(
+            "recycle-empty",
+            &key,
+            move |p| {
+                p.set("deleting", 0, 0);
+                let r = match g.mountpoint_of(&k) {
+                    Some(mp) => super::recycle_job::empty(&g, &k, &mp),
+                    None => Err(format!("{k} is not mounted")),
+                };
+                release();
+                r
+            },
+            move |j| job_event(&g2, j),
+        );
+        match started {
+            Ok(j) => Ok(Response::Job(j)),
+            Err(e) => {
+                if let FsTarget::User(u) = &target {
+                    gw.disconnect(u, None);
+                }
+                Err(internal(e))
+            }
+        }
     }
 
     fn fsck(&self, user: String, verify_data: bool) -> Result<Response, ApiError> {
@@ -886,6 +904,14 @@ fn summary(
             .map(|c| super::daemon::usage_of(&c))
             .or_else(|| saved.get(user).cloned()),
         metadata_age_secs: m.map(|(_, eng)| eng.metadata_age().as_secs()),
+    }
+}
+
+/// The key of a mounted filesystem: the user, or `share:NAME`.
+fn fs_key(t: &FsTarget) -> String {
+    match t {
+        FsTarget::User(u) => u.clone(),
+        FsTarget::Share(s) => share_key(s),
     }
 }
 

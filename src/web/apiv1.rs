@@ -7,8 +7,8 @@ use super::error::JsonError;
 use super::routes::Routes;
 use super::{act, ask, AppState};
 use crate::gateway::api::{
-    ApiError, ErrorKind, GatewayApiExt, Request, Response as ApiResponse, Secret, ShareSpec,
-    UserAdd, UserCredentials, UserQuery,
+    ApiError, ErrorKind, FsTarget, GatewayApiExt, Request, Response as ApiResponse, Secret,
+    ShareSpec, UserAdd, UserCredentials, UserQuery,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -205,7 +205,10 @@ async fn user_recycle_empty(
     admin: Admin,
     Path(user): Path<String>,
 ) -> ApiResult {
-    on_user(&st, &admin, user, |user| Request::RecycleEmpty { user }).await
+    on_user(&st, &admin, user, |user| Request::RecycleEmpty {
+        target: FsTarget::User(user),
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -234,26 +237,44 @@ async fn share_recycle_empty(
     admin: Admin,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let key = format!("share:{name}");
+    let s = name.clone();
     change(
         &st,
         &admin,
-        Some(&key),
-        Request::RecycleEmpty { user: key.clone() },
+        Some(&s),
+        Request::RecycleEmpty {
+            target: FsTarget::Share(name),
+        },
     )
     .await
 }
 
+/// `{"user": NAME}` or `{"share": NAME}`; nothing: every mounted bin.
+#[derive(Deserialize, Default)]
+struct PurgeBody {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    share: Option<String>,
+}
+
 async fn recycle_purge(State(st): State<AppState>, admin: Admin, body: Bytes) -> ApiResult {
-    let b: EvictBody = parse(&body)?;
-    let s = b.user.clone();
-    change(
-        &st,
-        &admin,
-        s.as_deref(),
-        Request::RecyclePurge { user: b.user },
-    )
-    .await
+    let b: PurgeBody = parse(&body)?;
+    let target = match (b.user, b.share) {
+        (Some(_), Some(_)) => {
+            return Err(JsonError(ApiError::invalid(
+                "share",
+                "give a user or a share, not both",
+            )))
+        }
+        (Some(u), None) => Some(FsTarget::User(u)),
+        (None, Some(s)) => Some(FsTarget::Share(s)),
+        (None, None) => None,
+    };
+    let s = target.as_ref().map(|t| match t {
+        FsTarget::User(n) | FsTarget::Share(n) => n.clone(),
+    });
+    change(&st, &admin, s.as_deref(), Request::RecyclePurge { target }).await
 }
 
 async fn shares(State(st): State<AppState>) -> ApiResult {
@@ -331,7 +352,6 @@ async fn cache_budget(State(st): State<AppState>, admin: Admin, body: Bytes) -> 
     .await
 }
 
-/// `{"user": ...}`, optional (cache eviction, recycle purge).
 #[derive(Deserialize, Default)]
 struct EvictBody {
     #[serde(default)]

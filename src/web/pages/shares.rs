@@ -6,7 +6,7 @@ use super::super::layout::PageCtx;
 use super::super::routes::Routes;
 use super::super::{act, ask, AppState};
 use super::users::Fmt;
-use crate::gateway::api::{GatewayApiExt, Request, ShareSpec, ShareStatus};
+use crate::gateway::api::{FsTarget, GatewayApiExt, Request, ShareSpec, ShareStatus};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -365,10 +365,9 @@ async fn recycle_empty(
     page: PageCtx,
     Path(name): Path<String>,
 ) -> Response {
-    let key = format!("share:{name}");
-    let r = act(&st, &admin, "recycle_empty", Some(&key), {
-        let key = key.clone();
-        move |api| api.start_job(Request::RecycleEmpty { user: key })
+    let target = FsTarget::Share(name.clone());
+    let r = act(&st, &admin, "recycle_empty", Some(&name), move |api| {
+        api.start_job(Request::RecycleEmpty { target })
     })
     .await;
     match r {

@@ -8,8 +8,8 @@ use super::super::routes::Routes;
 use super::super::{act, ask, AppState};
 use super::Banner;
 use crate::gateway::api::{
-    ApiError, GatewayApiExt, JobInfo, RecycleInfo, Request, Secret, UserAdd, UserCredentials,
-    UserDetail, UserPage, UserQuery, UserState, UserSummary,
+    ApiError, FsTarget, GatewayApiExt, JobInfo, RecycleInfo, Request, Secret, UserAdd,
+    UserCredentials, UserDetail, UserPage, UserQuery, UserState, UserSummary,
 };
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -502,7 +502,13 @@ async fn action(
         "mount" => ("mount", Request::Mount { user }, false),
         "unmount" => ("unmount", Request::Unmount { user }, false),
         "flush" => ("flush", Request::Flush { user }, true),
-        "recycle_empty" => ("recycle_empty", Request::RecycleEmpty { user }, true),
+        "recycle_empty" => (
+            "recycle_empty",
+            Request::RecycleEmpty {
+                target: FsTarget::User(user),
+            },
+            true,
+        ),
         "recycle" => {
             let t = f.keep_days.trim();
             let keep_days = match t.parse::<u32>() {
