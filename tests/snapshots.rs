@@ -122,7 +122,11 @@ fn snapshots_keep_old_data_through_gc_new_host_and_fsck() {
         ctl(&t.mp, "backup-metadata");
     }
     ctl(&t.mp, "drop-cache");
+    let clean = |t: &TestFs| t.stat()["cache"]["clean_bytes"].as_u64().unwrap();
+    let before = clean(&t);
     check("after gc");
+    // Reading the snapshot put nothing into the live cache.
+    assert_eq!(clean(&t), before, "snapshot reads filled the cache");
     let l = sg_json(&[
         "snapshot",
         "list",
@@ -199,6 +203,16 @@ fn a_damaged_snapshot_is_reported_and_the_rest_works() {
         b"two"
     );
     assert_eq!(fs::read(t.path("f")).unwrap(), b"two");
+    // A lost snapshot database is fsck's business: reported as a loss.
+    t.objects().delete(&key).unwrap();
+    t.umount();
+    let f = t.fsck(&[]);
+    let text = String::from_utf8_lossy(&f.stdout).into_owned();
+    assert_eq!(f.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(s1["name"].as_str().unwrap()) && text.contains("lost its database"),
+        "{text}"
+    );
 }
 
 fn stored_bytes(t: &TestFs) -> u64 {

@@ -21,8 +21,10 @@ fn errno(e: SnapshotError) -> Errno {
 
 impl Fs {
     /// Take a snapshot now: what was written before the call (uploaded
-    /// first, so the snapshot's blocks are all in the store), then the
-    /// metadata that lists it is shipped.
+    /// first, so the snapshot's blocks are all in the store). Its database
+    /// is in the store when this returns; the metadata listing it goes
+    /// with the next shipment (within the metadata interval, like any
+    /// change): a second full shipment here would double the cost.
     pub fn snapshot_create(&self, label: &str) -> std::result::Result<SnapshotInfo, SnapshotError> {
         self.cache
             .flush(None)
@@ -32,7 +34,6 @@ impl Fs {
             .snapshot(crate::clock::unix_now() as i64, label)?;
         // A lookup of the new name may have been cached as missing.
         self.new_name(super::snapview::SNAPDIR_INO, info.name.as_bytes());
-        self.shipper.ship(true)?;
         Ok(info)
     }
 
@@ -212,12 +213,10 @@ impl Fs {
                 self.new_name(parent, name);
                 let mut off = 0;
                 while off < src.size {
-                    let data = self.tree().read(src.ino, off, 1 << 20)?;
-                    if data.is_empty() {
-                        break;
+                    match self.copy_from_snapshot(src.ino, off, f.ino, off, src.size - off)? {
+                        0 => break,
+                        n => off += n,
                     }
-                    self.write(f.ino, off, &data)?;
-                    off += data.len() as u64;
                 }
                 out.files += 1;
                 out.bytes += off;

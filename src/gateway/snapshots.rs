@@ -77,15 +77,19 @@ pub fn create(gw: &Arc<Gateway>, target: &FsTarget, label: &str) -> Result<Snaps
     })
 }
 
+fn find(e: &Engine, target: &FsTarget, name: &str) -> Result<SnapshotInfo, ApiError> {
+    e.fs.snapshot_find(name).map_err(|_| {
+        ApiError::new(
+            ErrorKind::NotFound,
+            format!("{target} has no snapshot {name:?}"),
+        )
+        .at("name")
+    })
+}
+
 pub fn delete(gw: &Arc<Gateway>, target: &FsTarget, name: &str) -> Result<SnapshotInfo, ApiError> {
     with_engine(gw, target, |e| {
-        let s = e.fs.snapshot_find(name).map_err(|_| {
-            ApiError::new(
-                ErrorKind::NotFound,
-                format!("{target} has no snapshot {name:?}"),
-            )
-            .at("name")
-        })?;
+        let s = find(e, target, name)?;
         e.fs.snapshot_delete(s.id)
             .map_err(|x| fs_err(target, "deleting a snapshot", x))
     })
@@ -98,13 +102,7 @@ pub fn restore(
     path: &str,
 ) -> Result<String, ApiError> {
     with_engine(gw, target, |e| {
-        let s = e.fs.snapshot_find(name).map_err(|_| {
-            ApiError::new(
-                ErrorKind::NotFound,
-                format!("{target} has no snapshot {name:?}"),
-            )
-            .at("name")
-        })?;
+        let s = find(e, target, name)?;
         let r = e.fs.snapshot_restore(&s.name, path).map_err(|x| {
             let kind = if x.0 == libc::ENOENT {
                 ErrorKind::NotFound

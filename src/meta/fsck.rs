@@ -315,6 +315,16 @@ fn run_locked(
             ));
         }
     }
+    for snap in super::snapshots::list(&meta)? {
+        if store.head(&super::snapshots::store_key(snap.id))?.is_none() {
+            rep.loss(format!(
+                "snapshot {} has lost its database ({}): it cannot be read; `swiftgate snapshot delete {}` removes it",
+                snap.name,
+                super::snapshots::store_key(snap.id),
+                snap.name
+            ));
+        }
+    }
     let mut known: HashSet<String> = objects.iter().map(|(id, _)| object_key(*id)).collect();
     known.extend(pinned.iter().map(|id| object_key(*id)));
     let orphans: Vec<String> = listed

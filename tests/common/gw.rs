@@ -393,11 +393,14 @@ pub fn test_python() -> PathBuf {
 /// asserting it succeeded.
 #[track_caller]
 pub fn run_smbprotocol(script: &str) -> String {
-    let o = Command::new(test_python())
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
+    run_python(&test_python(), script)
+}
+
+/// Run `script` with the interpreter `py`: stdout and stderr together,
+/// asserting it succeeded.
+#[track_caller]
+pub fn run_python(py: &Path, script: &str) -> String {
+    let o = Command::new(py).arg("-c").arg(script).output().unwrap();
     let out = format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
