@@ -806,6 +806,176 @@ fn the_console_keeps_working_while_the_store_is_down() {
     assert!(!page.to_string().contains(&u), "{page}");
 }
 
+/// The recycle bin in the console: a user's page and a share's page show
+/// its setting and contents, the share form sets its override, and the
+/// admin empties it (button and JSON API), as jobs.
+#[test]
+fn recycle_bins_on_the_user_and_share_pages() {
+    let mut con = console("");
+    let s = login(&con.url, &con.admin.name, &con.admin.password);
+    let u = unique_user("cr");
+    ok(con.gw.add_user(&u, "pw-cr1", &[]));
+    let work_dir = RmDir(unique_dir("crwork"));
+    let work = &work_dir.0;
+    std::fs::write(work.join("a.txt"), b"deleted bytes").unwrap();
+    smb_ok(
+        con.gw
+            .smbclient(&u, "pw-cr1", "put a.txt a.txt; del a.txt", work),
+    );
+    let api = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        s.req(method, path)
+            .header("X-CSRF-Token", &s.csrf)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let wait_job = |r: Response| -> serde_json::Value {
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{:?}", r.text());
+        let j: serde_json::Value = r.json().unwrap();
+        let path = format!("/api/v1/jobs/{}", j["id"]);
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let j: serde_json::Value = s.get(&path).json().unwrap();
+            if j["state"] != "running" {
+                return j;
+            }
+            assert!(std::time::Instant::now() < until, "{j}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let r = api(
+        reqwest::Method::POST,
+        &format!("/api/v1/users/{u}/mount"),
+        serde_json::json!({}),
+    );
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text());
+    // Kept mounted while the test looks (an open directory).
+    let _hold = std::fs::File::open(con.gw.home(&u)).unwrap();
+    let page = s.get(&format!("/users/{u}")).text().unwrap();
+    assert!(
+        page.contains(r#"data-test="recycle-files">1"#)
+            && page.contains("on, deleted files kept 30 days")
+            && page.contains(r#"data-test="action-recycle-empty""#),
+        "{page}"
+    );
+    let v: serde_json::Value = s.get(&format!("/api/v1/users/{u}")).json().unwrap();
+    assert_eq!(
+        (&v["recycle"]["files"], &v["recycle"]["bytes"]),
+        (&1.into(), &13.into()),
+        "{v}"
+    );
+    // The home's own retention, from its page.
+    let r = s.post_form(
+        &format!("/users/{u}/recycle"),
+        &[("csrf", &s.csrf), ("keep_days", "soon")],
+    );
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = s.post_form(
+        &format!("/users/{u}/recycle"),
+        &[("csrf", &s.csrf), ("keep_days", "7")],
+    );
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = s.get(&location(&r)).text().unwrap();
+    assert!(
+        page.contains("on, deleted files kept 7 days")
+            && page.contains(r#"name="keep_days" value="7""#),
+        "{page}"
+    );
+    let r = api(
+        reqwest::Method::PUT,
+        &format!("/api/v1/users/{u}/recycle"),
+        serde_json::json!({ "keep_days": null }),
+    );
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text());
+    let v: serde_json::Value = s.get(&format!("/api/v1/users/{u}")).json().unwrap();
+    assert_eq!(
+        (&v["recycle"]["keep_days"], &v["recycle"]["own_keep_days"]),
+        (&30.into(), &serde_json::Value::Null),
+        "{v}"
+    );
+    let j = wait_job(api(
+        reqwest::Method::POST,
+        &format!("/api/v1/users/{u}/recycle/empty"),
+        serde_json::json!({}),
+    ));
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert!(!con.gw.home(&u).join("#recycle/a.txt").exists());
+
+    // A team share: its own keep days from the API, then off from the form.
+    let name = format!("c{:06x}", rand_u32() & 0xffffff);
+    con.gw.shares.push(name.clone());
+    let r = api(
+        reqwest::Method::POST,
+        "/api/v1/shares",
+        serde_json::json!({ "name": name, "members": [u], "recycle_keep_days": 5 }),
+    );
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text());
+    smb_ok(
+        con.gw
+            .smbclient_on(&name, &u, "pw-cr1", "put a.txt b.txt; del b.txt", work),
+    );
+    let page = s.get(&format!("/shares/{name}")).text().unwrap();
+    assert!(
+        page.contains("on, deleted files kept 5 days")
+            && page.contains(r#"data-test="recycle-files">1"#)
+            && page.contains(r#"value="5""#),
+        "{page}"
+    );
+    let r = s.post_form(
+        &format!("/shares/{name}"),
+        &[
+            ("csrf", &s.csrf),
+            ("members", &u),
+            ("recycle", ""),
+            ("recycle_keep_days", "soon"),
+        ],
+    );
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r
+        .text()
+        .unwrap()
+        .contains(r#"data-test="error-recycle_keep_days""#));
+    let r = s.post_form(
+        &format!("/shares/{name}/recycle/empty"),
+        &[("csrf", &s.csrf)],
+    );
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(location(&r).starts_with("/jobs/"), "{}", location(&r));
+    let mp = con.gw.root.join("shares").join(&name);
+    wait_until(
+        30,
+        || !mp.join("#recycle/b.txt").exists(),
+        || "the share's bin was not emptied".into(),
+    );
+    let r = s.post_form(
+        &format!("/shares/{name}"),
+        &[
+            ("csrf", &s.csrf),
+            ("members", &u),
+            ("recycle", "off"),
+            ("recycle_keep_days", ""),
+        ],
+    );
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text());
+    let v: serde_json::Value = s.get(&format!("/api/v1/shares/{name}")).json().unwrap();
+    assert_eq!(v["spec"]["recycle"], false, "{v}");
+    assert_eq!(v["recycle"]["enabled"], false, "{v}");
+    assert!(!v["smb_conf"].as_str().unwrap().contains("recycle:"), "{v}");
+    let r = api(
+        reqwest::Method::POST,
+        "/api/v1/recycle/purge",
+        serde_json::json!({ "user": u, "share": name }),
+    );
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // The purge answers as a job too.
+    let j = wait_job(api(
+        reqwest::Method::POST,
+        "/api/v1/recycle/purge",
+        serde_json::json!({}),
+    ));
+    assert_eq!(j["state"], "succeeded", "{j}");
+}
+
 #[test]
 fn snapshots_in_the_console_and_the_api() {
     let mut con = console("");

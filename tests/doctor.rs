@@ -75,6 +75,7 @@ fn a_working_gateway_passes_every_check() {
         "smbd",
         "smb.conf",
         "smb.conf-include",
+        "recycle",
         "smb-port",
         "store",
         "cache",
@@ -129,6 +130,27 @@ fn broken_setups_fail_the_right_check_with_a_fix() {
     let (o, v) = doctor(&g.config, &[]);
     assert_fails(&o, &v, "smb.conf-include", "include = ");
     assert_eq!(find(&v, "smb.conf")["status"], "ok");
+    // The recycle bin on in the config, not in smb.conf: said, with the fix.
+    fs::write(
+        &g.smb_conf,
+        conf.replace(
+            "vfs objects = catia recycle fruit",
+            "vfs objects = catia fruit",
+        ),
+    )
+    .unwrap();
+    let (_, v) = doctor(&g.config, &[]);
+    let c = find(&v, "recycle");
+    assert_eq!(c["status"], "warn", "{c}");
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .contains("swiftgate samba-config"),
+        "{c}"
+    );
+    fs::write(&g.smb_conf, &without).unwrap();
+    assert_eq!(find(&doctor(&g.config, &[]).1, "recycle")["status"], "ok");
     // The home share gone too: the share check fails.
     let no_home = without.replace("[home]", "[other]");
     fs::write(&g.smb_conf, &no_home).unwrap();

@@ -974,7 +974,8 @@ fn add_plain_share(g: &mut Gw, user: &str) -> PathBuf {
         .find(|l| l.trim_start().starts_with("vfs objects"))
         .unwrap_or("vfs objects = catia fruit streams_xattr acl_xattr")
         .trim()
-        .to_string();
+        // Without the bin: its parameters stay in the home's section.
+        .replace(" recycle ", " ");
     fs::write(
         &g.smb_conf,
         format!(
@@ -1326,10 +1327,13 @@ fn op_name(r: &Request) -> &'static str {
         Request::SnapshotDelete { .. } => "snapshot_delete",
         Request::SnapshotRestore { .. } => "snapshot_restore",
         Request::QuotaSet { .. } => "quota_set",
+        Request::RecyclePurge { .. } => "recycle_purge",
+        Request::RecycleEmpty { .. } => "recycle_empty",
+        Request::UserSetRecycle { .. } => "user_set_recycle",
     }
 }
 
-const ALL_OPS: usize = 34;
+const ALL_OPS: usize = 37;
 
 #[test]
 fn every_request_is_answered_by_the_daemon_with_typed_errors() {
@@ -1788,6 +1792,42 @@ fn every_request_is_answered_by_the_daemon_with_typed_errors() {
         );
     }
     assert!(matches!(call(Request::Jobs), Ok(Response::Jobs(j)) if j.len() >= 3));
+    let e = call(Request::RecyclePurge {
+        target: Some(swiftgate::gateway::api::FsTarget::User(
+            "nobody-here".into(),
+        )),
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::Conflict, Some("target"))
+    );
+    let e = call(Request::RecycleEmpty {
+        target: swiftgate::gateway::api::FsTarget::Share("nothere".into()),
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::NotFound, Some("target"))
+    );
+    let e = call(Request::UserSetRecycle {
+        user: "nobody-here".into(),
+        keep_days: Some(3),
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::NotFound, Some("user"))
+    );
+    let e = call(Request::UserSetRecycle {
+        user: u.clone(),
+        keep_days: Some(100_000),
+    })
+    .unwrap_err();
+    assert_eq!(
+        (e.kind, e.field.as_deref()),
+        (ErrorKind::Invalid, Some("keep_days"))
+    );
     let e = call(Request::Job { id: 999_999 }).unwrap_err();
     assert_eq!(
         (e.kind, e.field.as_deref()),

@@ -158,7 +158,24 @@ pub fn user_show(api: &dyn GatewayApi, user: &str) -> Result<()> {
         }
     );
     println!("quota:       {}", d.summary.quota);
+    if let Some(r) = &d.recycle {
+        println!("recycle bin: {}", recycle_line(r));
+    }
     Ok(())
+}
+
+/// A recycle bin in one line: its setting and, when measured, contents.
+fn recycle_line(r: &crate::gateway::api::RecycleInfo) -> String {
+    let setting = match (r.enabled, r.keep_days) {
+        (false, _) => "off (a delete is final)".to_string(),
+        (true, 0) => format!("on, {} kept until emptied", r.folder),
+        (true, d) => format!("on, {} kept {d} days", r.folder),
+    };
+    match (r.files, r.bytes, &r.error) {
+        (_, _, Some(e)) => format!("{setting}; cannot measure it: {e}"),
+        (Some(f), Some(b), _) => format!("{setting}; {f} files, {b} bytes"),
+        _ => format!("{setting}; contents measured while mounted"),
+    }
 }
 
 pub fn share_list(api: &dyn GatewayApi) -> Result<()> {
@@ -196,6 +213,9 @@ pub fn share_show(api: &dyn GatewayApi, name: &str) -> Result<()> {
         if s.mounted { "mounted" } else { "not mounted" }
     );
     println!("quota:       {}", s.quota);
+    if let Some(r) = &s.recycle {
+        println!("recycle bin: {}", recycle_line(r));
+    }
     println!("testparm:    {}", s.testparm.unwrap_or_default());
     println!("smb.conf section:\n{}", s.smb_conf);
     Ok(())
@@ -223,5 +243,6 @@ pub fn share_update_spec(
         group: cur.group,
         members: (!members.is_empty()).then_some(members),
         read_only: read_only.unwrap_or(cur.read_only),
+        ..cur
     })
 }

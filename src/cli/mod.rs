@@ -188,6 +188,38 @@ pub enum Cmd {
         #[arg(long, default_value = "/mnt/swiftgate")]
         mountpoint: PathBuf,
     },
+    /// Recycle bins (#recycle) of homes and team shares: purge what expired
+    /// now, or empty one.
+    Recycle {
+        #[command(subcommand)]
+        cmd: RecycleCmd,
+        #[arg(long, global = true, default_value = "/etc/swiftgate/gateway.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecycleCmd {
+    /// Delete the entries older than keep_days now (what the daemon does
+    /// every purge_interval): of USER's home, a --share, or every mounted bin.
+    Purge {
+        #[arg(conflicts_with = "share")]
+        user: Option<String>,
+        #[arg(long)]
+        share: Option<String>,
+    },
+    /// Delete everything in the recycle bin of USER's home (mounted for it
+    /// if needed), or of a --share.
+    Empty {
+        #[arg(required_unless_present = "share", conflicts_with = "share")]
+        user: Option<String>,
+        #[arg(long)]
+        share: Option<String>,
+    },
+    /// How many days USER's recycle bin keeps deleted files (0: until
+    /// emptied); without DAYS, as [recycle] keep_days again. (A team
+    /// share's: `share update NAME --recycle-keep-days N`.)
+    Keep { user: String, days: Option<u32> },
 }
 
 impl Cmd {
@@ -276,6 +308,12 @@ pub enum ShareCmd {
         /// The share's quota, as `share quota` takes it (50G, 50G,100000).
         #[arg(long, value_parser = clap::value_parser!(crate::fs::quota::Quota))]
         quota: Option<crate::fs::quota::Quota>,
+        /// The share's recycle bin (default: as [recycle] enabled).
+        #[arg(long, value_enum)]
+        recycle: Option<RecycleSwitch>,
+        /// Days deleted files stay in its recycle bin (default: [recycle] keep_days; 0 keeps them until emptied).
+        #[arg(long)]
+        recycle_keep_days: Option<u32>,
     },
     List,
     Show {
@@ -293,6 +331,15 @@ pub enum ShareCmd {
         /// No read-only members any more.
         #[arg(long, conflicts_with = "read_only")]
         no_read_only: bool,
+        /// The share's recycle bin: on, off, or default (as [recycle] enabled).
+        #[arg(long, value_enum)]
+        recycle: Option<RecycleSwitch>,
+        /// Days deleted files stay in its recycle bin (0: until emptied).
+        #[arg(long, conflicts_with = "recycle_keep_days_default")]
+        recycle_keep_days: Option<u32>,
+        /// Keep deleted files as long as [recycle] keep_days says again.
+        #[arg(long)]
+        recycle_keep_days_default: bool,
     },
     /// Take the share out of Samba and unmount it; the data stays unless --purge.
     Remove {
@@ -306,6 +353,26 @@ pub enum ShareCmd {
         #[arg(value_parser = clap::value_parser!(crate::fs::quota::Quota))]
         quota: crate::fs::quota::Quota,
     },
+}
+
+/// A share's own recycle-bin setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecycleSwitch {
+    On,
+    Off,
+    /// As `[recycle] enabled` in the config.
+    Default,
+}
+
+impl RecycleSwitch {
+    /// The share record's override (None: follow the config).
+    pub fn value(self) -> Option<bool> {
+        match self {
+            RecycleSwitch::On => Some(true),
+            RecycleSwitch::Off => Some(false),
+            RecycleSwitch::Default => None,
+        }
+    }
 }
 
 /// A user's own Keystone identity (per-user mode).
@@ -521,6 +588,8 @@ fn share_cmd(cmd: ShareCmd, config: &Path) -> Result<i32> {
             members,
             read_only,
             quota,
+            recycle,
+            recycle_keep_days,
         } => {
             let rc = gateway::run_change(
                 api,
@@ -530,6 +599,8 @@ fn share_cmd(cmd: ShareCmd, config: &Path) -> Result<i32> {
                     group,
                     members: (!members.is_empty()).then_some(members),
                     read_only,
+                    recycle: recycle.and_then(RecycleSwitch::value),
+                    recycle_keep_days,
                 }),
             )?;
             match quota {
@@ -551,13 +622,24 @@ fn share_cmd(cmd: ShareCmd, config: &Path) -> Result<i32> {
             members,
             read_only,
             no_read_only,
+            recycle,
+            recycle_keep_days,
+            recycle_keep_days_default,
         } => {
             let ro = if no_read_only {
                 Some(Vec::new())
             } else {
                 (!read_only.is_empty()).then_some(read_only)
             };
-            let spec = gateway::share_update_spec(api, &name, comment, members, ro)?;
+            let mut spec = gateway::share_update_spec(api, &name, comment, members, ro)?;
+            if let Some(r) = recycle {
+                spec.recycle = r.value();
+            }
+            if recycle_keep_days_default {
+                spec.recycle_keep_days = None;
+            } else if recycle_keep_days.is_some() {
+                spec.recycle_keep_days = recycle_keep_days;
+            }
             gateway::run_change(api, Request::ShareUpdate(spec))
         }
         ShareCmd::Remove { name, purge } => {
@@ -1016,5 +1098,37 @@ pub fn run(cli: Cli) -> Result<i32> {
             store_dir,
             mountpoint,
         } => mount::demo(&store_dir, &mountpoint),
+        Cmd::Recycle { cmd, config } => recycle_cmd(cmd, &config),
+    }
+}
+
+fn recycle_cmd(cmd: RecycleCmd, config: &Path) -> Result<i32> {
+    use crate::gateway::api::{FsTarget, Request};
+    let api = gateway::api(config)?;
+    // clap lets exactly one of them through for `empty`, at most one for `purge`.
+    let target = |user: Option<String>, share: Option<String>| {
+        share.map(FsTarget::Share).or(user.map(FsTarget::User))
+    };
+    match cmd {
+        RecycleCmd::Purge { user, share } => gateway::run_change(
+            &*api,
+            Request::RecyclePurge {
+                target: target(user, share),
+            },
+        ),
+        RecycleCmd::Empty { user, share } => gateway::run_change(
+            &*api,
+            Request::RecycleEmpty {
+                target: target(user, share)
+                    .ok_or_else(|| anyhow::anyhow!("give a USER or --share NAME"))?,
+            },
+        ),
+        RecycleCmd::Keep { user, days } => gateway::run_change(
+            &*api,
+            Request::UserSetRecycle {
+                user,
+                keep_days: days,
+            },
+        ),
     }
 }

@@ -180,6 +180,24 @@ pub enum Request {
         target: FsTarget,
         quota: Quota,
     },
+    /// Delete the expired entries of the recycle bins now (of one mounted
+    /// home or share, or of every mounted one): answered with a job.
+    RecyclePurge {
+        #[serde(default)]
+        target: Option<FsTarget>,
+    },
+    /// Empty the recycle bin of a home (mounted for it if needed) or a
+    /// share: answered with a job.
+    RecycleEmpty {
+        target: FsTarget,
+    },
+    /// How long a home's recycle bin keeps deleted files (None: as
+    /// `[recycle] keep_days`; 0: until emptied).
+    UserSetRecycle {
+        user: String,
+        #[serde(default)]
+        keep_days: Option<u32>,
+    },
 }
 
 /// Which filesystem: a user's home or a team share.
@@ -527,6 +545,31 @@ pub struct UserDetail {
     pub home: Option<HomeStatus>,
     pub events: Vec<Event>,
     pub jobs: Vec<JobInfo>,
+    /// The home's recycle bin.
+    #[serde(default)]
+    pub recycle: Option<RecycleInfo>,
+}
+
+/// A recycle bin: its setting and what it holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecycleInfo {
+    /// Deleted files go to the bin (else a delete is final).
+    pub enabled: bool,
+    /// Days a deleted file is kept; 0: until the bin is emptied.
+    pub keep_days: u32,
+    /// The folder at the share's root (`#recycle`).
+    pub folder: String,
+    /// Files in the bin and their bytes; None while not mounted.
+    #[serde(default)]
+    pub files: Option<u64>,
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// Why the bin could not be measured.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The home's or share's own retention (None: the config's).
+    #[serde(default)]
+    pub own_keep_days: Option<u32>,
 }
 
 /// A mounted home or team share.
@@ -570,6 +613,13 @@ pub struct ShareSpec {
     /// Members who may only read.
     #[serde(default)]
     pub read_only: Vec<String>,
+    /// The recycle bin of this share: None follows `[recycle] enabled`
+    /// (off there turns it off everywhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle: Option<bool>,
+    /// Days deleted files are kept: None follows `[recycle] keep_days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle_keep_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -593,6 +643,9 @@ pub struct ShareStatus {
     pub testparm: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The share's recycle bin.
+    #[serde(default)]
+    pub recycle: Option<RecycleInfo>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

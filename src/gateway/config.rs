@@ -412,6 +412,48 @@ fn default_snapshot_check() -> Duration {
     Duration::from_secs(60)
 }
 
+/// The recycle bin of homes and team shares (Samba's `vfs_recycle`):
+/// deleted files move to `#recycle` at the share's root, and the daemon
+/// deletes what has been there longer than `keep_days`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecycleSection {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Days a deleted file stays in `#recycle`; 0 keeps it until emptied.
+    #[serde(default = "default_keep_days")]
+    pub keep_days: u32,
+    /// How often the daemon purges expired entries of mounted filesystems.
+    #[serde(default = "default_purge_interval", deserialize_with = "de_duration")]
+    pub purge_interval: Duration,
+    /// Deleted for real, never recycled (Samba wildcards, space-separated):
+    /// temporary files Office and editors make by the hundred.
+    #[serde(default = "default_recycle_exclude")]
+    pub exclude: String,
+    /// Files inside these folders are deleted for real.
+    #[serde(default = "default_recycle_exclude_dir")]
+    pub exclude_dir: String,
+}
+
+/// A hundred years: more is a typo.
+pub const MAX_KEEP_DAYS: u32 = 36_500;
+
+fn default_keep_days() -> u32 {
+    30
+}
+fn default_purge_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_recycle_exclude() -> String {
+    "*.tmp ~$* .~lock.*#".into()
+}
+fn default_recycle_exclude_dir() -> String {
+    "tmp temp".into()
+}
+fn default_recycle() -> RecycleSection {
+    empty()
+}
+
 fn default_shares_root() -> PathBuf {
     "/srv/swiftgate/shares".into()
 }
@@ -440,6 +482,8 @@ pub struct GatewayConfig {
     pub recovery: RecoverySection,
     #[serde(default = "default_snapshots")]
     pub snapshots: SnapshotsSection,
+    #[serde(default = "default_recycle")]
+    pub recycle: RecycleSection,
 }
 
 fn empty<T: for<'de> Deserialize<'de>>() -> T {
@@ -547,6 +591,28 @@ impl GatewayConfig {
         }
         if !cfg.shares.root.is_absolute() {
             return Err(invalid("[shares] root must be an absolute path".into()));
+        }
+        for (key, v) in [
+            ("exclude", &cfg.recycle.exclude),
+            ("exclude_dir", &cfg.recycle.exclude_dir),
+        ] {
+            // One smb.conf line: a newline would start another parameter.
+            if v.chars().any(|c| c.is_control()) || v.trim_end().ends_with('\\') {
+                return Err(invalid(format!(
+                    "[recycle] {key} {v:?}: one line of patterns separated by spaces"
+                )));
+            }
+        }
+        if cfg.recycle.keep_days > MAX_KEEP_DAYS {
+            return Err(invalid(format!(
+                "[recycle] keep_days {} is more than a hundred years (0 keeps deleted files until the bin is emptied)",
+                cfg.recycle.keep_days
+            )));
+        }
+        if cfg.recycle.purge_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                "[recycle] purge_interval must be at least \"1s\"".into(),
+            ));
         }
         cfg.cache.dirty_limit = match cfg.cache.dirty_limit_set {
             Some(d) if d > cfg.cache.size => {
@@ -756,6 +822,36 @@ mod tests {
         .is_err());
     }
 
+    #[test]
+    fn the_recycle_bin_is_on_by_default_and_checked() {
+        let parse = |extra: &str| {
+            GatewayConfig::parse(
+                &format!("[store]\nurl = \"local:///x/{{user}}\"\n{extra}"),
+                Path::new("g.toml"),
+            )
+        };
+        let c = parse("").unwrap();
+        assert!(c.recycle.enabled);
+        assert_eq!(c.recycle.keep_days, 30);
+        assert_eq!(c.recycle.purge_interval, Duration::from_secs(3600));
+        assert!(c.recycle.exclude.contains("~$*"));
+        let c = parse("[recycle]\nenabled = false\nkeep_days = 0\n").unwrap();
+        assert!(!c.recycle.enabled && c.recycle.keep_days == 0);
+        for (bad, says) in [
+            ("keep_days = 99999", "hundred years"),
+            ("keep_days = -1", "line"),
+            ("purge_interval = \"0s\"", "at least"),
+            ("exclude = \"*.tmp\\nvfs objects = x\"", "one line"),
+            ("exclude_dir = \"tmp \\\\\"", "one line"),
+            ("keep = 3", "unknown field"),
+        ] {
+            let e = parse(&format!("[recycle]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
     /// The commented config the package installs: it parses as shipped,
     /// still parses with every commented-out key switched on (no typo
     /// hides in a comment), and names every key there is.
@@ -840,6 +936,10 @@ mod tests {
             "smb_conf",
             "interval",
             "check_interval",
+            "keep_days",
+            "purge_interval",
+            "exclude",
+            "exclude_dir",
         ] {
             assert!(
                 text.lines()

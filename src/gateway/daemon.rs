@@ -165,6 +165,8 @@ pub struct Gateway {
     /// Idle unmounts in progress, one thread each: a slow flush (a large
     /// upload) must not hold up the others or the serve loop.
     reapers: Mutex<HashMap<String, std::thread::JoinHandle<()>>>,
+    /// The recycle bins' purges and measurements.
+    pub recycle: super::recycle_job::RecycleState,
 }
 
 impl Gateway {
@@ -198,6 +200,7 @@ impl Gateway {
             busy_cv: Condvar::new(),
             stopping: false.into(),
             reapers: Mutex::new(HashMap::new()),
+            recycle: Default::default(),
         }))
     }
 
@@ -358,6 +361,22 @@ impl Gateway {
             misses += s.fetched_blocks;
         }
         (hits, misses)
+    }
+
+    /// Where each mounted home and share is (key: user or `share:NAME`).
+    pub fn mounts(&self) -> Vec<(String, PathBuf)> {
+        let mut v: Vec<_> = self
+            .homes
+            .lock()
+            .iter()
+            .map(|(k, h)| (k.clone(), h.mp.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn mountpoint_of(&self, key: &str) -> Option<PathBuf> {
+        self.homes.lock().get(key).map(|h| h.mp.clone())
     }
 
     /// Open sessions of a mounted home (None: not mounted).
@@ -608,7 +627,10 @@ impl Gateway {
             },
         );
         self.rebalance(&homes);
+        drop(homes);
         tracing::info!(user, mountpoint = %mp.display(), ms = started.elapsed().as_millis() as u64, "home mounted");
+        // What expired while it was not mounted goes now.
+        super::recycle_job::after_mount(self, user);
         Ok(())
     }
 

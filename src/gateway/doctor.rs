@@ -344,6 +344,9 @@ fn check_smb_conf(
             ),
         )),
     }
+    if let Some(s) = section(dump, share) {
+        out.push(check_recycle(cfg, conf, share, &s, &regen));
+    }
     // testparm expands includes: look for the line in the file itself.
     let want = cfg.share_smb_conf();
     let text = std::fs::read_to_string(conf).unwrap_or_default();
@@ -374,6 +377,48 @@ fn check_smb_conf(
         ));
     }
     out
+}
+
+/// Whether the home share's recycle bin is what `[recycle]` says: the
+/// config changes without smb.conf following until it is regenerated.
+fn check_recycle(
+    cfg: &GatewayConfig,
+    conf: &Path,
+    share: &str,
+    s: &HashMap<String, String>,
+    regen: &str,
+) -> Check {
+    let in_conf = s
+        .get("vfs objects")
+        .is_some_and(|v| v.split_whitespace().any(|m| m == "recycle"));
+    match (cfg.recycle.enabled, in_conf) {
+        (true, true) => ok(
+            "recycle",
+            format!(
+                "[{share}] moves deleted files to {}; kept {} days",
+                super::samba::RECYCLE_DIR,
+                cfg.recycle.keep_days
+            ),
+        ),
+        (false, false) => ok("recycle", "the recycle bin is off: a delete is final"),
+        (true, false) => warn(
+            "recycle",
+            format!(
+                "[recycle] is on in the config, but [{share}] in {} has no recycle module: deleted files are gone for good",
+                conf.display()
+            ),
+            regen,
+        ),
+        (false, true) => warn(
+            "recycle",
+            format!(
+                "[recycle] is off in the config, but [{share}] in {} still moves deleted files to {}, where nothing purges them",
+                conf.display(),
+                super::samba::RECYCLE_DIR
+            ),
+            regen,
+        ),
+    }
 }
 
 /// Local TCP ports in LISTEN state (IPv4 and IPv6).

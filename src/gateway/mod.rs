@@ -15,6 +15,8 @@ pub mod jobs;
 pub mod lock;
 pub mod quotas;
 pub mod recovery;
+pub mod recycle;
+pub mod recycle_job;
 pub mod samba;
 pub mod service;
 pub mod session;
@@ -114,6 +116,7 @@ pub fn serve(
     control::serve(&cfg.control.socket, service)?;
     shares::mount_all(&gw);
     health::start(gw.clone());
+    recycle_job::start(gw.clone());
     let restore: Vec<daemon::SavedHome> = std::fs::read(sessions_file(&cfg))
         .ok()
         .and_then(|b| {

@@ -500,6 +500,140 @@ impl Service {
                 snapshots::restore(gw, &target, &name, &path)
                     .map(|message| Response::Done { message })
             }
+            Request::RecyclePurge { target } => self.recycle_purge(target),
+            Request::RecycleEmpty { target } => self.recycle_empty(target),
+            Request::UserSetRecycle { user, keep_days } => {
+                if keep_days.is_some_and(|d| d > super::config::MAX_KEEP_DAYS) {
+                    return Err(ApiError::invalid(
+                        "keep_days",
+                        format!(
+                            "keep deleted files at most {} days (0 keeps them until the bin is emptied)",
+                            super::config::MAX_KEEP_DAYS
+                        ),
+                    ));
+                }
+                gw.users
+                    .set_recycle_keep_days(&user, keep_days)
+                    .map_err(|e| map_err(&e))?;
+                let what = match keep_days {
+                    None => format!("as configured ({} days)", gw.cfg.recycle.keep_days),
+                    Some(0) => "until the bin is emptied".into(),
+                    Some(d) => format!("{d} days"),
+                };
+                gw.events
+                    .info(&user, format!("recycle bin keeps deleted files {what}"));
+                done(format!(
+                    "the recycle bin of {user} keeps deleted files {what}"
+                ))
+            }
+        }
+    }
+
+    fn recycle_purge(&self, target: Option<FsTarget>) -> Result<Response, ApiError> {
+        self.need_daemon()?;
+        let gw = &self.gw;
+        let user = target.as_ref().map(fs_key);
+        if let (Some(t), Some(k)) = (&target, &user) {
+            if gw.mountpoint_of(k).is_none() {
+                return Err(ApiError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "{t} is not mounted: its recycle bin is purged when it is next mounted"
+                    ),
+                )
+                .at("target"));
+            }
+        }
+        let subject = user.clone().unwrap_or_else(|| "all".into());
+        if let Some(j) = gw.jobs.running("recycle-purge", &subject) {
+            return Ok(Response::Job(j));
+        }
+        let g = gw.clone();
+        let g2 = gw.clone();
+        let j = gw
+            .jobs
+            .start(
+                "recycle-purge",
+                &subject,
+                move |p| {
+                    super::recycle_job::purge_mounted(&g, user.as_deref(), &|d, t| {
+                        p.set("purging", d, t)
+                    })
+                },
+                move |j| job_event(&g2, j),
+            )
+            .map_err(internal)?;
+        Ok(Response::Job(j))
+    }
+
+    fn recycle_empty(&self, target: FsTarget) -> Result<Response, ApiError> {
+        self.need_daemon()?;
+        let gw = &self.gw;
+        let key = fs_key(&target);
+        match &target {
+            FsTarget::Share(name) if gw.mountpoint_of(&key).is_none() => {
+                let known = shares::load(&gw.cfg)
+                    .map_err(|e| share_err(&e))?
+                    .shares
+                    .get(name)
+                    .is_some_and(|r| !r.removed);
+                return Err(if known {
+                    ApiError::new(
+                        ErrorKind::Conflict,
+                        format!("the team share {name} is not mounted (see its page for why)"),
+                    )
+                    .at("target")
+                } else {
+                    ApiError::new(
+                        ErrorKind::NotFound,
+                        format!("there is no team share {name:?}"),
+                    )
+                    .at("target")
+                });
+            }
+            FsTarget::Share(_) => {}
+            // Mounted (if need be) and held by a session of its own while
+            // the job runs, so that it is not unmounted meanwhile.
+            FsTarget::User(u) => gw.connect(u, None).map_err(|e| gateway_err(&e))?,
+        }
+        let release = {
+            let g = gw.clone();
+            let target = target.clone();
+            move || {
+                if let FsTarget::User(u) = &target {
+                    g.disconnect(u, None);
+                }
+            }
+        };
+        if let Some(j) = gw.jobs.running("recycle-empty", &key) {
+            release();
+            return Ok(Response::Job(j));
+        }
+        let g = gw.clone();
+        let g2 = gw.clone();
+        let k = key.clone();
+        let started = gw.jobs.start(
+            "recycle-empty",
+            &key,
+            move |p| {
+                p.set("deleting", 0, 0);
+                let r = match g.mountpoint_of(&k) {
+                    Some(mp) => super::recycle_job::empty(&g, &k, &mp),
+                    None => Err(format!("{k} is not mounted")),
+                };
+                release();
+                r
+            },
+            move |j| job_event(&g2, j),
+        );
+        match started {
+            Ok(j) => Ok(Response::Job(j)),
+            Err(e) => {
+                if let FsTarget::User(u) = &target {
+                    gw.disconnect(u, None);
+                }
+                Err(internal(e))
+            }
         }
     }
 
@@ -718,6 +852,7 @@ impl Service {
                 .into_iter()
                 .filter(|j| j.subject == user)
                 .collect(),
+            recycle: Some(super::recycle_job::info(gw, user)),
         })
     }
 
@@ -782,6 +917,14 @@ fn summary(
             .or_else(|| saved.get(user).cloned()),
         metadata_age_secs: m.map(|(_, eng)| eng.metadata_age().as_secs()),
         quota: e.quota,
+    }
+}
+
+/// The key of a mounted filesystem: the user, or `share:NAME`.
+fn fs_key(t: &FsTarget) -> String {
+    match t {
+        FsTarget::User(u) => u.clone(),
+        FsTarget::Share(s) => share_key(s),
     }
 }
 

@@ -6,7 +6,7 @@
 
 use super::api::{ShareSpec, ShareStatus};
 use super::command::{self, CommandFailed};
-use super::config::{GatewayConfig, UserMapMode};
+use super::config::{GatewayConfig, UserMapMode, MAX_KEEP_DAYS};
 use super::daemon::{open_service_store, share_key, Gateway, GatewayError};
 use super::usermap::{check_name, UserSecrets};
 use crate::fs::engine::{self, MkfsOptions, PARAMS_KEY};
@@ -172,6 +172,12 @@ fn default_group(name: &str) -> String {
 fn check_spec(gw: &Gateway, spec: &ShareSpec) -> Result<(String, Option<Vec<String>>), ShareError> {
     check_share_name(&gw.cfg, &spec.name)?;
     check_comment(&spec.comment)?;
+    if spec.recycle_keep_days.is_some_and(|d| d > MAX_KEEP_DAYS) {
+        return Err(ShareError::invalid(
+            "recycle_keep_days",
+            format!("keep deleted files at most {MAX_KEEP_DAYS} days (0 keeps them until the bin is emptied)"),
+        ));
+    }
     let group = spec
         .group
         .clone()
@@ -297,9 +303,14 @@ pub fn section(cfg: &GatewayConfig, r: &ShareRecord) -> String {
    directory mask = 2770
    force directory mode = 2770
    browseable = yes
-   vfs objects = catia fruit streams_xattr shadow_copy2
 "#,
         g = r.group
+    ));
+    s.push_str(&super::samba::vfs_lines(
+        &cfg.recycle,
+        r.spec.recycle.unwrap_or(true),
+        "0770",
+        "shadow_copy2",
     ));
     s.push_str(&super::samba::shadow_copy_lines(&cfg.shares.root));
     s
@@ -779,6 +790,7 @@ pub fn status(gw: &Gateway, with_testparm: bool) -> Result<Vec<ShareStatus>, Sha
                 smb_conf: section(&gw.cfg, r),
                 testparm: verdict.clone(),
                 error: None,
+                recycle: Some(super::recycle_job::info(gw, &key)),
             }
         })
         .collect())

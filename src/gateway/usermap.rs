@@ -131,6 +131,10 @@ pub struct UserEntry {
     pub quota: crate::fs::quota::Quota,
     /// Base64 of nonce ‖ AES-256-GCM(JSON of UserSecrets), AAD = user name.
     secrets: String,
+    /// Days the home's recycle bin keeps deleted files, when not the
+    /// config's `[recycle] keep_days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle_keep_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -322,6 +326,7 @@ impl UserMap {
         // A disabled user stays disabled whatever else changes.
         let disabled = old.is_some_and(|e| e.disabled);
         let quota = old.map(|e| e.quota).unwrap_or_default();
+        let recycle_keep_days = old.and_then(|e| e.recycle_keep_days);
         let created_unix = old
             .map(|e| e.created_unix)
             .unwrap_or_else(crate::clock::unix_now);
@@ -337,6 +342,7 @@ impl UserMap {
                 disabled,
                 quota,
                 secrets: self.seal(user, secrets),
+                recycle_keep_days,
             },
         );
         self.write(&m)
@@ -365,6 +371,11 @@ impl UserMap {
     /// `user quota`.
     pub fn set_quota(&self, user: &str, q: crate::fs::quota::Quota) -> Result<(), UserMapError> {
         self.update(user, |e| e.quota = q)
+    }
+
+    /// The home's own recycle-bin retention (None: the config's).
+    pub fn set_recycle_keep_days(&self, user: &str, days: Option<u32>) -> Result<(), UserMapError> {
+        self.update(user, |e| e.recycle_keep_days = days)
     }
 
     fn update(&self, user: &str, f: impl FnOnce(&mut UserEntry)) -> Result<(), UserMapError> {

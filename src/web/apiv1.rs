@@ -7,8 +7,8 @@ use super::error::JsonError;
 use super::routes::Routes;
 use super::{act, ask, AppState};
 use crate::gateway::api::{
-    ApiError, ErrorKind, GatewayApiExt, Request, Response as ApiResponse, Secret, ShareSpec,
-    UserAdd, UserCredentials, UserQuery,
+    ApiError, ErrorKind, FsTarget, GatewayApiExt, Request, Response as ApiResponse, Secret,
+    ShareSpec, UserAdd, UserCredentials, UserQuery,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -237,6 +237,83 @@ async fn fsck(
     .await
 }
 
+async fn user_recycle_empty(
+    State(st): State<AppState>,
+    admin: Admin,
+    Path(user): Path<String>,
+) -> ApiResult {
+    on_user(&st, &admin, user, |user| Request::RecycleEmpty {
+        target: FsTarget::User(user),
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct RecycleBody {
+    /// null or absent: as configured.
+    #[serde(default)]
+    keep_days: Option<u32>,
+}
+
+async fn user_recycle(
+    State(st): State<AppState>,
+    admin: Admin,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let b: RecycleBody = parse(&body)?;
+    on_user(&st, &admin, user, |user| Request::UserSetRecycle {
+        user,
+        keep_days: b.keep_days,
+    })
+    .await
+}
+
+async fn share_recycle_empty(
+    State(st): State<AppState>,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let s = name.clone();
+    change(
+        &st,
+        &admin,
+        Some(&s),
+        Request::RecycleEmpty {
+            target: FsTarget::Share(name),
+        },
+    )
+    .await
+}
+
+/// `{"user": NAME}` or `{"share": NAME}`; nothing: every mounted bin.
+#[derive(Deserialize, Default)]
+struct PurgeBody {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    share: Option<String>,
+}
+
+async fn recycle_purge(State(st): State<AppState>, admin: Admin, body: Bytes) -> ApiResult {
+    let b: PurgeBody = parse(&body)?;
+    let target = match (b.user, b.share) {
+        (Some(_), Some(_)) => {
+            return Err(JsonError(ApiError::invalid(
+                "share",
+                "give a user or a share, not both",
+            )))
+        }
+        (Some(u), None) => Some(FsTarget::User(u)),
+        (None, Some(s)) => Some(FsTarget::Share(s)),
+        (None, None) => None,
+    };
+    let s = target.as_ref().map(|t| match t {
+        FsTarget::User(n) | FsTarget::Share(n) => n.clone(),
+    });
+    change(&st, &admin, s.as_deref(), Request::RecyclePurge { target }).await
+}
+
 async fn shares(State(st): State<AppState>) -> ApiResult {
     ok(ask(&st, |api| api.shares()).await?)
 }
@@ -424,12 +501,16 @@ pub fn routes() -> Routes {
         .post("/api/v1/users/{name}/flush", flush)
         .post("/api/v1/users/{name}/fsck", fsck)
         .put("/api/v1/users/{name}/quota", user_quota)
+        .post("/api/v1/users/{name}/recycle/empty", user_recycle_empty)
+        .put("/api/v1/users/{name}/recycle", user_recycle)
         .get("/api/v1/shares", shares)
         .post("/api/v1/shares", share_add)
         .get("/api/v1/shares/{name}", share)
         .put("/api/v1/shares/{name}", share_update)
         .delete("/api/v1/shares/{name}", share_remove)
         .put("/api/v1/shares/{name}/quota", share_quota)
+        .post("/api/v1/shares/{name}/recycle/empty", share_recycle_empty)
+        .post("/api/v1/recycle/purge", recycle_purge)
         .get("/api/v1/cache", cache)
         .put("/api/v1/cache/budget", cache_budget)
         .post("/api/v1/cache/evict", cache_evict)

@@ -8,9 +8,9 @@
 #
 # Two baselines: "plain" is a share of a plain directory with Samba's
 # defaults; "plain+vfs" is the same directory exported with the home share's
-# VFS modules (catia fruit streams_xattr acl_xattr), so its ratio measures the
-# filesystem alone and the other one also Samba's per-file cost of those
-# modules. "bindfs+vfs" is that share again through bindfs, a minimal
+# VFS modules (catia recycle fruit streams_xattr shadow_copy2 acl_xattr,
+# the recycle bin's settings too), so its ratio measures the filesystem
+# alone and the other one also Samba's per-file cost of those modules. "bindfs+vfs" is that share again through bindfs, a minimal
 # passthrough FUSE filesystem in C (installed if missing): the floor of
 # FUSE itself under smbd's calls.
 set -euo pipefail
@@ -79,7 +79,7 @@ done
 "$BIN" samba-config --config "$CFG" --global "smb ports = $port" --global "interfaces = lo" \
     --global "bind interfaces only = yes" --global "log file = $WORK/samba/log/log.%m" "${g[@]}" > "$WORK/smb.conf"
 # The home share's settings that shape smbd's work per file.
-HOME_VFS=$(sed -n '/^\[home\]/,$p' "$WORK/smb.conf" | grep -E '^ *(vfs objects|acl_xattr|create mask|directory mask) ')
+HOME_VFS=$(sed -n '/^\[home\]/,$p' "$WORK/smb.conf" | grep -E '^ *(vfs objects|acl_xattr|recycle:[a-z_]+|create mask|directory mask) ')
 cat >> "$WORK/smb.conf" <<EOT
 
 [plain]

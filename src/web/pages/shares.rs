@@ -6,7 +6,7 @@ use super::super::layout::PageCtx;
 use super::super::routes::Routes;
 use super::super::{act, ask, AppState};
 use super::users::Fmt;
-use crate::gateway::api::{GatewayApiExt, Request, ShareSpec, ShareStatus};
+use crate::gateway::api::{FsTarget, GatewayApiExt, Request, ShareSpec, ShareStatus};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -59,6 +59,12 @@ struct ShareForm {
     members: String,
     #[serde(default)]
     read_only: String,
+    /// "", "on" or "off" (empty: as configured).
+    #[serde(default)]
+    recycle: String,
+    /// Days, or empty (as configured).
+    #[serde(default)]
+    recycle_keep_days: String,
 }
 
 fn names(s: &str) -> Vec<String> {
@@ -76,7 +82,18 @@ impl ShareForm {
             group: Some(self.group.trim().to_string()).filter(|g| !g.is_empty()),
             members: Some(names(&self.members)),
             read_only: names(&self.read_only),
+            recycle: match self.recycle.as_str() {
+                "on" => Some(true),
+                "off" => Some(false),
+                _ => None,
+            },
+            // Checked by `keep_days_ok` first.
+            recycle_keep_days: self.recycle_keep_days.trim().parse().ok(),
         }
+    }
+    fn keep_days_ok(&self) -> bool {
+        let t = self.recycle_keep_days.trim();
+        t.is_empty() || t.parse::<u32>().is_ok()
     }
     fn of(s: &ShareStatus) -> ShareForm {
         ShareForm {
@@ -85,6 +102,16 @@ impl ShareForm {
             group: s.group.clone(),
             members: s.members.join(" "),
             read_only: s.spec.read_only.join(" "),
+            recycle: match s.spec.recycle {
+                Some(true) => "on".into(),
+                Some(false) => "off".into(),
+                None => String::new(),
+            },
+            recycle_keep_days: s
+                .spec
+                .recycle_keep_days
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -197,6 +224,11 @@ async fn create(
     let mut errors = BTreeMap::new();
     if form.name.trim().is_empty() {
         errors.insert("name".into(), page.t("err.share_name_required").to_string());
+    } else if !form.keep_days_ok() {
+        errors.insert(
+            "recycle_keep_days".into(),
+            page.t("err.keep_days").to_string(),
+        );
     } else {
         let spec = form.spec();
         let name = spec.name.clone();
@@ -238,6 +270,22 @@ async fn update(
 ) -> Response {
     let mut page = page.with_nav("shares");
     form.name = name.clone();
+    if !form.keep_days_ok() {
+        let mut errors = BTreeMap::new();
+        errors.insert(
+            "recycle_keep_days".into(),
+            page.t("err.keep_days").to_string(),
+        );
+        return show(
+            &st,
+            page,
+            name,
+            Some(form),
+            errors,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
     let spec = form.spec();
     match act(&st, &admin, "share_update", Some(&name), move |api| {
         api.done(Request::ShareUpdate(spec))
@@ -348,6 +396,29 @@ async fn remove(
     }
 }
 
+/// Empty the share's recycle bin: a job, followed on its page.
+async fn recycle_empty(
+    State(st): State<AppState>,
+    admin: Admin,
+    page: PageCtx,
+    Path(name): Path<String>,
+) -> Response {
+    let target = FsTarget::Share(name.clone());
+    let r = act(&st, &admin, "recycle_empty", Some(&name), move |api| {
+        api.start_job(Request::RecycleEmpty { target })
+    })
+    .await;
+    match r {
+        Ok(j) => Redirect::to(&format!("/jobs/{}", j.id)).into_response(),
+        Err(e) => {
+            let mut page = page.with_nav("shares");
+            page.error(&e);
+            let status = super::super::error::status_of(e.kind);
+            show(&st, page, name, None, BTreeMap::new(), status).await
+        }
+    }
+}
+
 pub fn routes() -> Routes {
     Routes::protected()
         .get("/shares", list)
@@ -358,4 +429,5 @@ pub fn routes() -> Routes {
         .post("/shares/{name}/quota", quota)
         .get("/shares/{name}/remove", remove_confirm)
         .post("/shares/{name}/remove", remove)
+        .post("/shares/{name}/recycle/empty", recycle_empty)
 }

@@ -8,8 +8,8 @@ use super::super::routes::Routes;
 use super::super::{act, ask, AppState};
 use super::Banner;
 use crate::gateway::api::{
-    ApiError, GatewayApiExt, JobInfo, Quota, Request, Secret, Usage, UserAdd, UserCredentials,
-    UserDetail, UserPage, UserQuery, UserState, UserSummary,
+    ApiError, FsTarget, GatewayApiExt, JobInfo, Quota, RecycleInfo, Request, Secret, Usage,
+    UserAdd, UserCredentials, UserDetail, UserPage, UserQuery, UserState, UserSummary,
 };
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -110,6 +110,25 @@ impl Fmt {
     }
     pub fn pct(&self, j: &JobInfo) -> u64 {
         fmt::percent(j.done, j.total)
+    }
+    /// A recycle bin's setting in words.
+    pub fn recycle_setting(&self, page: &PageCtx, r: &RecycleInfo) -> String {
+        match (r.enabled, r.keep_days) {
+            (false, _) => page.t("recycle.off").to_string(),
+            (true, 0) => page.t("recycle.on_forever").to_string(),
+            (true, d) => page.t("recycle.on_days").replace("{days}", &d.to_string()),
+        }
+    }
+    /// Its files and bytes ("–" while not mounted).
+    pub fn recycle_files(&self, r: &RecycleInfo) -> String {
+        r.files.map(|n| n.to_string()).unwrap_or_else(|| "–".into())
+    }
+    /// The home's own retention for the form (empty: as configured).
+    pub fn own_days(&self, r: &RecycleInfo) -> String {
+        r.own_keep_days.map(|d| d.to_string()).unwrap_or_default()
+    }
+    pub fn recycle_bytes(&self, r: &RecycleInfo) -> String {
+        r.bytes.map(fmt::bytes).unwrap_or_else(|| "–".into())
     }
     pub fn enc(&self, s: &str) -> String {
         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -461,6 +480,9 @@ struct ActionForm {
     password2: String,
     #[serde(default)]
     quota: String,
+    /// The recycle bin's retention: days, or empty (as configured).
+    #[serde(default)]
+    keep_days: String,
 }
 
 impl Drop for ActionForm {
@@ -505,6 +527,40 @@ async fn action(
         "mount" => ("mount", Request::Mount { user }, false),
         "unmount" => ("unmount", Request::Unmount { user }, false),
         "flush" => ("flush", Request::Flush { user }, true),
+        "recycle_empty" => (
+            "recycle_empty",
+            Request::RecycleEmpty {
+                target: FsTarget::User(user),
+            },
+            true,
+        ),
+        "recycle" => {
+            let t = f.keep_days.trim();
+            let keep_days = match t.parse::<u32>() {
+                _ if t.is_empty() => None,
+                Ok(d) => Some(d),
+                Err(_) => {
+                    let b = Banner::error(
+                        &page,
+                        &ApiError::invalid("keep_days", page.t("err.keep_days")),
+                    );
+                    return detail_page(
+                        &st,
+                        page,
+                        name,
+                        vec![b],
+                        None,
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                    )
+                    .await;
+                }
+            };
+            (
+                "user_set_recycle",
+                Request::UserSetRecycle { user, keep_days },
+                false,
+            )
+        }
         "fsck" => (
             "fsck",
             Request::Fsck {
@@ -625,6 +681,8 @@ pub fn routes() -> Routes {
         .post("/users/{name}/password", a("password"))
         .post("/users/{name}/quota", a("quota"))
         .post("/users/{name}/remove", a("remove"))
+        .post("/users/{name}/recycle/empty", a("recycle_empty"))
+        .post("/users/{name}/recycle", a("recycle"))
 }
 
 /// The handler of one action route.
