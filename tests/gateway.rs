@@ -210,6 +210,13 @@ fn daemon_restart_and_crash_keep_homes_and_fsynced_data() {
         || g.home(&u).join("synced.txt").exists(),
         || format!("home not back after a crash:\n{}", g.daemon_log()),
     );
+    // Found dead even though the kernel still held its attributes.
+    assert!(
+        g.daemon_log()
+            .contains("detaching a dead mount left by a crash"),
+        "{}",
+        g.daemon_log()
+    );
     assert_eq!(
         fs::read(g.home(&u).join("synced.txt")).unwrap(),
         b"fsynced before the crash"

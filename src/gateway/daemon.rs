@@ -935,14 +935,40 @@ pub fn usage_of(c: &crate::meta::Counts) -> super::api::Usage {
     }
 }
 
+/// stat(2) that asks a FUSE server even when the kernel still holds the
+/// attributes: a mount whose daemon was just killed answers a plain stat
+/// from that cache, and the dead mount is only found when mounting over it
+/// fails with ENOTCONN.
+fn stat_uncached(p: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a valid C path and a zeroed statx buffer the call fills.
+    let r = unsafe {
+        let mut buf: libc::statx = std::mem::zeroed();
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_STATX_FORCE_SYNC,
+            libc::STATX_BASIC_STATS,
+            &mut buf,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Create the mountpoint; detach a dead FUSE mount left by a crash.
 fn prepare_mountpoint(mp: &Path) -> Result<(), GatewayError> {
     let io = |source| GatewayError::Io {
         path: mp.to_path_buf(),
         cause: source,
     };
-    match std::fs::metadata(mp) {
-        Ok(_) => {}
+    match stat_uncached(mp) {
+        Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             tracing::warn!(mountpoint = %mp.display(), "detaching a dead mount left by a crash");
             nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH)
