@@ -340,16 +340,7 @@ impl Shipper {
         // what is committed.
         self.meta.commit()?;
         let tmp = snapshot_path(self.meta.path());
-        let _ = std::fs::remove_file(&tmp);
-        {
-            // A second connection reads a consistent WAL snapshot without
-            // blocking writers on the main one.
-            let c = rusqlite::Connection::open(self.meta.path()).map_err(MetaError::from)?;
-            c.busy_timeout(std::time::Duration::from_secs(30))
-                .map_err(MetaError::from)?;
-            c.execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
-                .map_err(MetaError::from)?;
-        }
+        copy_db(self.meta.path(), &tmp)?;
         let rec = encode_db_file(&self.codec, &snap_key(gen), &tmp);
         let _ = std::fs::remove_file(&tmp);
         let rec = rec?;
@@ -403,6 +394,21 @@ impl Shipper {
         })?;
         Ok(())
     }
+}
+
+/// A consistent copy of what is committed in the database at `db`, into
+/// `dest` (replaced). A second connection reads a WAL snapshot without
+/// blocking writers on the main one. The file is made 0600 before SQLite
+/// fills it (SQLite would create it 0644).
+pub(super) fn copy_db(db: &Path, dest: &Path) -> Result<(), ShipError> {
+    let _ = std::fs::remove_file(dest);
+    crate::secure::write_private(dest, b"")?;
+    let c = rusqlite::Connection::open(db).map_err(MetaError::from)?;
+    c.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(MetaError::from)?;
+    c.execute("VACUUM INTO ?1", [dest.to_string_lossy()])
+        .map_err(MetaError::from)?;
+    Ok(())
 }
 
 pub(super) fn snapshot_path(db: &Path) -> PathBuf {

@@ -8,7 +8,7 @@
 //! lost gateway): an object pinned by a kept snapshot is never deleted or
 //! rewritten by garbage collection.
 
-use super::ship::{decode_db, encode_db_file, ShipError, Shipper};
+use super::ship::{copy_db, decode_db, encode_db_file, ShipError, Shipper};
 use super::{Meta, MetaError};
 use crate::store::StoreError;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -279,17 +279,8 @@ impl Shipper {
             path: tmp.clone(),
             cause,
         };
-        let _ = std::fs::remove_file(&tmp);
         let result = (|| {
-            {
-                // A second connection sees only what is committed, without
-                // blocking writers on the main one.
-                let c = Connection::open(self.meta.path()).map_err(MetaError::from)?;
-                c.busy_timeout(std::time::Duration::from_secs(30))
-                    .map_err(MetaError::from)?;
-                c.execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
-                    .map_err(MetaError::from)?;
-            }
+            copy_db(self.meta.path(), &tmp)?;
             let (pins, files, bytes) = {
                 let c = Connection::open(&tmp).map_err(MetaError::from)?;
                 // The copy's own pins and snapshot list are not its business.
