@@ -46,7 +46,16 @@ pub fn run_with_stdin(
         .spawn()
         .map_err(failed)?;
     if let Some(mut pipe) = child.stdin.take() {
-        pipe.write_all(input).map_err(failed)?;
+        // A tool that fails early closes its stdin first: the broken pipe is
+        // not the failure, its exit status and words are.
+        match pipe.write_all(input) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(failed(e));
+            }
+            _ => {}
+        }
     }
     let out = child.wait_with_output().map_err(failed)?;
     if out.status.success() {
@@ -89,6 +98,17 @@ mod tests {
         assert_eq!(out, "secret\n");
         let e = run_with_stdin("false", &mut Command::new("false"), b"x").unwrap_err();
         assert!(e.status.is_some());
+        // A tool that exits before reading a large input: its status and
+        // words are reported, not the broken pipe.
+        let big = vec![b'x'; 1 << 20];
+        let e = run_with_stdin(
+            "early",
+            Command::new("sh").args(["-c", "echo refused >&2; exit 4"]),
+            &big,
+        )
+        .unwrap_err();
+        assert_eq!(e.status.and_then(|s| s.code()), Some(4));
+        assert_eq!(e.to_string(), "early failed: refused");
     }
 
     #[test]
