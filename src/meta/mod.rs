@@ -13,6 +13,7 @@ pub mod lease;
 pub mod reserve;
 pub mod ship;
 pub mod snapshots;
+pub mod wal;
 pub mod sparse;
 mod usage;
 
