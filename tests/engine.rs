@@ -363,12 +363,9 @@ fn corrupt_metadata_snapshot_falls_back_a_generation() {
     ok(run(&["ctl", t.mp.to_str().unwrap(), "backup-metadata"]));
     fs::write(t.path("second"), b"2").unwrap();
     t.umount();
-    let latest: u64 = String::from_utf8(t.obj_get("meta/latest"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let snap = format!("meta/snap-{latest:016x}");
+    // The newest link: the segment the unmount shipped.
+    let (latest, snap) = t.newest_link();
+    assert!(snap.contains("/wal-"), "{snap}");
     let mut d = t.obj_get(&snap);
     let n = d.len();
     d[n - 10] ^= 0xff;

@@ -118,11 +118,7 @@ fn other_local_users_read_nothing_of_the_cache_or_the_store() {
 }
 
 fn latest_gen(t: &TestFs) -> u64 {
-    String::from_utf8(t.obj_get("meta/latest"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    t.newest_link().0
 }
 
 /// Every data object with a digest of its bytes.
@@ -158,8 +154,7 @@ fn a_damaged_newest_snapshot_is_never_a_silent_rollback() {
         fs::write(t.path(&format!("small-{i}")), format!("small {i}")).unwrap();
     }
     t.umount();
-    let latest = latest_gen(&t);
-    let snap = format!("meta/snap-{latest:016x}");
+    let (latest, snap) = t.newest_link();
     let damaged = t.obj_get(&snap)[..100].to_vec();
     t.obj_put(&snap, &damaged);
     let before = data_digests(&t);
@@ -206,7 +201,7 @@ fn a_damaged_newest_snapshot_is_never_a_silent_rollback() {
         assert!(t.obj_exists(k), "{k} deleted: {s}");
     }
     assert_eq!(
-        t.obj_get(&format!("meta/damaged-snap-{latest:016x}")),
+        t.obj_get(&snap.replace("meta/", "meta/damaged-")),
         damaged
     );
     assert!(latest_gen(&t) > latest, "{s}");
@@ -233,7 +228,7 @@ fn a_damaged_newest_snapshot_is_never_a_silent_rollback() {
         );
     }
     assert_eq!(
-        t.obj_get(&format!("meta/damaged-snap-{latest:016x}")),
+        t.obj_get(&snap.replace("meta/", "meta/damaged-")),
         damaged
     );
     // Released by the operator: deleted now, and fsck is clean after.

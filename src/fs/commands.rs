@@ -72,6 +72,7 @@ pub fn run(engine: &Engine, cmd: MountCommand, progress: &dyn Fn(usize)) -> Resu
                 "counts": counts,
                 "cache": fs.cache().stats(),
                 "metadata_generation": fs.shipper().shipped_gen(),
+                "metadata_shipping": fs.shipper().stats(),
                 "quota": fs.quota(),
                 "quota_use": fs.usage().ok(),
                 "snapshots": fs.snapshot_cost().map_err(|e| e.to_string())?,
@@ -85,7 +86,9 @@ pub fn run(engine: &Engine, cmd: MountCommand, progress: &dyn Fn(usize)) -> Resu
             // Data first: a generation whose blocks are all stored is one a
             // new host can use without reading zeros.
             fs.cache().flush(None).map_err(|e| e.to_string())?;
-            let gen = fs.shipper().ship(true).map_err(|e| e.to_string())?;
+            // A full snapshot: a backup stands on its own, and it is what
+            // lets objects deleted before it go from the store.
+            let gen = fs.shipper().ship_full_now().map_err(|e| e.to_string())?;
             Ok(json!({ "generation": gen }))
         }
         MountCommand::Gc => {

@@ -279,7 +279,7 @@ impl Engine {
                     cause: source,
                 })?;
             let mcodec = meta_codec(key.as_ref());
-            let (gen, rolled_back) = prepare_metadata(
+            let (gen, _rolled_back) = prepare_metadata(
                 &store,
                 &mcodec,
                 &dir,
@@ -298,11 +298,12 @@ impl Engine {
                     cause: source,
                 })?;
             let shipper = Arc::new(Shipper::new(store.clone(), mcodec, meta.clone(), gen));
-            if rolled_back {
-                // The store's newest generation must be a readable one
-                // again, numbered above the damaged ones.
-                shipper.ship(true)?;
-            }
+            // Claim the chain: the first link this mount writes fences off
+            // any older holder of the lease, which then finds its next
+            // generation taken. After a rollback (the record beside the
+            // database names an older generation) it is a full snapshot
+            // numbered above the damaged links.
+            shipper.ship(true)?;
             let bs = params.block_size as u64;
             let cfg = CacheConfig {
                 dir: dir.clone(),
@@ -393,8 +394,10 @@ impl Engine {
                     }
                 }
             }
-            if last_ship.elapsed() >= interval && ship_retry_at.is_none_or(|t| Instant::now() >= t)
-            {
+            // A WAL past its soft limit ships early (and is then emptied):
+            // the cache disk holds only a few MiB of it.
+            let due = last_ship.elapsed() >= interval || self.fs.shipper().wal_is_large();
+            if due && ship_retry_at.is_none_or(|t| Instant::now() >= t) {
                 match self.fs.shipper().ship(false) {
                     Ok(_) => {
                         last_ship = Instant::now();
@@ -403,6 +406,9 @@ impl Engine {
                     Err(e) => {
                         // Each try writes a snapshot: not twice a second.
                         ship_retry_at = Some(Instant::now() + SHIP_RETRY);
+                        if let Err(e) = self.fs.shipper().relieve_wal() {
+                            tracing::warn!("folding the metadata WAL in failed: {e}");
+                        }
                         if let Some(n) = ship_fail_log.hit() {
                             tracing::warn!(times = n, "shipping metadata failed (will retry): {e}");
                         }

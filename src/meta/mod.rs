@@ -11,6 +11,7 @@ pub mod fsck;
 pub mod group;
 pub mod lease;
 pub mod reserve;
+pub mod chain;
 pub mod ship;
 pub mod snapshots;
 pub mod wal;
@@ -313,6 +314,14 @@ impl Meta {
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         // Give the WAL's disk space back after checkpoints.
         conn.pragma_update(None, "journal_size_limit", 16 << 20)?;
+        // The WAL is what the shipper sends: only it folds the WAL into
+        // the database, once the frames are stored (see `ship`), and
+        // closing leaves the WAL as it is for the same reason.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         // Every FUSE operation runs a few cached statements; rusqlite's
         // default of 16 made them evict each other and parse again.
@@ -401,6 +410,13 @@ impl Meta {
     /// Direct access for layers that run their own queries (cache, fsck).
     pub fn lock(&self) -> MutexGuard<'_, Db> {
         self.db.lock()
+    }
+
+    /// The connection with no group open, held: writers wait meanwhile.
+    pub(super) fn lock_committed(&self) -> Result<MutexGuard<'_, Db>> {
+        let mut g = self.db.lock();
+        g.commit()?;
+        Ok(g)
     }
 
     pub fn with_tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {

@@ -1,12 +1,15 @@
-//! Shipping metadata to the store: numbered, checksummed, encoded snapshots
-//! of the SQLite database (`meta/snap-<gen>`), the newest few kept. A mount
-//! on a host without a current local copy rebuilds from the newest readable
-//! generation, falling back to older ones if one fails its checksum.
+//! Shipping metadata to the store by change: the committed WAL frames of
+//! the SQLite database go out as numbered, chained segments, with a full
+//! snapshot now and then ([`super::chain`]). A mount on a host without a
+//! current local copy rebuilds from the newest readable snapshot and the
+//! segments after it, stopping at a damaged link and saying so.
 
 use super::{Meta, MetaError};
 use crate::data::{sha256, BlockCodec, Compression, MasterKey};
+use super::chain::{self, ChainState, Segment};
+use super::wal;
 use crate::store::{DynStore, StoreError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -35,13 +38,33 @@ pub enum ShipError {
     Io(std::io::Error),
     #[error("no readable metadata snapshot in the store: {0}")]
     NoSnapshot(String),
+    #[error(
+        "metadata generation {0} was already written by another mount: this mount lost its lease and stores no more metadata; unmount it (its unshipped changes stay in its local cache)"
+    )]
+    Fenced(u64),
+    #[error("the metadata database is busy; the full snapshot is retried later")]
+    Busy,
 }
 
 cause_from!(std::io::Error => ShipError::Io);
 
-pub fn snap_key(gen: u64) -> String {
-    format!("meta/snap-{gen:016x}")
-}
+pub use super::chain::{snap_key, wal_key};
+
+/// A format 1 snapshot record or a format 2 manifest: at most this big.
+pub const MAX_SNAPSHOT_RECORD: u64 = 1 << 30;
+/// Segments between full snapshots, at most: bounds the requests a
+/// restore makes.
+pub const MAX_SEGMENTS: u64 = 2048;
+/// Segment bytes between full snapshots, at least (below the database's
+/// own size a full snapshot would cost more than it saves).
+pub const MIN_COMPACT_BYTES: u64 = 64 << 20;
+/// Past this size the WAL is shipped early and folded into the database
+/// (and emptied): SQLite's own default is about this.
+pub const CHECKPOINT_AT: u64 = 4 << 20;
+/// Past this size, when shipping fails (the store is unreachable), the WAL
+/// is folded in anyway so the cache disk does not fill; the chain then
+/// resumes with a full snapshot.
+pub const WAL_HARD_LIMIT: u64 = 64 << 20;
 
 pub fn meta_codec(key: Option<&MasterKey>) -> BlockCodec {
     BlockCodec::new(key, Compression::Zstd(3))
@@ -73,27 +96,20 @@ pub(super) fn decode_db(codec: &BlockCodec, key: &str, rec: &[u8]) -> Result<Vec
     let plain = codec
         .decode(key.as_bytes(), rec)
         .map_err(|e| e.to_string())?;
+    Ok(check_v1(&plain)?.to_vec())
+}
+
+/// The database in a decoded format 1 record, checksum checked.
+pub(super) fn check_v1(plain: &[u8]) -> Result<&[u8], String> {
     if plain.len() < 32 || sha256(&plain[32..])[..] != plain[..32] {
         return Err("checksum mismatch".into());
     }
-    Ok(plain[32..].to_vec())
+    Ok(&plain[32..])
 }
 
-/// The newest generation in the store: from the `meta/latest` hint, then
-/// probing forward by HEAD (a hint may lag; LIST may be stale on Swift).
+/// The newest generation in the store (snapshot or segment).
 pub fn latest_gen(store: &DynStore) -> Result<u64, StoreError> {
-    let mut gen = match store.get_max("meta/latest", 64) {
-        Ok(d) => String::from_utf8_lossy(&d)
-            .trim()
-            .parse::<u64>()
-            .unwrap_or(0),
-        Err(e) if e.is_not_found() => 0,
-        Err(e) => return Err(e),
-    };
-    while store.head(&snap_key(gen + 1))?.is_some() {
-        gen += 1;
-    }
-    Ok(gen)
+    super::chain::end(store)
 }
 
 /// What [`restore`] found: the generation it wrote out and, when that is
@@ -139,8 +155,8 @@ impl Restored {
             .collect();
         format!(
             "the newest metadata generation{} {} unusable ({}); the newest readable one is generation {} ({age}): using it loses every change made after it",
-            if self.failed.len() > 1 { "s" } else { "" },
-            if self.failed.len() > 1 {
+            if self.latest > self.gen + 1 { "s" } else { "" },
+            if self.latest > self.gen + 1 {
                 format!("{}..{} are", self.gen + 1, self.latest)
             } else {
                 format!(" {} is", self.latest)
@@ -152,25 +168,26 @@ impl Restored {
     }
 }
 
-/// Copy each failed generation's snapshot aside (`meta/damaged-snap-N`)
-/// for inspection: generation numbers move on past it and old snapshots
-/// are pruned, the copy stays.
+/// Copy each failed link (snapshot or segment) aside
+/// (`meta/damaged-snap-N`, `meta/damaged-wal-N`) for inspection: generation
+/// numbers move on past it and old links are pruned, the copy stays.
 pub fn keep_damaged(store: &DynStore, r: &Restored) -> Result<Vec<String>, StoreError> {
     let mut kept = Vec::new();
     for (g, _) in &r.failed {
-        let src = snap_key(*g);
-        let dst = format!("{DAMAGED_PREFIX}snap-{g:016x}");
-        if store.head(&dst)?.is_some() {
-            kept.push(dst);
-            continue;
-        }
-        match store.get(&src) {
-            Ok(d) => {
-                store.put(&dst, &d)?;
+        for src in [snap_key(*g), wal_key(*g)] {
+            let dst = format!("{DAMAGED_PREFIX}{}", src.trim_start_matches("meta/"));
+            if store.head(&dst)?.is_some() {
                 kept.push(dst);
+                continue;
             }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+            match store.get_max(&src, MAX_SNAPSHOT_RECORD.max(u32::MAX as u64)) {
+                Ok(d) => {
+                    store.put(&dst, &d)?;
+                    kept.push(dst);
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(kept)
@@ -215,55 +232,49 @@ pub fn accept_rollback(store: &DynStore, meta: &Meta, r: &Restored) -> Result<St
     Ok(note)
 }
 
-/// Write the newest readable snapshot to `dest` and say what it is.
+/// Rebuild the database at `dest` from the store (newest readable snapshot
+/// and the segments after it) and say what it is. The shipper's record
+/// beside it continues the chain from there.
 pub fn restore(store: &DynStore, codec: &BlockCodec, dest: &Path) -> Result<Restored, ShipError> {
-    let latest = latest_gen(store)?;
-    let mut errors = Vec::new();
-    let mut failed = Vec::new();
-    let oldest = latest.saturating_sub(KEEP_GENERATIONS * 2).max(1);
-    for gen in (oldest..=latest).rev() {
-        let rec = match store.get(&snap_key(gen)) {
-            Ok(r) => r,
-            Err(e) if e.is_not_found() => {
-                errors.push(format!("generation {gen}: missing"));
-                failed.push((gen, "missing".to_string()));
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        match decode_db(codec, &snap_key(gen), &rec) {
-            Ok(db) => {
-                let tmp = dest.with_extension("restore");
-                std::fs::write(&tmp, &db)?;
-                for ext in ["db-wal", "db-shm"] {
-                    let _ = std::fs::remove_file(dest.with_extension(ext));
-                }
-                std::fs::rename(&tmp, dest)?;
-                let shipped_at = Meta::open(dest)?
-                    .kv_get(KV_SHIPPED_AT)?
-                    .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok());
-                let r = Restored {
-                    gen,
-                    latest,
-                    failed,
-                    shipped_at,
-                };
-                if r.is_rollback() {
-                    tracing::error!("{}", r.describe());
-                }
-                return Ok(r);
-            }
-            Err(e) => {
-                errors.push(format!("generation {gen}: {e}"));
-                failed.push((gen, e));
-            }
-        }
+    let _ = std::fs::remove_file(super::chain::state_path(dest));
+    let rb = super::chain::restore(store, codec, dest)?;
+    // Stamped before anything opens it: a format 1 snapshot is switched to
+    // WAL mode on open, which rewrites the file, and then the chain cannot
+    // continue on it (the next shipment is a full snapshot).
+    let mut st = ChainState::new(rb.gen, &rb.hash, dest, rb.base, 0)?;
+    st.segments_since_base = rb.segments;
+    st.bytes_since_base = rb.bytes;
+    st.save(dest)?;
+    let shipped_at = Meta::open(dest)?
+        .kv_get(KV_SHIPPED_AT)?
+        .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok());
+    let r = Restored {
+        gen: rb.gen,
+        latest: rb.latest,
+        failed: rb.failed,
+        shipped_at,
+    };
+    tracing::info!(
+        gen = r.gen,
+        base = rb.base,
+        segments = rb.segments,
+        "metadata rebuilt from a snapshot and the segments after it"
+    );
+    if r.is_rollback() {
+        tracing::error!("{}", r.describe());
     }
-    Err(ShipError::NoSnapshot(if errors.is_empty() {
-        "none found".into()
-    } else {
-        errors.join("; ")
-    }))
+    Ok(r)
+}
+
+/// What the shipper has sent since it started.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ShipStats {
+    pub segments: u64,
+    pub full_snapshots: u64,
+    /// Bytes stored (encoded), segments and snapshots.
+    pub bytes: u64,
+    pub segments_since_snapshot: u64,
+    pub bytes_since_snapshot: u64,
 }
 
 #[derive(Debug)]
@@ -276,8 +287,15 @@ pub struct Shipper {
     /// Change sequence of the database at the last shipment.
     shipped_seq: AtomicU64,
     /// One shipment at a time; also held while a filesystem snapshot is
-    /// taken or dropped, so no object it pins is deleted meanwhile.
+    /// taken or dropped, so no object it pins is deleted meanwhile, and
+    /// the only holder that checkpoints the WAL.
     pub(super) lock: parking_lot::Mutex<()>,
+    /// Where the chain stands; None: it cannot be continued from here, the
+    /// next shipment is a full snapshot.
+    chain: parking_lot::Mutex<Option<ChainState>>,
+    /// Another mount wrote a generation this one meant to write.
+    fenced: AtomicU64,
+    stats: parking_lot::Mutex<ShipStats>,
     /// When the store last held the current metadata: a generation was
     /// stored, or there was nothing new to store (at start: what was just
     /// restored or found current).
@@ -285,7 +303,23 @@ pub struct Shipper {
 }
 
 impl Shipper {
+    /// `shipped`: the newest generation in the store (or of the local
+    /// database, if newer). The chain continues from the record beside the
+    /// database when it names that generation and the file is unchanged.
     pub fn new(store: DynStore, codec: BlockCodec, meta: Arc<Meta>, shipped: u64) -> Self {
+        let chain = ChainState::load(meta.path())
+            .filter(|st| st.gen == shipped && shipped > 0 && st.matches_db(meta.path()));
+        if chain.is_none() && shipped > 0 {
+            tracing::info!(
+                gen = shipped,
+                "the metadata chain cannot be continued from the local record: the next shipment is a full snapshot"
+            );
+        }
+        let stats = ShipStats {
+            segments_since_snapshot: chain.as_ref().map_or(0, |c| c.segments_since_base),
+            bytes_since_snapshot: chain.as_ref().map_or(0, |c| c.bytes_since_base),
+            ..Default::default()
+        };
         Shipper {
             store,
             codec,
@@ -293,18 +327,25 @@ impl Shipper {
             shipped: AtomicU64::new(shipped),
             shipped_seq: AtomicU64::new(0),
             lock: parking_lot::Mutex::new(()),
+            chain: parking_lot::Mutex::new(chain),
+            fenced: AtomicU64::new(0),
+            stats: parking_lot::Mutex::new(stats),
             synced_at: parking_lot::Mutex::new(std::time::Instant::now()),
         }
     }
 
-    /// Generation the next snapshot will get; stamped on objects that die
-    /// so they are only deleted once a snapshot without them is stored.
+    /// Generation the next shipment will get; stamped on objects that die
+    /// so they are only deleted once metadata without them is stored.
     pub fn next_gen(&self) -> u64 {
         self.shipped.load(Ordering::Acquire) + 1
     }
 
     pub fn shipped_gen(&self) -> u64 {
         self.shipped.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> ShipStats {
+        *self.stats.lock()
     }
 
     /// How long the store's newest generation has lagged behind the
@@ -320,63 +361,291 @@ impl Shipper {
         self.meta.change_seq() != self.shipped_seq.load(Ordering::Acquire)
     }
 
-    /// Ship a snapshot if anything changed (or `force`). Returns the generation.
+    /// Ship what changed (or, with `force`, a link even if nothing did: a
+    /// mount claims the chain so an older holder of the lease is fenced
+    /// off). Returns the newest generation stored.
     pub fn ship(&self, force: bool) -> Result<u64, ShipError> {
+        self.ship_with(force, false)
+    }
+
+    /// A full snapshot now (an operator's backup): it stands on its own,
+    /// and objects that died before it may then go from the store.
+    pub fn ship_full_now(&self) -> Result<u64, ShipError> {
+        self.ship_with(true, true)
+    }
+
+    /// The WAL's size: past [`CHECKPOINT_AT`] it is shipped without
+    /// waiting for the interval.
+    pub fn wal_len(&self) -> u64 {
+        std::fs::metadata(wal::wal_path(self.meta.path())).map_or(0, |m| m.len())
+    }
+
+    pub fn wal_is_large(&self) -> bool {
+        self.wal_len() >= CHECKPOINT_AT
+    }
+
+    /// After shipping failed: past [`WAL_HARD_LIMIT`] fold the WAL into the
+    /// database anyway (the next shipment is then a full snapshot), so an
+    /// outage of the store does not fill the cache disk.
+    pub fn relieve_wal(&self) -> Result<bool, ShipError> {
         let _g = self.lock.lock();
+        if self.wal_len() < WAL_HARD_LIMIT {
+            return Ok(false);
+        }
+        *self.chain.lock() = None;
+        let _ = std::fs::remove_file(chain::state_path(self.meta.path()));
+        self.checkpoint()?;
+        tracing::warn!(
+            "the metadata WAL passed {} MiB while the store could not take it: folded into the database; the next shipment is a full snapshot",
+            WAL_HARD_LIMIT >> 20
+        );
+        Ok(true)
+    }
+
+    fn ship_with(&self, force: bool, full_now: bool) -> Result<u64, ShipError> {
+        let _g = self.lock.lock();
+        let fenced = self.fenced.load(Ordering::Acquire);
+        if fenced != 0 {
+            return Err(ShipError::Fenced(fenced));
+        }
         if !force && !self.has_changes() {
             *self.synced_at.lock() = std::time::Instant::now();
             return Ok(self.shipped_gen());
         }
+        let r = self.ship_locked(full_now);
+        if let Err(ShipError::Fenced(g)) = &r {
+            self.fenced.store(*g, Ordering::Release);
+            tracing::error!("{}", ShipError::Fenced(*g));
+        }
+        r
+    }
+
+    fn ship_locked(&self, full_now: bool) -> Result<u64, ShipError> {
         let gen = self.shipped_gen() + 1;
-        // Record the new generation inside the snapshot itself, so a host
-        // restoring it knows which generation it holds.
+        // Recorded inside the database itself, so a host rebuilding it
+        // knows which generation it holds and how old it is.
         self.meta
             .kv_set(KV_SHIPPED_GEN, gen.to_string().as_bytes())?;
         let now = crate::clock::unix_now();
         self.meta
             .kv_set(KV_SHIPPED_AT, now.to_string().as_bytes())?;
         let seq = self.meta.change_seq();
-        // The snapshot reads through a second connection: it sees only
-        // what is committed.
         self.meta.commit()?;
-        let tmp = snapshot_path(self.meta.path());
-        copy_db(self.meta.path(), &tmp)?;
-        let rec = encode_db_file(&self.codec, &snap_key(gen), &tmp);
-        let _ = std::fs::remove_file(&tmp);
-        let rec = rec?;
-        self.store.put(&snap_key(gen), &rec)?;
-        self.store.put("meta/latest", gen.to_string().as_bytes())?;
-        self.shipped.store(gen, Ordering::Release);
+        let full = match self.chain.lock().as_ref() {
+            _ if full_now => true,
+            None => true,
+            Some(c) => {
+                let db_size = c.db_size.max(MIN_COMPACT_BYTES);
+                c.segments_since_base >= MAX_SEGMENTS || c.bytes_since_base >= db_size
+            }
+        };
+        let last = if full {
+            self.ship_full(gen)?
+        } else {
+            let record = |g: u64| self.meta.kv_set(KV_SHIPPED_GEN, g.to_string().as_bytes()).and_then(|()| self.meta.commit());
+            match self.ship_segments(gen, &record)? {
+                Some(g) => g,
+                // The WAL is not where the record says: start over.
+                None => self.ship_full(gen)?,
+            }
+        };
         self.shipped_seq.store(seq, Ordering::Release);
         *self.synced_at.lock() = std::time::Instant::now();
-        // Old generations and dead objects: best effort, retried next time.
-        if gen > KEEP_GENERATIONS {
-            let old = gen - KEEP_GENERATIONS;
-            for g in old.saturating_sub(4).max(1)..=old {
-                let _ = self.store.delete(&snap_key(g));
-            }
+        if let Err(e) = self.checkpoint_if_large() {
+            tracing::warn!("folding the metadata WAL into the database failed (will retry): {e}");
         }
-        if let Err(e) = self.delete_dead_objects(gen) {
+        // Folding a large WAL in may have shipped one more link.
+        let last = last.max(self.shipped_gen());
+        if let Err(e) = self.delete_dead_objects(last) {
             tracing::warn!("deleting unreferenced objects failed (will retry): {e}");
         }
-        tracing::debug!(gen, bytes = rec.len(), "metadata shipped");
+        Ok(last)
+    }
+
+    /// The committed WAL frames since the last link, as segments from
+    /// `gen` on. None when the chain cannot continue (the WAL was restarted
+    /// behind the shipper's back).
+    fn ship_segments(
+        &self,
+        mut gen: u64,
+        record_gen: &dyn Fn(u64) -> Result<(), MetaError>,
+    ) -> Result<Option<u64>, ShipError> {
+        let path = wal::wal_path(self.meta.path());
+        let mut guard = self.chain.lock();
+        let Some(st) = guard.as_mut() else {
+            return Ok(None);
+        };
+        if !st.matches_db(self.meta.path()) {
+            return Ok(None);
+        }
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(h) = wal::header(&f)? else {
+            return Ok(None);
+        };
+        let mut from = match st.wal_pos() {
+            Some(p) if p.salt == h.salt && wal::ends_at(&f, &h, p)? => p,
+            Some(_) => return Ok(None),
+            None => wal::start(&h),
+        };
+        let Some(mut prev) = st.hash() else {
+            return Ok(None);
+        };
+        let mut first = true;
+        loop {
+            // Each link carries its own generation inside the database
+            // (the caller recorded the first): a host that crashed after
+            // storing it still finds its local copy current.
+            if !first {
+                record_gen(gen)?;
+            }
+            first = false;
+            let fr = wal::read_committed(&f, &h, from, chain::SEGMENT_BYTES)?;
+            let more = fr.data.len() as u64 >= chain::SEGMENT_BYTES;
+            let frames = wal::squash(fr.page_size, &fr.data);
+            let seg = Segment {
+                gen,
+                prev,
+                end: fr.end.or(Some(from)),
+                page_size: fr.page_size,
+                count: frames.len() as u64 / (8 + fr.page_size as u64),
+                frames,
+            };
+            let (hash, bytes) = chain::put_segment(&self.store, &self.codec, &seg)?;
+            if let Some(e) = fr.end {
+                from = e;
+            }
+            prev = hash;
+            st.gen = gen;
+            st.set_hash(&hash);
+            st.set_wal_pos(Some(from));
+            st.segments_since_base += 1;
+            st.bytes_since_base += bytes;
+            st.save(self.meta.path())?;
+            self.shipped.store(gen, Ordering::Release);
+            {
+                let mut s = self.stats.lock();
+                s.segments += 1;
+                s.bytes += bytes;
+                s.segments_since_snapshot = st.segments_since_base;
+                s.bytes_since_snapshot = st.bytes_since_base;
+            }
+            tracing::debug!(gen, frames = seg.count, bytes, "metadata segment shipped");
+            if !more {
+                return Ok(Some(gen));
+            }
+            gen += 1;
+        }
+    }
+
+    /// A full snapshot as generation `gen`: the WAL is folded into the
+    /// database file first, which then stays unchanged while it is read
+    /// (only this shipper checkpoints, under its lock).
+    fn ship_full(&self, gen: u64) -> Result<u64, ShipError> {
+        let path = self.meta.path().to_path_buf();
+        self.checkpoint()?;
+        let (hash, bytes) = chain::put_snapshot(&self.store, &self.codec, gen, &path)?;
+        self.store.put(chain::LATEST_KEY, gen.to_string().as_bytes())?;
+        let prev_base = self.chain.lock().as_ref().map_or(0, |c| c.base);
+        let st = ChainState::new(gen, &hash, &path, gen, prev_base)?;
+        st.save(&path)?;
+        *self.chain.lock() = Some(st);
+        self.shipped.store(gen, Ordering::Release);
+        {
+            let mut s = self.stats.lock();
+            s.full_snapshots += 1;
+            s.bytes += bytes;
+            s.segments_since_snapshot = 0;
+            s.bytes_since_snapshot = 0;
+        }
+        // The snapshot before this one stays, with the segments after it:
+        // the fallback if this one turns out unreadable.
+        match chain::prune(&self.store, gen) {
+            Ok(n) => tracing::debug!(gen, pruned = n, "old metadata links deleted"),
+            Err(e) => tracing::warn!("deleting old metadata links failed (will retry): {e}"),
+        }
+        tracing::info!(gen, bytes, "full metadata snapshot shipped");
         Ok(gen)
     }
 
+    /// Fold every committed frame into the database file and empty the
+    /// WAL. Only when nothing unshipped would be lost: callers ship first,
+    /// or take a full snapshot right after.
+    fn checkpoint(&self) -> Result<(), ShipError> {
+        let db = self.meta.lock_committed()?;
+        let (busy, _, _): (i64, i64, i64) = db
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(MetaError::from)?;
+        if busy != 0 {
+            return Err(ShipError::Busy);
+        }
+        Ok(())
+    }
+
+    /// Past [`CHECKPOINT_AT`], ship what is left and empty the WAL, with
+    /// writers held off for that moment so nothing lands in between.
+    fn checkpoint_if_large(&self) -> Result<(), ShipError> {
+        let path = wal::wal_path(self.meta.path());
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if len < CHECKPOINT_AT || self.chain.lock().is_none() {
+            return Ok(());
+        }
+        let db = self.meta.lock_committed()?;
+        let next = self.shipped_gen() + 1;
+        // Writers wait on `db` while the rest is shipped (the generation is
+        // recorded through the held connection, in autocommit).
+        let record = |g: u64| -> Result<(), MetaError> {
+            db.execute(
+                "INSERT INTO kv(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value=?2",
+                rusqlite::params![KV_SHIPPED_GEN, g.to_string().as_bytes()],
+            )?;
+            Ok(())
+        };
+        record(next)?;
+        if self.ship_segments(next, &record)?.is_none() {
+            return Ok(());
+        }
+        let (busy, _, _): (i64, i64, i64) = db
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(MetaError::from)?;
+        drop(db);
+        if busy == 0 {
+            let mut g = self.chain.lock();
+            if let Some(st) = g.as_mut() {
+                st.set_wal_pos(None);
+                let (s, t) = chain::db_stamp(self.meta.path())?;
+                st.db_size = s;
+                st.db_mtime_ns = t;
+                st.save(self.meta.path())?;
+            }
+        }
+        Ok(())
+    }
+
     fn delete_dead_objects(&self, gen: u64) -> Result<(), ShipError> {
-        // Two generations of margin: the snapshot that first lacks an object
-        // and one more, so falling back one generation stays safe.
+        // An object is deleted only once a full snapshot taken after its
+        // death is stored, with one generation of margin: every restore
+        // (the newest snapshot and segments, or the one before it and the
+        // segments up to the newest) then lacks it too.
+        let base = self.chain.lock().as_ref().map_or(0, |c| c.base);
         let dead: Vec<i64> = {
             let c = self.meta.lock();
             let mut st = c
                 // Objects a kept snapshot still reads stay until it goes.
                 .prepare(
-                    "SELECT id FROM dead_objects WHERE after_gen + 2 <= ?1
+                    "SELECT id FROM dead_objects WHERE after_gen + 2 <= ?1 AND after_gen + 1 < ?2
                      AND id NOT IN (SELECT object FROM snapshot_objects)",
                 )
                 .map_err(MetaError::from)?;
             let rows = st
-                .query_map([gen as i64], |r| r.get(0))
+                .query_map([gen as i64, base as i64], |r| r.get(0))
                 .map_err(MetaError::from)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(MetaError::from)?
@@ -411,6 +680,3 @@ pub(super) fn copy_db(db: &Path, dest: &Path) -> Result<(), ShipError> {
     Ok(())
 }
 
-pub(super) fn snapshot_path(db: &Path) -> PathBuf {
-    db.with_extension("snapshot")
-}

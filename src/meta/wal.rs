@@ -118,6 +118,30 @@ pub fn start(h: &WalHeader) -> WalPos {
     }
 }
 
+/// Is `p` still the end of a frame in this WAL (salts and checksum as
+/// recorded)? Not after a host crash lost the tail the position was taken
+/// in: SQLite then writes new frames over it.
+pub fn ends_at(f: &File, h: &WalHeader, p: WalPos) -> io::Result<bool> {
+    if p.salt != h.salt {
+        return Ok(false);
+    }
+    if p.offset == HEADER {
+        return Ok(p.cksum == h.cksum);
+    }
+    let frame = FRAME_HEADER + h.page_size as u64;
+    if p.offset < HEADER + frame || (p.offset - HEADER) % frame != 0 {
+        return Ok(false);
+    }
+    let mut fh = [0u8; FRAME_HEADER as usize];
+    match f.read_exact_at(&mut fh, p.offset - frame) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let be = |i: usize| u32::from_be_bytes(fh[i..i + 4].try_into().unwrap_or_default());
+    Ok([be(8), be(12)] == p.salt && [be(16), be(20)] == p.cksum)
+}
+
 /// Committed frames from `from` on, at most about `max_bytes` of them (but
 /// always whole transactions, so at least one when there is one). Frames
 /// after the last valid commit frame are left: a transaction in progress,
@@ -173,6 +197,42 @@ pub fn read_committed(
         }
     }
     Ok(out)
+}
+
+/// The net effect of whole transactions in the [`Frames::data`] layout, as
+/// a checkpoint applies it: each page's last image (pages past the final
+/// size dropped), in page order, the last frame carrying the final size.
+/// A page rewritten by many transactions in an interval ships once.
+pub fn squash(page_size: u32, data: &[u8]) -> Vec<u8> {
+    let rec = 8 + page_size as usize;
+    let mut last: std::collections::BTreeMap<u32, usize> = Default::default();
+    let mut size = 0u32;
+    for (i, fr) in data.chunks_exact(rec).enumerate() {
+        let pgno = u32::from_be_bytes(fr[..4].try_into().unwrap_or_default());
+        last.insert(pgno, i);
+        let commit = u32::from_be_bytes(fr[4..8].try_into().unwrap_or_default());
+        if commit != 0 {
+            size = commit;
+        }
+    }
+    if size == 0 {
+        return data.to_vec();
+    }
+    let keep: Vec<(u32, usize)> = last.into_iter().filter(|(p, _)| *p <= size).collect();
+    let mut out = Vec::with_capacity(keep.len() * rec);
+    for (n, (pgno, i)) in keep.iter().enumerate() {
+        out.extend_from_slice(&pgno.to_be_bytes());
+        let commit = if n + 1 == keep.len() { size } else { 0 };
+        out.extend_from_slice(&commit.to_be_bytes());
+        out.extend_from_slice(&data[i * rec + 8..(i + 1) * rec]);
+    }
+    if keep.is_empty() {
+        // Only a truncation: one frame is needed to carry the size; page 1
+        // always exists and its last image is in `data` unless the size
+        // is 0, which SQLite never commits.
+        return data.to_vec();
+    }
+    out
 }
 
 /// Apply frames in the [`Frames::data`] layout to the database file `db`
@@ -249,10 +309,17 @@ mod tests {
         std::fs::write(&copy, &base).unwrap();
         let out = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
         apply(&out, fr.page_size, &fr.data).unwrap();
-        c.execute("UPDATE t SET v = x'01' WHERE k < 50", []).unwrap();
+        for k in 0..50 {
+            c.execute("UPDATE t SET v = x'01' WHERE k = ?1", [k]).unwrap();
+        }
+        c.execute("DELETE FROM t WHERE k > 200", []).unwrap();
+        c.execute_batch("VACUUM").unwrap();
         let fr2 = read_committed(&wal, &h, fr.end.unwrap(), u64::MAX).unwrap();
         assert!(fr2.count > 0);
-        apply(&out, fr2.page_size, &fr2.data).unwrap();
+        // Squashed: fewer frames, the same result.
+        let sq = squash(fr2.page_size, &fr2.data);
+        assert!(sq.len() < fr2.data.len() / 2, "{} -> {}", fr2.data.len(), sq.len());
+        apply(&out, fr2.page_size, &sq).unwrap();
         // Nothing new: nothing read.
         let fr3 = read_committed(&wal, &h, fr2.end.unwrap(), u64::MAX).unwrap();
         assert_eq!(fr3.count, 0);

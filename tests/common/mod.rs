@@ -235,6 +235,12 @@ impl TestFs {
         self.objects().head(key).unwrap().is_some()
     }
 
+    /// The newest metadata link (generation, key): a segment
+    /// `meta/wal-N` or a full snapshot `meta/snap-N`.
+    pub fn newest_link(&self) -> (u64, String) {
+        swiftgate::meta::chain::newest_link(&self.objects()).expect("the store's newest metadata link")
+    }
+
     /// Keys under `prefix`, sorted.
     pub fn obj_keys(&self, prefix: &str) -> Vec<String> {
         let mut v: Vec<String> = self
