@@ -62,7 +62,11 @@ impl Crashing {
     }
 
     /// A change: maybe the last one.
-    fn change(&self, key: &str, f: impl FnOnce() -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn change(
+        &self,
+        key: &str,
+        f: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         self.check(key)?;
         let n = self.left.fetch_sub(2, Ordering::AcqRel);
         if n == 2 || n == 1 {
@@ -101,7 +105,12 @@ impl ObjectStore for Crashing {
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.change(key, || self.inner.delete(key))
     }
-    fn list(&self, prefix: &str, marker: Option<&str>, limit: usize) -> Result<ListPage, StoreError> {
+    fn list(
+        &self,
+        prefix: &str,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
         self.check(prefix)?;
         self.inner.list(prefix, marker, limit)
     }
@@ -111,7 +120,9 @@ impl ObjectStore for Crashing {
 fn dump(db: &Path) -> BTreeMap<String, Vec<u8>> {
     let c = Connection::open(db).unwrap();
     let mut st = c
-        .prepare("SELECT key, value FROM kv WHERE key NOT IN ('shipped_gen', 'shipped_at') ORDER BY key")
+        .prepare(
+            "SELECT key, value FROM kv WHERE key NOT IN ('shipped_gen', 'shipped_at') ORDER BY key",
+        )
         .unwrap();
     st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -130,7 +141,8 @@ fn work(meta: &Meta, round: u32) {
         if round > 0 {
             meta.kv_delete(&format!("r{}-{i}", round - 1)).unwrap();
         }
-        meta.kv_set("hot", format!("{round}-{i}").as_bytes()).unwrap();
+        meta.kv_set("hot", format!("{round}-{i}").as_bytes())
+            .unwrap();
     }
     meta.commit().unwrap();
 }
@@ -157,7 +169,10 @@ fn start(store: &DynStore, dir: &Path) -> Result<Host, ShipError> {
     let gen = if db.exists() {
         let m = Meta::open(&db).unwrap();
         let g = local_gen(&m);
-        assert!(g >= end, "the local copy ({g}) fell behind the store ({end}): a crash lost its generation");
+        assert!(
+            g >= end,
+            "the local copy ({g}) fell behind the store ({end}): a crash lost its generation"
+        );
         g
     } else if end > 0 {
         let r = ship::restore(store, &meta_codec(None), &db)?;
@@ -216,7 +231,9 @@ fn a_restore_equals_the_source_database_byte_for_byte() {
     assert_eq!(checkpointed(&db), checkpointed(&src));
     assert_eq!(dump(&db), want);
     let c = Connection::open(&db).unwrap();
-    let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let ok: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(ok, "ok");
 }
 
@@ -247,7 +264,10 @@ fn one_small_change_in_a_large_database_ships_bytes_not_megabytes() {
     let after = h.shipper.stats();
     assert_eq!(after.segments, before.segments + 1);
     let shipped = after.bytes - before.bytes;
-    assert!(shipped < 64 << 10, "one change shipped {shipped} bytes of a {db_size}-byte database");
+    assert!(
+        shipped < 64 << 10,
+        "one change shipped {shipped} bytes of a {db_size}-byte database"
+    );
     // Nothing changed: nothing shipped.
     h.shipper.ship(false).unwrap();
     assert_eq!(h.shipper.stats().bytes, after.bytes);
@@ -290,7 +310,10 @@ fn a_crash_at_any_store_call_of_a_shipment_loses_nothing() {
         }
         if !crashed {
             // Every store call of the scenario has been a crash point.
-            assert!(n > 20, "only {n} crash points: the scenario makes too few calls");
+            assert!(
+                n > 20,
+                "only {n} crash points: the scenario makes too few calls"
+            );
             break;
         }
         // A new host sees one of the states shipped, never a mix.
@@ -333,7 +356,10 @@ fn a_fenced_mount_cannot_append() {
     // It stays fenced: nothing it writes reaches the chain.
     work(&old.meta, 3);
     assert!(matches!(old.shipper.ship(true), Err(ShipError::Fenced(_))));
-    assert!(matches!(old.shipper.ship_full_now(), Err(ShipError::Fenced(_))));
+    assert!(matches!(
+        old.shipper.ship_full_now(),
+        Err(ShipError::Fenced(_))
+    ));
     let (r, db) = restore_to(&store, &d.path().join("check"));
     assert!(!r.is_rollback());
     assert_eq!(dump(&db), dump(&new.dir.join("meta.db")));
@@ -362,7 +388,18 @@ fn a_damaged_or_missing_link_stops_the_restore_there_and_says_so() {
     let (r, db) = restore_to(&store, &d.path().join("b"));
     assert!(r.is_rollback());
     assert_eq!(r.gen, mid - 1);
-    assert_eq!(r.latest, last, "{:?} {:?}", gens, store.list_all("meta/").unwrap().iter().map(|o| o.key.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        r.latest,
+        last,
+        "{:?} {:?}",
+        gens,
+        store
+            .list_all("meta/")
+            .unwrap()
+            .iter()
+            .map(|o| o.key.clone())
+            .collect::<Vec<_>>()
+    );
     assert_eq!(r.failed[0].0, mid, "{:?}", r.failed);
     let s = r.describe();
     assert!(s.contains(&format!("{mid}..{last} are unusable")), "{s}");
@@ -377,4 +414,49 @@ fn a_damaged_or_missing_link_stops_the_restore_there_and_says_so() {
     let (r, db) = restore_to(&store, &d.path().join("e"));
     assert!(!r.is_rollback());
     assert_eq!(&dump(&db), states.get(&last).unwrap());
+}
+
+#[test]
+fn a_large_wal_is_folded_in_and_reused_and_the_chain_carries_on() {
+    let d = tmp();
+    let store = local(&d.path().join("store"));
+    let h = start(&store, &d.path().join("a")).unwrap();
+    let wal = h.dir.join("meta.db-wal");
+    let mut max_len = 0;
+    for round in 0..30u32 {
+        h.meta
+            .with_tx(|c| {
+                for i in 0..400u32 {
+                    c.execute(
+                        "INSERT INTO kv(key, value) VALUES (?1, randomblob(1500))
+                         ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        [format!("k{}", (round * 400 + i) % 5000)],
+                    )?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        h.meta.commit().unwrap();
+        h.shipper.ship(false).unwrap();
+        max_len = max_len.max(std::fs::metadata(&wal).unwrap().len());
+    }
+    // About 18 MB went through the WAL; folded in past 4 MiB each time,
+    // the file was reused instead of growing.
+    assert!(
+        max_len < 3 * ship::CHECKPOINT_AT,
+        "WAL grew to {max_len} bytes"
+    );
+    assert_eq!(
+        h.shipper.stats().full_snapshots,
+        1,
+        "{:?}",
+        h.shipper.stats()
+    );
+    let (r, db) = restore_to(&store, &d.path().join("b"));
+    assert!(!r.is_rollback());
+    let src = h.dir.join("meta.db");
+    let want = dump(&src);
+    drop(h);
+    assert_eq!(dump(&db), want);
+    assert_eq!(checkpointed(&db), checkpointed(&src));
 }

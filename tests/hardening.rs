@@ -200,10 +200,7 @@ fn a_damaged_newest_snapshot_is_never_a_silent_rollback() {
     for (k, _) in &before {
         assert!(t.obj_exists(k), "{k} deleted: {s}");
     }
-    assert_eq!(
-        t.obj_get(&snap.replace("meta/", "meta/damaged-")),
-        damaged
-    );
+    assert_eq!(t.obj_get(&snap.replace("meta/", "meta/damaged-")), damaged);
     assert!(latest_gen(&t) > latest, "{s}");
     // Later runs still keep (and list) them until released.
     let o = t.fsck(&[]);
@@ -227,10 +224,7 @@ fn a_damaged_newest_snapshot_is_never_a_silent_rollback() {
             "{k} was overwritten or deleted"
         );
     }
-    assert_eq!(
-        t.obj_get(&snap.replace("meta/", "meta/damaged-")),
-        damaged
-    );
+    assert_eq!(t.obj_get(&snap.replace("meta/", "meta/damaged-")), damaged);
     // Released by the operator: deleted now, and fsck is clean after.
     let o = t.fsck(&["--release-quarantine"]);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));

@@ -350,6 +350,11 @@ impl Engine {
             closed: AtomicBool::new(false),
             warnings,
         });
+        // A WAL past its soft limit wakes the shipping loop at once.
+        let stop = engine.stop.clone();
+        engine.fs.meta().on_wal_large(Arc::new(move || {
+            stop.1.notify_all();
+        }));
         let me = engine.clone();
         let interval = o.metadata_interval;
         let renew_every = o.lease_ttl / 3;

@@ -69,9 +69,7 @@ fn parse_key(key: &str) -> Option<Link> {
             Some((g, _)) => hex(g).map(Link::Part),
         };
     }
-    key.strip_prefix("meta/wal-")
-        .and_then(hex)
-        .map(Link::Wal)
+    key.strip_prefix("meta/wal-").and_then(hex).map(Link::Wal)
 }
 
 /// One segment, as stored (before encoding).
@@ -115,8 +113,10 @@ impl Segment {
         if plain.len() < SEG_HEADER || &plain[..8] != SEG_MAGIC {
             return Err("not a metadata segment".into());
         }
-        let u64at = |p: &[u8], i: usize| u64::from_le_bytes(p[i..i + 8].try_into().unwrap_or_default());
-        let u32at = |p: &[u8], i: usize| u32::from_le_bytes(p[i..i + 4].try_into().unwrap_or_default());
+        let u64at =
+            |p: &[u8], i: usize| u64::from_le_bytes(p[i..i + 8].try_into().unwrap_or_default());
+        let u32at =
+            |p: &[u8], i: usize| u32::from_le_bytes(p[i..i + 4].try_into().unwrap_or_default());
         let stored_gen = u64at(&plain, 8);
         if stored_gen != gen {
             return Err(format!("holds generation {stored_gen}, not {gen}"));
@@ -324,7 +324,11 @@ pub fn get_snapshot(
     let key = snap_key(gen);
     let rec = get_link(store, &key, super::ship::MAX_SNAPSHOT_RECORD)?;
     let plain = codec
-        .decode_max(key.as_bytes(), &rec, super::ship::MAX_SNAPSHOT_RECORD as usize)
+        .decode_max(
+            key.as_bytes(),
+            &rec,
+            super::ship::MAX_SNAPSHOT_RECORD as usize,
+        )
         .map_err(|e| LinkError::Damaged(e.to_string()))?;
     drop(rec);
     let io = |e: std::io::Error| LinkError::Damaged(format!("writing {}: {e}", dest.display()));
@@ -346,7 +350,9 @@ pub fn get_snapshot(
     let m: Manifest = serde_json::from_slice(&plain[8..])
         .map_err(|e| LinkError::Damaged(format!("unreadable manifest: {e}")))?;
     if m.gen != gen || m.format != 2 || m.part_size == 0 || m.part_size > 1 << 30 {
-        return Err(LinkError::Damaged("manifest does not match its name".into()));
+        return Err(LinkError::Damaged(
+            "manifest does not match its name".into(),
+        ));
     }
     if m.parts != m.size.div_ceil(m.part_size).max(1) {
         return Err(LinkError::Damaged("manifest's part count is wrong".into()));
@@ -378,7 +384,11 @@ pub fn get_snapshot(
 
 use std::os::unix::fs::OpenOptionsExt;
 
-fn get_segment(store: &DynStore, codec: &BlockCodec, gen: u64) -> Result<(Segment, Hash), LinkError> {
+fn get_segment(
+    store: &DynStore,
+    codec: &BlockCodec,
+    gen: u64,
+) -> Result<(Segment, Hash), LinkError> {
     let key = wal_key(gen);
     let rec = get_link(store, &key, MAX_SEGMENT + 4096)?;
     let plain = codec
@@ -386,7 +396,10 @@ fn get_segment(store: &DynStore, codec: &BlockCodec, gen: u64) -> Result<(Segmen
         .map_err(|e| LinkError::Damaged(e.to_string()))?;
     let h = sha(&plain);
     let plain = unseal(plain).map_err(LinkError::Damaged)?;
-    Ok((Segment::decode_plain(gen, plain).map_err(LinkError::Damaged)?, h))
+    Ok((
+        Segment::decode_plain(gen, plain).map_err(LinkError::Damaged)?,
+        h,
+    ))
 }
 
 /// The generations in the store: full snapshots and segments, from a
@@ -412,7 +425,10 @@ pub fn links(store: &DynStore) -> Result<Links, StoreError> {
         }
     }
     let hint = match store.get_max(LATEST_KEY, 64) {
-        Ok(d) => String::from_utf8_lossy(&d).trim().parse::<u64>().unwrap_or(0),
+        Ok(d) => String::from_utf8_lossy(&d)
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0),
         Err(e) if e.is_not_found() => 0,
         Err(e) => return Err(e),
     };
@@ -505,7 +521,8 @@ pub fn restore(store: &DynStore, codec: &BlockCodec, dest: &Path) -> Result<Rebu
             r.failed.push((r.gen + 1, why));
         }
         // Damaged newer snapshots passed over on the way down.
-        r.failed.extend(failed.into_iter().filter(|(g, _)| *g > r.gen));
+        r.failed
+            .extend(failed.into_iter().filter(|(g, _)| *g > r.gen));
         r.failed.sort_by(|a, b| b.0.cmp(&a.0));
         r.failed.dedup_by_key(|x| x.0);
         for ext in ["db-wal", "db-shm"] {
@@ -612,6 +629,10 @@ pub struct ChainState {
     /// Position in the WAL shipped up to; None: every frame of the WAL
     /// (it was emptied at `gen`).
     pub wal: Option<(u32, u32, u64, u32, u32)>,
+    /// Every frame up to `wal` is folded into the database file: when the
+    /// WAL restarts (new salts), the chain continues from its start.
+    #[serde(default)]
+    pub folded: bool,
     /// The database file as it was when the state was written (size,
     /// mtime ns): only checkpoints change it, and only the shipper runs them.
     pub db_size: u64,
@@ -632,16 +653,26 @@ pub fn state_path(db: &Path) -> PathBuf {
 pub fn db_stamp(db: &Path) -> std::io::Result<(u64, i128)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(db)?;
-    Ok((m.len(), m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128))
+    Ok((
+        m.len(),
+        m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+    ))
 }
 
 impl ChainState {
-    pub fn new(gen: u64, hash: &Hash, db: &Path, base: u64, prev_base: u64) -> std::io::Result<Self> {
+    pub fn new(
+        gen: u64,
+        hash: &Hash,
+        db: &Path,
+        base: u64,
+        prev_base: u64,
+    ) -> std::io::Result<Self> {
         let (db_size, db_mtime_ns) = db_stamp(db)?;
         Ok(ChainState {
             gen,
             hash: hex(hash),
             wal: None,
+            folded: false,
             db_size,
             db_mtime_ns,
             base,
@@ -717,7 +748,10 @@ mod tests {
         };
         let p = s.encode_plain();
         let d = Segment::decode_plain(5, p.clone()).unwrap();
-        assert_eq!((d.prev, d.count, d.end, d.frames.len()), (s.prev, 2, s.end, s.frames.len()));
+        assert_eq!(
+            (d.prev, d.count, d.end, d.frames.len()),
+            (s.prev, 2, s.end, s.frames.len())
+        );
         assert!(Segment::decode_plain(6, p.clone()).is_err());
         assert!(Segment::decode_plain(5, p[..p.len() - 1].to_vec()).is_err());
     }

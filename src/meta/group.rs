@@ -25,6 +25,8 @@ pub struct Db {
     first: Option<Arc<Group>>,
     /// Room freed just before a commit on a full disk.
     reserve: Option<Arc<super::reserve::Reserve>>,
+    /// Kept after `conn` (fields drop in order): SQLite calls into it.
+    pub(super) wal_watch: Option<Arc<super::walwatch::WalWatch>>,
 }
 
 impl std::ops::Deref for Db {
@@ -82,6 +84,7 @@ impl Group {
                 open_since: None,
                 first: None,
                 reserve: None,
+                wal_watch: None,
             }),
             batching: AtomicBool::new(false),
             committer: AtomicBool::new(false),

@@ -6,17 +6,18 @@
 //! mounted, operations are grouped into transactions ([`group`]); fsync,
 //! metadata shipping and uploads that drop their dirty copies commit first.
 
+pub mod chain;
 pub mod dircache;
 pub mod fsck;
 pub mod group;
 pub mod lease;
 pub mod reserve;
-pub mod chain;
 pub mod ship;
 pub mod snapshots;
-pub mod wal;
 pub mod sparse;
 mod usage;
+pub mod wal;
+mod walwatch;
 
 pub use usage::Usage;
 
@@ -314,10 +315,11 @@ impl Meta {
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         // Give the WAL's disk space back after checkpoints.
         conn.pragma_update(None, "journal_size_limit", 16 << 20)?;
-        // The WAL is what the shipper sends: only it folds the WAL into
-        // the database, once the frames are stored (see `ship`), and
-        // closing leaves the WAL as it is for the same reason.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // The WAL is what the shipper sends: it folds the WAL into the
+        // database once the frames are stored (see `ship`; the watch
+        // replaces SQLite's auto-checkpoint), and closing leaves the WAL
+        // as it is for the same reason.
+        let watch = walwatch::WalWatch::install(&conn, ship::CHECKPOINT_AT, ship::WAL_HARD_LIMIT)?;
         conn.set_db_config(
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
@@ -329,8 +331,10 @@ impl Meta {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(usage::SCHEMA)?;
         conn.execute_batch(snapshots::SCHEMA)?;
+        let group = Group::new(conn);
+        group.lock().wal_watch = Some(watch);
         Ok(Meta {
-            db: Arc::new(Group::new(conn)),
+            db: Arc::new(group),
             dcache: Default::default(),
             caps: CAPS_UNKNOWN.into(),
             path: path.to_path_buf(),
@@ -410,6 +414,18 @@ impl Meta {
     /// Direct access for layers that run their own queries (cache, fsck).
     pub fn lock(&self) -> MutexGuard<'_, Db> {
         self.db.lock()
+    }
+
+    /// Bytes of WAL written since it was last folded in.
+    pub fn wal_bytes(&self) -> u64 {
+        self.db.lock().wal_watch.as_ref().map_or(0, |w| w.bytes())
+    }
+
+    /// Call `f` when the WAL passes the shipper's soft limit.
+    pub fn on_wal_large(&self, f: Arc<dyn Fn() + Send + Sync>) {
+        if let Some(w) = self.db.lock().wal_watch.as_ref() {
+            w.on_large(f);
+        }
     }
 
     /// The connection with no group open, held: writers wait meanwhile.

@@ -4,10 +4,10 @@
 //! current local copy rebuilds from the newest readable snapshot and the
 //! segments after it, stopping at a damaged link and saying so.
 
-use super::{Meta, MetaError};
-use crate::data::{sha256, BlockCodec, Compression, MasterKey};
 use super::chain::{self, ChainState, Segment};
 use super::wal;
+use super::{Meta, MetaError};
+use crate::data::{sha256, BlockCodec, Compression, MasterKey};
 use crate::store::{DynStore, StoreError};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +48,19 @@ pub enum ShipError {
 
 cause_from!(std::io::Error => ShipError::Io);
 
+impl ShipError {
+    /// The cache disk is full (the database could not grow).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            ShipError::Meta(MetaError::Db(rusqlite::Error::SqliteFailure(f, _))) => {
+                f.code == rusqlite::ErrorCode::DiskFull
+            }
+            ShipError::Io(e) => e.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
+        }
+    }
+}
+
 pub use super::chain::{snap_key, wal_key};
 
 /// A format 1 snapshot record or a format 2 manifest: at most this big.
@@ -61,10 +74,10 @@ pub const MIN_COMPACT_BYTES: u64 = 64 << 20;
 /// Past this size the WAL is shipped early and folded into the database
 /// (and emptied): SQLite's own default is about this.
 pub const CHECKPOINT_AT: u64 = 4 << 20;
-/// Past this size, when shipping fails (the store is unreachable), the WAL
-/// is folded in anyway so the cache disk does not fill; the chain then
-/// resumes with a full snapshot.
-pub const WAL_HARD_LIMIT: u64 = 64 << 20;
+/// Past this size the WAL is folded in anyway (the shipper fell behind, or
+/// the store is unreachable), so the cache disk does not fill; the chain
+/// then resumes with a full snapshot.
+pub const WAL_HARD_LIMIT: u64 = 16 << 20;
 
 pub fn meta_codec(key: Option<&MasterKey>) -> BlockCodec {
     BlockCodec::new(key, Compression::Zstd(3))
@@ -381,7 +394,7 @@ impl Shipper {
     }
 
     pub fn wal_is_large(&self) -> bool {
-        self.wal_len() >= CHECKPOINT_AT
+        self.meta.wal_bytes() >= CHECKPOINT_AT
     }
 
     /// After shipping failed: past [`WAL_HARD_LIMIT`] fold the WAL into the
@@ -389,17 +402,28 @@ impl Shipper {
     /// outage of the store does not fill the cache disk.
     pub fn relieve_wal(&self) -> Result<bool, ShipError> {
         let _g = self.lock.lock();
-        if self.wal_len() < WAL_HARD_LIMIT {
+        if self.meta.wal_bytes() < WAL_HARD_LIMIT / 2 {
             return Ok(false);
         }
-        *self.chain.lock() = None;
-        let _ = std::fs::remove_file(chain::state_path(self.meta.path()));
-        self.checkpoint()?;
+        self.fold_unshipped()?;
         tracing::warn!(
             "the metadata WAL passed {} MiB while the store could not take it: folded into the database; the next shipment is a full snapshot",
             WAL_HARD_LIMIT >> 20
         );
         Ok(true)
+    }
+
+    /// Fold the WAL in with frames not shipped: the chain cannot continue
+    /// from here, the next shipment is a full snapshot. Under `self.lock`.
+    fn fold_unshipped(&self) -> Result<(), ShipError> {
+        *self.chain.lock() = None;
+        let _ = std::fs::remove_file(chain::state_path(self.meta.path()));
+        if let Some(r) = self.meta.reserve() {
+            r.release_if_low();
+        }
+        let db = self.meta.lock_committed()?;
+        self.fold(&db)?;
+        Ok(())
     }
 
     fn ship_with(&self, force: bool, full_now: bool) -> Result<u64, ShipError> {
@@ -413,9 +437,21 @@ impl Shipper {
             return Ok(self.shipped_gen());
         }
         let r = self.ship_locked(full_now);
-        if let Err(ShipError::Fenced(g)) = &r {
-            self.fenced.store(*g, Ordering::Release);
-            tracing::error!("{}", ShipError::Fenced(*g));
+        match &r {
+            Err(ShipError::Fenced(g)) => {
+                self.fenced.store(*g, Ordering::Release);
+                tracing::error!("{}", ShipError::Fenced(*g));
+            }
+            // Shipping writes a little to the database first; on a full
+            // cache disk that fails, and a WAL that is never folded in
+            // only grows. Fold it in (the file is reused from its start):
+            // the chain resumes with a full snapshot once there is room.
+            Err(e) if e.is_disk_full() => {
+                if let Err(e) = self.fold_unshipped() {
+                    tracing::warn!("folding the metadata WAL in on a full disk failed: {e}");
+                }
+            }
+            _ => {}
         }
         r
     }
@@ -442,7 +478,11 @@ impl Shipper {
         let last = if full {
             self.ship_full(gen)?
         } else {
-            let record = |g: u64| self.meta.kv_set(KV_SHIPPED_GEN, g.to_string().as_bytes()).and_then(|()| self.meta.commit());
+            let record = |g: u64| {
+                self.meta
+                    .kv_set(KV_SHIPPED_GEN, g.to_string().as_bytes())
+                    .and_then(|()| self.meta.commit())
+            };
             match self.ship_segments(gen, &record)? {
                 Some(g) => g,
                 // The WAL is not where the record says: start over.
@@ -487,7 +527,12 @@ impl Shipper {
             return Ok(None);
         };
         let mut from = match st.wal_pos() {
-            Some(p) if p.salt == h.salt && wal::ends_at(&f, &h, p)? => p,
+            Some(p) if p.salt == h.salt => match wal::ends_at(&f, &h, p)? {
+                true => p,
+                false => return Ok(None),
+            },
+            // Restarted after the shipper folded it in: all new frames.
+            Some(_) if st.folded => wal::start(&h),
             Some(_) => return Ok(None),
             None => wal::start(&h),
         };
@@ -517,6 +562,7 @@ impl Shipper {
             let (hash, bytes) = chain::put_segment(&self.store, &self.codec, &seg)?;
             if let Some(e) = fr.end {
                 from = e;
+                st.folded = false;
             }
             prev = hash;
             st.gen = gen;
@@ -546,11 +592,17 @@ impl Shipper {
     /// (only this shipper checkpoints, under its lock).
     fn ship_full(&self, gen: u64) -> Result<u64, ShipError> {
         let path = self.meta.path().to_path_buf();
-        self.checkpoint()?;
+        let end = {
+            let db = self.meta.lock_committed()?;
+            self.fold(&db)?
+        };
         let (hash, bytes) = chain::put_snapshot(&self.store, &self.codec, gen, &path)?;
-        self.store.put(chain::LATEST_KEY, gen.to_string().as_bytes())?;
+        self.store
+            .put(chain::LATEST_KEY, gen.to_string().as_bytes())?;
         let prev_base = self.chain.lock().as_ref().map_or(0, |c| c.base);
-        let st = ChainState::new(gen, &hash, &path, gen, prev_base)?;
+        let mut st = ChainState::new(gen, &hash, &path, gen, prev_base)?;
+        st.set_wal_pos(end);
+        st.folded = true;
         st.save(&path)?;
         *self.chain.lock() = Some(st);
         self.shipped.store(gen, Ordering::Release);
@@ -571,34 +623,88 @@ impl Shipper {
         Ok(gen)
     }
 
-    /// Fold every committed frame into the database file and empty the
-    /// WAL. Only when nothing unshipped would be lost: callers ship first,
-    /// or take a full snapshot right after.
-    fn checkpoint(&self) -> Result<(), ShipError> {
-        let db = self.meta.lock_committed()?;
+    /// Fold every committed frame into the database file, with writers
+    /// held off; SQLite then restarts the WAL from its start (reusing the
+    /// file: no new disk space) at the next write. Only when nothing
+    /// unshipped would be lost: callers ship first, take a full snapshot
+    /// right after, or give the chain up. Returns where the committed
+    /// frames ended (all of them now in the database file).
+    fn fold(&self, db: &super::group::Db) -> Result<Option<wal::WalPos>, ShipError> {
+        let end = self.committed_end()?;
         let (busy, _, _): (i64, i64, i64) = db
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .map_err(MetaError::from)?;
         if busy != 0 {
             return Err(ShipError::Busy);
         }
+        if let Some(w) = db.wal_watch.as_ref() {
+            w.folded();
+        }
+        Ok(end)
+    }
+
+    /// The end of the WAL's committed frames (None: no WAL yet).
+    fn committed_end(&self) -> Result<Option<wal::WalPos>, ShipError> {
+        let f = match std::fs::File::open(wal::wal_path(self.meta.path())) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(h) = wal::header(&f)? else {
+            return Ok(None);
+        };
+        let from = match self.chain.lock().as_ref().and_then(|c| c.wal_pos()) {
+            Some(p) if wal::ends_at(&f, &h, p)? => p,
+            _ => wal::start(&h),
+        };
+        let mut pos = from;
+        loop {
+            let fr = wal::read_committed(&f, &h, pos, chain::SEGMENT_BYTES)?;
+            match fr.end {
+                Some(e) if fr.count > 0 => pos = e,
+                _ => return Ok(Some(pos)),
+            }
+        }
+    }
+
+    /// Record that the WAL up to `end` is folded into the database file.
+    fn note_folded(&self, end: Option<wal::WalPos>) -> Result<(), ShipError> {
+        let mut g = self.chain.lock();
+        if let Some(st) = g.as_mut() {
+            st.set_wal_pos(end);
+            st.folded = true;
+            let (s, t) = chain::db_stamp(self.meta.path())?;
+            st.db_size = s;
+            st.db_mtime_ns = t;
+            st.save(self.meta.path())?;
+        }
         Ok(())
     }
 
-    /// Past [`CHECKPOINT_AT`], ship what is left and empty the WAL, with
-    /// writers held off for that moment so nothing lands in between.
+    /// Bytes of the WAL in use (its current frames), read from the frame
+    /// headers: the file itself keeps its size when SQLite restarts it.
+    pub fn wal_used(&self) -> u64 {
+        let Ok(f) = std::fs::File::open(wal::wal_path(self.meta.path())) else {
+            return 0;
+        };
+        match wal::header(&f) {
+            Ok(Some(h)) => wal::used(&f, &h).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Past [`CHECKPOINT_AT`] of WAL in use, ship what is left and fold it
+    /// in, with writers held off for that moment so nothing lands between.
     fn checkpoint_if_large(&self) -> Result<(), ShipError> {
-        let path = wal::wal_path(self.meta.path());
-        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if len < CHECKPOINT_AT || self.chain.lock().is_none() {
+        if self.chain.lock().is_none() || !self.wal_is_large() {
             return Ok(());
         }
         let db = self.meta.lock_committed()?;
         let next = self.shipped_gen() + 1;
-        // Writers wait on `db` while the rest is shipped (the generation is
-        // recorded through the held connection, in autocommit).
+        // The generation is recorded through the held connection (in
+        // autocommit), as `ship` does for each link.
         let record = |g: u64| -> Result<(), MetaError> {
             db.execute(
                 "INSERT INTO kv(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value=?2",
@@ -610,23 +716,9 @@ impl Shipper {
         if self.ship_segments(next, &record)?.is_none() {
             return Ok(());
         }
-        let (busy, _, _): (i64, i64, i64) = db
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(MetaError::from)?;
+        let end = self.fold(&db)?;
         drop(db);
-        if busy == 0 {
-            let mut g = self.chain.lock();
-            if let Some(st) = g.as_mut() {
-                st.set_wal_pos(None);
-                let (s, t) = chain::db_stamp(self.meta.path())?;
-                st.db_size = s;
-                st.db_mtime_ns = t;
-                st.save(self.meta.path())?;
-            }
-        }
-        Ok(())
+        self.note_folded(end)
     }
 
     fn delete_dead_objects(&self, gen: u64) -> Result<(), ShipError> {
@@ -679,4 +771,3 @@ pub(super) fn copy_db(db: &Path, dest: &Path) -> Result<(), ShipError> {
         .map_err(MetaError::from)?;
     Ok(())
 }
-

@@ -142,16 +142,29 @@ pub fn ends_at(f: &File, h: &WalHeader, p: WalPos) -> io::Result<bool> {
     Ok([be(8), be(12)] == p.salt && [be(16), be(20)] == p.cksum)
 }
 
+/// Where the frames of the WAL's current generation end (salts checked,
+/// checksums not: an estimate of the WAL in use, cheap enough to poll).
+pub fn used(f: &File, h: &WalHeader) -> io::Result<u64> {
+    let frame = FRAME_HEADER + h.page_size as u64;
+    let len = f.metadata()?.len();
+    let mut pos = HEADER;
+    let mut fh = [0u8; FRAME_HEADER as usize];
+    while pos + frame <= len {
+        f.read_exact_at(&mut fh, pos)?;
+        let be = |i: usize| u32::from_be_bytes(fh[i..i + 4].try_into().unwrap_or_default());
+        if [be(8), be(12)] != h.salt {
+            break;
+        }
+        pos += frame;
+    }
+    Ok(pos)
+}
+
 /// Committed frames from `from` on, at most about `max_bytes` of them (but
 /// always whole transactions, so at least one when there is one). Frames
 /// after the last valid commit frame are left: a transaction in progress,
 /// one rolled back, or a torn tail.
-pub fn read_committed(
-    f: &File,
-    h: &WalHeader,
-    from: WalPos,
-    max_bytes: u64,
-) -> io::Result<Frames> {
+pub fn read_committed(f: &File, h: &WalHeader, from: WalPos, max_bytes: u64) -> io::Result<Frames> {
     let ps = h.page_size as u64;
     let frame = FRAME_HEADER + ps;
     let len = f.metadata()?.len();
@@ -293,11 +306,8 @@ mod tests {
             .unwrap();
         let base = bytes_of(&db);
         for i in 0..300 {
-            c.execute(
-                "INSERT INTO t(k, v) VALUES (?1, zeroblob(700))",
-                [i as i64],
-            )
-            .unwrap();
+            c.execute("INSERT INTO t(k, v) VALUES (?1, zeroblob(700))", [i as i64])
+                .unwrap();
         }
         c.execute("DELETE FROM t WHERE k % 3 = 0", []).unwrap();
         let wal = File::open(wal_path(&db)).unwrap();
@@ -310,7 +320,8 @@ mod tests {
         let out = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
         apply(&out, fr.page_size, &fr.data).unwrap();
         for k in 0..50 {
-            c.execute("UPDATE t SET v = x'01' WHERE k = ?1", [k]).unwrap();
+            c.execute("UPDATE t SET v = x'01' WHERE k = ?1", [k])
+                .unwrap();
         }
         c.execute("DELETE FROM t WHERE k > 200", []).unwrap();
         c.execute_batch("VACUUM").unwrap();
@@ -318,7 +329,12 @@ mod tests {
         assert!(fr2.count > 0);
         // Squashed: fewer frames, the same result.
         let sq = squash(fr2.page_size, &fr2.data);
-        assert!(sq.len() < fr2.data.len() / 2, "{} -> {}", fr2.data.len(), sq.len());
+        assert!(
+            sq.len() < fr2.data.len() / 2,
+            "{} -> {}",
+            fr2.data.len(),
+            sq.len()
+        );
         apply(&out, fr2.page_size, &sq).unwrap();
         // Nothing new: nothing read.
         let fr3 = read_committed(&wal, &h, fr2.end.unwrap(), u64::MAX).unwrap();
@@ -383,7 +399,11 @@ mod tests {
                 break;
             }
             let last = &fr.data[fr.data.len() - 8 - h.page_size as usize..];
-            assert_ne!(&last[4..8], &[0, 0, 0, 0], "a part ends inside a transaction");
+            assert_ne!(
+                &last[4..8],
+                &[0, 0, 0, 0],
+                "a part ends inside a transaction"
+            );
             parts += 1;
             total += fr.count;
             pos = fr.end.unwrap();

@@ -238,7 +238,8 @@ impl TestFs {
     /// The newest metadata link (generation, key): a segment
     /// `meta/wal-N` or a full snapshot `meta/snap-N`.
     pub fn newest_link(&self) -> (u64, String) {
-        swiftgate::meta::chain::newest_link(&self.objects()).expect("the store's newest metadata link")
+        swiftgate::meta::chain::newest_link(&self.objects())
+            .expect("the store's newest metadata link")
     }
 
     /// Keys under `prefix`, sorted.
