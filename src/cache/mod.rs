@@ -20,11 +20,11 @@ pub mod smalldb;
 pub mod sparse;
 
 use crate::data::{sha256, BlockCodec, Hash};
+use crate::meta::blockmap::{NewRecord, Recorded, Upload, UploadedBlock};
 use crate::meta::ship::Shipper;
 use crate::meta::{object_key, BlockRef, Meta, MetaError};
 use crate::store::{DynStore, StoreError};
 use parking_lot::{Condvar, Mutex, RwLock};
-use rusqlite::{params, OptionalExtension};
 use smalldb::{SmallDb, SMALL_MAX};
 
 /// Clean block files kept open for readers.
@@ -305,15 +305,7 @@ impl Cache {
             let p = cfg.dir.join(sub);
             crate::secure::private_dir(&p).map_err(io_err(&p))?;
         }
-        let max_obj: i64 = {
-            let c = meta.lock();
-            c.query_row(
-                "SELECT max(coalesce((SELECT max(id) FROM objects),0), coalesce((SELECT max(id) FROM dead_objects),0))",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(MetaError::from)?
-        };
+        let max_obj = meta.max_object_id()?;
         // After a rollback the store may hold objects numbered above what
         // this metadata knows: never reuse (overwrite) one of them.
         let floor = meta
@@ -427,17 +419,7 @@ impl Cache {
             );
         }
         let blocks_dir = self.dir("blocks");
-        let known: HashSet<i64> = {
-            let c = self.meta.lock();
-            let mut s = c
-                .prepare("SELECT id FROM blocks")
-                .map_err(MetaError::from)?;
-            let r = s
-                .query_map([], |r| r.get::<_, i64>(0))
-                .map_err(MetaError::from)?;
-            r.collect::<rusqlite::Result<_>>()
-                .map_err(MetaError::from)?
-        };
+        let known: HashSet<i64> = self.meta.block_ids()?;
         for e in fs::read_dir(&blocks_dir)
             .map_err(io_err(&blocks_dir))?
             .flatten()
@@ -1126,9 +1108,7 @@ impl Cache {
                         st.disk_checked = None;
                         Err(CacheError::NoSpace)
                     }
-                    CacheError::Meta(MetaError::Db(rusqlite::Error::SqliteFailure(f, _)))
-                        if f.code == rusqlite::ErrorCode::DiskFull =>
-                    {
+                    CacheError::Meta(ref m) if m.is_disk_full() => {
                         st.disk_checked = None;
                         Err(CacheError::NoSpace)
                     }
@@ -1674,7 +1654,7 @@ impl Cache {
                         st.inflight.insert(hash, Vec::new());
                         claimed.push(hash);
                     }
-                    if let Some(b) = Meta::block_by_hash(&self.meta.lock(), &hash)? {
+                    if let Some(b) = self.meta.find_block(&hash)? {
                         self.dedup_hits.fetch_add(1, Ordering::Relaxed);
                         items.push((key, inc, ver, Ok(b.id)));
                         continue;
@@ -1701,7 +1681,7 @@ impl Cache {
                 key,
                 inc,
                 ver,
-                Err(NewBlock {
+                Err(NewRecord {
                     hash,
                     offset,
                     length,
@@ -1817,7 +1797,7 @@ impl Cache {
                 r.key,
                 r.incarnation,
                 r.version,
-                Err(NewBlock {
+                Err(NewRecord {
                     hash: r.hash,
                     offset,
                     length,
@@ -1840,7 +1820,7 @@ impl Cache {
     #[allow(clippy::type_complexity)]
     fn commit(
         &self,
-        items: &[((u64, u64), u64, u64, std::result::Result<i64, NewBlock>)],
+        items: &[((u64, u64), u64, u64, std::result::Result<i64, NewRecord>)],
         object: Option<(i64, u64)>,
     ) -> Result<()> {
         let gen = self.shipper.next_gen();
@@ -1848,79 +1828,21 @@ impl Cache {
         // keep it held so no writer slips in between map and cleanup.
         let mut st = self.st.lock();
         let st = &mut *st;
-        let mut ids: Vec<Option<i64>> = Vec::with_capacity(items.len());
-        let object_used = self.meta.with_tx(|tx| {
-            let mut live_bytes = 0i64;
-            let mut live_blocks = 0i64;
-            let mut inserted: HashSet<Hash> = HashSet::new();
-            if let Some((obj, size)) = object {
-                tx.execute(
-                    "INSERT INTO objects(id, size, live_bytes, live_blocks) VALUES(?1, ?2, 0, 0)",
-                    params![obj, size as i64],
-                )?;
-            }
-            for (key, inc, _ver, b) in items {
-                let current = st
+        let uploads: Vec<Upload> = items
+            .iter()
+            .map(|(key, inc, _ver, b)| Upload {
+                map_to: st
                     .dirty
                     .get(key)
-                    .is_some_and(|d| d.incarnation == *inc);
-                let id = match b {
-                    Ok(id) => *id,
-                    Err(nb) => {
-                        let existing: Option<i64> = tx
-                            .prepare_cached("SELECT id FROM blocks WHERE hash=?1")?
-                            .query_row([&nb.hash[..]], |r| r.get(0))
-                            .optional()?;
-                        match existing {
-                            Some(id) => id,
-                            None => {
-                                let (obj, _) = object.expect("new block needs an object");
-                                tx.execute(
-                                    "INSERT INTO blocks(hash, object, offset, length, plain_len, refcount)
-                                     VALUES(?1, ?2, ?3, ?4, ?5, 0)",
-                                    params![&nb.hash[..], obj, nb.offset as i64, nb.length as i64, nb.plain_len as i64],
-                                )?;
-                                if inserted.insert(nb.hash) {
-                                    live_bytes += nb.length as i64;
-                                    live_blocks += 1;
-                                }
-                                tx.last_insert_rowid()
-                            }
-                        }
-                    }
-                };
-                if current {
-                    Meta::map_block(tx, key.0, key.1, id, gen)?;
-                    ids.push(Some(id));
-                } else {
-                    ids.push(None);
-                }
-            }
-            // Blocks whose file went away meanwhile: drop unreferenced ones.
-            let orphans: Vec<i64> = {
-                let mut s = tx.prepare_cached("SELECT id FROM blocks WHERE refcount=0 AND object=?1")?;
-                let obj = object.map(|o| o.0).unwrap_or(-1);
-                let r = s.query_map([obj], |r| r.get(0))?;
-                r.collect::<rusqlite::Result<_>>()?
-            };
-            for o in &orphans {
-                let len: i64 = tx.query_row("SELECT length FROM blocks WHERE id=?1", [o], |r| r.get(0))?;
-                tx.execute("DELETE FROM blocks WHERE id=?1", [o])?;
-                live_bytes -= len;
-                live_blocks -= 1;
-            }
-            if let Some((obj, _)) = object {
-                if live_blocks <= 0 {
-                    tx.execute("DELETE FROM objects WHERE id=?1", [obj])?;
-                    return Ok(false);
-                }
-                tx.execute(
-                    "UPDATE objects SET live_bytes=?2, live_blocks=?3 WHERE id=?1",
-                    params![obj, live_bytes, live_blocks],
-                )?;
-            }
-            Ok(true)
-        })?;
+                    .is_some_and(|d| d.incarnation == *inc)
+                    .then_some(*key),
+                block: match b {
+                    Ok(id) => UploadedBlock::Existing(*id),
+                    Err(nb) => UploadedBlock::New(nb.clone()),
+                },
+            })
+            .collect();
+        let Recorded { object_used, ids } = self.meta.record_upload(object, &uploads, gen)?;
         // The block map must be on disk before the dirty copies go.
         self.meta.commit()?;
         if let (Some((obj, _)), false) = (object, object_used) {
@@ -1971,14 +1893,6 @@ impl Cache {
     }
 }
 
-#[derive(Debug, Clone)]
-struct NewBlock {
-    hash: Hash,
-    offset: u64,
-    length: u64,
-    plain_len: u64,
-}
-
 enum Job {
     /// Dirty blocks (key, incarnation, version), stored in one object.
     Blocks(Vec<((u64, u64), u64, u64)>),
@@ -2023,9 +1937,7 @@ fn create_truncated(path: &Path) -> Result<File> {
 
 fn is_disk_full(e: &CacheError) -> bool {
     match e {
-        CacheError::Meta(MetaError::Db(rusqlite::Error::SqliteFailure(f, _))) => {
-            f.code == rusqlite::ErrorCode::DiskFull
-        }
+        CacheError::Meta(m) => m.is_disk_full(),
         CacheError::NoSpace => true,
         CacheError::Io { cause: source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
         _ => false,
