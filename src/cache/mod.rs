@@ -21,6 +21,8 @@ mod recover;
 pub mod smalldb;
 mod space;
 pub mod sparse;
+#[cfg(test)]
+mod tests;
 mod upload;
 mod write;
 
