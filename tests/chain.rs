@@ -243,17 +243,11 @@ fn one_small_change_in_a_large_database_ships_bytes_not_megabytes() {
     let store = local(&d.path().join("store"));
     let h = start(&store, &d.path().join("a")).unwrap();
     // About 20 MB of rows.
-    h.meta
-        .with_tx(|c| {
-            for i in 0..20_000u32 {
-                c.execute(
-                    "INSERT INTO kv(key, value) VALUES (?1, randomblob(1000))",
-                    [format!("row-{i:06}")],
-                )?;
-            }
-            Ok(())
-        })
-        .unwrap();
+    h.meta.start_batching().unwrap();
+    for i in 0..20_000u32 {
+        let v: Vec<u8> = (0..1000u32).map(|j| (i.wrapping_mul(31) ^ j.wrapping_mul(7)) as u8).collect();
+        h.meta.kv_set(&format!("row-{i:06}"), &v).unwrap();
+    }
     h.meta.commit().unwrap();
     h.shipper.ship_full_now().unwrap();
     let before = h.shipper.stats();
@@ -424,18 +418,12 @@ fn a_large_wal_is_folded_in_and_reused_and_the_chain_carries_on() {
     let wal = h.dir.join("meta.db-wal");
     let mut max_len = 0;
     for round in 0..30u32 {
-        h.meta
-            .with_tx(|c| {
-                for i in 0..400u32 {
-                    c.execute(
-                        "INSERT INTO kv(key, value) VALUES (?1, randomblob(1500))
-                         ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                        [format!("k{}", (round * 400 + i) % 5000)],
-                    )?;
-                }
-                Ok(())
-            })
-            .unwrap();
+        for i in 0..400u32 {
+            let v = vec![(round + i) as u8; 1500];
+            h.meta
+                .kv_set(&format!("k{}", (round * 400 + i) % 5000), &v)
+                .unwrap();
+        }
         h.meta.commit().unwrap();
         h.shipper.ship(false).unwrap();
         max_len = max_len.max(std::fs::metadata(&wal).unwrap().len());

@@ -101,3 +101,25 @@ fn the_default_dirty_limit_follows_a_small_cache() {
     );
     assert!(!is_mounted(&t.mp));
 }
+
+/// The standalone mount is a general filesystem: device nodes and set-uid
+/// bits take effect (a gateway home's do not: see tests/gateway.rs), and
+/// `--allow-other` lets other users in.
+#[test]
+fn standalone_mount_options() {
+    let t = TestFs::new_mounted();
+    let m = mount_entry(&t.mp).expect("mounted");
+    assert!(m.fstype.starts_with("fuse"), "{m:?}");
+    if !swift_mode() {
+        assert_eq!(m.source, format!("swiftgate:{}", t.store), "{m:?}");
+    }
+    assert!(m.options.iter().any(|o| o == "noatime"), "{m:?}");
+    assert!(
+        !m.options.iter().any(|o| o == "nosuid" || o == "nodev"),
+        "{m:?}"
+    );
+    for o in ["default_permissions", "allow_other"] {
+        assert!(m.super_options.iter().any(|x| x == o), "{o}: {m:?}");
+    }
+    t.umount();
+}

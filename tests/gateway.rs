@@ -550,6 +550,27 @@ fn shipped_smb_conf_matches_the_generator() {
     );
 }
 
+/// Users write a home over SMB: a device node or set-uid program they
+/// put there must not take effect on the gateway. smbd runs as the user,
+/// so the mount lets other users in.
+#[test]
+fn homes_are_mounted_nosuid_nodev_for_smbd() {
+    let mut g = local_gw();
+    let u = unique_user("o");
+    ok(g.add_user(&u, "pw-o", &[]));
+    ok(g.sg(&["hook", "connect", &u], ""));
+    let m = mount_entry(&g.home(&u)).expect("the home is mounted");
+    assert!(m.fstype.starts_with("fuse"), "{m:?}");
+    assert!(m.source.starts_with("swiftgate:"), "{m:?}");
+    for o in ["nosuid", "nodev", "noatime"] {
+        assert!(m.options.iter().any(|x| x == o), "{o}: {m:?}");
+    }
+    for o in ["default_permissions", "allow_other"] {
+        assert!(m.super_options.iter().any(|x| x == o), "{o}: {m:?}");
+    }
+    ok(g.sg(&["hook", "disconnect", &u], ""));
+}
+
 #[test]
 fn busy_idle_home_stays_mounted_until_released() {
     let mut g = local_gw();

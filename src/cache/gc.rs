@@ -5,8 +5,8 @@
 //! once metadata that no longer needs it is stored.
 
 use super::{Cache, CacheError, Result};
-use crate::meta::{object_key, MetaError};
-use rusqlite::params;
+use crate::meta::object_key;
+use crate::meta::packgc::MovedBlock;
 use std::sync::atomic::Ordering;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -15,41 +15,16 @@ pub struct GcStats {
     pub bytes_reclaimed: u64,
 }
 
-struct Moved {
-    block: i64,
-    old_object: i64,
-    old_offset: i64,
-    new_offset: i64,
-    length: i64,
-}
-
 impl Cache {
     /// Rewrite up to `max_packs` mostly-dead packs.
     pub fn gc_packs(&self, max_packs: usize) -> Result<GcStats> {
-        let candidates: Vec<(i64, i64, i64)> = {
-            let c = self.meta.lock();
-            let mut st = c
-                .prepare(
-                    // A pack a snapshot reads stays where it is.
-                    "SELECT id, size, live_bytes FROM objects
-                     WHERE live_blocks > 0 AND live_bytes * 2 < size
-                       AND id NOT IN (SELECT object FROM snapshot_objects)
-                     ORDER BY size - live_bytes DESC LIMIT ?1",
-                )
-                .map_err(MetaError::from)?;
-            let rows = st
-                .query_map([max_packs as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .map_err(MetaError::from)?;
-            rows.collect::<rusqlite::Result<_>>()
-                .map_err(MetaError::from)?
-        };
+        let candidates = self.meta.gc_candidates(max_packs)?;
         let mut stats = GcStats::default();
         let mut buf: Vec<u8> = Vec::new();
-        let mut moved: Vec<Moved> = Vec::new();
+        let mut moved: Vec<MovedBlock> = Vec::new();
         let mut olds: Vec<(i64, i64)> = Vec::new();
-        for (obj, size, live) in candidates {
+        for c in candidates {
+            let (obj, size, live) = (c.object, c.size, c.live_bytes);
             match self.collect_live(obj, &mut buf, &mut moved) {
                 Ok(()) => olds.push((obj, size - live)),
                 Err(e) => tracing::error!("pack {} not collected: {e}", object_key(obj)),
@@ -65,29 +40,15 @@ impl Cache {
     }
 
     /// Append the verified live records of `obj` to `buf`.
-    fn collect_live(&self, obj: i64, buf: &mut Vec<u8>, moved: &mut Vec<Moved>) -> Result<()> {
-        let blocks: Vec<(i64, [u8; 32], i64, i64)> = {
-            let c = self.meta.lock();
-            let mut st = c
-                .prepare("SELECT id, hash, offset, length FROM blocks WHERE object=?1")
-                .map_err(MetaError::from)?;
-            let rows = st
-                .query_map([obj], |r| {
-                    let h: Vec<u8> = r.get(1)?;
-                    let mut hash = [0u8; 32];
-                    hash.copy_from_slice(&h[..32.min(h.len())]);
-                    Ok((r.get(0)?, hash, r.get(2)?, r.get(3)?))
-                })
-                .map_err(MetaError::from)?;
-            rows.collect::<rusqlite::Result<_>>()
-                .map_err(MetaError::from)?
-        };
+    fn collect_live(&self, obj: i64, buf: &mut Vec<u8>, moved: &mut Vec<MovedBlock>) -> Result<()> {
+        let blocks = self.meta.blocks_of_object(obj)?;
         // No object swiftgate writes is near this: packs and runs of blocks
         // are at most 16 MiB or one 64 MiB block, plus record headers.
         let data = self.store.get_max(&object_key(obj), 256 << 20)?;
         let start = buf.len();
         let first_move = moved.len();
-        for (id, hash, off, len) in blocks {
+        for b in blocks {
+            let (id, hash, off, len) = (b.id, b.hash, b.offset as i64, b.length as i64);
             let rec = data
                 .get(off as usize..(off + len) as usize)
                 .ok_or_else(|| CacheError::Corrupt {
@@ -105,7 +66,7 @@ impl Cache {
                     reason: e.to_string(),
                 });
             }
-            moved.push(Moved {
+            moved.push(MovedBlock {
                 block: id,
                 old_object: obj,
                 old_offset: off,
@@ -120,7 +81,7 @@ impl Cache {
     fn write_gc_pack(
         &self,
         buf: &mut Vec<u8>,
-        moved: &mut Vec<Moved>,
+        moved: &mut Vec<MovedBlock>,
         olds: &mut Vec<(i64, i64)>,
         stats: &mut GcStats,
     ) -> Result<()> {
@@ -129,40 +90,10 @@ impl Cache {
             self.store.put(&object_key(new), buf)?;
         }
         let gen = self.shipper.next_gen();
-        let used = self.meta.with_tx(|tx| {
-            let (mut live, mut n) = (0i64, 0i64);
-            tx.execute(
-                "INSERT INTO objects(id, size, live_bytes, live_blocks) VALUES(?1, ?2, 0, 0)",
-                params![new, buf.len() as i64],
-            )?;
-            for m in moved.iter() {
-                // A block freed meanwhile stays behind (and dies with its pack).
-                let changed = tx.execute(
-                    "UPDATE blocks SET object=?2, offset=?3 WHERE id=?1 AND object=?4 AND offset=?5",
-                    params![m.block, new, m.new_offset, m.old_object, m.old_offset],
-                )?;
-                if changed == 1 {
-                    live += m.length;
-                    n += 1;
-                }
-            }
-            for (old, _) in olds.iter() {
-                tx.execute("DELETE FROM objects WHERE id=?1", [old])?;
-                tx.execute(
-                    "INSERT OR REPLACE INTO dead_objects(id, after_gen) VALUES(?1, ?2)",
-                    params![old, gen as i64],
-                )?;
-            }
-            if n == 0 {
-                tx.execute("DELETE FROM objects WHERE id=?1", [new])?;
-                return Ok(false);
-            }
-            tx.execute(
-                "UPDATE objects SET live_bytes=?2, live_blocks=?3 WHERE id=?1",
-                params![new, live, n],
-            )?;
-            Ok(true)
-        })?;
+        let old_ids: Vec<i64> = olds.iter().map(|(old, _)| *old).collect();
+        let used = self
+            .meta
+            .repoint_packs(new, buf.len() as u64, moved, &old_ids, gen)?;
         if !used && !buf.is_empty() {
             let _ = self.store.delete(&object_key(new));
         }

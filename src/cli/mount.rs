@@ -270,33 +270,16 @@ fn start(
             nospace_wait: a.enospc_after,
         },
     )?;
-    let mut cfg = fuser::Config::default();
-    cfg.mount_options = vec![
-        fuser::MountOption::FSName(format!("swiftgate:{}", a.store)),
-        fuser::MountOption::Subtype("swiftgate".into()),
-        fuser::MountOption::DefaultPermissions,
-        fuser::MountOption::NoAtime,
-        fuser::MountOption::Dev,
-        fuser::MountOption::Suid,
-    ];
-    if a.allow_other {
-        cfg.acl = fuser::SessionACL::All;
-    }
-    cfg.n_threads = Some(a.fuse_threads.max(1));
-    cfg.clone_fd = true;
     if let Some(q) = a.quota {
         engine.fs.set_quota(q);
     }
-    let fs = FuseFs::new(engine.fs.clone());
-    let notifier = fs.notifier_slot();
-    match fuser::Session::new(fs, mp, &cfg) {
-        Ok(s) => {
-            // The hand-over before lseek needs another thread to serve it.
-            if a.fuse_threads > 1 {
-                let _ = notifier.set(s.notifier());
-            }
-            Ok((engine, s))
-        }
+    let settings = crate::fs::fuse::MountSettings {
+        allow_other: a.allow_other,
+        devices_and_setuid: true,
+        threads: a.fuse_threads,
+    };
+    match crate::fs::fuse::session(&engine, mp, &settings) {
+        Ok(s) => Ok((engine, s)),
         Err(e) => {
             let _ = engine.close();
             Err(e).with_context(|| format!("mounting FUSE at {}", mp.display()))

@@ -15,6 +15,69 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// How a filesystem is mounted where the standalone mount and the
+/// gateway's homes legitimately differ; everything else is decided once,
+/// in [`session`].
+#[derive(Debug, Clone)]
+pub struct MountSettings {
+    /// Let users other than the mounting one in (`allow_other`). A home
+    /// needs it (smbd serves it as the Samba user); a standalone mount
+    /// asks for it with `--allow-other`.
+    pub allow_other: bool,
+    /// Honour device nodes and set-user/group-ID bits (the kernel's
+    /// `dev`, `suid`). Off for homes: users write them over SMB and must
+    /// not get a device or a set-uid program on the gateway that way. On
+    /// for the standalone mount, a general filesystem an admin mounts
+    /// like any other (POSIX conformance includes both).
+    pub devices_and_setuid: bool,
+    /// Threads serving FUSE requests.
+    pub threads: usize,
+}
+
+/// Options of the kernel mount and the FUSE session; `source` is what
+/// the mount table shows as the filesystem (`swiftgate:<source>`).
+fn config(source: &str, s: &MountSettings) -> fuser::Config {
+    use fuser::MountOption as O;
+    let mut cfg = fuser::Config::default();
+    let (dev, suid) = if s.devices_and_setuid {
+        (O::Dev, O::Suid)
+    } else {
+        (O::NoDev, O::NoSuid)
+    };
+    cfg.mount_options = vec![
+        O::FSName(format!("swiftgate:{source}")),
+        O::Subtype("swiftgate".into()),
+        O::DefaultPermissions,
+        O::NoAtime,
+        dev,
+        suid,
+    ];
+    if s.allow_other {
+        cfg.acl = fuser::SessionACL::All;
+    }
+    cfg.n_threads = Some(s.threads.max(1));
+    cfg.clone_fd = true;
+    cfg
+}
+
+/// Mount `engine`'s filesystem at `mountpoint`: the one place a FUSE
+/// session is built (the standalone mount and every gateway home).
+pub fn session(
+    engine: &super::engine::Engine,
+    mountpoint: &Path,
+    s: &MountSettings,
+) -> std::io::Result<fuser::Session<FuseFs>> {
+    let cfg = config(&engine.store.url(), s);
+    let fs = FuseFs::new(engine.fs.clone());
+    let notifier = fs.notifier_slot();
+    let session = fuser::Session::new(fs, mountpoint, &cfg)?;
+    // The hand-over before lseek needs another thread to serve it.
+    if s.threads > 1 {
+        let _ = notifier.set(session.notifier());
+    }
+    Ok(session)
+}
+
 const TTL: Duration = Duration::from_secs(1);
 const GEN: Generation = Generation(0);
 
@@ -665,5 +728,45 @@ impl fuser::Filesystem for FuseFs {
         // ENOTTY as "not this filesystem's".
         tracing::debug!(ino = ino.0, cmd, "ioctl not supported");
         reply.error(Errno::ENOTTY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{config, MountSettings};
+    use fuser::MountOption as O;
+
+    #[test]
+    fn homes_and_the_standalone_mount_differ_only_where_settings_say() {
+        let home = config(
+            "local:///s",
+            &MountSettings {
+                allow_other: true,
+                devices_and_setuid: false,
+                threads: 4,
+            },
+        );
+        let standalone = config(
+            "local:///s",
+            &MountSettings {
+                allow_other: false,
+                devices_and_setuid: true,
+                threads: 0,
+            },
+        );
+        let base = [
+            O::FSName("swiftgate:local:///s".into()),
+            O::Subtype("swiftgate".into()),
+            O::DefaultPermissions,
+            O::NoAtime,
+        ];
+        assert_eq!(home.mount_options[..4], base);
+        assert_eq!(standalone.mount_options[..4], base);
+        assert_eq!(home.mount_options[4..], [O::NoDev, O::NoSuid]);
+        assert_eq!(standalone.mount_options[4..], [O::Dev, O::Suid]);
+        assert_eq!(home.acl, fuser::SessionACL::All);
+        assert_eq!(standalone.acl, fuser::SessionACL::Owner);
+        assert_eq!((home.n_threads, standalone.n_threads), (Some(4), Some(1)));
+        assert!(home.clone_fd && standalone.clone_fd);
     }
 }

@@ -205,7 +205,7 @@ impl Fs {
         if parent == crate::meta::ROOT_INO {
             return Ok(name == RECYCLE_DIR.as_bytes());
         }
-        let path = crate::meta::path_of(&self.meta.lock(), parent)?;
+        let path = self.meta.path_of(parent)?;
         let first = path.trim_start_matches('/').split('/').next();
         Ok(first == Some(RECYCLE_DIR))
     }
@@ -513,13 +513,7 @@ mod tests {
         // A database from before quotas: no table, no triggers.
         let path = t.fs().meta().path().to_path_buf();
         t.fs().meta().commit().unwrap();
-        {
-            let c = t.fs().meta().lock();
-            c.execute_batch(
-                "DROP TRIGGER usage_insert; DROP TRIGGER usage_update; DROP TRIGGER usage_delete; DROP TABLE usage;",
-            )
-            .unwrap();
-        }
+        t.fs().meta().drop_usage_tracking().unwrap();
         let m = crate::meta::Meta::open(&path).unwrap();
         assert_eq!(m.usage().unwrap(), want);
     }

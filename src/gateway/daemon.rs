@@ -5,7 +5,6 @@
 use super::config::{GatewayConfig, UserMapMode};
 use super::usermap::{check_name, UserMap, UserSecrets};
 use crate::fs::engine::{Engine, OpenOptions};
-use crate::fs::fuse::FuseFs;
 use crate::gateway::session::SmbdProcess;
 use crate::store::swift::{Secret, SwiftFlags};
 use crate::store::DynStore;
@@ -554,28 +553,15 @@ impl Gateway {
         for w in &engine.warnings {
             tracing::warn!(user, "{w}");
         }
-        let mut fcfg = fuser::Config::default();
-        fcfg.mount_options = vec![
-            fuser::MountOption::FSName(format!("swiftgate:{}", engine.store.url())),
-            fuser::MountOption::Subtype("swiftgate".into()),
-            fuser::MountOption::DefaultPermissions,
-            fuser::MountOption::NoAtime,
-            fuser::MountOption::NoDev,
-            fuser::MountOption::NoSuid,
-        ];
-        // Samba's smbd runs as the user: it must reach the mount.
-        fcfg.acl = fuser::SessionACL::All;
-        fcfg.n_threads = Some(4);
-        fcfg.clone_fd = true;
         // Before the first request: nothing may get past it.
         engine.fs.set_quota(quota);
-        let fs = FuseFs::new(engine.fs.clone());
-        let notifier = fs.notifier_slot();
-        let session = match fuser::Session::new(fs, &mp, &fcfg) {
-            Ok(s) => {
-                let _ = notifier.set(s.notifier());
-                s
-            }
+        let settings = crate::fs::fuse::MountSettings {
+            allow_other: true,
+            devices_and_setuid: false,
+            threads: 4,
+        };
+        let session = match crate::fs::fuse::session(&engine, &mp, &settings) {
+            Ok(s) => s,
             Err(e) => {
                 let _ = engine.close();
                 return Err(GatewayError::Io { path: mp, cause: e });

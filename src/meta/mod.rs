@@ -6,11 +6,13 @@
 //! mounted, operations are grouped into transactions ([`group`]); fsync,
 //! metadata shipping and uploads that drop their dirty copies commit first.
 
+pub mod blockmap;
 pub mod chain;
 pub mod dircache;
 pub mod fsck;
 pub mod group;
 pub mod lease;
+pub mod packgc;
 pub mod reserve;
 pub mod ship;
 pub mod snapshots;
@@ -411,8 +413,9 @@ impl Meta {
         self.db.abandon()
     }
 
-    /// Direct access for layers that run their own queries (cache, fsck).
-    pub fn lock(&self) -> MutexGuard<'_, Db> {
+    /// The connection, for meta's own modules (fsck, shipping,
+    /// snapshots); other layers go through named functions.
+    fn lock(&self) -> MutexGuard<'_, Db> {
         self.db.lock()
     }
 
@@ -435,7 +438,8 @@ impl Meta {
         Ok(g)
     }
 
-    pub fn with_tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    /// A write transaction, for meta's own modules.
+    fn with_tx<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         self.write(f)
     }
 
@@ -1163,6 +1167,13 @@ pub(crate) fn row_block(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRef> {
         length: r.get::<_, i64>(4)? as u64,
         plain_len: r.get::<_, i64>(5)? as u64,
     })
+}
+
+impl Meta {
+    /// A path naming `ino` for reports; see [`path_of`].
+    pub fn path_of(&self, ino: u64) -> Result<String> {
+        path_of(&self.db.lock(), ino)
+    }
 }
 
 /// A path naming `ino` for reports: through its first name up to the root

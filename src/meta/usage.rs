@@ -72,3 +72,15 @@ impl Meta {
         })
     }
 }
+
+impl Meta {
+    /// Make this database look like one from before quotas (no table, no
+    /// triggers), to test the seeding on open.
+    #[cfg(test)]
+    pub(crate) fn drop_usage_tracking(&self) -> Result<()> {
+        self.lock().execute_batch(
+            "DROP TRIGGER usage_insert; DROP TRIGGER usage_update; DROP TRIGGER usage_delete; DROP TABLE usage;",
+        )?;
+        Ok(())
+    }
+}

@@ -17,6 +17,11 @@ pub struct FaultConfig {
     pub fail_after_bytes: Option<u64>,
     /// Every call fails while set (simulates an outage).
     pub down: bool,
+    /// An upload that reached the store does not return while this is
+    /// set, and then fails: it freezes the caller between the PUT and
+    /// what it does next, as a crash there would (tests restart the
+    /// caller meanwhile, then clear it to let the frozen thread go).
+    pub stall_after_put: bool,
 }
 
 impl FaultConfig {
@@ -33,6 +38,7 @@ impl FaultConfig {
                 "latency_ms" => c.latency = Duration::from_millis(v.parse().map_err(|_| bad())?),
                 "fail_after_bytes" => c.fail_after_bytes = Some(v.parse().map_err(|_| bad())?),
                 "down" => c.down = v == "1" || v == "true",
+                "stall_after_put" => c.stall_after_put = v == "1" || v == "true",
                 _ => return Err(format!("fault spec: unknown key {k:?}")),
             }
         }
@@ -44,6 +50,9 @@ impl FaultConfig {
 pub struct FaultStore {
     inner: super::DynStore,
     pub config: Mutex<FaultConfig>,
+    /// Uploads that stored their object and are (or were) frozen by
+    /// `stall_after_put`.
+    pub stalled: std::sync::atomic::AtomicU64,
 }
 
 impl FaultStore {
@@ -51,6 +60,7 @@ impl FaultStore {
         FaultStore {
             inner,
             config: Mutex::new(config),
+            stalled: Default::default(),
         }
     }
 
@@ -91,7 +101,23 @@ impl FaultStore {
                     retry_after: None,
                 })
             }
-            _ => f(body),
+            _ => {
+                f(body)?;
+                if !self.config.lock().stall_after_put {
+                    return Ok(());
+                }
+                self.stalled
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                while self.config.lock().stall_after_put {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(StoreError::Transient {
+                    store: self.url(),
+                    key: key.to_string(),
+                    message: "injected: the caller stalled after its upload was stored".into(),
+                    retry_after: None,
+                })
+            }
         }
     }
 }
@@ -137,5 +163,23 @@ impl ObjectStore for FaultStore {
     fn list(&self, prefix: &str, marker: Option<&str>, limit: usize) -> Result<ListPage> {
         self.before(prefix)?;
         self.inner.list(prefix, marker, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FaultConfig;
+
+    #[test]
+    fn spec_parses_every_key_and_refuses_unknown_ones() {
+        let c = FaultConfig::parse(
+            "error_rate=0.5,latency_ms=7,fail_after_bytes=9,down=1,stall_after_put=1",
+        )
+        .unwrap();
+        assert_eq!(c.error_rate, 0.5);
+        assert_eq!(c.latency.as_millis(), 7);
+        assert_eq!(c.fail_after_bytes, Some(9));
+        assert!(c.down && c.stall_after_put);
+        assert!(FaultConfig::parse("stall=1").is_err());
     }
 }

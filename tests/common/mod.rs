@@ -298,6 +298,34 @@ pub fn is_mounted(mp: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
 
+/// A mount as /proc/self/mountinfo shows it.
+#[derive(Debug)]
+pub struct MountEntry {
+    /// Per-mount options (`rw,nosuid,nodev,noatime`).
+    pub options: Vec<String>,
+    pub fstype: String,
+    pub source: String,
+    /// The filesystem's own options (`default_permissions,allow_other`).
+    pub super_options: Vec<String>,
+}
+
+pub fn mount_entry(mp: &Path) -> Option<MountEntry> {
+    let s = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = mp.display().to_string();
+    let line = s
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some(want.as_str()))?;
+    let (head, tail) = line.split_once(" - ")?;
+    let list = |o: &str| o.split(',').map(String::from).collect::<Vec<_>>();
+    let mut t = tail.split(' ');
+    Some(MountEntry {
+        options: list(head.split(' ').nth(5)?),
+        fstype: t.next()?.to_string(),
+        source: t.next()?.to_string(),
+        super_options: list(t.next()?),
+    })
+}
+
 pub fn wait_unmounted(mp: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while is_mounted(mp) && Instant::now() < deadline {

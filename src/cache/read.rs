@@ -1,0 +1,315 @@
+//! Reading: a block from its dirty copy, its clean copy, or the store
+//! (fetched into the cache; a packed block with its neighbours).
+
+use super::{dirty_name, io_err, Cache, CacheError, Result};
+use crate::meta::{object_key, BlockRef};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use std::{fs, io};
+
+/// Clean block files kept open for readers.
+pub(super) const OPEN_FILES: usize = 32;
+
+/// How far past a wanted packed block one read reaches (see fetch_pack_window).
+pub(super) const PACK_READ_WINDOW: u64 = 2 << 20;
+
+/// A clean block's plaintext: a cache file or (small blocks) bytes.
+pub(super) enum CleanData {
+    File(Arc<File>, PathBuf),
+    Mem(Vec<u8>),
+}
+
+impl CleanData {
+    pub(super) fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        match self {
+            CleanData::File(f, p) => read_full_at(f, buf, off).map_err(io_err(p)),
+            CleanData::Mem(d) => {
+                copy_at(d, buf, off);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Copy from `data` at `off` into `buf`; past its end reads as zeros.
+pub(super) fn copy_at(data: &[u8], buf: &mut [u8], off: u64) {
+    let start = (off as usize).min(data.len());
+    let n = (data.len() - start).min(buf.len());
+    buf[..n].copy_from_slice(&data[start..start + n]);
+    buf[n..].fill(0);
+}
+
+/// Fill `buf` from `off`; bytes past the end of the file read as zeros.
+pub(super) fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = f.read_at(&mut buf[done..], off + done as u64)?;
+        if n == 0 {
+            buf[done..].fill(0);
+            break;
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+impl Cache {
+    // ---------------------------------------------------------------- reads
+
+    /// Read `buf.len()` bytes at `off` of block `idx` (whose valid length
+    /// given the file size is `valid`). Caller holds the inode lock (shared).
+    pub fn read_block(&self, ino: u64, idx: u64, off: u64, buf: &mut [u8]) -> Result<()> {
+        let dirty_path = self.dir("dirty").join(dirty_name(ino, idx));
+        let dirty = self.st.lock().dirty.get(&(ino, idx)).map(|d| d.small);
+        if dirty.is_some() {
+            self.read_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        match dirty {
+            Some(true) => {
+                let data = self.small.get_dirty(ino, idx)?.unwrap_or_default();
+                copy_at(&data, buf, off);
+                return Ok(());
+            }
+            Some(false) => {
+                let f = File::open(&dirty_path).map_err(io_err(&dirty_path))?;
+                return read_full_at(&f, buf, off).map_err(io_err(&dirty_path));
+            }
+            None => {}
+        }
+        match self.meta.block_at(ino, idx)? {
+            None => {
+                buf.fill(0);
+                Ok(())
+            }
+            Some(b) => match self.open_clean(&b) {
+                Ok(c) => c.read_at(buf, off),
+                // No room to cache it: serve this read straight from the store.
+                Err(CacheError::NoSpace) => {
+                    copy_at(&self.fetch_plain(&b)?, buf, off);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Open the cached plaintext of a block, fetching it if needed.
+    pub(super) fn open_clean(&self, b: &BlockRef) -> Result<CleanData> {
+        if b.object == crate::meta::LOST_OBJECT {
+            return Err(CacheError::Corrupt {
+                block: b.id,
+                object: "(none)".into(),
+                reason: "its data was lost (see fsck's report); rewrite or delete the file".into(),
+            });
+        }
+        let path = self.dir("blocks").join(b.id.to_string());
+        loop {
+            let mut st = self.st.lock();
+            if let Some(&(_, _, small)) = st.clean.get(&b.id) {
+                self.read_hits.fetch_add(1, Ordering::Relaxed);
+                st.tick += 1;
+                let t = st.tick;
+                if let Some(e) = st.clean.get_mut(&b.id) {
+                    let old = std::mem::replace(&mut e.1, t);
+                    st.lru.remove(&old);
+                    st.lru.insert(t, b.id);
+                }
+                if small {
+                    drop(st);
+                    match self.small.get_clean(b.id)? {
+                        Some(d) => return Ok(CleanData::Mem(d)),
+                        None => continue, // evicted meanwhile
+                    }
+                }
+                // Sequential readers come back to the same block many times
+                // (a 4 MiB block is 32 kernel reads): keep a few open.
+                if let Some(f) = st.open_files.get(&b.id) {
+                    return Ok(CleanData::File(f.clone(), path));
+                }
+                // Opened under the lock: eviction may unlink the name, but
+                // the open file stays readable.
+                let f = Arc::new(File::open(&path).map_err(io_err(&path))?);
+                if st.open_files.len() >= OPEN_FILES {
+                    if let Some(&k) = st.open_files.keys().next() {
+                        st.open_files.remove(&k);
+                    }
+                }
+                st.open_files.insert(b.id, f.clone());
+                return Ok(CleanData::File(f, path));
+            }
+            if st.fetching.contains(&b.id) {
+                self.cv.wait_for(&mut st, Duration::from_millis(100));
+                continue;
+            }
+            st.fetching.insert(b.id);
+            drop(st);
+            let res = self.fetch(b, &path);
+            let mut st = self.st.lock();
+            st.fetching.remove(&b.id);
+            if let Ok((size, small)) = res {
+                st.tick += 1;
+                let t = st.tick;
+                st.headroom -= size as i64;
+                st.clean.insert(b.id, (size, t, small));
+                st.lru.insert(t, b.id);
+                st.clean_bytes += size;
+                self.evict_locked(&mut st);
+                if !st.clean.contains_key(&b.id) {
+                    // Evicted at once: the disk has no room for it (filled
+                    // from outside). Fetching again would loop for ever;
+                    // the caller reads it straight from the store.
+                    self.cv.notify_all();
+                    return Err(CacheError::NoSpace);
+                }
+            }
+            self.cv.notify_all();
+            drop(st);
+            res?;
+        }
+    }
+
+    /// Download and verify a block's plaintext.
+    pub(super) fn fetch_plain(&self, b: &BlockRef) -> Result<Vec<u8>> {
+        if b.object == crate::meta::LOST_OBJECT {
+            return Err(CacheError::Corrupt {
+                block: b.id,
+                object: "(none)".into(),
+                reason: "its data was lost (see fsck's report)".into(),
+            });
+        }
+        let key = object_key(b.object);
+        let rec = self.store.get_range(&key, b.offset, b.length)?;
+        let plain = self
+            .codec
+            .decode_block(&b.hash, &rec)
+            .map_err(|e| CacheError::Corrupt {
+                block: b.id,
+                object: key.clone(),
+                reason: e.to_string(),
+            })?;
+        self.fetched_blocks.fetch_add(1, Ordering::Relaxed);
+        Ok(plain)
+    }
+
+    /// Fetch a small packed block together with the blocks that follow it
+    /// in its pack (written together, so likely read together: the next
+    /// files of a directory), in one ranged GET. On a WAN the round trip,
+    /// not the bytes, is what a small file costs. The neighbours go into
+    /// the clean cache; returns the wanted block's plaintext.
+    pub(super) fn fetch_pack_window(&self, b: &BlockRef) -> Result<Option<Vec<u8>>> {
+        let window = PACK_READ_WINDOW.max(b.length);
+        let mut blocks = self
+            .meta
+            .blocks_in_object(b.object, b.offset, b.offset + window)?;
+        if blocks.len() <= 1 {
+            return Ok(None); // not a pack, or the last block in it
+        }
+        {
+            let st = self.st.lock();
+            // Keep the wanted block and the uncached neighbours.
+            blocks.retain(|x| {
+                x.id == b.id
+                    || (x.plain_len <= self.small_max()
+                        && !st.clean.contains_key(&x.id)
+                        && !st.fetching.contains(&x.id))
+            });
+        }
+        let Some(last) = blocks.last() else {
+            return Ok(None);
+        };
+        let end = last.offset + last.length;
+        let key = object_key(b.object);
+        let rec = self.store.get_range(&key, b.offset, end - b.offset)?;
+        let mut wanted = None;
+        let mut extra = Vec::new();
+        for x in &blocks {
+            let (a, z) = (
+                (x.offset - b.offset) as usize,
+                (x.offset + x.length - b.offset) as usize,
+            );
+            let Some(r) = rec.get(a..z) else { continue };
+            match self.codec.decode_block(&x.hash, r) {
+                Ok(plain) if x.id == b.id => wanted = Some(plain),
+                Ok(plain) => extra.push((x.id, plain)),
+                Err(e) if x.id == b.id => {
+                    return Err(CacheError::Corrupt {
+                        block: b.id,
+                        object: key.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+                // A damaged neighbour is reported when someone reads it.
+                Err(_) => {}
+            }
+        }
+        self.fetched_blocks
+            .fetch_add(1 + extra.len() as u64, Ordering::Relaxed);
+        if !extra.is_empty() && self.small.put_clean_many(&extra).is_ok() {
+            let mut st = self.st.lock();
+            for (id, d) in &extra {
+                if st.clean.contains_key(id) {
+                    continue;
+                }
+                st.tick += 1;
+                let t = st.tick;
+                st.headroom -= d.len() as i64;
+                st.clean.insert(*id, (d.len() as u64, t, true));
+                st.lru.insert(t, *id);
+                st.clean_bytes += d.len() as u64;
+            }
+            self.evict_locked(&mut st);
+        }
+        Ok(wanted)
+    }
+
+    /// Fetch into the cache; returns the size and whether it went into the
+    /// small-block database.
+    pub(super) fn fetch(&self, b: &BlockRef, path: &Path) -> Result<(u64, bool)> {
+        let packed = if b.plain_len <= self.small_max() {
+            self.fetch_pack_window(b)?
+        } else {
+            None
+        };
+        let plain = match packed {
+            Some(p) => p,
+            None => self.fetch_plain(b)?,
+        };
+        if plain.len() as u64 <= self.small_max() {
+            self.small.put_clean(b.id, &plain)?;
+            return Ok((plain.len() as u64, true));
+        }
+        let tmp = self.tmp_path();
+        if let Err(e) = fs::write(&tmp, &plain) {
+            let _ = fs::remove_file(&tmp);
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                self.st.lock().disk_checked = None;
+                return Err(CacheError::NoSpace);
+            }
+            return Err(io_err(&tmp)(e));
+        }
+        fs::rename(&tmp, path).map_err(io_err(path))?;
+        Ok((plain.len() as u64, false))
+    }
+
+    /// Warm the cache with blocks a sequential reader will want next.
+    pub fn prefetch(self: &Arc<Self>, blocks: Vec<BlockRef>) {
+        for b in blocks {
+            {
+                let st = self.st.lock();
+                if st.clean.contains_key(&b.id) || st.fetching.contains(&b.id) {
+                    continue;
+                }
+            }
+            let me = self.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = me.open_clean(&b) {
+                    tracing::debug!("prefetch of block {} failed: {e}", b.id);
+                }
+            });
+        }
+    }
+}
