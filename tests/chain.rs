@@ -245,7 +245,9 @@ fn one_small_change_in_a_large_database_ships_bytes_not_megabytes() {
     // About 20 MB of rows.
     h.meta.start_batching().unwrap();
     for i in 0..20_000u32 {
-        let v: Vec<u8> = (0..1000u32).map(|j| (i.wrapping_mul(31) ^ j.wrapping_mul(7)) as u8).collect();
+        let v: Vec<u8> = (0..1000u32)
+            .map(|j| (i.wrapping_mul(31) ^ j.wrapping_mul(7)) as u8)
+            .collect();
         h.meta.kv_set(&format!("row-{i:06}"), &v).unwrap();
     }
     h.meta.commit().unwrap();

@@ -77,7 +77,7 @@ pub const CHECKPOINT_AT: u64 = 4 << 20;
 /// Past this size the WAL is folded in anyway (the shipper fell behind, or
 /// the store is unreachable), so the cache disk does not fill; the chain
 /// then resumes with a full snapshot.
-pub const WAL_HARD_LIMIT: u64 = 16 << 20;
+pub const WAL_HARD_LIMIT: u64 = 8 << 20;
 
 pub fn meta_codec(key: Option<&MasterKey>) -> BlockCodec {
     BlockCodec::new(key, Compression::Zstd(3))
