@@ -34,8 +34,9 @@ pub struct MountArgs {
     /// local: fsync = on the cache disk; remote: fsync = in the store.
     #[arg(long, default_value = "local")]
     pub durability: Durability,
-    /// Longest time namespace changes wait before being shipped.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// Longest time namespace changes wait before being shipped (what a
+    /// lost host can lose; 1s works: only what changed is sent).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub metadata_interval: Duration,
     /// How long a dirty block rests before upload.
     #[arg(long, default_value = "1s", value_parser = parse_duration, hide = true)]

@@ -142,11 +142,22 @@ impl FuseFs {
     /// cache: its writes reach `Fs::write` in the writer's own call, which
     /// then fails with EDQUOT (Samba: disk full on that write) instead of
     /// the data being dropped at writeback.
+    ///
+    /// Otherwise the kernel keeps a file's cached pages across opens: every
+    /// change to the bytes goes through it (writes are cached here, with
+    /// the writeback cache) or is told to it (a restore invalidates), and
+    /// without this each open dropped the pages and a hot read was served
+    /// by the daemon at a quarter of the plain directory's speed
+    /// (tests/bench/passthrough/RESULTS.md).
     fn open_flags(&self, flags: i32) -> FopenFlags {
-        if flags & libc::O_ACCMODE != libc::O_RDONLY && self.fs.write_direct() {
-            FopenFlags::FOPEN_DIRECT_IO
+        if self.fs.write_direct() {
+            if flags & libc::O_ACCMODE != libc::O_RDONLY {
+                FopenFlags::FOPEN_DIRECT_IO
+            } else {
+                FopenFlags::empty()
+            }
         } else {
-            FopenFlags::empty()
+            FopenFlags::FOPEN_KEEP_CACHE
         }
     }
 }
