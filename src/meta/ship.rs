@@ -63,8 +63,9 @@ impl ShipError {
 
 pub use super::chain::{snap_key, wal_key};
 
-/// A format 1 snapshot record or a format 2 manifest: at most this big.
-pub const MAX_SNAPSHOT_RECORD: u64 = 1 << 30;
+/// A format 1 snapshot record (older releases: the whole database in one
+/// record, up to the codec's 4 GiB) or a format 2 manifest: at most this big.
+pub const MAX_SNAPSHOT_RECORD: u64 = crate::store::MAX_OBJECT;
 /// Segments between full snapshots, at most: bounds the requests a
 /// restore makes.
 pub const MAX_SEGMENTS: u64 = 2048;
