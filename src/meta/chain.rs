@@ -523,7 +523,7 @@ pub fn restore(store: &DynStore, codec: &BlockCodec, dest: &Path) -> Result<Rebu
         // Damaged newer snapshots passed over on the way down.
         r.failed
             .extend(failed.into_iter().filter(|(g, _)| *g > r.gen));
-        r.failed.sort_by(|a, b| b.0.cmp(&a.0));
+        r.failed.sort_by_key(|x| std::cmp::Reverse(x.0));
         r.failed.dedup_by_key(|x| x.0);
         for ext in ["db-wal", "db-shm"] {
             let _ = std::fs::remove_file(dest.with_extension(ext));

@@ -129,7 +129,7 @@ pub fn ends_at(f: &File, h: &WalHeader, p: WalPos) -> io::Result<bool> {
         return Ok(p.cksum == h.cksum);
     }
     let frame = FRAME_HEADER + h.page_size as u64;
-    if p.offset < HEADER + frame || (p.offset - HEADER) % frame != 0 {
+    if p.offset < HEADER + frame || !(p.offset - HEADER).is_multiple_of(frame) {
         return Ok(false);
     }
     let mut fh = [0u8; FRAME_HEADER as usize];
