@@ -875,6 +875,7 @@ impl Gateway {
         for (_, t) in reapers {
             let _ = t.join();
         }
+        super::recycle_job::wait_idle(self);
         let users: Vec<String> = self.homes.lock().keys().cloned().collect();
         for u in users {
             if let Err(e) = self.unmount(&u) {

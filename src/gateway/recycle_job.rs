@@ -125,6 +125,11 @@ pub fn purge_one(gw: &Gateway, key: &str, mp: &Path) -> Result<Option<BinReport>
     let cutoff = crate::clock::unix_now() as i64 - i64::from(s.keep_days) * 86_400;
     let r = {
         let _w = gw.recycle.walking.lock();
+        // Shutdown waits for a walk under way, then unmounts: one that
+        // started after would block on a mount nobody serves any more.
+        if gw.stopping() {
+            return Ok(None);
+        }
         recycle::purge(mp, cutoff).map_err(|e| e.to_string())?
     };
     forget(gw, key);
@@ -222,6 +227,12 @@ pub fn after_mount(gw: &Arc<Gateway>, key: &str) {
     if let Err(e) = spawned {
         tracing::error!("cannot start a recycle purge: {e}");
     }
+}
+
+/// Wait until no recycle bin is being walked (at shutdown, before the
+/// mounts go: a walk is file operations on them, served by this process).
+pub fn wait_idle(gw: &Gateway) {
+    drop(gw.recycle.walking.lock());
 }
 
 /// The purge rounds, until the daemon stops.
