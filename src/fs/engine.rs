@@ -202,7 +202,7 @@ fn prepare_metadata(
     uuid: &str,
     accept_rollback: bool,
     warnings: &mut Vec<String>,
-) -> Result<(u64, bool)> {
+) -> Result<u64> {
     let db = dir.join("meta.db");
     let latest = ship::latest_gen(store)?;
     if db.exists() {
@@ -215,7 +215,7 @@ fn prepare_metadata(
         drop(local);
         if same_fs && gen >= latest {
             tracing::info!(gen, "using local metadata");
-            return Ok((gen, false));
+            return Ok(gen);
         }
         // Stale: another host wrote newer metadata. Local dirty blocks
         // belong to the old view; keep them aside rather than lose them.
@@ -249,7 +249,7 @@ fn prepare_metadata(
         warnings.push(w);
     }
     tracing::info!(gen = r.gen, "metadata rebuilt from the store");
-    Ok((r.gen.max(r.latest), r.is_rollback()))
+    Ok(r.gen.max(r.latest))
 }
 
 impl Engine {
@@ -279,7 +279,7 @@ impl Engine {
                     cause: source,
                 })?;
             let mcodec = meta_codec(key.as_ref());
-            let (gen, _rolled_back) = prepare_metadata(
+            let gen = prepare_metadata(
                 &store,
                 &mcodec,
                 &dir,

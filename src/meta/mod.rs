@@ -459,13 +459,7 @@ impl Meta {
     }
 
     pub fn kv_set(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO kv(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value=?2",
-                params![key, value],
-            )?;
-            Ok(())
-        })
+        self.write(|tx| kv_put(tx, key, value))
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
@@ -1178,6 +1172,15 @@ impl Meta {
 
 /// A path naming `ino` for reports: through its first name up to the root
 /// (`#ino` where no name leads there).
+/// Set a kv row on `c` (in whatever transaction it is in).
+fn kv_put(c: &Connection, key: &str, value: &[u8]) -> Result<()> {
+    c.execute(
+        "INSERT INTO kv(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value=?2",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
 pub fn path_of(tx: &Connection, ino: u64) -> Result<String> {
     let mut parts: Vec<String> = Vec::new();
     let mut cur = ino;

@@ -13,7 +13,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub const KEEP_GENERATIONS: u64 = 4;
 pub const KV_SHIPPED_GEN: &str = "shipped_gen";
 pub const KV_FS_UUID: &str = "fs_uuid";
 /// Unix time a generation was shipped (stored inside it: its age on restore).
@@ -194,7 +193,7 @@ pub fn keep_damaged(store: &DynStore, r: &Restored) -> Result<Vec<String>, Store
                 kept.push(dst);
                 continue;
             }
-            match store.get_max(&src, MAX_SNAPSHOT_RECORD.max(u32::MAX as u64)) {
+            match store.get(&src) {
                 Ok(d) => {
                     store.put(&dst, &d)?;
                     kept.push(dst);
@@ -388,12 +387,8 @@ impl Shipper {
         self.ship_with(true, true)
     }
 
-    /// The WAL's size: past [`CHECKPOINT_AT`] it is shipped without
+    /// Past [`CHECKPOINT_AT`] of WAL waiting, it is shipped without
     /// waiting for the interval.
-    pub fn wal_len(&self) -> u64 {
-        std::fs::metadata(wal::wal_path(self.meta.path())).map_or(0, |m| m.len())
-    }
-
     pub fn wal_is_large(&self) -> bool {
         self.meta.wal_bytes() >= CHECKPOINT_AT
     }
@@ -684,18 +679,6 @@ impl Shipper {
         Ok(())
     }
 
-    /// Bytes of the WAL in use (its current frames), read from the frame
-    /// headers: the file itself keeps its size when SQLite restarts it.
-    pub fn wal_used(&self) -> u64 {
-        let Ok(f) = std::fs::File::open(wal::wal_path(self.meta.path())) else {
-            return 0;
-        };
-        match wal::header(&f) {
-            Ok(Some(h)) => wal::used(&f, &h).unwrap_or(0),
-            _ => 0,
-        }
-    }
-
     /// Past [`CHECKPOINT_AT`] of WAL in use, ship what is left and fold it
     /// in, with writers held off for that moment so nothing lands between.
     fn checkpoint_if_large(&self) -> Result<(), ShipError> {
@@ -706,13 +689,7 @@ impl Shipper {
         let next = self.shipped_gen() + 1;
         // The generation is recorded through the held connection (in
         // autocommit), as `ship` does for each link.
-        let record = |g: u64| -> Result<(), MetaError> {
-            db.execute(
-                "INSERT INTO kv(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value=?2",
-                rusqlite::params![KV_SHIPPED_GEN, g.to_string().as_bytes()],
-            )?;
-            Ok(())
-        };
+        let record = |g: u64| super::kv_put(&db, KV_SHIPPED_GEN, g.to_string().as_bytes());
         record(next)?;
         if self.ship_segments(next, &record)?.is_none() {
             return Ok(());

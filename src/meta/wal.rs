@@ -142,24 +142,6 @@ pub fn ends_at(f: &File, h: &WalHeader, p: WalPos) -> io::Result<bool> {
     Ok([be(8), be(12)] == p.salt && [be(16), be(20)] == p.cksum)
 }
 
-/// Where the frames of the WAL's current generation end (salts checked,
-/// checksums not: an estimate of the WAL in use, cheap enough to poll).
-pub fn used(f: &File, h: &WalHeader) -> io::Result<u64> {
-    let frame = FRAME_HEADER + h.page_size as u64;
-    let len = f.metadata()?.len();
-    let mut pos = HEADER;
-    let mut fh = [0u8; FRAME_HEADER as usize];
-    while pos + frame <= len {
-        f.read_exact_at(&mut fh, pos)?;
-        let be = |i: usize| u32::from_be_bytes(fh[i..i + 4].try_into().unwrap_or_default());
-        if [be(8), be(12)] != h.salt {
-            break;
-        }
-        pos += frame;
-    }
-    Ok(pos)
-}
-
 /// Committed frames from `from` on, at most about `max_bytes` of them (but
 /// always whole transactions, so at least one when there is one). Frames
 /// after the last valid commit frame are left: a transaction in progress,
