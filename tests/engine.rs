@@ -322,6 +322,54 @@ fn fsck_removes_orphan_objects() {
     assert!(stderr(&o).contains("mounted by"), "{}", stderr(&o));
 }
 
+/// Wrong link counts and block refcounts in the shipped metadata are
+/// found and repaired (fsck now asks SQLite for the wrong rows only).
+#[test]
+fn fsck_repairs_link_counts_and_refcounts() {
+    let t = TestFs::new_mounted();
+    fs::write(t.path("a"), random_bytes(200_000, 7)).unwrap();
+    fs::write(t.path("b"), b"bee").unwrap();
+    fs::create_dir(t.path("d")).unwrap();
+    let uuid = t.stat()["uuid"].as_str().unwrap().to_string();
+    t.umount();
+    // Damage the local database; the next mount ships it whole (the file
+    // no longer matches its shipping record).
+    let db = t.cache.join(&uuid).join("meta.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let ino = |name: &str| -> i64 {
+            c.query_row(
+                "SELECT ino FROM dentries WHERE parent=1 AND name=?1",
+                [name.as_bytes()],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let (a, d) = (ino("a"), ino("d"));
+        c.execute("UPDATE inodes SET nlink=5 WHERE ino=?1", [a])
+            .unwrap();
+        c.execute("UPDATE inodes SET nlink=9 WHERE ino=?1", [d])
+            .unwrap();
+        c.execute(
+            "UPDATE blocks SET refcount=refcount+3 WHERE id=(SELECT block FROM file_blocks WHERE ino=?1 AND idx=0)",
+            [a],
+        )
+        .unwrap();
+    }
+    t.mount(&[]);
+    t.umount();
+    let o = t.fsck(&[]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("/a: link count 5 -> 1"), "{out}");
+    assert!(out.contains("/d: link count 9 -> 2"), "{out}");
+    assert!(out.contains("refcount 4 -> 1"), "{out}");
+    assert!(!out.contains("/b:"), "{out}");
+    assert_eq!(t.fsck(&[]).status.code(), Some(0));
+    t.mount(&[]);
+    assert_eq!(fs::read(t.path("a")).unwrap(), random_bytes(200_000, 7));
+}
+
 #[test]
 fn mkfs_refuses_existing_and_foreign_stores() {
     let t = TestFs::new(&[]);
@@ -674,4 +722,72 @@ fn closed_small_files_survive_kill9() {
             "c{i}"
         );
     }
+}
+
+/// SIGCONT on drop: a test that fails while a mount is stopped must not
+/// leave it frozen (its unmount would hang).
+struct Resume(i32);
+impl Drop for Resume {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.0, libc::SIGCONT);
+        }
+    }
+}
+
+/// A gateway VM paused past its lease (or cut off from the store) while
+/// another mount takes the filesystem over: once it runs again it refuses
+/// every change with EROFS instead of accepting writes that could never be
+/// stored, still serves reads, and unmounts; the store holds the new
+/// mount's state.
+#[test]
+fn a_mount_that_lost_its_lease_turns_read_only() {
+    let t = TestFs::new(&[]);
+    t.mount(&["--lease-ttl", "3s", "--metadata-interval", "1s"]);
+    fs::write(t.path("before"), b"both see this").unwrap();
+    ok(run(&["ctl", t.mp.to_str().unwrap(), "flush"]));
+    let pid = t.stat()["pid"].as_u64().unwrap() as i32;
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    let resume = Resume(pid);
+    // The lease runs out while the old mount is frozen; a new host takes over.
+    std::thread::sleep(Duration::from_secs(4));
+    let mp2 = t.root.join("mp2");
+    fs::create_dir(&mp2).unwrap();
+    ok(t.try_mount_at(&mp2, &t.root.join("cache2"), &["--takeover"]));
+    assert_eq!(fs::read(mp2.join("before")).unwrap(), b"both see this");
+    fs::write(mp2.join("new-owner"), b"written after the takeover").unwrap();
+    drop(resume);
+    // It notices at its next lease renewal (a second) or shipment.
+    wait_until(
+        20,
+        || errno_of(fs::write(t.path("late"), b"x")) == libc::EROFS,
+        || "the superseded mount still accepts writes".into(),
+    );
+    for r in [
+        errno_of(fs::create_dir(t.path("d"))),
+        errno_of(fs::remove_file(t.path("before"))),
+        errno_of(fs::rename(t.path("before"), t.path("moved"))),
+        errno_of(fs::OpenOptions::new().append(true).open(t.path("before"))),
+    ] {
+        assert_eq!(r, libc::EROFS);
+    }
+    assert_eq!(fs::read(t.path("before")).unwrap(), b"both see this");
+    assert_eq!(t.stat()["superseded"], true);
+    // It unmounts (what it could not store is reported, not hung on).
+    let _ = run(&["umount", t.mp.to_str().unwrap()]);
+    wait_unmounted(&t.mp);
+    assert!(!is_mounted(&t.mp));
+    // The new owner is untouched, and a third host sees its state.
+    fs::write(mp2.join("still"), b"fine").unwrap();
+    ok(run(&["umount", mp2.to_str().unwrap()]));
+    wait_unmounted(&mp2);
+    ok(t.try_mount_at(&t.mp, &t.root.join("cache3"), &[]));
+    assert_eq!(
+        fs::read(t.path("new-owner")).unwrap(),
+        b"written after the takeover"
+    );
+    assert_eq!(fs::read(t.path("still")).unwrap(), b"fine");
+    assert!(!t.path("late").exists());
 }

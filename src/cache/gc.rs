@@ -87,15 +87,18 @@ impl Cache {
     ) -> Result<()> {
         let new = self.next_object.fetch_add(1, Ordering::Relaxed);
         if !buf.is_empty() {
-            self.store.put(&object_key(new), buf)?;
+            if let Err(e) = self.store.put(&object_key(new), buf) {
+                self.abandon(new);
+                return Err(e.into());
+            }
         }
         let gen = self.shipper.next_gen();
         let old_ids: Vec<i64> = olds.iter().map(|(old, _)| *old).collect();
         let used = self
             .meta
             .repoint_packs(new, buf.len() as u64, moved, &old_ids, gen)?;
-        if !used && !buf.is_empty() {
-            let _ = self.store.delete(&object_key(new));
+        if !used && !buf.is_empty() && self.store.delete(&object_key(new)).is_err() {
+            self.abandon(new);
         }
         stats.packs_rewritten += olds.len() as u64;
         stats.bytes_reclaimed += olds.iter().map(|(_, dead)| *dead as u64).sum::<u64>();

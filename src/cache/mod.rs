@@ -16,6 +16,7 @@
 
 pub mod gc;
 mod pinned;
+pub mod pool;
 mod read;
 mod recover;
 pub mod smalldb;
@@ -26,6 +27,7 @@ mod tests;
 mod upload;
 mod write;
 
+pub use pool::UploadPool;
 pub use space::Room;
 
 use crate::data::{BlockCodec, Hash};
@@ -162,6 +164,10 @@ struct State {
     block_jobs: usize,
     shutdown: bool,
     last_error: Option<String>,
+    /// After a failed upload: uploads pause until then, the pause doubling
+    /// with each failure in a row.
+    retry_at: Option<Instant>,
+    backoff: Option<Duration>,
     /// Free bytes on the cache disk beyond the reserve, as last measured
     /// and adjusted since; negative means over.
     headroom: i64,
@@ -229,8 +235,8 @@ pub struct Cache {
     st: Mutex<State>,
     /// Writers waiting for room, flushes, fetch waiters.
     cv: Condvar,
-    /// Upload workers.
-    work_cv: Condvar,
+    /// The upload pool's threads (set once uploads start).
+    pool: std::sync::OnceLock<Arc<pool::Shared>>,
     inode_locks: Mutex<HashMap<u64, Arc<RwLock<()>>>>,
     next_object: AtomicI64,
     next_incarnation: AtomicU64,
@@ -245,7 +251,6 @@ pub struct Cache {
     /// Room kept for the databases' commits (see `meta::reserve`).
     reserve: Option<Arc<crate::meta::reserve::Reserve>>,
     upload_fail_log: crate::logevery::LogEvery,
-    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stopped: AtomicBool,
 }
 
@@ -298,7 +303,7 @@ impl Cache {
             shipper,
             st: Mutex::new(State::default()),
             cv: Condvar::new(),
-            work_cv: Condvar::new(),
+            pool: std::sync::OnceLock::new(),
             inode_locks: Mutex::new(HashMap::new()),
             next_object: AtomicI64::new(max_obj + 1),
             next_incarnation: AtomicU64::new(1),
@@ -311,7 +316,6 @@ impl Cache {
             disk_full_log: crate::logevery::LogEvery::new(Duration::from_secs(5)),
             reserve,
             upload_fail_log: crate::logevery::LogEvery::new(Duration::from_secs(5)),
-            workers: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
         });
         cache.recover()?;
@@ -337,19 +341,18 @@ impl Cache {
         self.cfg.dir.join(sub)
     }
 
-    /// Start the upload workers, and group small-block writes.
-    pub fn start_workers(self: &Arc<Self>) -> std::io::Result<()> {
+    /// Start uploads on `pool`'s threads, and group small-block writes.
+    pub fn start_uploads(self: &Arc<Self>, pool: &UploadPool) -> std::io::Result<()> {
         self.small.start_batching()?;
-        let mut w = self.workers.lock();
-        for i in 0..self.cfg.upload_workers.max(1) {
-            let me = self.clone();
-            w.push(
-                std::thread::Builder::new()
-                    .name(format!("upload-{i}"))
-                    .spawn(move || me.worker())?,
-            );
-        }
+        let _ = self.pool.set(pool.register(self));
         Ok(())
+    }
+
+    /// Tell the upload pool there is work (or room for more uploads).
+    fn wake_uploads(&self) {
+        if let Some(p) = self.pool.get() {
+            p.wake();
+        }
     }
 
     /// Drop the open group of small-block writes as a crash would.
@@ -422,15 +425,16 @@ impl Cache {
         st.dirty.len() + st.pack.recs.len()
     }
 
-    /// Stop workers (after a flush, for a clean unmount).
+    /// Stop uploads (after a flush, for a clean unmount): none starts
+    /// from now on, and those in flight are waited for.
     pub fn shutdown(&self) {
-        self.st.lock().shutdown = true;
+        let mut st = self.st.lock();
+        st.shutdown = true;
         self.cv.notify_all();
-        self.work_cv.notify_all();
-        let workers = std::mem::take(&mut *self.workers.lock());
-        for w in workers {
-            let _ = w.join();
+        while st.uploads_in_flight > 0 {
+            self.cv.wait_for(&mut st, Duration::from_millis(100));
         }
+        drop(st);
         self.stopped.store(true, Ordering::Release);
     }
 }

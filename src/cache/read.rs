@@ -151,14 +151,7 @@ impl Cache {
             let mut st = self.st.lock();
             st.fetching.remove(&b.id);
             if let Ok((size, small)) = res {
-                st.tick += 1;
-                let t = st.tick;
-                st.headroom -= size as i64;
-                st.clean.insert(b.id, (size, t, small));
-                st.lru.insert(t, b.id);
-                st.clean_bytes += size;
-                self.evict_locked(&mut st);
-                if !st.clean.contains_key(&b.id) {
+                if !self.install_clean(&mut st, b.id, size, small) {
                     // Evicted at once: the disk has no room for it (filled
                     // from outside). Fetching again would loop for ever;
                     // the caller reads it straight from the store.
@@ -170,6 +163,19 @@ impl Cache {
             drop(st);
             res?;
         }
+    }
+
+    /// Account a block just stored in the cache as clean and most recently
+    /// used; false if eviction had to take it straight away.
+    fn install_clean(&self, st: &mut super::State, id: i64, size: u64, small: bool) -> bool {
+        st.tick += 1;
+        let t = st.tick;
+        st.headroom -= size as i64;
+        st.clean.insert(id, (size, t, small));
+        st.lru.insert(t, id);
+        st.clean_bytes += size;
+        self.evict_locked(st);
+        st.clean.contains_key(&id)
     }
 
     /// Download and verify a block's plaintext.
@@ -185,7 +191,7 @@ impl Cache {
         let rec = self.store.get_range(&key, b.offset, b.length)?;
         let plain = self
             .codec
-            .decode_block(&b.hash, &rec)
+            .decode_block_vec(&b.hash, rec)
             .map_err(|e| CacheError::Corrupt {
                 block: b.id,
                 object: key.clone(),
@@ -278,12 +284,18 @@ impl Cache {
             Some(p) => p,
             None => self.fetch_plain(b)?,
         };
+        self.store_plain(b, path, &plain)
+    }
+
+    /// Put a block's plaintext into the cache (the small-block database or
+    /// a file at `path`); returns the size and which of the two.
+    fn store_plain(&self, b: &BlockRef, path: &Path, plain: &[u8]) -> Result<(u64, bool)> {
         if plain.len() as u64 <= self.small_max() {
-            self.small.put_clean(b.id, &plain)?;
+            self.small.put_clean(b.id, plain)?;
             return Ok((plain.len() as u64, true));
         }
         let tmp = self.tmp_path();
-        if let Err(e) = fs::write(&tmp, &plain) {
+        if let Err(e) = fs::write(&tmp, plain) {
             let _ = fs::remove_file(&tmp);
             if e.raw_os_error() == Some(libc::ENOSPC) {
                 self.st.lock().disk_checked = None;
@@ -296,14 +308,37 @@ impl Cache {
     }
 
     /// Warm the cache with blocks a sequential reader will want next.
+    /// Large blocks that follow each other in one object come down in one
+    /// request (a file's blocks are stored that way): fewer requests per
+    /// GiB (about half, measured), and less work for the object store.
     pub fn prefetch(self: &Arc<Self>, blocks: Vec<BlockRef>) {
-        for b in blocks {
-            {
-                let st = self.st.lock();
+        let mut runs: Vec<Vec<BlockRef>> = Vec::new();
+        let mut singles = Vec::new();
+        {
+            let mut st = self.st.lock();
+            for b in blocks {
                 if st.clean.contains_key(&b.id) || st.fetching.contains(&b.id) {
                     continue;
                 }
+                if b.plain_len <= self.small_max() || b.object == crate::meta::LOST_OBJECT {
+                    // Packed neighbours have their own path; a lost block
+                    // is reported to whoever reads it.
+                    singles.push(b);
+                    continue;
+                }
+                // Claimed now: a reader of one of them waits for this fetch.
+                st.fetching.insert(b.id);
+                match runs.last_mut() {
+                    Some(run) if follows(run, &b) => run.push(b),
+                    _ => runs.push(vec![b]),
+                }
             }
+        }
+        for run in runs {
+            let me = self.clone();
+            std::thread::spawn(move || me.fetch_run(&run));
+        }
+        for b in singles {
             let me = self.clone();
             std::thread::spawn(move || {
                 if let Err(e) = me.open_clean(&b) {
@@ -312,4 +347,66 @@ impl Cache {
             });
         }
     }
+
+    /// Fetch claimed blocks lying back to back in one object with one
+    /// ranged GET, each into the cache as it arrives; claims not fulfilled
+    /// (a failure, a damaged record, a full disk) are released so a reader
+    /// fetches that block itself and sees the error.
+    fn fetch_run(&self, run: &[BlockRef]) {
+        let key = object_key(run[0].object);
+        let lens: Vec<u64> = run.iter().map(|b| b.length).collect();
+        let mut next = 0usize;
+        let res = self
+            .store
+            .get_ranges(&key, run[0].offset, &lens, &mut |rec| {
+                let b = &run[next];
+                next += 1;
+                let stored = self
+                    .codec
+                    .decode_block_vec(&b.hash, rec)
+                    .map_err(|e| e.to_string())
+                    .and_then(|plain| {
+                        let path = self.dir("blocks").join(b.id.to_string());
+                        self.store_plain(b, &path, &plain)
+                            .map_err(|e| e.to_string())
+                    });
+                let mut st = self.st.lock();
+                st.fetching.remove(&b.id);
+                let kept = match stored {
+                    Ok((size, small)) => {
+                        self.fetched_blocks.fetch_add(1, Ordering::Relaxed);
+                        self.install_clean(&mut st, b.id, size, small)
+                    }
+                    Err(e) => {
+                        tracing::debug!("prefetch of block {} failed: {e}", b.id);
+                        false
+                    }
+                };
+                self.cv.notify_all();
+                kept
+            });
+        if let Err(e) = res {
+            tracing::debug!("prefetch from {key} failed: {e}");
+        }
+        let mut st = self.st.lock();
+        for b in &run[next..] {
+            st.fetching.remove(&b.id);
+        }
+        self.cv.notify_all();
+    }
 }
+
+/// Whether `b` is stored right after the last block of `run`, in the same
+/// object, with the run still under one object's worth of bytes.
+fn follows(run: &[BlockRef], b: &BlockRef) -> bool {
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return false;
+    };
+    last.object == b.object
+        && last.offset + last.length == b.offset
+        && b.offset + b.length - first.offset <= RUN_MAX
+}
+
+/// The most one prefetch request asks for: one object as uploads make
+/// them (16 MiB), so a sequential reader keeps a few streams going.
+const RUN_MAX: u64 = 16 << 20;

@@ -60,7 +60,7 @@ impl SmallDb {
 
     /// Group writes from now on (while mounted).
     pub fn start_batching(&self) -> std::io::Result<()> {
-        Group::start_batching(&self.conn, "cache-commit")
+        Group::start_batching(&self.conn)
     }
 
     pub fn set_batching(&self, on: bool) -> Result<()> {

@@ -195,7 +195,7 @@ impl Cache {
                 logged = true;
             }
             st.writers_waiting += 1;
-            self.work_cv.notify_all();
+            self.wake_uploads();
             self.cv.wait_for(&mut st, Duration::from_millis(200));
             st.writers_waiting -= 1;
         }

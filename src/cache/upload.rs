@@ -1,14 +1,17 @@
 //! Upload workers: picking dirty blocks, packing small ones, storing
 //! objects, and recording them in the block map.
 
+use super::pool::Take;
 use super::space::is_disk_full;
 use super::{dirty_name, io_err, Cache, CacheError, Dirty, Job, Pack, PendingRec, Result, State};
 use crate::data::{sha256, Hash};
 use crate::meta::blockmap::{NewRecord, Recorded, Upload, UploadedBlock};
 use crate::meta::object_key;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::thread::LocalKey;
 use std::time::{Duration, Instant};
 use std::{fs, io};
 
@@ -23,7 +26,7 @@ impl Cache {
             }
             None => st.flush_all = true,
         }
-        self.work_cv.notify_all();
+        self.wake_uploads();
         loop {
             let pending = match ino {
                 Some(i) => st.dirty.range((i, 0)..=(i, u64::MAX)).next().is_some(),
@@ -48,57 +51,65 @@ impl Cache {
 
     // -------------------------------------------------------------- uploads
 
-    pub(super) fn worker(self: Arc<Self>) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let job = {
-                let mut st = self.st.lock();
-                loop {
-                    if st.shutdown {
-                        return;
-                    }
-                    if let Some(j) = self.pick(&mut st) {
-                        break j;
-                    }
-                    self.work_cv.wait_for(&mut st, Duration::from_millis(100));
-                }
-            };
-            let is_block = matches!(job, Job::Blocks(..));
-            let res = match job {
-                Job::Blocks(blocks) => self.upload_blocks(&blocks),
-                Job::Pack(pack) => self.upload_pack(pack),
-            };
-            let mut st = self.st.lock();
-            st.uploads_in_flight -= 1;
-            if is_block {
-                st.block_jobs -= 1;
-                self.work_cv.notify_one();
+    /// The next upload for a pool thread, if one is due.
+    pub(super) fn take_job(&self) -> Take {
+        let mut st = self.st.lock();
+        if st.shutdown || st.uploads_in_flight >= self.cfg.upload_workers.max(1) {
+            return Take::Idle;
+        }
+        if st.retry_at.is_some_and(|t| Instant::now() < t) {
+            return Take::Later;
+        }
+        match self.pick(&mut st) {
+            Some(j) => Take::Job(j),
+            None if !st.queue.is_empty() || !st.ready.is_empty() || !st.pack.recs.is_empty() => {
+                Take::Later
             }
-            match res {
-                Ok(()) => {
-                    backoff = Duration::from_millis(100);
-                    st.last_error = None;
-                    self.cv.notify_all();
-                }
-                Err(e) => {
-                    if is_disk_full(&e) {
-                        // The metadata database needs room to commit:
-                        // clean blocks can always be fetched again.
-                        drop(st);
-                        self.drop_clean();
-                        st = self.st.lock();
-                    }
-                    if let Some(n) = self.upload_fail_log.hit() {
-                        tracing::warn!(times = n, "upload failed, will retry in {backoff:?}: {e}");
-                    }
-                    st.last_error = Some(e.to_string());
-                    self.cv.notify_all();
+            None => Take::Idle,
+        }
+    }
+
+    /// Run one upload taken with [`Cache::take_job`]. A failure pauses
+    /// this cache's uploads (100 ms doubling to 10 s), not the pool.
+    pub(super) fn run_job(&self, job: Job) {
+        let is_block = matches!(job, Job::Blocks(..));
+        let res = match job {
+            Job::Blocks(blocks) => self.upload_blocks(&blocks),
+            Job::Pack(pack) => self.upload_pack(pack),
+        };
+        let mut st = self.st.lock();
+        st.uploads_in_flight -= 1;
+        if is_block {
+            st.block_jobs -= 1;
+        }
+        match res {
+            Ok(()) => {
+                st.backoff = None;
+                st.retry_at = None;
+                st.last_error = None;
+            }
+            Err(e) => {
+                if is_disk_full(&e) {
+                    // The metadata database needs room to commit:
+                    // clean blocks can always be fetched again.
                     drop(st);
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    self.drop_clean();
+                    st = self.st.lock();
                 }
+                let backoff = st.backoff.map_or(Duration::from_millis(100), |b| {
+                    (b * 2).min(Duration::from_secs(10))
+                });
+                if let Some(n) = self.upload_fail_log.hit() {
+                    tracing::warn!(times = n, "upload failed, will retry in {backoff:?}: {e}");
+                }
+                st.backoff = Some(backoff);
+                st.retry_at = Some(Instant::now() + backoff);
+                st.last_error = Some(e.to_string());
             }
         }
+        self.cv.notify_all();
+        drop(st);
+        self.wake_uploads();
     }
 
     pub(super) fn pick(&self, st: &mut State) -> Option<Job> {
@@ -212,7 +223,7 @@ impl Cache {
                 if self.complete(d) {
                     st.ready.push_back(key);
                 }
-                self.work_cv.notify_one();
+                self.wake_uploads();
             }
         }
     }
@@ -309,13 +320,14 @@ impl Cache {
                 .map(|d| d.bytes as usize + 64)
                 .sum()
         };
-        let mut object = Vec::with_capacity(size);
+        let mut object = lend(&OBJECT_BUF, size);
+        let mut data = lend(&BLOCK_BUF, 0);
         let mut spans: HashMap<Hash, (u64, u64)> = HashMap::new();
         for &(key, inc, ver) in blocks {
-            let Some(data) = self.current_dirty(key, inc, ver)? else {
+            if !self.current_dirty(key, inc, ver, &mut data)? {
                 self.unmark(key, inc); // gone, torn or superseded: try later
                 continue;
-            };
+            }
             let hash = sha256(&data);
             let plain_len = data.len() as u64;
             let (offset, length) = match spans.get(&hash) {
@@ -342,13 +354,9 @@ impl Cache {
                     let offset = object.len();
                     self.codec.encode_into(&hash, &data, &mut object);
                     if ((object.len() - offset) as u64) < self.cfg.pack_threshold {
-                        // Usually the only record (a small file): no copy.
-                        let rec = if offset == 0 {
-                            std::mem::take(&mut object)
-                        } else {
-                            object.split_off(offset)
-                        };
-                        self.add_to_pack(key, inc, ver, hash, &rec, plain_len);
+                        // Copied into the pack, and taken back off here.
+                        self.add_to_pack(key, inc, ver, hash, &object[offset..], plain_len);
+                        object.truncate(offset);
                         handed.insert(key);
                         continue;
                     }
@@ -377,27 +385,34 @@ impl Cache {
             };
         }
         let obj = self.next_object.fetch_add(1, Ordering::Relaxed);
-        self.store.put(&object_key(obj), &object)?;
+        if let Err(e) = self.store.put(&object_key(obj), &object) {
+            self.abandon(obj);
+            return Err(e.into());
+        }
         self.uploaded_objects.fetch_add(1, Ordering::Relaxed);
         self.uploaded_bytes
             .fetch_add(object.len() as u64, Ordering::Relaxed);
         self.commit(&items, Some((obj, object.len() as u64)))
     }
 
-    /// A dirty block's content, if the entry is still this incarnation
-    /// and version (not written meanwhile).
+    /// A dirty block's content into `buf`, if the entry is still this
+    /// incarnation and version (not written meanwhile): true if it is.
     pub(super) fn current_dirty(
         &self,
         key: (u64, u64),
         inc: u64,
         ver: u64,
-    ) -> Result<Option<Vec<u8>>> {
+        buf: &mut Vec<u8>,
+    ) -> Result<bool> {
         let path = self.dir("dirty").join(dirty_name(key.0, key.1));
         let small = self.st.lock().dirty.get(&key).map(|d| d.small);
+        buf.clear();
         let data = match small {
-            Some(true) => self.small.get_dirty(key.0, key.1)?,
-            Some(false) => match fs::read(&path) {
-                Ok(d) => Some(d),
+            Some(true) => self.small.get_dirty(key.0, key.1)?.map(|d| {
+                buf.extend_from_slice(&d);
+            }),
+            Some(false) => match fs::File::open(&path).and_then(|mut f| f.read_to_end(buf)) {
+                Ok(_) => Some(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(io_err(&path)(e)),
             },
@@ -420,7 +435,7 @@ impl Cache {
             }
             self.cv.notify_all();
         }
-        Ok(if current { data } else { None })
+        Ok(current && data.is_some())
     }
 
     /// Hand an encoded block to the pack being filled; it stays
@@ -455,11 +470,23 @@ impl Cache {
         st.pack.started.get_or_insert_with(Instant::now);
         st.pack.last_added = Some(Instant::now());
         self.cv.notify_all();
+        // Due once writing pauses: a pool thread must be looking.
+        self.wake_uploads();
+    }
+
+    /// Hand an object id that may exist in the store, unreferenced, to
+    /// the metadata's dead objects (deleted once shipped). Failing that,
+    /// fsck is what finds it.
+    pub(super) fn abandon(&self, obj: i64) {
+        if let Err(e) = self.meta.abandon_object(obj, self.shipper.next_gen()) {
+            tracing::warn!(object = %object_key(obj), error = %e, "could not note an unreferenced object for deletion; fsck will remove it");
+        }
     }
 
     pub(super) fn upload_pack(&self, pack: Pack) -> Result<()> {
         let obj = self.next_object.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.store.put(&object_key(obj), &pack.buf) {
+            self.abandon(obj);
             // Give the blocks back to the queue; they will be re-encoded.
             for r in &pack.recs {
                 self.unmark(r.key, r.incarnation);
@@ -532,7 +559,9 @@ impl Cache {
         self.meta.commit()?;
         if let (Some((obj, _)), false) = (object, object_used) {
             // Nothing references it and no metadata ever did: delete now.
-            let _ = self.store.delete(&object_key(obj));
+            if self.store.delete(&object_key(obj)).is_err() {
+                self.abandon(obj);
+            }
         }
         for ((key, inc, ver, _), id) in items.iter().zip(ids) {
             let Some(id) = id else { continue };
@@ -576,4 +605,59 @@ impl Cache {
         self.cv.notify_all();
         Ok(())
     }
+}
+
+thread_local! {
+    /// An upload thread's object and block buffers, kept while it has
+    /// work: a fresh multi-MiB buffer per object and per block is faulted
+    /// in and zeroed by the kernel every time (a sixth of an upload's
+    /// CPU). The pool drops them when its thread goes idle.
+    static OBJECT_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static BLOCK_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Larger buffers (a rare huge object) are not kept.
+const KEEP_MAX: usize = 40 << 20;
+
+/// A thread's spare buffer, lent empty with room for `cap` bytes, and
+/// given back when dropped (error paths included).
+struct Lent {
+    buf: Vec<u8>,
+    slot: &'static LocalKey<RefCell<Vec<u8>>>,
+}
+
+fn lend(slot: &'static LocalKey<RefCell<Vec<u8>>>, cap: usize) -> Lent {
+    let mut buf = slot.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    buf.clear();
+    buf.reserve(cap);
+    Lent { buf, slot }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if buf.capacity() <= KEEP_MAX {
+            self.slot.with(|s| *s.borrow_mut() = buf);
+        }
+    }
+}
+
+impl std::ops::Deref for Lent {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.buf
+    }
+}
+
+impl std::ops::DerefMut for Lent {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+}
+
+/// Give this thread's spare upload buffers back to the allocator (an
+/// idle pool thread holds no memory).
+pub(super) fn release_buffers() {
+    OBJECT_BUF.with(|s| *s.borrow_mut() = Vec::new());
+    BLOCK_BUF.with(|s| *s.borrow_mut() = Vec::new());
 }

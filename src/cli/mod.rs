@@ -1067,6 +1067,11 @@ pub fn run(cli: Cli) -> Result<i32> {
                 );
                 println!("upload queue:       {}", g("cache", "upload_queue"));
                 println!("metadata generation {}", v["metadata_generation"]);
+                if v["superseded"].as_bool() == Some(true) {
+                    println!(
+                        "READ-ONLY:          another mount took this filesystem over; unmount this one"
+                    );
+                }
                 println!(
                     "snapshots:          {} holding {} the live files no longer use, {} of metadata",
                     g("snapshots", "snapshots"),

@@ -261,6 +261,7 @@ fn start(
             cache_size: a.cache_size,
             dirty_limit: dirty_limit(a),
             upload_workers: a.upload_workers,
+            upload_pool: None,
             upload_delay: a.upload_delay,
             durability: a.durability,
             metadata_interval: a.metadata_interval,
@@ -297,6 +298,20 @@ fn handle(
     let p = std::cell::RefCell::new(progress);
     let progress = |n: usize| (p.borrow_mut())(json!(n));
     if cmd == "umount" {
+        // Superseded by another mount: nothing more can be stored, so
+        // there is nothing to wait for; it still unmounts.
+        if engine.fs.superseded() {
+            unmounter
+                .lock()
+                .unmount()
+                .map_err(|e| format!("unmounting failed: {e} (is a file still open?)"))?;
+            return Ok(serde_json::json!({
+                "warning": format!(
+                    "this mount had been taken over by another mount; changes it had not stored by then stay in its local cache ({}) and are not in the filesystem",
+                    engine.dir.display()
+                )
+            }));
+        }
         engine.flush(&progress).map_err(|e| e.to_string())?;
         unmounter.lock().unmount().map_err(|e| {
             format!("data is flushed, but unmounting failed: {e} (is a file still open?)")
@@ -329,6 +344,11 @@ pub fn umount(mp: &Path) -> Result<i32> {
         bar.set_position(n);
     });
     bar.finish_and_clear();
+    if let Ok(v) = &r {
+        if let Some(w) = v["warning"].as_str() {
+            eprintln!("warning: {w}");
+        }
+    }
     if let Err(e) = r {
         // The process may have died while we talked to it (killed, or
         // crashed): then the mount is dead and only needs detaching.

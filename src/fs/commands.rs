@@ -73,6 +73,8 @@ pub fn run(engine: &Engine, cmd: MountCommand, progress: &dyn Fn(usize)) -> Resu
                 "cache": fs.cache().stats(),
                 "metadata_generation": fs.shipper().shipped_gen(),
                 "metadata_shipping": fs.shipper().stats(),
+                // Another mount took the filesystem over: read-only.
+                "superseded": fs.superseded(),
                 "quota": fs.quota(),
                 "quota_use": fs.usage().ok(),
                 "snapshots": fs.snapshot_cost().map_err(|e| e.to_string())?,

@@ -3,7 +3,7 @@
 //! background shipping/lease loop, and a clean shutdown.
 
 use super::{Durability, Fs};
-use crate::cache::{Cache, CacheConfig, CacheError};
+use crate::cache::{Cache, CacheConfig, CacheError, UploadPool};
 use crate::data::params::ParamsError;
 use crate::data::{BlockCodec, Compression, MasterKey, Params};
 use crate::meta::lease::{Lease, LeaseError};
@@ -153,7 +153,11 @@ pub struct OpenOptions {
     pub cache_dir: PathBuf,
     pub cache_size: u64,
     pub dirty_limit: u64,
+    /// Uploads in flight at most (the pool's threads are shared).
     pub upload_workers: usize,
+    /// Upload threads shared with other engines (a gateway's homes); None:
+    /// this engine runs its own pool of `upload_workers` threads.
+    pub upload_pool: Option<Arc<crate::cache::UploadPool>>,
     pub upload_delay: Duration,
     pub durability: Durability,
     pub metadata_interval: Duration,
@@ -180,6 +184,8 @@ pub struct Engine {
     lease: Mutex<Option<Lease>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
     bg: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The upload pool this engine made for itself (none when shared).
+    own_pool: Mutex<Option<Arc<UploadPool>>>,
     closed: AtomicBool,
     /// Things the person mounting should hear about (e.g. a metadata
     /// generation that had to be skipped).
@@ -269,6 +275,7 @@ impl Engine {
     ) -> Result<Arc<Engine>> {
         let dir = o.cache_dir.join(&params.uuid);
         let mut warnings = Vec::new();
+        let own_pool: Mutex<Option<Arc<UploadPool>>> = Mutex::new(None);
         let mut setup = || -> Result<Arc<Fs>> {
             // Plaintext lives here: root's alone, also for installs made
             // before that rule (tightened now).
@@ -320,12 +327,19 @@ impl Engine {
             };
             let codec = BlockCodec::new(key.as_ref(), params.compression);
             let cache = Cache::new(cfg, store.clone(), codec, meta.clone(), shipper.clone())?;
-            cache
-                .start_workers()
-                .map_err(|source| EngineError::CacheDir {
-                    path: dir.clone(),
-                    cause: source,
-                })?;
+            let spawn_err = |source| EngineError::CacheDir {
+                path: dir.clone(),
+                cause: source,
+            };
+            let pool = match &o.upload_pool {
+                Some(p) => p.clone(),
+                None => {
+                    let p = UploadPool::new(o.upload_workers).map_err(spawn_err)?;
+                    *own_pool.lock() = Some(p.clone());
+                    p
+                }
+            };
+            cache.start_uploads(&pool).map_err(spawn_err)?;
             let fs = Arc::new(
                 Fs::new(meta, cache, shipper, o.durability)
                     .map_err(|e| EngineError::Flush(format!("cleaning orphans failed: {e}")))?,
@@ -347,6 +361,7 @@ impl Engine {
             lease: Mutex::new(Some(lease)),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             bg: Mutex::new(None),
+            own_pool,
             closed: AtomicBool::new(false),
             warnings,
         });
@@ -383,7 +398,26 @@ impl Engine {
                 if *stop {
                     return;
                 }
-                cv.wait_for(&mut stop, Duration::from_millis(500));
+                // Sleep until the next thing is due (a change past the
+                // WAL's soft limit wakes us early), not on a fixed tick: a
+                // gateway's hundreds of idle homes each woke twice a second.
+                let now = Instant::now();
+                let ship_at = (last_ship + interval).max(ship_retry_at.unwrap_or(now));
+                let next = [
+                    last_renew + renew_every,
+                    ship_at,
+                    last_sweep + SWEEP_INTERVAL,
+                    last_gc + GC_INTERVAL,
+                    last_capacity.map_or(now, |t| t + CAPACITY_INTERVAL),
+                ]
+                .into_iter()
+                .min()
+                .unwrap_or(now);
+                // The reserve's room is taken back at least this often.
+                let wait = next
+                    .saturating_duration_since(now)
+                    .clamp(Duration::from_millis(20), Duration::from_secs(2));
+                cv.wait_for(&mut stop, wait);
                 if *stop {
                     return;
                 }
@@ -395,6 +429,11 @@ impl Engine {
                 if let Some(l) = self.lease.lock().as_mut() {
                     match l.renew() {
                         Ok(()) => last_renew = Instant::now(),
+                        Err(e @ LeaseError::Lost { .. }) => {
+                            tracing::error!("{e}");
+                            self.fs.set_lease_lost();
+                            last_renew = Instant::now();
+                        }
                         Err(e) => tracing::error!("renewing the mount lease failed: {e}"),
                     }
                 }
@@ -533,6 +572,7 @@ impl Engine {
             let _ = h.join();
         }
         self.fs.cache().shutdown();
+        drop(self.own_pool.lock().take());
         r?;
         if let Some(l) = self.lease.lock().take() {
             l.release()?;
@@ -547,6 +587,7 @@ impl Engine {
         *lock.lock() = true;
         cv.notify_all();
         self.fs.cache().shutdown();
+        drop(self.own_pool.lock().take());
         // What a crash loses: the uncommitted groups of operations.
         self.fs.meta().abandon_batch();
         self.fs.cache().abandon_batch();

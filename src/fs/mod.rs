@@ -144,7 +144,7 @@ pub struct Fs {
     /// Open handles per inode: an unlinked file lives until the last closes.
     open: Mutex<HashMap<u64, u32>>,
     /// Last read end per inode, to spot sequential readers for prefetch.
-    last_read: Mutex<HashMap<u64, u64>>,
+    last_read: Mutex<HashMap<u64, ReadAhead>>,
     counts: Mutex<Option<(Instant, meta::Counts)>>,
     prefetch_blocks: u64,
     quota: RwLock<quota::Quota>,
@@ -154,6 +154,8 @@ pub struct Fs {
     views: SnapViews,
     /// Set by the FUSE adapter once its session exists.
     invalidator: std::sync::OnceLock<Invalidator>,
+    /// See [`Fs::superseded`].
+    lease_lost: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Fs {
@@ -203,11 +205,12 @@ impl Fs {
             open: Mutex::new(HashMap::new()),
             last_read: Mutex::new(HashMap::new()),
             counts: Mutex::new(None),
-            prefetch_blocks: ((32u64 << 20) / bs).clamp(2, 16),
+            prefetch_blocks: ((64u64 << 20) / bs).clamp(2, 16),
             quota: RwLock::new(quota::Quota::default()),
             account: Mutex::new(None),
             views,
             invalidator: std::sync::OnceLock::new(),
+            lease_lost: false.into(),
         })
     }
 
@@ -238,7 +241,7 @@ impl Fs {
     /// Snapshot trees are read-only; `/.snapshots` is not a name anyone
     /// can create, remove or rename to.
     fn writable(&self, parent: u64, name: &[u8]) -> Result<()> {
-        if is_snapshot_ino(parent) {
+        if is_snapshot_ino(parent) || self.superseded() {
             return Err(Errno(libc::EROFS));
         }
         if parent == meta::ROOT_INO && name == SNAPDIR_NAME {
@@ -247,11 +250,30 @@ impl Fs {
         Ok(())
     }
 
-    fn live(ino: u64) -> Result<()> {
-        if is_snapshot_ino(ino) {
+    fn live(&self, ino: u64) -> Result<()> {
+        if is_snapshot_ino(ino) || self.superseded() {
             return Err(Errno(libc::EROFS));
         }
         Ok(())
+    }
+
+    /// Another mount took this filesystem over (this one's lease was lost,
+    /// or its metadata chain was taken): nothing accepted from now on could
+    /// ever be stored, so the mount is read-only (EROFS) until unmounted.
+    pub fn superseded(&self) -> bool {
+        self.lease_lost.load(std::sync::atomic::Ordering::Acquire) || self.shipper.is_fenced()
+    }
+
+    /// This mount's lease is held by another mount now.
+    pub fn set_lease_lost(&self) {
+        if !self
+            .lease_lost
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            tracing::error!(
+                "another mount took this filesystem over: this mount is read-only from now on; unmount it (changes not yet stored stay in its local cache)"
+            );
+        }
     }
 
     /// Whether the kernel may keep `dir`'s listing until it changes it
@@ -289,7 +311,7 @@ impl Fs {
     }
 
     pub fn setattr(&self, ino: u64, ch: &AttrChange) -> Result<Attr> {
-        Self::live(ino)?;
+        self.live(ino)?;
         let now = meta::now_ns();
         let mut s = SetAttr {
             mode: ch.mode,
@@ -412,7 +434,7 @@ impl Fs {
 
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
         check_name(newname)?;
-        Self::live(ino)?;
+        self.live(ino)?;
         self.writable(newparent, newname)?;
         Ok(self.meta.link(ino, newparent, newname)?)
     }
@@ -484,6 +506,9 @@ impl Fs {
                 return Err(Errno(libc::EROFS));
             }
             return self.tree().getattr(ino);
+        }
+        if (truncate || flags & libc::O_ACCMODE != libc::O_RDONLY) && self.superseded() {
+            return Err(Errno(libc::EROFS));
         }
         let a = self.meta.getattr(ino)?;
         *self.open.lock().entry(ino).or_insert(0) += 1;
@@ -590,19 +615,41 @@ impl Fs {
 
     fn maybe_prefetch(&self, ino: u64, off: u64, end: u64, size: u64) {
         let bs = self.cache.block_size();
-        let sequential = {
+        let last = size.saturating_sub(1) / bs;
+        let (first, upto) = {
             let mut lr = self.last_read.lock();
-            let prev = lr.insert(ino, end);
-            prev == Some(off)
+            // A first read is not sequential yet.
+            let Some(ra) = lr.get_mut(&ino) else {
+                lr.insert(ino, ReadAhead { end, ahead: 0 });
+                return;
+            };
+            // The kernel's read-ahead requests reach the worker threads
+            // out of order: a read starting within 1 MiB of where the last
+            // ended is still this reader going forward. A jump (random
+            // access) is a new start.
+            const REORDER: u64 = 1 << 20;
+            if off.abs_diff(ra.end) > REORDER {
+                ra.end = end;
+                ra.ahead = 0;
+                return;
+            }
+            ra.end = ra.end.max(end);
+            let end = ra.end;
+            // Asked for in batches of half the window once the reader is
+            // within half a window of what was asked for: consecutive
+            // blocks in one request (see Cache::prefetch), not one block
+            // per boundary crossed.
+            let cur = end / bs;
+            let want = last.min(cur + self.prefetch_blocks);
+            let first = (cur + 1).max(ra.ahead + 1);
+            if first > want || ra.ahead >= cur + self.prefetch_blocks / 2 {
+                return;
+            }
+            ra.ahead = want;
+            (first, want)
         };
-        // Once per block boundary crossed by a sequential reader.
-        if !sequential || off / bs == end / bs && !off.is_multiple_of(bs) {
-            return;
-        }
-        let first = end / bs + 1;
-        let last = (size.saturating_sub(1) / bs).min(first + self.prefetch_blocks);
         let mut refs = Vec::new();
-        for idx in first..=last {
+        for idx in first..=upto {
             if let Ok(Some(b)) = self.meta.block_at(ino, idx) {
                 refs.push(b);
             }
@@ -619,7 +666,7 @@ impl Fs {
         if end > MAX_FILE_SIZE {
             return Err(Errno(libc::EFBIG));
         }
-        Self::live(ino)?;
+        self.live(ino)?;
         let _room = self.cache.wait_for_room(data.len() as u64)?;
         let lock = self.cache.inode_lock(ino);
         let _g = lock.write();
@@ -841,7 +888,7 @@ impl Fs {
 
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
         Self::check_xattr_name(name)?;
-        Self::live(ino)?;
+        self.live(ino)?;
         if value.len() > XATTR_SIZE_MAX {
             return Err(Errno(libc::E2BIG));
         }
@@ -884,7 +931,7 @@ impl Fs {
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
         Self::check_xattr_name(name)?;
-        Self::live(ino)?;
+        self.live(ino)?;
         Ok(self.meta.removexattr(ino, name)?)
     }
 
@@ -897,4 +944,13 @@ impl Fs {
         })?;
         Ok(())
     }
+}
+
+/// A reader's position and how far ahead blocks were asked for.
+#[derive(Debug, Clone, Copy)]
+struct ReadAhead {
+    /// Where this reader's reads have reached.
+    end: u64,
+    /// The last block index asked for (0: none).
+    ahead: u64,
 }

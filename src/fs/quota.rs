@@ -310,6 +310,7 @@ mod tests {
                     cache_size: 256 << 20,
                     dirty_limit: 128 << 20,
                     upload_workers: 1,
+                    upload_pool: None,
                     upload_delay: Duration::from_secs(3600),
                     durability: Durability::Local,
                     metadata_interval: Duration::from_secs(3600),

@@ -19,7 +19,7 @@ const SCAN_PAGE: u64 = 1024;
 
 impl Fs {
     pub fn fallocate(&self, ino: u64, off: u64, len: u64, mode: i32) -> Result<()> {
-        Self::live(ino)?;
+        self.live(ino)?;
         const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
         const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE;
         const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
@@ -195,7 +195,7 @@ impl Fs {
         if len == 0 {
             return Ok(0);
         }
-        Self::live(dst)?;
+        self.live(dst)?;
         if super::snapview::is_snapshot_ino(src) {
             // Restoring from Previous Versions: the bytes are copied (the
             // snapshot's blocks may not be in the live block map).

@@ -166,6 +166,9 @@ pub struct Gateway {
     reapers: Mutex<HashMap<String, std::thread::JoinHandle<()>>>,
     /// The recycle bins' purges and measurements.
     pub recycle: super::recycle_job::RecycleState,
+    /// Upload threads shared by every home (made at the first mount: CLI
+    /// commands holding the state lock need none).
+    upload_pool: std::sync::OnceLock<Arc<crate::cache::UploadPool>>,
 }
 
 impl Gateway {
@@ -200,6 +203,7 @@ impl Gateway {
             stopping: false.into(),
             reapers: Mutex::new(HashMap::new()),
             recycle: Default::default(),
+            upload_pool: std::sync::OnceLock::new(),
         }))
     }
 
@@ -221,6 +225,12 @@ impl Gateway {
             {
                 let mut homes = self.homes.lock();
                 if let Some(h) = homes.get_mut(user) {
+                    if h.engine.fs.superseded() {
+                        // Read-only here and unmounted once its sessions end.
+                        return Err(GatewayError::Command(format!(
+                            "the home of {user} was taken over by another gateway (this one lost its lease): connect to that gateway"
+                        )));
+                    }
                     h.sessions.push(smbd);
                     h.idle_since = None;
                     return Ok(());
@@ -302,6 +312,18 @@ impl Gateway {
                 h.idle_since = Some(Instant::now());
             }
         }
+    }
+
+    /// The homes' shared upload threads: twice one home's uploads in
+    /// flight, so two busy homes upload at full speed at once, and a fixed
+    /// number however many homes are mounted.
+    fn upload_pool(&self) -> Result<Arc<crate::cache::UploadPool>, GatewayError> {
+        if let Some(p) = self.upload_pool.get() {
+            return Ok(p.clone());
+        }
+        let p = crate::cache::UploadPool::new((2 * self.cfg.cache.upload_workers).max(4))
+            .map_err(|e| GatewayError::Command(format!("cannot start the upload threads: {e}")))?;
+        Ok(self.upload_pool.get_or_init(|| p).clone())
     }
 
     fn cache_share(&self, homes: usize) -> (u64, u64) {
@@ -507,6 +529,7 @@ impl Gateway {
         let user = key.as_str();
         let n = self.homes.lock().len() + 1;
         let (cache_size, dirty_limit) = self.cache_share(n);
+        let pool = self.upload_pool()?;
         let open = |takeover: bool| {
             Engine::open(
                 store.clone(),
@@ -515,6 +538,7 @@ impl Gateway {
                     cache_size,
                     dirty_limit,
                     upload_workers: self.cfg.cache.upload_workers,
+                    upload_pool: Some(pool.clone()),
                     upload_delay: Duration::from_secs(2),
                     durability: self
                         .cfg
@@ -651,11 +675,9 @@ impl Gateway {
         }
         let home = {
             let mut homes = self.homes.lock();
-            let still_idle = homes.get(user).is_some_and(|h| {
-                h.sessions.is_empty()
-                    && h.idle_since
-                        .is_some_and(|t| t.elapsed() >= self.cfg.mounts.idle_unmount)
-            });
+            let still_idle = homes
+                .get(user)
+                .is_some_and(|h| h.sessions.is_empty() && self.due_for_unmount(h));
             let h = if idle_only && !still_idle {
                 None
             } else {
@@ -706,10 +728,25 @@ impl Gateway {
         if let Some(t) = h.thread.lock().take() {
             let _ = t.join();
         }
+        drop(h);
+        // A home's freed memory sits in the allocator's arenas, spread
+        // among live data of other homes: hand what it can back.
+        // SAFETY: malloc_trim only releases free memory.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         done();
         tracing::info!(user, "home unmounted");
         self.events.info(user, "unmounted");
         Ok(true)
+    }
+
+    /// Idle past the timeout, or taken over by another gateway (it is
+    /// read-only and can store nothing more: it goes once its sessions end).
+    fn due_for_unmount(&self, h: &Home) -> bool {
+        h.engine.fs.superseded()
+            || h.idle_since
+                .is_some_and(|t| t.elapsed() >= self.cfg.mounts.idle_unmount)
     }
 
     /// Keep a home's figures for when it is not mounted.
@@ -740,12 +777,7 @@ impl Gateway {
             let homes = self.homes.lock();
             homes
                 .iter()
-                .filter(|(_, h)| {
-                    !h.pinned
-                        && h.sessions.is_empty()
-                        && h.idle_since
-                            .is_some_and(|t| t.elapsed() >= self.cfg.mounts.idle_unmount)
-                })
+                .filter(|(_, h)| !h.pinned && h.sessions.is_empty() && self.due_for_unmount(h))
                 .map(|(u, _)| u.clone())
                 .collect()
         };

@@ -72,6 +72,27 @@ impl Meta {
     }
 
     /// The stored block with this content, if any (dedup).
+    /// An object this host numbered but no metadata refers to: its upload
+    /// failed (the PUT may still have landed, its reply lost in an outage)
+    /// or it went unused and deleting it failed. Deleted with the dead
+    /// objects, so nothing is left behind for fsck to find.
+    pub fn abandon_object(&self, object: i64, gen: u64) -> Result<()> {
+        self.write(|tx| {
+            tx.prepare_cached("INSERT OR IGNORE INTO dead_objects(id, after_gen) VALUES(?1, ?2)")?
+                .execute(params![object, gen as i64])?;
+            Ok(())
+        })
+    }
+
+    /// Ids of the objects awaiting deletion.
+    #[cfg(test)]
+    pub fn dead_object_ids(&self) -> Result<HashSet<i64>> {
+        let c = self.db.lock();
+        let mut s = c.prepare("SELECT id FROM dead_objects")?;
+        let r = s.query_map([], |r| r.get::<_, i64>(0))?;
+        Ok(r.collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn find_block(&self, hash: &[u8; 32]) -> Result<Option<BlockRef>> {
         Meta::block_by_hash(&self.db.lock(), hash)
     }

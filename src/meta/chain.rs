@@ -48,8 +48,9 @@ pub fn wal_key(gen: u64) -> String {
     format!("meta/wal-{gen:016x}")
 }
 
-fn part_key(gen: u64, nonce: &str, n: u64) -> String {
-    format!("{}.{nonce}.{n:04x}", snap_key(gen))
+/// Part `n` of the database stored under manifest `key` by one attempt.
+fn part_key(key: &str, nonce: &str, n: u64) -> String {
+    format!("{key}.{nonce}.{n:04x}")
 }
 
 /// What a key under `meta/` is: (generation, is a snapshot manifest or
@@ -250,6 +251,22 @@ pub fn put_snapshot(
     gen: u64,
     db: &Path,
 ) -> Result<(Hash, u64), ShipError> {
+    put_db(store, codec, &snap_key(gen), gen, db, true)
+}
+
+/// Store the database file at `db` under manifest `key` (format 2): 32 MiB
+/// parts streamed through the codec, then the manifest naming them, the
+/// database's size and SHA-256. `create`: the manifest is created only if
+/// absent (a chain link; another writer's is [`ShipError::Fenced`]).
+/// Memory: one part, whatever the database's size.
+pub fn put_db(
+    store: &DynStore,
+    codec: &BlockCodec,
+    key: &str,
+    gen: u64,
+    db: &Path,
+    create: bool,
+) -> Result<(Hash, u64), ShipError> {
     let mut f = Hashing {
         inner: std::fs::File::open(db)?,
         h: sha2::Sha256::new(),
@@ -262,10 +279,10 @@ pub fn put_snapshot(
     let mut stored = 0;
     for n in 0..parts {
         let len = PART.min(size - n * PART);
-        let key = part_key(gen, &nonce, n);
-        let rec = codec.encode_stream(key.as_bytes(), len, &mut (&mut f).take(len))?;
+        let pkey = part_key(key, &nonce, n);
+        let rec = codec.encode_stream(pkey.as_bytes(), len, &mut (&mut f).take(len))?;
         stored += rec.len() as u64;
-        store.put(&key, &rec)?;
+        store.put(&pkey, &rec)?;
     }
     let hash: Hash = f.h.finalize().into();
     let m = Manifest {
@@ -280,11 +297,29 @@ pub fn put_snapshot(
     let mut plain = SNAP2_MAGIC.to_vec();
     plain.extend_from_slice(&serde_json::to_vec(&m).map_err(std::io::Error::other)?);
     let plain = seal(plain);
-    let key = snap_key(gen);
     let rec = codec.encode(key.as_bytes(), &plain);
     stored += rec.len() as u64;
-    create_link(store, &key, &rec, gen)?;
+    if create {
+        create_link(store, key, &rec, gen)?;
+    } else {
+        store.put(key, &rec)?;
+    }
     Ok((hash, stored))
+}
+
+/// Delete a database stored by [`put_db`] under `key`: its manifest and
+/// every part of every attempt (parts of an attempt that failed too).
+pub fn delete_db(store: &DynStore, key: &str) -> Result<(), StoreError> {
+    let mut dead: Vec<String> = store
+        .list_all(&format!("{key}."))?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    dead.push(key.to_string());
+    match store.delete_many(&dead) {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Why a link could not be used.
@@ -321,8 +356,19 @@ pub fn get_snapshot(
     gen: u64,
     dest: &Path,
 ) -> Result<Hash, LinkError> {
-    let key = snap_key(gen);
-    let rec = get_link(store, &key, super::ship::MAX_SNAPSHOT_RECORD)?;
+    get_db(store, codec, &snap_key(gen), gen, dest)
+}
+
+/// Write the database stored under `key` (by [`put_db`], or a format 1
+/// record) to `dest` (replaced, 0600); its hash. Memory: one part.
+pub fn get_db(
+    store: &DynStore,
+    codec: &BlockCodec,
+    key: &str,
+    gen: u64,
+    dest: &Path,
+) -> Result<Hash, LinkError> {
+    let rec = get_link(store, key, super::ship::MAX_SNAPSHOT_RECORD)?;
     let plain = codec
         .decode_max(
             key.as_bytes(),
@@ -360,7 +406,7 @@ pub fn get_snapshot(
     let want = unhex(&m.sha256).ok_or_else(|| LinkError::Damaged("bad checksum".into()))?;
     let mut h = sha2::Sha256::new();
     for n in 0..m.parts {
-        let key = part_key(gen, &m.nonce, n);
+        let key = part_key(key, &m.nonce, n);
         let len = m.part_size.min(m.size - n * m.part_size);
         let rec = get_link(store, &key, len + 4096).map_err(|e| match e {
             LinkError::Missing => LinkError::Damaged(format!("part {n} is missing")),
@@ -726,7 +772,10 @@ mod tests {
     fn keys_parse_back() {
         assert_eq!(parse_key(&snap_key(42)), Some(Link::Snap(42)));
         assert_eq!(parse_key(&wal_key(7)), Some(Link::Wal(7)));
-        assert_eq!(parse_key(&part_key(9, "ab", 3)), Some(Link::Part(9)));
+        assert_eq!(
+            parse_key(&part_key(&snap_key(9), "ab", 3)),
+            Some(Link::Part(9))
+        );
         assert_eq!(parse_key("meta/damaged-snap-0000000000000001"), None);
         assert_eq!(parse_key("meta/snap-12"), None);
         assert_eq!(parse_key("meta/latest"), None);
@@ -754,5 +803,76 @@ mod tests {
         );
         assert!(Segment::decode_plain(6, p.clone()).is_err());
         assert!(Segment::decode_plain(5, p[..p.len() - 1].to_vec()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod db_tests {
+    use super::*;
+
+    /// A database larger than one part round-trips through the store in
+    /// parts; a damaged part is reported; deleting removes every part of
+    /// every attempt and nothing else.
+    #[test]
+    fn a_database_streams_in_parts_and_is_deleted_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let store: DynStore =
+            std::sync::Arc::new(crate::store::local::LocalStore::open(d.path().join("s")).unwrap());
+        let codec = super::super::ship::meta_codec(None);
+        let src = d.path().join("db");
+        let mut data = Vec::with_capacity((2 * PART + 12345) as usize);
+        let mut x = 1u64;
+        while data.len() < (2 * PART + 12345) as usize {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            data.extend_from_slice(&(x >> 40).to_le_bytes()[..3]);
+        }
+        std::fs::write(&src, &data).unwrap();
+        store
+            .put("snapshots/0000000000000007x", b"a neighbour")
+            .unwrap();
+        // An attempt that died before its manifest.
+        store
+            .put("snapshots/0000000000000007.dead.0000", b"left")
+            .unwrap();
+        let key = "snapshots/0000000000000007";
+        let (h, _) = put_db(&store, &codec, key, 7, &src, false).unwrap();
+        let parts: Vec<String> = store
+            .list_all(&format!("{key}."))
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(parts.len(), 4, "{parts:?}");
+        let out = d.path().join("out");
+        assert_eq!(get_db(&store, &codec, key, 7, &out).unwrap(), h);
+        assert!(std::fs::read(&out).unwrap() == data);
+        // The manifest names its generation: another's is refused.
+        assert!(matches!(
+            get_db(&store, &codec, key, 8, &out),
+            Err(LinkError::Damaged(_))
+        ));
+        let p1 = parts
+            .iter()
+            .find(|k| k.ends_with(".0001") && !k.contains("dead"))
+            .unwrap();
+        let mut rec = store.get(p1).unwrap();
+        let n = rec.len();
+        rec[n / 2] ^= 1;
+        store.put(p1, &rec).unwrap();
+        // Without a key (no MAC) the flip may decode: the checksum finds it.
+        let e = get_db(&store, &codec, key, 7, &out).unwrap_err();
+        assert!(matches!(e, LinkError::Damaged(_)), "{e}");
+        delete_db(&store, key).unwrap();
+        let left: Vec<String> = store
+            .list_all("")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(left, vec!["snapshots/0000000000000007x".to_string()]);
+        // Deleting what is gone already is fine.
+        delete_db(&store, key).unwrap();
     }
 }

@@ -70,10 +70,8 @@ impl Db {
 pub struct Group {
     db: Mutex<Db>,
     batching: AtomicBool,
-    /// A committer thread runs (batching may be switched back on).
+    /// Registered with the committer (batching may be switched back on).
     committer: AtomicBool,
-    /// Wakes the committer when a group opens.
-    opened: Condvar,
 }
 
 impl Group {
@@ -88,7 +86,6 @@ impl Group {
             }),
             batching: AtomicBool::new(false),
             committer: AtomicBool::new(false),
-            opened: Condvar::new(),
         }
     }
 
@@ -122,7 +119,7 @@ impl Group {
             c.run("BEGIN IMMEDIATE")?;
             c.open_since = Some(Instant::now());
             if batching {
-                self.opened.notify_one();
+                committer().wake();
             }
         }
         c.run("SAVEPOINT op")?;
@@ -211,27 +208,91 @@ impl Group {
         r
     }
 
-    /// Group writes from now on. A thread commits each group within
-    /// [`BATCH_WINDOW`]; it ends once `group` is dropped everywhere else.
-    pub fn start_batching(group: &Arc<Group>, name: &str) -> std::io::Result<()> {
+    /// Group writes from now on. The process's committer thread commits
+    /// each group within [`BATCH_WINDOW`] (one thread for every database:
+    /// a gateway's hundreds of homes do not each keep two threads polling);
+    /// it forgets `group` once it is dropped everywhere else.
+    pub fn start_batching(group: &Arc<Group>) -> std::io::Result<()> {
+        committer().register(group)?;
         group.batching.store(true, Ordering::Release);
         group.committer.store(true, Ordering::Release);
-        let weak = Arc::downgrade(group);
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || loop {
-                let Some(g) = weak.upgrade() else { return };
-                let mut c = g.db.lock();
+        Ok(())
+    }
+
+    /// Drop the open group as a crash would; commit each write on its own
+    /// from now on.
+    pub fn abandon(&self) {
+        self.batching.store(false, Ordering::Release);
+        let mut c = self.db.lock();
+        if c.open_since.take().is_some() {
+            let _ = c.run("ROLLBACK");
+        }
+    }
+}
+
+/// The thread that commits every batching group in the process.
+struct Committer {
+    st: Mutex<CommitterState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct CommitterState {
+    groups: Vec<std::sync::Weak<Group>>,
+    /// Bumped by each wake: a scan that began before it is not followed by
+    /// a sleep.
+    epoch: u64,
+    started: bool,
+}
+
+fn committer() -> &'static Committer {
+    static C: std::sync::OnceLock<Committer> = std::sync::OnceLock::new();
+    C.get_or_init(|| Committer {
+        st: Mutex::new(CommitterState::default()),
+        cv: Condvar::new(),
+    })
+}
+
+impl Committer {
+    fn register(&'static self, g: &Arc<Group>) -> std::io::Result<()> {
+        let mut st = self.st.lock();
+        if !st.started {
+            std::thread::Builder::new()
+                .name("db-commit".into())
+                .spawn(move || self.run())?;
+            st.started = true;
+        }
+        st.groups.push(Arc::downgrade(g));
+        Ok(())
+    }
+
+    fn wake(&self) {
+        self.st.lock().epoch += 1;
+        self.cv.notify_one();
+    }
+
+    fn run(&self) {
+        loop {
+            let (epoch, groups) = {
+                let mut st = self.st.lock();
+                st.groups.retain(|g| g.strong_count() > 0);
+                (st.epoch, st.groups.clone())
+            };
+            // Nothing open: sleep until a group opens (the timeout is a
+            // safety net only).
+            let mut next = Duration::from_secs(10);
+            for g in groups {
+                let Some(g) = g.upgrade() else { continue };
+                // A database busy with a long operation must not hold up
+                // the others' commits: look again shortly.
+                let Some(mut c) = g.db.try_lock() else {
+                    next = next.min(Duration::from_millis(5));
+                    continue;
+                };
                 match c.open_since {
-                    None => {
-                        // Wake now and then to notice the end of the mount.
-                        g.opened.wait_for(&mut c, Duration::from_secs(1));
-                    }
+                    None => {}
                     Some(t) if t.elapsed() < BATCH_WINDOW => {
-                        let left = BATCH_WINDOW - t.elapsed();
-                        drop(c);
-                        drop(g);
-                        std::thread::sleep(left);
+                        next = next.min(BATCH_WINDOW - t.elapsed());
                     }
                     Some(_) => {
                         if let Err(e) = c.commit() {
@@ -243,23 +304,15 @@ impl Group {
                                     "committing a group of changes failed: {e}"
                                 );
                             }
-                            drop(c);
-                            drop(g);
-                            std::thread::sleep(BATCH_WINDOW);
+                            next = next.min(BATCH_WINDOW);
                         }
                     }
                 }
-            })?;
-        Ok(())
-    }
-
-    /// Drop the open group as a crash would; commit each write on its own
-    /// from now on.
-    pub fn abandon(&self) {
-        self.batching.store(false, Ordering::Release);
-        let mut c = self.db.lock();
-        if c.open_since.take().is_some() {
-            let _ = c.run("ROLLBACK");
+            }
+            let mut st = self.st.lock();
+            if st.epoch == epoch {
+                self.cv.wait_for(&mut st, next);
+            }
         }
     }
 }
@@ -287,7 +340,7 @@ mod tests {
             .unwrap();
         let g = Arc::new(Group::new(c));
         if committer {
-            Group::start_batching(&g, "test-commit").unwrap();
+            Group::start_batching(&g).unwrap();
         } else {
             g.batching.store(true, Ordering::Release);
         }
@@ -337,6 +390,43 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(count(&p), 1, "committed by the committer");
+    }
+
+    /// One committer for many databases: each group is committed, and a
+    /// database whose lock is held (a long operation) holds up no other.
+    #[test]
+    fn one_committer_serves_many_groups_and_a_busy_one_blocks_none() {
+        let all: Vec<_> = (0..20).map(|_| fresh(true)).collect();
+        let busy = all[0].2.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            insert(&busy, 1);
+            let _held = busy.lock();
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        rx.recv().unwrap();
+        for (i, (_, _, g)) in all.iter().enumerate().skip(1) {
+            insert(g, i as i64);
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while all[1..].iter().any(|(_, p, _)| count(p) == 0) {
+            assert!(
+                Instant::now() < deadline,
+                "a busy database held up the others"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(count(&all[0].1), 0, "the busy one waits for its lock");
+        holder.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count(&all[0].1) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the busy one was never committed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]

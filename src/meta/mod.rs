@@ -392,7 +392,7 @@ impl Meta {
 
     /// Group operations into transactions from now on (while mounted).
     pub fn start_batching(&self) -> std::io::Result<()> {
-        Group::start_batching(&self.db, "meta-commit")
+        Group::start_batching(&self.db)
     }
 
     /// Commit `g` before each commit of the metadata: the cache's group of

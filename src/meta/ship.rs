@@ -83,35 +83,6 @@ pub fn meta_codec(key: Option<&MasterKey>) -> BlockCodec {
     BlockCodec::new(key, Compression::Zstd(3))
 }
 
-/// A snapshot record: SHA-256 of the database, then the database, encoded
-/// (the checksum makes corruption detectable even on --plain filesystems).
-/// The file is read straight behind the checksum slot: one copy of a large
-/// database in memory, not two.
-pub(super) fn encode_db_file(
-    codec: &BlockCodec,
-    key: &str,
-    path: &std::path::Path,
-) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    // Two passes over the file (it is in the page cache): the checksum
-    // first, then the file streams through the codec behind it.
-    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-    let mut f = std::fs::File::open(path)?;
-    let len = std::io::copy(&mut f, &mut hasher)?;
-    let sum: [u8; 32] = sha2::Digest::finalize(hasher).into();
-    let f = std::fs::File::open(path)?;
-    let mut src = (&sum[..]).chain(f);
-    codec.encode_stream(key.as_bytes(), 32 + len, &mut src)
-}
-
-/// The database inside a record made by [`encode_db_file`] under `key`.
-pub(super) fn decode_db(codec: &BlockCodec, key: &str, rec: &[u8]) -> Result<Vec<u8>, String> {
-    let plain = codec
-        .decode(key.as_bytes(), rec)
-        .map_err(|e| e.to_string())?;
-    Ok(check_v1(&plain)?.to_vec())
-}
-
 /// The database in a decoded format 1 record, checksum checked.
 pub(super) fn check_v1(plain: &[u8]) -> Result<&[u8], String> {
     if plain.len() < 32 || sha256(&plain[32..])[..] != plain[..32] {
@@ -422,6 +393,11 @@ impl Shipper {
         Ok(())
     }
 
+    /// Another mount wrote the generation this one was to write.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire) != 0
+    }
+
     fn ship_with(&self, force: bool, full_now: bool) -> Result<u64, ShipError> {
         let _g = self.lock.lock();
         let fenced = self.fenced.load(Ordering::Acquire);
@@ -708,10 +684,12 @@ impl Shipper {
         let dead: Vec<i64> = {
             let c = self.meta.lock();
             let mut st = c
-                // Objects a kept snapshot still reads stay until it goes.
+                // Objects a kept snapshot still reads stay until it goes;
+                // a stale row must never cost a live object.
                 .prepare(
                     "SELECT id FROM dead_objects WHERE after_gen + 2 <= ?1 AND after_gen + 1 < ?2
-                     AND id NOT IN (SELECT object FROM snapshot_objects)",
+                     AND id NOT IN (SELECT object FROM snapshot_objects)
+                     AND id NOT IN (SELECT id FROM objects)",
                 )
                 .map_err(MetaError::from)?;
             let rows = st

@@ -8,7 +8,8 @@
 //! lost gateway): an object pinned by a kept snapshot is never deleted or
 //! rewritten by garbage collection.
 
-use super::ship::{copy_db, decode_db, encode_db_file, ShipError, Shipper};
+use super::chain;
+use super::ship::{copy_db, ShipError, Shipper};
 use super::{Meta, MetaError};
 use crate::store::StoreError;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -26,11 +27,6 @@ CREATE TABLE IF NOT EXISTS snapshot_objects(object INTEGER NOT NULL, snap INTEGE
     size INTEGER NOT NULL, PRIMARY KEY(object, snap)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS snapshot_objects_by_snap ON snapshot_objects(snap);
 ";
-
-/// A snapshot database's record in the store is never larger than this
-/// (a ten-million-file database is a few GiB; the bound stops a damaged or
-/// hostile length from exhausting memory).
-pub const MAX_SNAPSHOT_DB: u64 = 16 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -257,7 +253,8 @@ impl Shipper {
     ///
     /// Cost: one consistent copy of the database (`VACUUM INTO`, about a
     /// second per million files), one scan of its block map for the pins,
-    /// and one upload of the copy. No block is copied.
+    /// and one upload of the copy, streamed in 32 MiB parts (no size
+    /// ceiling, memory of one part). No block is copied.
     pub fn snapshot(&self, created: i64, label: &str) -> Result<SnapshotInfo, SnapshotError> {
         let _g = self.lock.lock();
         let taken = {
@@ -275,10 +272,6 @@ impl Shipper {
         }
         self.meta.commit()?;
         let tmp = self.meta.path().with_extension("fssnap");
-        let io = |cause| SnapshotError::Io {
-            path: tmp.clone(),
-            cause,
-        };
         let result = (|| {
             copy_db(self.meta.path(), &tmp)?;
             let (pins, files, bytes) = {
@@ -326,12 +319,10 @@ impl Shipper {
                 Ok(id)
             })?;
             let key = store_key(id);
-            let uploaded = encode_db_file(&self.codec, &key, &tmp)
-                .map_err(io)
-                .and_then(|rec| {
-                    self.store.put(&key, &rec)?;
-                    Ok(rec.len())
-                });
+            // Streamed in parts (memory: one part, whatever the size).
+            let uploaded = chain::put_db(&self.store, &self.codec, &key, id as u64, &tmp, false)
+                .map(|(_, n)| n)
+                .map_err(SnapshotError::from);
             match uploaded {
                 Ok(n) => {
                     self.meta.with_tx(|tx| {
@@ -348,6 +339,11 @@ impl Shipper {
                         drop_rows(tx, id)?;
                         Ok(())
                     })?;
+                    // The parts stored before the failure (best effort: the
+                    // id is free again and a later snapshot overwrites them).
+                    if let Err(de) = chain::delete_db(&self.store, &key) {
+                        tracing::warn!(%key, error = %de, "a failed snapshot's parts were left in the store");
+                    }
                     Err(e)
                 }
             }
@@ -385,10 +381,7 @@ impl Shipper {
     /// Delete a dropped snapshot's database from the store (after the
     /// metadata without it has been shipped).
     pub fn drop_snapshot_db(&self, id: i64) -> Result<(), StoreError> {
-        match self.store.delete(&store_key(id)) {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        }
+        chain::delete_db(&self.store, &store_key(id))
     }
 }
 
@@ -399,30 +392,31 @@ fn drop_rows(tx: &Connection, id: i64) -> Result<(), MetaError> {
 }
 
 impl Shipper {
-    /// Download snapshot `info`'s database to `dest` (0600, replaced whole).
+    /// Download snapshot `info`'s database to `dest` (0600, replaced
+    /// whole; memory: one part).
     pub fn fetch_snapshot_db(&self, info: &SnapshotInfo, dest: &Path) -> Result<(), SnapshotError> {
         let skey = store_key(info.id);
-        let rec = self.store.get_max(&skey, MAX_SNAPSHOT_DB).map_err(|e| {
-            if e.is_not_found() {
-                SnapshotError::Damaged {
-                    name: info.name.clone(),
-                    reason: format!("{skey} is missing"),
-                }
-            } else {
-                e.into()
-            }
-        })?;
-        let db = decode_db(&self.codec, &skey, &rec).map_err(|reason| SnapshotError::Damaged {
+        let tmp = dest.with_extension("part");
+        let got = chain::get_db(&self.store, &self.codec, &skey, info.id as u64, &tmp);
+        let damaged = |reason: String| SnapshotError::Damaged {
             name: info.name.clone(),
             reason,
-        })?;
-        let tmp = dest.with_extension("part");
-        let io = |cause| SnapshotError::Io {
+        };
+        match got {
+            Ok(_) => {}
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(match e {
+                    chain::LinkError::Missing => damaged(format!("{skey} is missing")),
+                    chain::LinkError::Damaged(r) => damaged(r),
+                    chain::LinkError::Store(e) => e.into(),
+                });
+            }
+        }
+        std::fs::rename(&tmp, dest).map_err(|cause| SnapshotError::Io {
             path: tmp.clone(),
             cause,
-        };
-        crate::secure::write_private(&tmp, &db).map_err(io)?;
-        std::fs::rename(&tmp, dest).map_err(io)?;
+        })?;
         Ok(())
     }
 }

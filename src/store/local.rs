@@ -1,7 +1,7 @@
 //! A store in a local directory: one file per object, written atomically
 //! (temp file, fsync, rename) so a crash never leaves a torn object.
 
-use super::{ListPage, ObjectInfo, ObjectStore, Result, StoreError};
+use super::{ListPage, ObjectInfo, ObjectStore, RangeSink, Result, StoreError};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -181,6 +181,26 @@ impl ObjectStore for LocalStore {
             .read_to_end(&mut buf)
             .map_err(|e| self.err(key, e))?;
         Ok(buf)
+    }
+
+    fn get_ranges(
+        &self,
+        key: &str,
+        offset: u64,
+        lens: &[u64],
+        each: RangeSink<'_>,
+    ) -> Result<usize> {
+        let mut f = File::open(self.path(key)?).map_err(|e| self.err(key, e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| self.err(key, e))?;
+        let total: u64 = lens.iter().sum();
+        super::read_ranges(
+            &mut f,
+            lens,
+            each,
+            |e| self.err(key, e),
+            |_| StoreError::Other(format!("range {offset}+{total} is past the end of {key}")),
+        )
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {

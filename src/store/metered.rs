@@ -5,7 +5,7 @@
 //! Wrapped around the retrying store: a request is what the caller asked,
 //! its latency includes any retries.
 
-use super::{AuthState, DynStore, ListPage, ObjectInfo, ObjectStore, Result};
+use super::{AuthState, DynStore, ListPage, ObjectInfo, ObjectStore, RangeSink, Result};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -186,6 +186,25 @@ impl ObjectStore for MeteredStore {
             Op::Get,
             |v: &Vec<u8>| v.len() as u64,
             || self.inner.get_range(key, offset, len),
+        )
+    }
+    fn get_ranges(
+        &self,
+        key: &str,
+        offset: u64,
+        lens: &[u64],
+        each: RangeSink<'_>,
+    ) -> Result<usize> {
+        let bytes = std::cell::Cell::new(0u64);
+        self.run(
+            Op::Get,
+            |_| bytes.get(),
+            || {
+                self.inner.get_ranges(key, offset, lens, &mut |d| {
+                    bytes.set(bytes.get() + d.len() as u64);
+                    each(d)
+                })
+            },
         )
     }
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {

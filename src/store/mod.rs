@@ -109,6 +109,54 @@ pub fn read_bounded(
     Ok(buf)
 }
 
+/// Where [`ObjectStore::get_ranges`] hands each range; false stops it.
+pub type RangeSink<'a> = &'a mut dyn FnMut(Vec<u8>) -> bool;
+
+/// Read consecutive pieces of `lens` bytes from `body` into `each`, each
+/// buffer sized by what was asked for (never by what a server claims).
+/// A body that ends early is `short(bytes read in all)`.
+pub fn read_ranges(
+    body: &mut dyn Read,
+    lens: &[u64],
+    each: RangeSink<'_>,
+    io: impl Fn(std::io::Error) -> StoreError,
+    short: impl Fn(u64) -> StoreError,
+) -> Result<usize> {
+    let mut n = 0;
+    for &len in lens {
+        let mut buf = Vec::with_capacity(len as usize);
+        body.take(len).read_to_end(&mut buf).map_err(&io)?;
+        if (buf.len() as u64) < len {
+            return Err(short(lens[..n].iter().sum::<u64>() + buf.len() as u64));
+        }
+        n += 1;
+        if !each(buf) {
+            break;
+        }
+    }
+    Ok(n)
+}
+
+/// Hand `data` (read from `offset` of `key`) to `each` in pieces of
+/// `lens` bytes: [`ObjectStore::get_ranges`] for a store that reads the
+/// whole span at once.
+pub fn split_ranges(
+    data: Vec<u8>,
+    key: &str,
+    offset: u64,
+    lens: &[u64],
+    each: RangeSink<'_>,
+) -> Result<usize> {
+    let total: u64 = lens.iter().sum();
+    read_ranges(
+        &mut &data[..],
+        lens,
+        each,
+        |e| StoreError::Other(e.to_string()),
+        |_| StoreError::Other(format!("range {offset}+{total} is past the end of {key}")),
+    )
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub key: String,
@@ -136,6 +184,21 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         self.get_max(key, MAX_OBJECT)
     }
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// The consecutive ranges of `lens` bytes from `offset` on, in one
+    /// request: each is handed to `each` as soon as it has arrived, so the
+    /// first can be used while the rest stream in. `each` returns false
+    /// to stop early. Returns how many were handed over (all of them, or
+    /// fewer when stopped); a failure midway leaves the rest undelivered.
+    fn get_ranges(
+        &self,
+        key: &str,
+        offset: u64,
+        lens: &[u64],
+        each: RangeSink<'_>,
+    ) -> Result<usize> {
+        let data = self.get_range(key, offset, lens.iter().sum())?;
+        split_ranges(data, key, offset, lens, each)
+    }
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>>;
     /// Deleting a missing object is not an error.
     fn delete(&self, key: &str) -> Result<()>;

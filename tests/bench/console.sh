@@ -103,17 +103,11 @@ tokens_file = "$WORK/etc/api-tokens.json"
 [shares]
 root = "$WORK/shares"
 EOT
-g=()
-for k in private lock state cache pid ncalrpc; do
-    case $k in
-        private) setting="private dir" ;;
-        ncalrpc) setting="ncalrpc dir" ;;
-        *) setting="$k directory" ;;
-    esac
-    g+=(--global "$setting = $WORK/samba/$k")
-done
+# shellcheck source=tests/bench/smbdirs.sh
+. tests/bench/smbdirs.sh
+samba_dir_args "$WORK"
 "$BIN" samba-config --config "$CFG" --global "smb ports = $port" --global "interfaces = lo" \
-    --global "bind interfaces only = yes" --global "log file = $WORK/samba/log/log.%m" "${g[@]}" > "$WORK/smb.conf"
+    --global "bind interfaces only = yes" --global "log file = $WORK/samba/log/log.%m" "${SAMBA_DIR_ARGS[@]}" > "$WORK/smb.conf"
 
 # The console admin: a PAM account in the bench's admin group.
 cp provisioning/pam.d/swiftgate "$PAM_FILE"

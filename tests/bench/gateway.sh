@@ -67,17 +67,11 @@ socket = "$WORK/gw.sock"
 [samba]
 config = "$WORK/smb.conf"
 EOT
-g=()
-for k in private lock state cache pid ncalrpc; do
-    case $k in
-        private) setting="private dir" ;;
-        ncalrpc) setting="ncalrpc dir" ;;
-        *) setting="$k directory" ;;
-    esac
-    g+=(--global "$setting = $WORK/samba/$k")
-done
+# shellcheck source=tests/bench/smbdirs.sh
+. tests/bench/smbdirs.sh
+samba_dir_args "$WORK"
 "$BIN" samba-config --config "$CFG" --global "smb ports = $port" --global "interfaces = lo" \
-    --global "bind interfaces only = yes" --global "log file = $WORK/samba/log/log.%m" "${g[@]}" > "$WORK/smb.conf"
+    --global "bind interfaces only = yes" --global "log file = $WORK/samba/log/log.%m" "${SAMBA_DIR_ARGS[@]}" > "$WORK/smb.conf"
 # The home share's settings that shape smbd's work per file.
 HOME_VFS=$(sed -n '/^\[home\]/,$p' "$WORK/smb.conf" | grep -E '^ *(vfs objects|acl_xattr|recycle:[a-z_]+|create mask|directory mask) ')
 cat >> "$WORK/smb.conf" <<EOT

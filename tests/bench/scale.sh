@@ -33,6 +33,7 @@ WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/swiftgate-scale.XXXXXX")
 MP=$WORK/mp
 cleanup() {
     "$BIN" umount "$MP" >/dev/null 2>&1 || umount -l "$MP" 2>/dev/null || true
+    umount "$WORK/bmp" 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -60,6 +61,20 @@ if [ -d "$MP/big" ]; then
     echo "ls -l big/                $(secs "$t0" "$t1") s"
     t0=$(now); ls -l "$MP/big" > /dev/null; t1=$(now)
     echo "ls -l big/ again          $(secs "$t0" "$t1") s"
+    # The floors, same run: as many empty files in a plain directory, and
+    # that directory through bindfs (a pass-through FUSE filesystem in C).
+    # `ls -l` costs a stat and two getxattrs per entry (ACL, SELinux label):
+    # through any FUSE filesystem, round trips to its daemon.
+    command -v bindfs >/dev/null || apt-get install -y -q bindfs >/dev/null
+    mkdir -p "$WORK/plain/big" "$WORK/bmp"
+    (cd "$WORK/plain/big" && seq -f 'f%07g' 1 "$n" | xargs touch)
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    t0=$(now); ls -l "$WORK/plain/big" > /dev/null; t1=$(now)
+    echo "ls -l, plain directory    $(secs "$t0" "$t1") s  (floor)"
+    bindfs --multithreaded "$WORK/plain" "$WORK/bmp"
+    t0=$(now); ls -l "$WORK/bmp/big" > /dev/null; t1=$(now)
+    echo "ls -l, through bindfs     $(secs "$t0" "$t1") s  (FUSE floor)"
+    umount "$WORK/bmp"
 fi
 t0=$(now); find "$MP/d00000" -maxdepth 1 | wc -l > /dev/null; t1=$(now)
 echo "find in a 10,000-file dir $(secs "$t0" "$t1") s"

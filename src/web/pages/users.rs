@@ -108,8 +108,14 @@ impl Fmt {
     pub fn quota_warn_of(&self, q: &Quota, u: &Option<Usage>) -> bool {
         fmt::quota_warn(q, u.as_ref())
     }
+    /// A finished job's bar is full even when it had nothing to count (a
+    /// flush with nothing left to upload: 0 of 0), as the page's script
+    /// draws it.
     pub fn pct(&self, j: &JobInfo) -> u64 {
-        fmt::percent(j.done, j.total)
+        match j.state {
+            crate::gateway::api::JobState::Succeeded => 100,
+            _ => fmt::percent(j.done, j.total),
+        }
     }
     /// A recycle bin's setting in words.
     pub fn recycle_setting(&self, page: &PageCtx, r: &RecycleInfo) -> String {
@@ -700,4 +706,32 @@ fn a(
        + Send
        + 'static {
     move |st, admin, page, path, form| Box::pin(action(st, admin, page, path, form, what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::api::JobState;
+
+    fn job(state: JobState, done: u64, total: u64) -> JobInfo {
+        JobInfo {
+            id: 1,
+            kind: "flush".into(),
+            subject: "u".into(),
+            state,
+            started_unix: 0,
+            finished_unix: None,
+            phase: String::new(),
+            done,
+            total,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn a_succeeded_job_with_nothing_to_count_shows_a_full_bar() {
+        assert_eq!(Fmt.pct(&job(JobState::Succeeded, 0, 0)), 100);
+        assert_eq!(Fmt.pct(&job(JobState::Running, 0, 0)), 0);
+        assert_eq!(Fmt.pct(&job(JobState::Running, 1, 4)), 25);
+    }
 }
