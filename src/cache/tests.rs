@@ -2,7 +2,7 @@
 //! errors, latency, and a crash between an upload's PUT and its metadata
 //! commit. The metadata is a real SQLite database; nothing is mocked.
 
-use super::{Cache, CacheConfig};
+use super::{Cache, CacheConfig, UploadPool};
 use crate::data::{BlockCodec, Compression};
 use crate::meta::ship::{meta_codec, Shipper};
 use crate::meta::{Meta, ROOT_INO};
@@ -23,6 +23,8 @@ struct Rig {
     local: Arc<LocalStore>,
     meta: Arc<Meta>,
     cache: Arc<Cache>,
+    /// Dropped after the cache is shut down (fields drop after `drop`).
+    _pool: Arc<UploadPool>,
 }
 
 fn config(dir: &Path) -> CacheConfig {
@@ -43,6 +45,11 @@ fn config(dir: &Path) -> CacheConfig {
 /// A cache as a mount starts it, over `dir` (store, metadata, cache disk
 /// all inside it). Opening it again on the same `dir` is a restart.
 fn start(dir: &Path, faults: FaultConfig) -> Rig {
+    start_on(dir, faults, UploadPool::new(2).unwrap())
+}
+
+/// [`start`] with uploads on `pool` (shared with other caches).
+fn start_on(dir: &Path, faults: FaultConfig, pool: Arc<UploadPool>) -> Rig {
     let local = Arc::new(LocalStore::open(dir.join("store")).unwrap());
     let fault = Arc::new(FaultStore::new(local.clone() as DynStore, faults));
     let store: DynStore = fault.clone();
@@ -60,12 +67,13 @@ fn start(dir: &Path, faults: FaultConfig) -> Rig {
     ));
     let codec = BlockCodec::new(None, Compression::None);
     let cache = Cache::new(config(dir), store, codec, meta.clone(), shipper).unwrap();
-    cache.start_workers().unwrap();
+    cache.start_uploads(&pool).unwrap();
     Rig {
         fault,
         local,
         meta,
         cache,
+        _pool: pool,
     }
 }
 
@@ -215,6 +223,155 @@ fn failed_puts_keep_blocks_dirty_and_readable_until_a_retry_stores_them() {
     let before = rig.cache.stats().fetched_blocks;
     assert_eq!(rig.read_file(ino, data.len()), data);
     assert!(rig.cache.stats().fetched_blocks > before);
+}
+
+/// An upload that landed but whose reply was lost (Swift going away
+/// mid-request) is retried under a new object id; the first one, stored
+/// and referenced by nothing, goes to the dead objects instead of being
+/// left for fsck to call an orphan.
+#[test]
+fn an_upload_whose_reply_was_lost_leaves_no_orphan_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = start(
+        dir.path(),
+        FaultConfig {
+            lose_put_reply: true,
+            ..Default::default()
+        },
+    );
+    // Full blocks (one object) and a tail (a pack).
+    let data = content(7, 3 * BS as usize + 1000);
+    let ino = rig.write_file("f", &data);
+    // Clearing the fault races with uploads in flight, so the store's own
+    // count of lost replies is what the dead objects must match.
+    let lost = || rig.fault.lost_replies.load(Ordering::SeqCst);
+    wait_until("both uploads landed and were reported failed", || {
+        lost() >= 2
+    });
+    rig.faults(|c| c.lose_put_reply = false);
+    rig.flush(ino);
+    assert_eq!(rig.cache.dirty_count(), 0);
+    let dead = rig.meta.dead_object_ids().unwrap();
+    let listed = rig.local.list("data/", None, 10_000).unwrap().objects;
+    let mut lost_replies = 0;
+    for o in &listed {
+        let id = crate::meta::object_id(&o.key).expect("an object key");
+        if dead.contains(&id) {
+            lost_replies += 1;
+        } else {
+            assert!(
+                !rig.meta.blocks_of_object(id).unwrap().is_empty(),
+                "{} is neither referenced nor awaiting deletion",
+                o.key
+            );
+        }
+    }
+    assert_eq!(
+        lost_replies,
+        lost(),
+        "objects awaiting deletion against replies lost, of {} objects",
+        listed.len()
+    );
+    assert_eq!(rig.read_file(ino, data.len()), data);
+}
+
+/// A sequential reader's prefetch takes the blocks stored back to back in
+/// one object with one request, and readers find them in the cache.
+#[test]
+fn prefetch_takes_an_objects_blocks_in_one_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = start(dir.path(), FaultConfig::default());
+    let data = content(9, 12 * BS as usize);
+    let ino = rig.write_file("f", &data);
+    rig.flush(ino);
+    rig.cache.drop_clean();
+    let refs: Vec<_> = (0..12)
+        .map(|i| rig.meta.block_at(ino, i).unwrap().expect("uploaded"))
+        .collect();
+    // Runs of blocks back to back in one object (uploads may have cut
+    // the file into several objects).
+    let runs = 1 + refs
+        .windows(2)
+        .filter(|w| w[0].object != w[1].object || w[0].offset + w[0].length != w[1].offset)
+        .count() as u64;
+    let gets = || rig.fault.range_gets.load(Ordering::Relaxed);
+    let (g0, f0) = (gets(), rig.cache.stats().fetched_blocks);
+    rig.cache.prefetch(refs.clone());
+    wait_until("every block was prefetched", || {
+        rig.cache.stats().fetched_blocks == f0 + 12
+    });
+    assert_eq!(gets() - g0, runs, "one request per run of blocks");
+    assert!(runs < 12, "the file should lie in few objects");
+    // Already there: reading needs no request.
+    let g1 = gets();
+    assert_eq!(rig.read_file(ino, data.len()), data);
+    assert_eq!(gets(), g1);
+}
+
+/// A prefetch cut off midway releases its claims: a reader fetches the
+/// blocks that did not arrive itself, and reads the right bytes.
+#[test]
+fn a_failed_prefetch_leaves_blocks_to_their_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = start(dir.path(), FaultConfig::default());
+    let data = content(11, 8 * BS as usize);
+    let ino = rig.write_file("f", &data);
+    rig.flush(ino);
+    rig.cache.drop_clean();
+    let refs: Vec<_> = (0..8)
+        .map(|i| rig.meta.block_at(ino, i).unwrap().expect("uploaded"))
+        .collect();
+    rig.faults(|c| c.down = true);
+    rig.cache.prefetch(refs);
+    wait_until("the prefetch gave up its claims", || {
+        rig.cache.st.lock().fetching.is_empty()
+    });
+    rig.faults(|c| c.down = false);
+    assert_eq!(rig.read_file(ino, data.len()), data);
+}
+
+/// Homes share one pool: a home whose store fails keeps retrying without
+/// holding the pool's threads, and the others' uploads go on.
+#[test]
+fn a_failing_cache_does_not_stall_others_on_a_shared_pool() {
+    let pool = UploadPool::new(2).unwrap();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start_on(
+        da.path(),
+        FaultConfig {
+            down: true,
+            ..Default::default()
+        },
+        pool.clone(),
+    );
+    let b = start_on(db.path(), FaultConfig::default(), pool.clone());
+    // More uploads for the failing home than the pool has threads.
+    let mut ia = Vec::new();
+    for n in 0..6 {
+        ia.push(a.write_file(&format!("a{n}"), &content(10 + n, 2 * BS as usize + 77)));
+    }
+    wait_until("the failing home saw an error", || {
+        a.cache.stats().last_error.is_some()
+    });
+    // Liveness, not speed: a pool held by the failing home's retries
+    // (backoff up to 10 s each) would take far longer.
+    let t = Instant::now();
+    for n in 0..6 {
+        let data = content(20 + n, 3 * BS as usize + 5);
+        let ino = b.write_file(&format!("b{n}"), &data);
+        b.flush(ino);
+        assert!(b.meta.block_at(ino, 2).unwrap().is_some(), "file b{n}");
+    }
+    assert_eq!(b.cache.dirty_count(), 0);
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert!(a.cache.dirty_count() > 0, "the failing home stored nothing");
+    assert_eq!(a.data_objects(), 0);
+    // Its store back, the failing home catches up on the same pool.
+    a.faults(|c| c.down = false);
+    for ino in ia {
+        a.flush(ino);
+    }
+    assert_eq!(a.cache.dirty_count(), 0);
 }
 
 #[test]

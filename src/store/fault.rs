@@ -1,7 +1,7 @@
 //! Fault injection for tests: errors, latency and truncated uploads that a
 //! real server cannot be made to produce on demand.
 
-use super::{ListPage, ObjectInfo, ObjectStore, Result, StoreError};
+use super::{ListPage, ObjectInfo, ObjectStore, RangeSink, Result, StoreError};
 use parking_lot::Mutex;
 use rand::Rng;
 use std::io::Read;
@@ -22,6 +22,9 @@ pub struct FaultConfig {
     /// what it does next, as a crash there would (tests restart the
     /// caller meanwhile, then clear it to let the frozen thread go).
     pub stall_after_put: bool,
+    /// An upload reaches the store and then fails anyway, as when the
+    /// reply is lost in an outage: the caller cannot know it landed.
+    pub lose_put_reply: bool,
 }
 
 impl FaultConfig {
@@ -39,6 +42,7 @@ impl FaultConfig {
                 "fail_after_bytes" => c.fail_after_bytes = Some(v.parse().map_err(|_| bad())?),
                 "down" => c.down = v == "1" || v == "true",
                 "stall_after_put" => c.stall_after_put = v == "1" || v == "true",
+                "lose_put_reply" => c.lose_put_reply = v == "1" || v == "true",
                 _ => return Err(format!("fault spec: unknown key {k:?}")),
             }
         }
@@ -53,6 +57,10 @@ pub struct FaultStore {
     /// Uploads that stored their object and are (or were) frozen by
     /// `stall_after_put`.
     pub stalled: std::sync::atomic::AtomicU64,
+    /// Ranged reads asked for (each one request to a real store).
+    pub range_gets: std::sync::atomic::AtomicU64,
+    /// Uploads stored whose reply `lose_put_reply` turned into an error.
+    pub lost_replies: std::sync::atomic::AtomicU64,
 }
 
 impl FaultStore {
@@ -61,6 +69,8 @@ impl FaultStore {
             inner,
             config: Mutex::new(config),
             stalled: Default::default(),
+            range_gets: Default::default(),
+            lost_replies: Default::default(),
         }
     }
 
@@ -103,6 +113,16 @@ impl FaultStore {
             }
             _ => {
                 f(body)?;
+                if self.config.lock().lose_put_reply {
+                    self.lost_replies
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return Err(StoreError::Transient {
+                        store: self.url(),
+                        key: key.to_string(),
+                        message: "injected: the upload was stored but its reply was lost".into(),
+                        retry_after: None,
+                    });
+                }
                 if !self.config.lock().stall_after_put {
                     return Ok(());
                 }
@@ -149,8 +169,22 @@ impl ObjectStore for FaultStore {
         self.inner.get_max(key, max)
     }
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.range_gets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.before(key)?;
         self.inner.get_range(key, offset, len)
+    }
+    fn get_ranges(
+        &self,
+        key: &str,
+        offset: u64,
+        lens: &[u64],
+        each: RangeSink<'_>,
+    ) -> Result<usize> {
+        self.range_gets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.before(key)?;
+        self.inner.get_ranges(key, offset, lens, each)
     }
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
         self.before(key)?;
@@ -173,9 +207,10 @@ mod tests {
     #[test]
     fn spec_parses_every_key_and_refuses_unknown_ones() {
         let c = FaultConfig::parse(
-            "error_rate=0.5,latency_ms=7,fail_after_bytes=9,down=1,stall_after_put=1",
+            "error_rate=0.5,latency_ms=7,fail_after_bytes=9,down=1,stall_after_put=1,lose_put_reply=1",
         )
         .unwrap();
+        assert!(c.lose_put_reply);
         assert_eq!(c.error_rate, 0.5);
         assert_eq!(c.latency.as_millis(), 7);
         assert_eq!(c.fail_after_bytes, Some(9));
