@@ -791,3 +791,48 @@ fn a_mount_that_lost_its_lease_turns_read_only() {
     assert_eq!(fs::read(t.path("still")).unwrap(), b"fine");
     assert!(!t.path("late").exists());
 }
+
+/// Requests that wait on the store (cold reads) go to the shared pool: the
+/// mount's one reader goes on answering lookups and listings meanwhile,
+/// even with more reads waiting than a fixed set of FUSE threads had (4).
+#[test]
+fn reads_waiting_on_a_slow_store_do_not_hold_up_lookups_and_listings() {
+    let mut t = TestFs::new(&[]);
+    t.mount(&[]);
+    let size = 200_000;
+    for i in 0..6u64 {
+        fs::write(t.path(&format!("cold{i}")), random_bytes(size, i)).unwrap();
+    }
+    t.umount();
+    // A new host: every block comes from the store, each read of one
+    // waits 3 s; the metadata's own reads stay fast.
+    fs::remove_dir_all(&t.cache).unwrap();
+    t.mount_env = vec![("SWIFTGATE_FAULTS".into(), "data_get_latency_ms=3000".into())];
+    t.mount(&[]);
+    let readers: Vec<_> = (0..6u64)
+        .map(|i| {
+            let p = t.path(&format!("cold{i}"));
+            std::thread::spawn(move || fs::read(p).unwrap())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let listed = fs::read_dir(&t.mp).unwrap().count();
+    let meta = fs::metadata(t.path("cold5")).unwrap();
+    let missing = errno_of(fs::metadata(t.path("not-there")));
+    let took = t0.elapsed();
+    let waiting = readers.iter().filter(|h| !h.is_finished()).count();
+    assert_eq!(
+        (listed, meta.len(), missing),
+        (6, size as u64, libc::ENOENT)
+    );
+    assert_eq!(waiting, 6, "the reads were still waiting on the store");
+    assert!(
+        took < Duration::from_millis(1500),
+        "a listing and two lookups took {took:?} while {waiting} reads waited"
+    );
+    for (i, h) in readers.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), random_bytes(size, i as u64), "cold{i}");
+    }
+    t.umount();
+}

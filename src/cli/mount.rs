@@ -66,9 +66,9 @@ pub struct MountArgs {
     /// Stay in the foreground (logs to stderr).
     #[arg(long)]
     pub foreground: bool,
-    /// FUSE worker threads.
-    #[arg(long, default_value_t = 4, hide = true)]
-    pub fuse_threads: usize,
+    /// Requests of this mount served at once.
+    #[arg(long, default_value_t = 8, hide = true)]
+    pub fuse_concurrency: usize,
 }
 
 fn is_mountpoint(p: &Path) -> bool {
@@ -278,7 +278,7 @@ fn start(
     let settings = crate::fs::fuse::MountSettings {
         allow_other: a.allow_other,
         devices_and_setuid: true,
-        threads: a.fuse_threads,
+        concurrency: a.fuse_concurrency,
     };
     match crate::fs::fuse::session(&engine, mp, &settings) {
         Ok(s) => Ok((engine, s)),
@@ -427,7 +427,7 @@ pub fn demo(store_dir: &Path, mp: &Path) -> Result<i32> {
         passphrase_file: None,
         quota: None,
         foreground: false,
-        fuse_threads: 4,
+        fuse_concurrency: 8,
     };
     mount(args)?;
     println!("mounted {url} at {}", mp.display());

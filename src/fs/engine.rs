@@ -10,7 +10,7 @@ use crate::meta::lease::{Lease, LeaseError};
 use crate::meta::ship::{self, meta_codec, ShipError, Shipper, KV_FS_UUID, KV_SHIPPED_GEN};
 use crate::meta::{Meta, MetaError};
 use crate::store::{DynStore, StoreError};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -182,14 +182,133 @@ pub struct Engine {
     pub fs: Arc<Fs>,
     pub dir: PathBuf,
     lease: Mutex<Option<Lease>>,
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    bg: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The background work's timings (see [`Engine::step`]).
+    bg: Mutex<Background>,
+    /// Registration with the shared ticker; taken at close.
+    ticket: Mutex<Option<super::ticker::Ticket>>,
     /// The upload pool this engine made for itself (none when shared).
     own_pool: Mutex<Option<Arc<UploadPool>>>,
     closed: AtomicBool,
     /// Things the person mounting should hear about (e.g. a metadata
     /// generation that had to be skipped).
     pub warnings: Vec<String>,
+}
+
+/// When each piece of a mount's background work last ran.
+struct Background {
+    interval: Duration,
+    renew_every: Duration,
+    last_ship: Instant,
+    last_renew: Instant,
+    last_gc: Instant,
+    ship_retry_at: Option<Instant>,
+    last_sweep: Instant,
+    last_capacity: Option<Instant>,
+    capacity_busy: Arc<AtomicBool>,
+    ship_fail_log: crate::logevery::LogEvery,
+}
+
+impl Background {
+    fn new(interval: Duration, renew_every: Duration) -> Background {
+        let now = Instant::now();
+        Background {
+            interval,
+            renew_every,
+            last_ship: now,
+            last_renew: now,
+            last_gc: now,
+            ship_retry_at: None,
+            last_sweep: now,
+            last_capacity: None,
+            capacity_busy: Arc::default(),
+            ship_fail_log: crate::logevery::LogEvery::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// When the next piece is due: not on a fixed tick (a gateway's
+    /// hundreds of idle homes each woke twice a second), but at least
+    /// every 2 s (the reserve's room is taken back that often).
+    fn next(&self) -> Instant {
+        let now = Instant::now();
+        let ship_at = (self.last_ship + self.interval).max(self.ship_retry_at.unwrap_or(now));
+        let next = [
+            self.last_renew + self.renew_every,
+            ship_at,
+            self.last_sweep + SWEEP_INTERVAL,
+            self.last_gc + GC_INTERVAL,
+            self.last_capacity.map_or(now, |t| t + CAPACITY_INTERVAL),
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(now);
+        super::ticker::within(next, Duration::from_millis(20), Duration::from_secs(2))
+    }
+}
+
+impl super::ticker::Step for Engine {
+    /// One round of the mount's background work: the lease, metadata
+    /// shipping, sweeps; returns when the next is due.
+    fn step(&self) -> Instant {
+        let mut guard = self.bg.lock();
+        let b = &mut *guard;
+        if let Some(r) = self.fs.meta().reserve() {
+            r.take_back();
+        }
+        if b.last_renew.elapsed() >= b.renew_every {
+            if let Some(l) = self.lease.lock().as_mut() {
+                match l.renew() {
+                    Ok(()) => b.last_renew = Instant::now(),
+                    Err(e @ LeaseError::Lost { .. }) => {
+                        tracing::error!("{e}");
+                        self.fs.set_lease_lost();
+                        b.last_renew = Instant::now();
+                    }
+                    Err(e) => tracing::error!("renewing the mount lease failed: {e}"),
+                }
+            }
+        }
+        // A WAL past its soft limit ships early (and is then emptied):
+        // the cache disk holds only a few MiB of it.
+        let due = b.last_ship.elapsed() >= b.interval || self.fs.shipper().wal_is_large();
+        if due && b.ship_retry_at.is_none_or(|t| Instant::now() >= t) {
+            match self.fs.shipper().ship(false) {
+                Ok(_) => {
+                    b.last_ship = Instant::now();
+                    b.ship_retry_at = None;
+                }
+                Err(e) => {
+                    // Each try writes a snapshot: not twice a second.
+                    b.ship_retry_at = Some(Instant::now() + SHIP_RETRY);
+                    if let Err(e) = self.fs.shipper().relieve_wal() {
+                        tracing::warn!("folding the metadata WAL in failed: {e}");
+                    }
+                    if let Some(n) = b.ship_fail_log.hit() {
+                        tracing::warn!(times = n, "shipping metadata failed (will retry): {e}");
+                    }
+                }
+            }
+        }
+        if b.last_sweep.elapsed() >= SWEEP_INTERVAL {
+            b.last_sweep = Instant::now();
+            if let Err(e) = self.fs.cache().drop_dead_clean() {
+                tracing::warn!("dropping cached copies of deleted blocks failed: {e}");
+            }
+        }
+        if b.last_capacity
+            .is_none_or(|t| t.elapsed() >= CAPACITY_INTERVAL)
+            && !b.capacity_busy.swap(true, Ordering::AcqRel)
+        {
+            b.last_capacity = Some(Instant::now());
+            self.refresh_capacity(b.capacity_busy.clone());
+        }
+        if b.last_gc.elapsed() >= GC_INTERVAL {
+            b.last_gc = Instant::now();
+            if let Err(e) = self.fs.cache().gc_packs(8) {
+                tracing::warn!("pack garbage collection failed (will retry): {e}");
+            }
+        }
+        b.next()
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -359,125 +478,27 @@ impl Engine {
             fs,
             dir,
             lease: Mutex::new(Some(lease)),
-            stop: Arc::new((Mutex::new(false), Condvar::new())),
-            bg: Mutex::new(None),
+            bg: Mutex::new(Background::new(o.metadata_interval, o.lease_ttl / 3)),
+            ticket: Mutex::new(None),
             own_pool,
             closed: AtomicBool::new(false),
             warnings,
         });
-        // A WAL past its soft limit wakes the shipping loop at once.
-        let stop = engine.stop.clone();
-        engine.fs.meta().on_wal_large(Arc::new(move || {
-            stop.1.notify_all();
-        }));
-        let me = engine.clone();
-        let interval = o.metadata_interval;
-        let renew_every = o.lease_ttl / 3;
-        *engine.bg.lock() = Some(
-            std::thread::Builder::new()
-                .name("ship".into())
-                .spawn(move || me.background(interval, renew_every))
-                .expect("spawn background thread"),
-        );
+        let ticket = super::ticker::ticker().register(engine.clone());
+        // A WAL past its soft limit ships at once.
+        let waker = ticket.waker();
+        engine
+            .fs
+            .meta()
+            .on_wal_large(Arc::new(move || waker.wake()));
+        *engine.ticket.lock() = Some(ticket);
         Ok(engine)
     }
 
-    fn background(&self, interval: Duration, renew_every: Duration) {
-        let mut last_ship = Instant::now();
-        let mut last_renew = Instant::now();
-        let mut last_gc = Instant::now();
-        let mut ship_retry_at: Option<Instant> = None;
-        let mut last_sweep = Instant::now();
-        let mut last_capacity: Option<Instant> = None;
-        let capacity_busy = Arc::new(AtomicBool::new(false));
-        let ship_fail_log = crate::logevery::LogEvery::new(Duration::from_secs(10));
-        let (lock, cv) = &*self.stop;
-        loop {
-            {
-                let mut stop = lock.lock();
-                if *stop {
-                    return;
-                }
-                // Sleep until the next thing is due (a change past the
-                // WAL's soft limit wakes us early), not on a fixed tick: a
-                // gateway's hundreds of idle homes each woke twice a second.
-                let now = Instant::now();
-                let ship_at = (last_ship + interval).max(ship_retry_at.unwrap_or(now));
-                let next = [
-                    last_renew + renew_every,
-                    ship_at,
-                    last_sweep + SWEEP_INTERVAL,
-                    last_gc + GC_INTERVAL,
-                    last_capacity.map_or(now, |t| t + CAPACITY_INTERVAL),
-                ]
-                .into_iter()
-                .min()
-                .unwrap_or(now);
-                // The reserve's room is taken back at least this often.
-                let wait = next
-                    .saturating_duration_since(now)
-                    .clamp(Duration::from_millis(20), Duration::from_secs(2));
-                cv.wait_for(&mut stop, wait);
-                if *stop {
-                    return;
-                }
-            }
-            if let Some(r) = self.fs.meta().reserve() {
-                r.take_back();
-            }
-            if last_renew.elapsed() >= renew_every {
-                if let Some(l) = self.lease.lock().as_mut() {
-                    match l.renew() {
-                        Ok(()) => last_renew = Instant::now(),
-                        Err(e @ LeaseError::Lost { .. }) => {
-                            tracing::error!("{e}");
-                            self.fs.set_lease_lost();
-                            last_renew = Instant::now();
-                        }
-                        Err(e) => tracing::error!("renewing the mount lease failed: {e}"),
-                    }
-                }
-            }
-            // A WAL past its soft limit ships early (and is then emptied):
-            // the cache disk holds only a few MiB of it.
-            let due = last_ship.elapsed() >= interval || self.fs.shipper().wal_is_large();
-            if due && ship_retry_at.is_none_or(|t| Instant::now() >= t) {
-                match self.fs.shipper().ship(false) {
-                    Ok(_) => {
-                        last_ship = Instant::now();
-                        ship_retry_at = None;
-                    }
-                    Err(e) => {
-                        // Each try writes a snapshot: not twice a second.
-                        ship_retry_at = Some(Instant::now() + SHIP_RETRY);
-                        if let Err(e) = self.fs.shipper().relieve_wal() {
-                            tracing::warn!("folding the metadata WAL in failed: {e}");
-                        }
-                        if let Some(n) = ship_fail_log.hit() {
-                            tracing::warn!(times = n, "shipping metadata failed (will retry): {e}");
-                        }
-                    }
-                }
-            }
-            if last_sweep.elapsed() >= SWEEP_INTERVAL {
-                last_sweep = Instant::now();
-                if let Err(e) = self.fs.cache().drop_dead_clean() {
-                    tracing::warn!("dropping cached copies of deleted blocks failed: {e}");
-                }
-            }
-            if last_capacity.is_none_or(|t| t.elapsed() >= CAPACITY_INTERVAL)
-                && !capacity_busy.swap(true, Ordering::AcqRel)
-            {
-                last_capacity = Some(Instant::now());
-                self.refresh_capacity(capacity_busy.clone());
-            }
-            if last_gc.elapsed() >= GC_INTERVAL {
-                last_gc = Instant::now();
-                if let Err(e) = self.fs.cache().gc_packs(8) {
-                    tracing::warn!("pack garbage collection failed (will retry): {e}");
-                }
-            }
-        }
+    /// Stop the background steps (waiting for one under way).
+    fn stop_background(&self) {
+        let ticket = self.ticket.lock().take();
+        drop(ticket);
     }
 
     /// Read the account quota on a thread of its own: a slow HEAD must not
@@ -563,14 +584,7 @@ impl Engine {
             return Ok(());
         }
         let r = self.flush(&|_| {});
-        {
-            let (lock, cv) = &*self.stop;
-            *lock.lock() = true;
-            cv.notify_all();
-        }
-        if let Some(h) = self.bg.lock().take() {
-            let _ = h.join();
-        }
+        self.stop_background();
         self.fs.cache().shutdown();
         drop(self.own_pool.lock().take());
         r?;
@@ -583,9 +597,7 @@ impl Engine {
     /// Stop without flushing or releasing the lease (tests simulate a crash).
     pub fn abandon(&self) {
         self.closed.store(true, Ordering::Release);
-        let (lock, cv) = &*self.stop;
-        *lock.lock() = true;
-        cv.notify_all();
+        self.stop_background();
         self.fs.cache().shutdown();
         drop(self.own_pool.lock().take());
         // What a crash loses: the uncommitted groups of operations.

@@ -30,8 +30,9 @@ pub struct MountSettings {
     /// for the standalone mount, a general filesystem an admin mounts
     /// like any other (POSIX conformance includes both).
     pub devices_and_setuid: bool,
-    /// Threads serving FUSE requests.
-    pub threads: usize,
+    /// Requests of this mount served at once (on the shared pool, see
+    /// [`super::dispatch`]); one thread reads the FUSE device.
+    pub concurrency: usize,
 }
 
 /// Options of the kernel mount and the FUSE session; `source` is what
@@ -55,8 +56,8 @@ fn config(source: &str, s: &MountSettings) -> fuser::Config {
     if s.allow_other {
         cfg.acl = fuser::SessionACL::All;
     }
-    cfg.n_threads = Some(s.threads.max(1));
-    cfg.clone_fd = true;
+    // One reader: whatever may block goes to the shared pool.
+    cfg.n_threads = Some(1);
     cfg
 }
 
@@ -68,13 +69,10 @@ pub fn session(
     s: &MountSettings,
 ) -> std::io::Result<fuser::Session<FuseFs>> {
     let cfg = config(&engine.store.url(), s);
-    let fs = FuseFs::new(engine.fs.clone());
+    let fs = FuseFs::new(engine.fs.clone(), s.concurrency);
     let notifier = fs.notifier_slot();
     let session = fuser::Session::new(fs, mountpoint, &cfg)?;
-    // The hand-over before lseek needs another thread to serve it.
-    if s.threads > 1 {
-        let _ = notifier.set(session.notifier());
-    }
+    let _ = notifier.set(session.notifier());
     Ok(session)
 }
 
@@ -86,15 +84,17 @@ pub struct FuseFs {
     /// To make the kernel hand over a file's cached writes (see `lseek`);
     /// set once the session exists.
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
-    /// One such hand-over at a time: each holds a FUSE thread while others
-    /// serve the writes it causes.
-    handover: parking_lot::Mutex<()>,
+    /// One such hand-over at a time: each holds a thread while the
+    /// mount's reader and the pool serve the writes it causes.
+    handover: Arc<parking_lot::Mutex<()>>,
     /// When each directory last got a full readdirplus from offset 0.
     listed: parking_lot::Mutex<HashMap<u64, Instant>>,
+    /// This mount's share of the pool serving requests that may block.
+    lane: super::dispatch::Lane,
 }
 
 impl FuseFs {
-    pub fn new(fs: Arc<Fs>) -> FuseFs {
+    pub fn new(fs: Arc<Fs>, concurrency: usize) -> FuseFs {
         let notifier: Arc<std::sync::OnceLock<fuser::Notifier>> = Arc::default();
         let slot = notifier.clone();
         fs.set_invalidator(Arc::new(move |what| {
@@ -113,8 +113,21 @@ impl FuseFs {
         FuseFs {
             fs,
             notifier,
-            handover: parking_lot::Mutex::new(()),
+            handover: Arc::default(),
             listed: parking_lot::Mutex::new(HashMap::new()),
+            lane: super::dispatch::pool().lane(concurrency),
+        }
+    }
+
+    /// Serve a request on the shared pool when `blocking` (it may wait on
+    /// the store, an upload, backpressure or the database's write lock),
+    /// else here on the reader, which is cheaper by a thread hand-off.
+    fn serve(&self, blocking: bool, f: impl FnOnce(&Fs) + Send + 'static) {
+        if blocking {
+            let fs = self.fs.clone();
+            self.lane.spawn(move || f(&fs));
+        } else {
+            f(&self.fs)
         }
     }
 
@@ -137,29 +150,39 @@ impl FuseFs {
         l.insert(dir, now);
         false
     }
+}
 
-    /// Under a byte quota a file opened for writing bypasses the page
-    /// cache: its writes reach `Fs::write` in the writer's own call, which
-    /// then fails with EDQUOT (Samba: disk full on that write) instead of
-    /// the data being dropped at writeback.
-    ///
-    /// Otherwise the kernel keeps a file's cached pages across opens: every
-    /// change to the bytes goes through it (writes are cached here, with
-    /// the writeback cache) or is told to it (a restore invalidates), and
-    /// without this each open dropped the pages and a hot read was served
-    /// by the daemon at a quarter of the plain directory's speed
-    /// (tests/bench/passthrough/RESULTS.md).
-    fn open_flags(&self, flags: i32) -> FopenFlags {
-        if self.fs.write_direct() {
-            if flags & libc::O_ACCMODE != libc::O_RDONLY {
-                FopenFlags::FOPEN_DIRECT_IO
-            } else {
-                FopenFlags::empty()
-            }
+/// Under a byte quota a file opened for writing bypasses the page
+/// cache: its writes reach `Fs::write` in the writer's own call, which
+/// then fails with EDQUOT (Samba: disk full on that write) instead of
+/// the data being dropped at writeback.
+///
+/// Otherwise the kernel keeps a file's cached pages across opens: every
+/// change to the bytes goes through it (writes are cached here, with
+/// the writeback cache) or is told to it (a restore invalidates), and
+/// without this each open dropped the pages and a hot read was served
+/// by the daemon at a quarter of the plain directory's speed
+/// (tests/bench/passthrough/RESULTS.md).
+fn open_flags(fs: &Fs, flags: i32) -> FopenFlags {
+    if fs.write_direct() {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            FopenFlags::FOPEN_DIRECT_IO
         } else {
-            FopenFlags::FOPEN_KEEP_CACHE
+            FopenFlags::empty()
         }
+    } else {
+        FopenFlags::FOPEN_KEEP_CACHE
     }
+}
+
+/// Whether a request about `ino` reads a snapshot view, whose metadata
+/// may first have to come from the store.
+fn snap(ino: INodeNo) -> bool {
+    super::snapview::is_snapshot_ino(ino.0)
+}
+
+fn name(n: &OsStr) -> Vec<u8> {
+    n.as_bytes().to_vec()
 }
 
 fn e(err: FsErrno) -> Errno {
@@ -250,6 +273,36 @@ fn xattr_reply(reply: ReplyXattr, r: super::Result<Vec<u8>>, size: u32) {
     }
 }
 
+/// lookup, with a negative entry for a name that is not there.
+fn lookup(fs: &Fs, parent: INodeNo, name: &[u8], reply: ReplyEntry) {
+    match fs.lookup(parent.0, name) {
+        // A negative entry the kernel may cache: every change to this
+        // namespace goes through this kernel, which replaces it on
+        // create. Samba probes many names that do not exist.
+        Err(FsErrno(libc::ENOENT)) => {
+            let a = FileAttr {
+                ino: INodeNo(0),
+                size: 0,
+                blocks: 0,
+                atime: UNIX_EPOCH,
+                mtime: UNIX_EPOCH,
+                ctime: UNIX_EPOCH,
+                crtime: UNIX_EPOCH,
+                kind: FileType::RegularFile,
+                perm: 0,
+                nlink: 0,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                blksize: 0,
+                flags: 0,
+            };
+            reply.entry(&TTL, &a, Generation(0))
+        }
+        r => entry(reply, r),
+    }
+}
+
 impl fuser::Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Readdirplus saves a lookup per entry for readers that stat what
@@ -270,40 +323,21 @@ impl fuser::Filesystem for FuseFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.lookup(parent.0, name.as_bytes()) {
-            // A negative entry the kernel may cache: every change to this
-            // namespace goes through this kernel, which replaces it on
-            // create. Samba probes many names that do not exist.
-            Err(FsErrno(libc::ENOENT)) => {
-                let a = FileAttr {
-                    ino: INodeNo(0),
-                    size: 0,
-                    blocks: 0,
-                    atime: UNIX_EPOCH,
-                    mtime: UNIX_EPOCH,
-                    ctime: UNIX_EPOCH,
-                    crtime: UNIX_EPOCH,
-                    kind: FileType::RegularFile,
-                    perm: 0,
-                    nlink: 0,
-                    uid: 0,
-                    gid: 0,
-                    rdev: 0,
-                    blksize: 0,
-                    flags: 0,
-                };
-                reply.entry(&TTL, &a, Generation(0))
-            }
-            r => entry(reply, r),
-        }
+    fn destroy(&mut self) {
+        // Requests still on the pool finish before the engine is closed.
+        self.lane.drain();
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
+        let n = name(n);
+        self.serve(snap(parent), move |fs| lookup(fs, parent, &n, reply))
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
+        self.serve(snap(ino), move |fs| match fs.getattr(ino.0) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(err) => reply.error(e(err)),
-        }
+        })
     }
 
     fn setattr(
@@ -332,58 +366,59 @@ impl fuser::Filesystem for FuseFs {
             atime: atime.map(time_set),
             mtime: mtime.map(time_set),
         };
-        match self.fs.setattr(ino.0, &ch) {
+        // Blocking: a truncation may need its last block from the store.
+        self.serve(true, move |fs| match fs.setattr(ino.0, &ch) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(err) => reply.error(e(err)),
-        }
+        })
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
+        self.serve(snap(ino), move |fs| match fs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(err) => reply.error(e(err)),
-        }
+        })
     }
 
     fn mknod(
         &self,
         req: &Request,
         parent: INodeNo,
-        name: &OsStr,
+        name_: &OsStr,
         mode: u32,
         umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        entry(
-            reply,
-            self.fs
-                .mknod(caller(req), parent.0, name.as_bytes(), mode, umask, rdev),
-        )
+        let (c, n) = (caller(req), name(name_));
+        self.serve(true, move |fs| {
+            entry(reply, fs.mknod(c, parent.0, &n, mode, umask, rdev))
+        })
     }
 
     fn mkdir(
         &self,
         req: &Request,
         parent: INodeNo,
-        name: &OsStr,
+        name_: &OsStr,
         mode: u32,
         umask: u32,
         reply: ReplyEntry,
     ) {
-        entry(
-            reply,
-            self.fs
-                .mkdir(caller(req), parent.0, name.as_bytes(), mode, umask),
-        )
+        let (c, n) = (caller(req), name(name_));
+        self.serve(true, move |fs| {
+            entry(reply, fs.mkdir(c, parent.0, &n, mode, umask))
+        })
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.fs.unlink(parent.0, name.as_bytes()))
+    fn unlink(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let n = name(n);
+        self.serve(true, move |fs| empty(reply, fs.unlink(parent.0, &n)))
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.fs.rmdir(parent.0, name.as_bytes()))
+    fn rmdir(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let n = name(n);
+        self.serve(true, move |fs| empty(reply, fs.rmdir(parent.0, &n)))
     }
 
     fn symlink(
@@ -394,37 +429,29 @@ impl fuser::Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        entry(
-            reply,
-            self.fs.symlink(
-                caller(req),
-                parent.0,
-                link_name.as_bytes(),
-                target.as_os_str().as_bytes(),
-            ),
-        )
+        let (c, n, t) = (caller(req), name(link_name), name(target.as_os_str()));
+        self.serve(true, move |fs| {
+            entry(reply, fs.symlink(c, parent.0, &n, &t))
+        })
     }
 
     fn rename(
         &self,
         _req: &Request,
         parent: INodeNo,
-        name: &OsStr,
+        name_: &OsStr,
         newparent: INodeNo,
         newname: &OsStr,
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        empty(
-            reply,
-            self.fs.rename(
-                parent.0,
-                name.as_bytes(),
-                newparent.0,
-                newname.as_bytes(),
-                flags.bits(),
-            ),
-        )
+        let (n, nn) = (name(name_), name(newname));
+        self.serve(true, move |fs| {
+            empty(
+                reply,
+                fs.rename(parent.0, &n, newparent.0, &nn, flags.bits()),
+            )
+        })
     }
 
     fn link(
@@ -435,14 +462,19 @@ impl fuser::Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        entry(reply, self.fs.link(ino.0, newparent.0, newname.as_bytes()))
+        let nn = name(newname);
+        self.serve(true, move |fs| {
+            entry(reply, fs.link(ino.0, newparent.0, &nn))
+        })
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0) {
-            Ok(_) => reply.opened(FileHandle(0), self.open_flags(flags.0)),
+        // Blocking when it truncates (setattr's reasons).
+        let blocking = snap(ino) || flags.0 & libc::O_TRUNC != 0;
+        self.serve(blocking, move |fs| match fs.open(ino.0, flags.0) {
+            Ok(_) => reply.opened(FileHandle(0), open_flags(fs, flags.0)),
             Err(err) => reply.error(e(err)),
-        }
+        })
     }
 
     fn read(
@@ -456,10 +488,10 @@ impl fuser::Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino.0, offset, size) {
+        self.serve(true, move |fs| match fs.read(ino.0, offset, size) {
             Ok(d) => reply.data(&d),
             Err(err) => reply.error(e(err)),
-        }
+        })
     }
 
     fn write(
@@ -474,7 +506,9 @@ impl fuser::Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(ino.0, offset, data) {
+        // A copy: the reader's buffer takes the next request meanwhile.
+        let data = data.to_vec();
+        self.serve(true, move |fs| match fs.write(ino.0, offset, &data) {
             Ok(n) => reply.written(n),
             // From the page cache, after the writer's call returned: the
             // kernel keeps only ENOSPC or EIO for close, and EIO would
@@ -483,7 +517,7 @@ impl fuser::Filesystem for FuseFs {
                 reply.error(Errno::ENOSPC)
             }
             Err(err) => reply.error(e(err)),
-        }
+        })
     }
 
     fn flush(
@@ -494,7 +528,7 @@ impl fuser::Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.flush(ino.0))
+        self.serve(true, move |fs| empty(reply, fs.flush(ino.0)))
     }
 
     fn release(
@@ -507,26 +541,26 @@ impl fuser::Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.release(ino.0))
+        self.serve(true, move |fs| empty(reply, fs.release(ino.0)))
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
-        empty(reply, self.fs.fsync(ino.0))
+        self.serve(true, move |fs| empty(reply, fs.fsync(ino.0)))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.getattr(ino.0) {
+        self.serve(snap(ino), move |fs| match fs.getattr(ino.0) {
             // The kernel may keep listings: every change to this namespace
             // goes through it (one mount per filesystem, by the lease), and
             // it drops a directory's listing when the directory changes.
-            Ok(a) if a.is_dir() && self.fs.listing_cacheable(ino.0) => reply.opened(
+            Ok(a) if a.is_dir() && fs.listing_cacheable(ino.0) => reply.opened(
                 FileHandle(0),
                 FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
             ),
             Ok(a) if a.is_dir() => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(err) => reply.error(e(err)),
-        }
+        })
     }
 
     fn readdir(
@@ -537,13 +571,15 @@ impl fuser::Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.fs.readdir(ino.0, offset, |off, i, mode, name| {
-            reply.add(INodeNo(i), off, kind(mode), OsStr::from_bytes(name))
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(err) => reply.error(e(err)),
-        }
+        self.serve(snap(ino), move |fs| {
+            let r = fs.readdir(ino.0, offset, |off, i, mode, name| {
+                reply.add(INodeNo(i), off, kind(mode), OsStr::from_bytes(name))
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(e(err)),
+            }
+        })
     }
 
     fn readdirplus(
@@ -563,21 +599,23 @@ impl fuser::Filesystem for FuseFs {
         // entry, against ~2 us with attributes from SQLite). Later
         // readdirplus requests (after lookups) get full replies.
         let first = offset == 0 && self.listed_recently(ino.0);
-        let r = self.fs.readdir_plus(ino.0, offset, |off, name, a| {
-            let full = reply.add(
-                INodeNo(a.ino),
-                off,
-                OsStr::from_bytes(name),
-                &TTL,
-                &file_attr(a),
-                GEN,
-            );
-            full || (first && off == 2)
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(err) => reply.error(e(err)),
-        }
+        self.serve(snap(ino), move |fs| {
+            let r = fs.readdir_plus(ino.0, offset, |off, name, a| {
+                let full = reply.add(
+                    INodeNo(a.ino),
+                    off,
+                    OsStr::from_bytes(name),
+                    &TTL,
+                    &file_attr(a),
+                    GEN,
+                );
+                full || (first && off == 2)
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(err) => reply.error(e(err)),
+            }
+        })
     }
 
     fn fsyncdir(
@@ -588,7 +626,9 @@ impl fuser::Filesystem for FuseFs {
         _ds: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.meta().sync().map_err(FsErrno::from))
+        self.serve(true, move |fs| {
+            empty(reply, fs.meta().sync().map_err(FsErrno::from))
+        })
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -604,28 +644,34 @@ impl fuser::Filesystem for FuseFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        name: &OsStr,
+        name_: &OsStr,
         value: &[u8],
         flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        empty(
-            reply,
-            self.fs.setxattr(ino.0, name.as_bytes(), value, flags),
-        )
+        let (n, v) = (name(name_), value.to_vec());
+        self.serve(true, move |fs| {
+            empty(reply, fs.setxattr(ino.0, &n, &v, flags))
+        })
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        xattr_reply(reply, self.fs.getxattr(ino.0, name.as_bytes()), size)
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name_: &OsStr, size: u32, reply: ReplyXattr) {
+        let n = name(name_);
+        self.serve(snap(ino), move |fs| {
+            xattr_reply(reply, fs.getxattr(ino.0, &n), size)
+        })
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        xattr_reply(reply, self.fs.listxattr(ino.0), size)
+        self.serve(snap(ino), move |fs| {
+            xattr_reply(reply, fs.listxattr(ino.0), size)
+        })
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.fs.removexattr(ino.0, name.as_bytes()))
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name_: &OsStr, reply: ReplyEmpty) {
+        let n = name(name_);
+        self.serve(true, move |fs| empty(reply, fs.removexattr(ino.0, &n)))
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -637,25 +683,25 @@ impl fuser::Filesystem for FuseFs {
         &self,
         req: &Request,
         parent: INodeNo,
-        name: &OsStr,
+        name_: &OsStr,
         mode: u32,
         umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self
-            .fs
-            .create(caller(req), parent.0, name.as_bytes(), mode, umask)
-        {
-            Ok(a) => reply.created(
-                &TTL,
-                &file_attr(&a),
-                GEN,
-                FileHandle(0),
-                self.open_flags(flags),
-            ),
-            Err(err) => reply.error(e(err)),
-        }
+        let (c, n) = (caller(req), name(name_));
+        self.serve(true, move |fs| {
+            match fs.create(c, parent.0, &n, mode, umask) {
+                Ok(a) => reply.created(
+                    &TTL,
+                    &file_attr(&a),
+                    GEN,
+                    FileHandle(0),
+                    open_flags(fs, flags),
+                ),
+                Err(err) => reply.error(e(err)),
+            }
+        })
     }
 
     fn fallocate(
@@ -668,7 +714,9 @@ impl fuser::Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.fallocate(ino.0, offset, length, mode))
+        self.serve(true, move |fs| {
+            empty(reply, fs.fallocate(ino.0, offset, length, mode))
+        })
     }
 
     fn lseek(
@@ -688,15 +736,31 @@ impl fuser::Filesystem for FuseFs {
         // flush them before asking: data there would look like a hole.
         // Invalidating the file's pages makes the kernel write the dirty
         // ones first (on other FUSE threads).
-        if let Some(n) = self.notifier.get() {
-            let _one = self.handover.lock();
-            if let Err(err) = n.inval_inode(ino, 0, 0) {
-                tracing::debug!(ino = ino.0, "inval_inode before lseek: {err}");
-            }
-        }
-        match self.fs.lseek(ino.0, offset as u64, whence) {
-            Ok(o) => reply.offset(o as i64),
-            Err(err) => reply.error(e(err)),
+        // A thread of its own, not the pool's: the hand-over waits for
+        // writes the pool must serve, and a pool full of hand-overs would
+        // wait forever. Rare (SEEK_DATA, SEEK_HOLE; the kernel answers
+        // the others).
+        let (fs, notifier, handover) = (
+            self.fs.clone(),
+            self.notifier.clone(),
+            self.handover.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("fuse-lseek".into())
+            .spawn(move || {
+                if let Some(n) = notifier.get() {
+                    let _one = handover.lock();
+                    if let Err(err) = n.inval_inode(ino, 0, 0) {
+                        tracing::debug!(ino = ino.0, "inval_inode before lseek: {err}");
+                    }
+                }
+                match fs.lseek(ino.0, offset as u64, whence) {
+                    Ok(o) => reply.offset(o as i64),
+                    Err(err) => reply.error(e(err)),
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::error!(ino = ino.0, "cannot start a thread for lseek: {err}");
         }
     }
 
@@ -715,13 +779,12 @@ impl fuser::Filesystem for FuseFs {
     ) {
         // One reply carries at most a u32 count; callers loop on short copies.
         let len = len.min(u32::MAX as u64 & !0xfff);
-        match self
-            .fs
-            .copy_file_range(ino_in.0, offset_in, ino_out.0, offset_out, len)
-        {
-            Ok(n) => reply.written(n as u32),
-            Err(err) => reply.error(e(err)),
-        }
+        self.serve(true, move |fs| {
+            match fs.copy_file_range(ino_in.0, offset_in, ino_out.0, offset_out, len) {
+                Ok(n) => reply.written(n as u32),
+                Err(err) => reply.error(e(err)),
+            }
+        })
     }
 
     fn ioctl(
@@ -754,7 +817,7 @@ mod tests {
             &MountSettings {
                 allow_other: true,
                 devices_and_setuid: false,
-                threads: 4,
+                concurrency: 4,
             },
         );
         let standalone = config(
@@ -762,7 +825,7 @@ mod tests {
             &MountSettings {
                 allow_other: false,
                 devices_and_setuid: true,
-                threads: 0,
+                concurrency: 0,
             },
         );
         let base = [
@@ -777,7 +840,7 @@ mod tests {
         assert_eq!(standalone.mount_options[4..], [O::Dev, O::Suid]);
         assert_eq!(home.acl, fuser::SessionACL::All);
         assert_eq!(standalone.acl, fuser::SessionACL::Owner);
-        assert_eq!((home.n_threads, standalone.n_threads), (Some(4), Some(1)));
-        assert!(home.clone_fd && standalone.clone_fd);
+        // One thread reads each mount's device; the shared pool serves.
+        assert_eq!((home.n_threads, standalone.n_threads), (Some(1), Some(1)));
     }
 }

@@ -3,12 +3,14 @@
 //! `fuse.rs` only translates between this and the kernel protocol.
 
 pub mod commands;
+pub mod dispatch;
 pub mod engine;
 pub mod fuse;
 pub mod quota;
 pub mod snapshots;
 pub mod snapview;
 mod sparse;
+pub mod ticker;
 
 use crate::cache::{Cache, CacheError};
 use crate::meta::ship::Shipper;

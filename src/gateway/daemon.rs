@@ -582,7 +582,7 @@ impl Gateway {
         let settings = crate::fs::fuse::MountSettings {
             allow_other: true,
             devices_and_setuid: false,
-            threads: 4,
+            concurrency: 8,
         };
         let session = match crate::fs::fuse::session(&engine, &mp, &settings) {
             Ok(s) => s,

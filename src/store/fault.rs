@@ -25,6 +25,9 @@ pub struct FaultConfig {
     /// An upload reaches the store and then fails anyway, as when the
     /// reply is lost in an outage: the caller cannot know it landed.
     pub lose_put_reply: bool,
+    /// Added to every read of a data object (blocks): a slow store as
+    /// readers see it, with the metadata's own traffic left fast.
+    pub data_get_latency: Duration,
 }
 
 impl FaultConfig {
@@ -43,6 +46,9 @@ impl FaultConfig {
                 "down" => c.down = v == "1" || v == "true",
                 "stall_after_put" => c.stall_after_put = v == "1" || v == "true",
                 "lose_put_reply" => c.lose_put_reply = v == "1" || v == "true",
+                "data_get_latency_ms" => {
+                    c.data_get_latency = Duration::from_millis(v.parse().map_err(|_| bad())?)
+                }
                 _ => return Err(format!("fault spec: unknown key {k:?}")),
             }
         }
@@ -88,6 +94,14 @@ impl FaultStore {
             });
         }
         Ok(())
+    }
+
+    fn before_get(&self, key: &str) -> Result<()> {
+        let slow = self.config.lock().data_get_latency;
+        if !slow.is_zero() && key.starts_with("data/") {
+            std::thread::sleep(slow);
+        }
+        self.before(key)
     }
 
     fn upload(
@@ -165,13 +179,13 @@ impl ObjectStore for FaultStore {
         self.upload(key, len, body, |b| self.inner.create_stream(key, len, b))
     }
     fn get_max(&self, key: &str, max: u64) -> Result<Vec<u8>> {
-        self.before(key)?;
+        self.before_get(key)?;
         self.inner.get_max(key, max)
     }
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.range_gets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.before(key)?;
+        self.before_get(key)?;
         self.inner.get_range(key, offset, len)
     }
     fn get_ranges(
@@ -183,7 +197,7 @@ impl ObjectStore for FaultStore {
     ) -> Result<usize> {
         self.range_gets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.before(key)?;
+        self.before_get(key)?;
         self.inner.get_ranges(key, offset, lens, each)
     }
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
@@ -207,7 +221,7 @@ mod tests {
     #[test]
     fn spec_parses_every_key_and_refuses_unknown_ones() {
         let c = FaultConfig::parse(
-            "error_rate=0.5,latency_ms=7,fail_after_bytes=9,down=1,stall_after_put=1,lose_put_reply=1",
+            "error_rate=0.5,latency_ms=7,fail_after_bytes=9,down=1,stall_after_put=1,lose_put_reply=1,data_get_latency_ms=3",
         )
         .unwrap();
         assert!(c.lose_put_reply);
@@ -215,6 +229,7 @@ mod tests {
         assert_eq!(c.latency.as_millis(), 7);
         assert_eq!(c.fail_after_bytes, Some(9));
         assert!(c.down && c.stall_after_put);
+        assert_eq!(c.data_get_latency.as_millis(), 3);
         assert!(FaultConfig::parse("stall=1").is_err());
     }
 }

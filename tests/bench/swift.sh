@@ -23,6 +23,13 @@
 # (every process of the Swift + Keystone fixture, by server: proxy, object,
 # the rest of Swift, Keystone), and the requests the Swift proxy logged for
 # the benchmark's containers.
+#
+# The floor, large files only, in the same run: what moving the bytes costs
+# with no work on them, so CPU per GiB has something to be read against.
+# FUSE: bindfs (a pass-through FUSE) over a plain directory, the same copy in
+# and out, bindfs's CPU. Socket: curl PUT and GET of the same files to the
+# same Swift, curl's CPU. A FUSE gateway to Swift needs both: their sum is
+# the least any such daemon spends per GiB on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "run as root"; exit 1; }
@@ -75,6 +82,8 @@ else
 fi
 cleanup() {
     "$BIN" umount "$MP" >/dev/null 2>&1 || umount -l "$MP" 2>/dev/null || true
+    umount "$WORK/bf" 2>/dev/null || true
+    "${SWIFT[@]}" delete "$TAG-curl-large" >/dev/null 2>&1 || true
     for k in large small; do
         for t in cli sg rc; do
             "${SWIFT[@]}" delete "$TAG-$t-$k" >/dev/null 2>&1 || true
@@ -213,6 +222,48 @@ for kind in $KINDS; do
         rm -rf "$WORK/out-rc-$kind"
     fi
 
+    if [ "$kind" = large ] && command -v bindfs >/dev/null; then
+        echo "== $kind: floor: bindfs copy in / out"
+        mkdir -p "$WORK/bf-src" "$WORK/bf" "$WORK/out-bf"
+        bindfs "$WORK/bf-src" "$WORK/bf"
+        bpid=$(pgrep -n -x bindfs)
+        drop_caches
+        c0=$(pid_cpu "$bpid")
+        begin
+        cp -r "$WORK/$kind/." "$WORK/bf/"
+        sync -f "$WORK/bf"
+        end "fuse.$kind.up" "$(echo "($(pid_cpu "$bpid") - $c0) / $HZ" | bc -l)"
+        drop_caches
+        c0=$(pid_cpu "$bpid")
+        begin
+        cp -r "$WORK/bf/." "$WORK/out-bf/"
+        end "fuse.$kind.down" "$(echo "($(pid_cpu "$bpid") - $c0) / $HZ" | bc -l)"
+        umount "$WORK/bf"
+        rm -rf "$WORK/bf-src" "$WORK/out-bf"
+    elif [ "$kind" = large ]; then
+        echo "bindfs not installed (apt-get install bindfs): no FUSE floor"
+    fi
+    if [ "$kind" = large ]; then
+        echo "== $kind: floor: curl PUT / GET"
+        # The token goes in a header file, not on curl's command line.
+        auth=$("${SWIFT[@]}" auth | tr -d "'\"")
+        SURL=$(sed -n 's/^export OS_STORAGE_URL=//p' <<< "$auth")
+        ( umask 077; sed -n 's/^export OS_AUTH_TOKEN=/X-Auth-Token: /p' <<< "$auth" > "$WORK/curl-headers" )
+        unset auth
+        CURL=(curl -sSf -H "@$WORK/curl-headers")
+        "${CURL[@]}" -X PUT "$SURL/$TAG-curl-$kind" >/dev/null
+        mkdir -p "$WORK/out-curl"
+        drop_caches
+        timed "curl.$kind.up" "$WORK/$kind" env U="$SURL/$TAG-curl-$kind" bash -c \
+            'for f in *; do "$@" -T "$f" "$U/$f" >/dev/null || exit 1; done' _ "${CURL[@]}"
+        drop_caches
+        timed "curl.$kind.down" "$WORK/out-curl" \
+            env U="$SURL/$TAG-curl-$kind" S="$WORK/$kind" bash -c \
+            'for f in "$S"/*; do f=${f##*/}; "$@" -o "$f" "$U/$f" || exit 1; done' _ "${CURL[@]}"
+        diff -r -q "$WORK/$kind" "$WORK/out-curl" >/dev/null || { echo "MISMATCH after the curl round trip"; exit 1; }
+        rm -rf "$WORK/out-curl"
+    fi
+
     echo "== $kind: swiftgate write+umount / cold read"
     "$BIN" mkfs "swift://$TAG-sg-$kind" --passphrase-file "$WORK/pass" >/dev/null
     mount_sg "$TAG-sg-$kind" "cache-$kind-1"
@@ -269,10 +320,13 @@ per_gib() { echo "$1 * 1024 / $2" | bc -l; }
 for kind in $KINDS; do
     if [ "$kind" = large ]; then mb=$LARGE_MB; else mb=$SMALL_MB; fi
     for dir in up down; do
-        for t in sg cli rc; do
+        for t in sg cli rc fuse curl; do
             k=$t.$kind.$dir
             [ -n "${T[$k]:-}" ] || continue
-            case $t in sg) name=swiftgate ;; cli) name="swift CLI" ;; rc) name=rclone ;; esac
+            case $t in
+                sg) name=swiftgate ;; cli) name="swift CLI" ;; rc) name=rclone ;;
+                fuse) name="floor bindfs" ;; curl) name="floor curl" ;;
+            esac
             printf '%-22s %6.0f %6.2f %6.2f %6.2f %6.2f %6.2f %6.2f  %s\n' "$kind $dir $name" \
                 "$(echo "$mb / ${T[$k]}" | bc -l)" "$(per_gib "${CC[$k]}" "$mb")" \
                 "$(per_gib "${SC[$k.0]}" "$mb")" "$(per_gib "${SC[$k.1]}" "$mb")" \
@@ -282,3 +336,12 @@ for kind in $KINDS; do
         done
     done
 done
+if [ -n "${T[fuse.large.up]:-}" ] && [ -n "${T[curl.large.up]:-}" ]; then
+    echo
+    echo "Daemon CPU per GiB against the floor (bindfs's + curl's, this run):"
+    for dir in up down; do
+        f=$(per_gib "(${CC[fuse.large.$dir]} + ${CC[curl.large.$dir]})" "$LARGE_MB")
+        g=$(per_gib "${CC[sg.large.$dir]}" "$LARGE_MB")
+        printf '  large %-5s floor %5.2f  swiftgate %5.2f  (%.2fx the floor)\n' "$dir" "$f" "$g" "$(echo "$g / $f" | bc -l)"
+    done
+fi
