@@ -38,7 +38,13 @@ pub struct Ticker {
     pool: Arc<Pool>,
     state: Mutex<State>,
     cv: Condvar,
+    /// Times steps ask for are rounded up to a grid from here, so that
+    /// hundreds of mounts come due together: one wakeup serves many.
+    epoch: Instant,
 }
+
+/// The grid's step: background work can wait this much longer.
+const GRAIN: Duration = Duration::from_millis(100);
 
 /// Handle of one registration; dropping it stops the steps (and waits
 /// for one under way).
@@ -61,6 +67,7 @@ impl Ticker {
             pool,
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
+            epoch: Instant::now(),
         });
         let me = t.clone();
         std::thread::Builder::new()
@@ -86,8 +93,7 @@ impl Ticker {
                 due: now,
             },
         );
-        s.heap.push(Reverse((now, id)));
-        self.cv.notify_one();
+        self.schedule(&mut s, now, id);
         Ticket {
             ticker: self.clone(),
             id,
@@ -139,11 +145,28 @@ impl Ticker {
         let due = if std::mem::take(&mut e.again) {
             Instant::now()
         } else {
-            next
+            self.on_grid(next)
         };
         e.due = due;
+        self.schedule(&mut s, due, id);
+    }
+
+    /// `t` rounded up to the next point of the grid.
+    fn on_grid(&self, t: Instant) -> Instant {
+        let since = t.saturating_duration_since(self.epoch).as_nanos();
+        let grain = GRAIN.as_nanos();
+        let n = since.div_ceil(grain);
+        self.epoch + Duration::from_nanos((n * grain) as u64)
+    }
+
+    /// Queue a step; the timer thread is woken only if it now has to
+    /// wake earlier than it would anyway.
+    fn schedule(&self, s: &mut State, due: Instant, id: u64) {
+        let earlier = s.heap.peek().is_none_or(|&Reverse((t, _))| due < t);
         s.heap.push(Reverse((due, id)));
-        self.cv.notify_one();
+        if earlier {
+            self.cv.notify_one();
+        }
     }
 
     fn wake(&self, id: u64) {
@@ -160,8 +183,7 @@ impl Ticker {
             return;
         }
         e.due = now;
-        s.heap.push(Reverse((now, id)));
-        self.cv.notify_one();
+        self.schedule(&mut s, now, id);
     }
 
     /// Mounts registered (for status and benchmarks).
