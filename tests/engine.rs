@@ -489,7 +489,10 @@ fn writes_wait_instead_of_failing_when_dirty_limit_is_reached() {
         t.stat()["cache"]["writer_waits"].as_u64().unwrap() > 0,
         "writer never waited"
     );
-    eprintln!("24 MiB through a 4 MiB cache in {:?}", start.elapsed());
+    eprintln!(
+        "24 MiB through a 4 MiB cache in {:?}, peak {peak} bytes",
+        start.elapsed()
+    );
     t.umount();
     fs::remove_dir_all(&t.cache).unwrap();
     t.mount_env.clear();

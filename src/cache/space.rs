@@ -83,8 +83,10 @@ impl Cache {
 
     pub(super) fn evict_locked(&self, st: &mut State) {
         loop {
-            let over_size =
-                st.clean_bytes + st.dirty_bytes > self.cache_size.load(Ordering::Relaxed);
+            // Room promised to writers under way counts: they are about
+            // to fill it, and many may write at once.
+            let over_size = st.clean_bytes + st.dirty_bytes + st.reserved
+                > self.cache_size.load(Ordering::Relaxed);
             if !over_size && self.headroom_locked(st) >= 0 {
                 break;
             }
@@ -163,15 +165,17 @@ impl Cache {
                 self.meta.set_batching(!st.meta_unbatched)?;
                 self.small.set_batching(!st.meta_unbatched)?;
             }
-            // With nothing dirty, writers get through whatever the limit,
-            // so a write larger than the limit still makes progress.
+            // With nothing dirty or promised, one writer gets through
+            // whatever the limit, so a write larger than the limit still
+            // makes progress (only one: the others wait for its bytes).
             let fits = st.dirty_bytes + st.reserved < self.dirty_limit.load(Ordering::Relaxed)
-                || st.dirty_bytes == 0;
+                || (st.dirty_bytes == 0 && st.reserved == 0);
             // Truly full: nothing passes on what is left (that room is the
             // databases'); ENOSPC above once waiting stops helping.
             let wait_for_uploads = hard || (low && st.dirty_bytes > 0);
             if fits && !wait_for_uploads {
                 st.reserved += len;
+                self.evict_locked(&mut st);
                 break;
             }
             if st.shutdown {
