@@ -363,7 +363,7 @@ impl Cache {
                 next += 1;
                 let stored = self
                     .codec
-                    .decode_block_vec(&b.hash, rec)
+                    .decode_block_in(&b.hash, rec)
                     .map_err(|e| e.to_string())
                     .and_then(|plain| {
                         let path = self.dir("blocks").join(b.id.to_string());

@@ -244,7 +244,27 @@ impl BlockCodec {
         mut rec: Vec<u8>,
         max: usize,
     ) -> Result<(Vec<u8>, bool), CodecError> {
-        let (flags, plain_len) = parse_header(&rec, max)?;
+        let (plain, authenticated) = self.open_in(context, &mut rec, max)?;
+        let plain = match plain {
+            Opened::At(start, end) => {
+                rec.copy_within(start..end, 0);
+                rec.truncate(end - start);
+                rec
+            }
+            Opened::Decompressed(v) => v,
+        };
+        Ok((plain, authenticated))
+    }
+
+    /// [`open`](Self::open) of a record in a buffer it may overwrite:
+    /// uncompressed content is left where it lies (no copy at all).
+    fn open_in(
+        &self,
+        context: &[u8],
+        rec: &mut [u8],
+        max: usize,
+    ) -> Result<(Opened, bool), CodecError> {
+        let (flags, plain_len) = parse_header(rec, max)?;
         let (start, end) = if flags & F_AES != 0 {
             let cipher = self.cipher.as_ref().ok_or(CodecError::NoKey)?;
             if rec.len() < HEADER + NONCE + 16 {
@@ -269,16 +289,18 @@ impl BlockCodec {
             (HEADER, rec.len())
         };
         let plain = if flags & F_ZSTD != 0 {
-            zstd_decompress(&rec[start..end], plain_len)
-                .map_err(|e| CodecError::Decompress(e.to_string()))?
+            let v = zstd_decompress(&rec[start..end], plain_len)
+                .map_err(|e| CodecError::Decompress(e.to_string()))?;
+            if v.len() != plain_len {
+                return Err(CodecError::Malformed);
+            }
+            Opened::Decompressed(v)
         } else {
-            rec.copy_within(start..end, 0);
-            rec.truncate(end - start);
-            rec
+            if end - start != plain_len {
+                return Err(CodecError::Malformed);
+            }
+            Opened::At(start, end)
         };
-        if plain.len() != plain_len {
-            return Err(CodecError::Malformed);
-        }
         Ok((plain, flags & F_AES != 0))
     }
 
@@ -303,6 +325,32 @@ impl BlockCodec {
         }
         Ok(plain)
     }
+
+    /// [`decode_block`](Self::decode_block) of a record in a buffer it
+    /// may overwrite: uncompressed content comes back as the part of
+    /// `rec` it was decrypted in (no copy, no allocation).
+    pub fn decode_block_in<'a>(
+        &self,
+        hash: &Hash,
+        rec: &'a mut [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, CodecError> {
+        let (plain, authenticated) = self.open_in(hash, rec, MAX_BLOCK_PLAIN)?;
+        let plain = match plain {
+            Opened::At(start, end) => std::borrow::Cow::Borrowed(&rec[start..end]),
+            Opened::Decompressed(v) => std::borrow::Cow::Owned(v),
+        };
+        if !authenticated && &sha256(&plain) != hash {
+            return Err(CodecError::HashMismatch);
+        }
+        Ok(plain)
+    }
+}
+
+/// Where [`BlockCodec::open_in`] left a record's content.
+enum Opened {
+    /// In the record's own buffer, between these offsets.
+    At(usize, usize),
+    Decompressed(Vec<u8>),
 }
 
 thread_local! {
@@ -497,6 +545,10 @@ mod tests {
             let rec = c.encode(&h, &data);
             assert_eq!(c.decode_block_vec(&h, rec.clone()).unwrap(), data);
             assert_eq!(c.decode_block(&h, &rec).unwrap(), data);
+            assert_eq!(
+                &c.decode_block_in(&h, &mut rec.clone()).unwrap()[..],
+                &data[..]
+            );
             for pos in 0..rec.len() {
                 let mut bad = rec.clone();
                 bad[pos] ^= 0x40;
@@ -506,10 +558,17 @@ mod tests {
                 if let Ok(got) = c.decode_block(&h, &bad) {
                     assert!(!c.encrypted() && got == data, "flip at {pos} accepted");
                 }
+                if let Ok(got) = c.decode_block_in(&h, &mut bad.clone()) {
+                    assert!(
+                        !c.encrypted() && got[..] == data[..],
+                        "flip at {pos} accepted in place"
+                    );
+                }
             }
             // Wrong context (a swapped object) must not decode.
             let other = sha256(b"other");
             assert!(c.decode_block(&other, &rec).is_err());
+            assert!(c.decode_block_in(&other, &mut rec.clone()).is_err());
         }
     }
 

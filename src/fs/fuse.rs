@@ -488,9 +488,17 @@ impl fuser::Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.serve(true, move |fs| match fs.read(ino.0, offset, size) {
-            Ok(d) => reply.data(&d),
-            Err(err) => reply.error(e(err)),
+        self.serve(true, move |fs| {
+            // Replied to from the thread's read buffer (no copy of it).
+            let mut reply = Some(reply);
+            let r = fs.read_with(ino.0, offset, size, |d| {
+                if let Some(r) = reply.take() {
+                    r.data(d)
+                }
+            });
+            if let (Err(err), Some(r)) = (r, reply) {
+                r.error(e(err))
+            }
         })
     }
 

@@ -235,7 +235,7 @@ mod tests {
         let mut got = Vec::new();
         let n = store
             .get_ranges("o", 10, &lens, &mut |d| {
-                got.push(d);
+                got.push(d.to_vec());
                 true
             })
             .unwrap();
