@@ -12,7 +12,7 @@
 use super::Cache;
 use parking_lot::{Condvar, Mutex};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a cache has for the pool.
 pub(super) enum Take {
@@ -118,7 +118,14 @@ fn stop(shared: &Shared, handles: Vec<std::thread::JoinHandle<()>>) {
     }
 }
 
+/// How long an idle upload thread keeps its buffers: writes come in
+/// bursts with pauses shorter than this between objects, and a buffer
+/// made again is faulted in and cleared again by the kernel.
+const KEEP_BUFFERS: Duration = Duration::from_secs(2);
+
 fn run(shared: &Shared) {
+    // When this thread last did a job, while it may hold buffers.
+    let mut last_job: Option<Instant> = None;
     loop {
         let (epoch, caches) = {
             let mut st = shared.st.lock();
@@ -148,10 +155,12 @@ fn run(shared: &Shared) {
         }
         if let Some((c, j)) = job {
             c.run_job(j);
+            last_job = Some(Instant::now());
             continue;
         }
-        if !later {
+        if !later && last_job.is_some_and(|t| t.elapsed() >= KEEP_BUFFERS) {
             super::upload::release_buffers();
+            last_job = None;
         }
         let mut st = shared.st.lock();
         if st.epoch == epoch && !st.shutdown {
@@ -159,6 +168,11 @@ fn run(shared: &Shared) {
             // timeout is only a safety net.
             let t = if later {
                 Duration::from_millis(100)
+            } else if let Some(t) = last_job {
+                // Back in time to give the buffers up.
+                KEEP_BUFFERS
+                    .saturating_sub(t.elapsed())
+                    .max(Duration::from_millis(10))
             } else {
                 Duration::from_secs(5)
             };

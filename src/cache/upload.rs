@@ -7,6 +7,7 @@ use super::{dirty_name, io_err, Cache, CacheError, Dirty, Job, Pack, PendingRec,
 use crate::data::{sha256, Hash};
 use crate::meta::blockmap::{NewRecord, Recorded, Upload, UploadedBlock};
 use crate::meta::object_key;
+use crate::store::ObjectStore;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -385,14 +386,14 @@ impl Cache {
             };
         }
         let obj = self.next_object.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.store.put(&object_key(obj), &object) {
+        let len = object.len() as u64;
+        if let Err(e) = put_lent(&*self.store, &object_key(obj), &mut object) {
             self.abandon(obj);
             return Err(e.into());
         }
         self.uploaded_objects.fetch_add(1, Ordering::Relaxed);
-        self.uploaded_bytes
-            .fetch_add(object.len() as u64, Ordering::Relaxed);
-        self.commit(&items, Some((obj, object.len() as u64)))
+        self.uploaded_bytes.fetch_add(len, Ordering::Relaxed);
+        self.commit(&items, Some((obj, len)))
     }
 
     /// A dirty block's content into `buf`, if the entry is still this
@@ -483,9 +484,10 @@ impl Cache {
         }
     }
 
-    pub(super) fn upload_pack(&self, pack: Pack) -> Result<()> {
+    pub(super) fn upload_pack(&self, mut pack: Pack) -> Result<()> {
         let obj = self.next_object.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.store.put(&object_key(obj), &pack.buf) {
+        let len = pack.buf.len() as u64;
+        if let Err(e) = put_lent(&*self.store, &object_key(obj), &mut pack.buf) {
             self.abandon(obj);
             // Give the blocks back to the queue; they will be re-encoded.
             for r in &pack.recs {
@@ -494,8 +496,7 @@ impl Cache {
             return Err(e.into());
         }
         self.uploaded_objects.fetch_add(1, Ordering::Relaxed);
-        self.uploaded_bytes
-            .fetch_add(pack.buf.len() as u64, Ordering::Relaxed);
+        self.uploaded_bytes.fetch_add(len, Ordering::Relaxed);
         let mut items = Vec::with_capacity(pack.recs.len());
         let mut by_hash: HashMap<Hash, (u64, u64)> = HashMap::new();
         for r in &pack.recs {
@@ -517,7 +518,7 @@ impl Cache {
                 }),
             ));
         }
-        let res = self.commit(&items, Some((obj, pack.buf.len() as u64)));
+        let res = self.commit(&items, Some((obj, len)));
         if res.is_err() {
             for r in &pack.recs {
                 self.unmark(r.key, r.incarnation);
@@ -655,9 +656,44 @@ impl std::ops::DerefMut for Lent {
     }
 }
 
+/// Store `buf` as `key` without copying it for the request (see
+/// [`ObjectStore::put_shared`]), and take the buffer back for the next
+/// object once the request has let go of it (else a new one is made).
+fn put_lent(store: &dyn ObjectStore, key: &str, buf: &mut Vec<u8>) -> crate::store::Result<()> {
+    let shared = bytes::Bytes::from(std::mem::take(buf));
+    let r = store.put_shared(key, &shared);
+    if let Ok(back) = shared.try_into_mut() {
+        *buf = back.into();
+        buf.clear();
+    }
+    r
+}
+
 /// Give this thread's spare upload buffers back to the allocator (an
 /// idle pool thread holds no memory).
 pub(super) fn release_buffers() {
     OBJECT_BUF.with(|s| *s.borrow_mut() = Vec::new());
     BLOCK_BUF.with(|s| *s.borrow_mut() = Vec::new());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::put_lent;
+    use crate::store::local::LocalStore;
+    use crate::store::ObjectStore;
+
+    /// An object goes up from the upload thread's buffer without a copy
+    /// for the request, and the buffer comes back for the next object.
+    #[test]
+    fn a_lent_buffer_is_stored_and_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("s")).unwrap();
+        let mut buf = Vec::with_capacity(1 << 20);
+        buf.extend_from_slice(b"first object");
+        let at = buf.as_ptr();
+        put_lent(&store, "data/1", &mut buf).unwrap();
+        assert_eq!(store.get_max("data/1", 100).unwrap(), b"first object");
+        assert!(buf.is_empty());
+        assert_eq!((buf.as_ptr(), buf.capacity() >= 1 << 20), (at, true));
+    }
 }

@@ -223,6 +223,10 @@ impl ObjectStore for MeteredStore {
         let n = data.len() as u64;
         self.run(Op::Put, |_| n, || self.inner.put(key, data))
     }
+    fn put_shared(&self, key: &str, data: &bytes::Bytes) -> Result<()> {
+        let n = data.len() as u64;
+        self.run(Op::Put, |_| n, || self.inner.put_shared(key, data))
+    }
     fn create(&self, key: &str, data: &[u8]) -> Result<()> {
         let n = data.len() as u64;
         self.run(Op::Put, |_| n, || self.inner.create(key, data))

@@ -228,6 +228,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         self.put_stream(key, data.len() as u64, &mut &data[..])
     }
+    /// [`put`](Self::put) of bytes the caller keeps a handle on: a store
+    /// whose requests must own their body (Swift) shares them instead of
+    /// copying, and the caller can take the buffer back afterwards.
+    fn put_shared(&self, key: &str, data: &bytes::Bytes) -> Result<()> {
+        self.put(key, data)
+    }
     /// Make the store ready to hold a new filesystem (Swift: create the
     /// container). Called by mkfs only.
     fn prepare(&self) -> Result<()> {

@@ -100,6 +100,9 @@ impl ObjectStore for RetryStore {
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         self.run("put", || self.inner.put(key, data))
     }
+    fn put_shared(&self, key: &str, data: &bytes::Bytes) -> Result<()> {
+        self.run("put", || self.inner.put_shared(key, data))
+    }
     fn create(&self, key: &str, data: &[u8]) -> Result<()> {
         self.run("create", || self.inner.create(key, data))
     }

@@ -408,11 +408,12 @@ impl SwiftStore {
         }
     }
 
-    fn upload(&self, key: &str, data: &[u8], if_absent: bool) -> Result<()> {
+    /// PUT `body` (shared by a possible 401 retry: a clone is a
+    /// reference, not a copy).
+    fn upload(&self, key: &str, body: bytes::Bytes, if_absent: bool) -> Result<()> {
         let _p = self.permits.acquire();
         let etag = std::sync::OnceLock::new();
-        // One owned copy shared by a possible 401 retry.
-        let body = bytes::Bytes::copy_from_slice(data);
+        let data = &body[..];
         let (resp, tok) = self.send(key, &|c, t| {
             let mut r = c
                 .put(self.object_url(&t.storage_url, key))
@@ -573,20 +574,25 @@ impl ObjectStore for SwiftStore {
 
     fn put_stream(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<()> {
         let buf = self.buffer(key, len, body)?;
-        self.upload(key, &buf, false)
+        self.upload(key, buf.into(), false)
     }
 
     fn create_stream(&self, key: &str, len: u64, body: &mut dyn Read) -> Result<()> {
         let buf = self.buffer(key, len, body)?;
-        self.upload(key, &buf, true)
+        self.upload(key, buf.into(), true)
     }
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.upload(key, data, false)
+        // The request owns its body: one copy.
+        self.upload(key, bytes::Bytes::copy_from_slice(data), false)
+    }
+
+    fn put_shared(&self, key: &str, data: &bytes::Bytes) -> Result<()> {
+        self.upload(key, data.clone(), false)
     }
 
     fn create(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.upload(key, data, true)
+        self.upload(key, bytes::Bytes::copy_from_slice(data), true)
     }
 
     fn prepare(&self) -> Result<()> {
