@@ -89,8 +89,9 @@ impl Pool {
         }
     }
 
-    /// Threads the pool has now (for status and benchmarks).
-    pub fn workers(&self) -> usize {
+    /// Threads the pool has now.
+    #[cfg(test)]
+    fn workers(&self) -> usize {
         self.state.lock().workers
     }
 

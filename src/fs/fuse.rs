@@ -329,8 +329,12 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
+        if !snap(parent) {
+            // Answered here: the name needs no copy for another thread.
+            return lookup(&self.fs, parent, n.as_bytes(), reply);
+        }
         let n = name(n);
-        self.serve(snap(parent), move |fs| lookup(fs, parent, &n, reply))
+        self.serve(true, move |fs| lookup(fs, parent, &n, reply))
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -665,8 +669,12 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name_: &OsStr, size: u32, reply: ReplyXattr) {
+        if !snap(ino) {
+            // Answered here: the name needs no copy for another thread.
+            return xattr_reply(reply, self.fs.getxattr(ino.0, name_.as_bytes()), size);
+        }
         let n = name(name_);
-        self.serve(snap(ino), move |fs| {
+        self.serve(true, move |fs| {
             xattr_reply(reply, fs.getxattr(ino.0, &n), size)
         })
     }

@@ -186,8 +186,9 @@ impl Ticker {
         self.schedule(&mut s, now, id);
     }
 
-    /// Mounts registered (for status and benchmarks).
-    pub fn registered(&self) -> usize {
+    /// Mounts registered.
+    #[cfg(test)]
+    fn registered(&self) -> usize {
         self.state.lock().entries.len()
     }
 }
