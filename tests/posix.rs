@@ -435,18 +435,21 @@ fn xattrs_for_samba() {
         0
     );
     assert_eq!(setxattr(&p, "trusted.x", b"t", 0), 0);
+    // POSIX ACLs would not be enforced on this mount and SELinux labels
+    // come from the host's policy: both refused, as on a `noacl` mount.
+    let acl = [
+        2, 0, 0, 0, 1, 0, 6, 0, 255, 255, 255, 255, 4, 0, 4, 0, 255, 255, 255, 255, 32, 0, 4, 0,
+        255, 255, 255, 255,
+    ];
+    for n in ["system.posix_acl_access", "system.posix_acl_default"] {
+        assert_eq!(setxattr(&p, n, &acl, 0), libc::EOPNOTSUPP, "{n}");
+        assert_eq!(getxattr(&p, n), Err(libc::EOPNOTSUPP), "{n}");
+    }
     assert_eq!(
-        setxattr(
-            &p,
-            "system.posix_acl_access",
-            &[
-                2, 0, 0, 0, 1, 0, 6, 0, 255, 255, 255, 255, 4, 0, 4, 0, 255, 255, 255, 255, 32, 0,
-                4, 0, 255, 255, 255, 255
-            ],
-            0
-        ),
-        0
+        setxattr(&p, "security.selinux", b"system_u:object_r:x:s0", 0),
+        libc::EOPNOTSUPP
     );
+    assert_eq!(getxattr(&p, "security.selinux"), Err(libc::EOPNOTSUPP));
     // errnos
     assert_eq!(getxattr(&p, "user.nope"), Err(libc::ENODATA));
     assert_eq!(

@@ -10,6 +10,8 @@ pub mod quota;
 pub mod snapshots;
 pub mod snapview;
 mod sparse;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod ticker;
 
 use crate::cache::{Cache, CacheError};
@@ -925,15 +927,23 @@ impl Fs {
                 libc::ERANGE
             }));
         }
-        let ok = name.starts_with(b"user.")
-            || name.starts_with(b"security.")
-            || name.starts_with(b"trusted.")
-            || name == b"system.posix_acl_access"
-            || name == b"system.posix_acl_default";
-        if !ok {
+        if !Self::xattr_held(name) {
             return Err(Errno(libc::EOPNOTSUPP));
         }
         Ok(())
+    }
+
+    /// Whether this filesystem holds attributes of that name. Not POSIX
+    /// ACLs: the kernel enforces them on a FUSE mount only with
+    /// FUSE_POSIX_ACL, so stored ones would grant or deny nothing while
+    /// `getfacl` showed them (Windows ACLs live whole in security.NTACL).
+    /// Not SELinux labels: a FUSE mount is labelled by the host's policy,
+    /// never from the file. Refusing both, as a `noacl` mount does, also
+    /// lets `ls -l` stop asking after the first file instead of costing two
+    /// round trips per entry.
+    fn xattr_held(name: &[u8]) -> bool {
+        (name.starts_with(b"user.") || name.starts_with(b"security.") || name.starts_with(b"trusted."))
+            && name != b"security.selinux"
     }
 
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
@@ -972,7 +982,8 @@ impl Fs {
         } else {
             self.meta.listxattr(ino)?
         };
-        for n in names {
+        // Any stored before they were refused stay, unlisted like unread.
+        for n in names.into_iter().filter(|n| Self::xattr_held(n)) {
             out.extend_from_slice(&n);
             out.push(0);
         }
@@ -1003,4 +1014,33 @@ struct ReadAhead {
     end: u64,
     /// The last block index asked for (0: none).
     ahead: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::TestEngine;
+    use super::*;
+
+    #[test]
+    fn acls_and_selinux_labels_are_refused_and_old_ones_unlisted() {
+        let t = TestEngine::new();
+        let (fs, root) = (t.fs(), meta::ROOT_INO);
+        let me = Caller { uid: 0, gid: 0 };
+        let a = fs.create(me, root, b"f", 0o644, 0).unwrap();
+        fs.release(a.ino).unwrap();
+        for n in [
+            &b"system.posix_acl_access"[..],
+            b"system.posix_acl_default",
+            b"security.selinux",
+        ] {
+            assert_eq!(fs.setxattr(a.ino, n, b"v", 0), Err(Errno(libc::EOPNOTSUPP)));
+            assert_eq!(fs.getxattr(a.ino, n), Err(Errno(libc::EOPNOTSUPP)));
+            // As an older version stored them: still there, not shown.
+            fs.meta().setxattr(a.ino, n, b"old", false, false).unwrap();
+        }
+        fs.setxattr(a.ino, b"security.NTACL", b"nt", 0).unwrap();
+        fs.setxattr(a.ino, b"user.DOSATTRIB", b"d", 0).unwrap();
+        assert_eq!(fs.listxattr(a.ino).unwrap(), b"security.NTACL\0user.DOSATTRIB\0");
+        assert_eq!(fs.getxattr(a.ino, b"security.NTACL").unwrap(), b"nt");
+    }
 }

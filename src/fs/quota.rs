@@ -274,58 +274,24 @@ impl Fs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::engine::{mkfs, Engine, MkfsOptions, OpenOptions};
-    use crate::fs::{AttrChange, Caller, Durability};
-    use std::sync::Arc;
-    use std::time::Duration;
+    use crate::fs::testing::TestEngine;
+    use crate::fs::{AttrChange, Caller};
 
     const ME: Caller = Caller { uid: 0, gid: 0 };
     const ROOT: u64 = crate::meta::ROOT_INO;
 
     struct T {
-        _dir: tempfile::TempDir,
-        engine: Arc<Engine>,
+        engine: TestEngine,
     }
 
     impl T {
         fn new() -> T {
-            let dir = tempfile::tempdir().unwrap();
-            let store =
-                crate::store::open(&format!("local://{}", dir.path().join("s").display())).unwrap();
-            mkfs(
-                &store,
-                &MkfsOptions {
-                    block_size: 64 << 10,
-                    compression: crate::data::Compression::None,
-                    passphrase: None,
-                    force: false,
-                    root_owner: None,
-                },
-            )
-            .unwrap();
-            let engine = Engine::open(
-                store,
-                &OpenOptions {
-                    cache_dir: dir.path().join("c"),
-                    cache_size: 256 << 20,
-                    dirty_limit: 128 << 20,
-                    upload_workers: 1,
-                    upload_pool: None,
-                    upload_delay: Duration::from_secs(3600),
-                    durability: Durability::Local,
-                    metadata_interval: Duration::from_secs(3600),
-                    lease_ttl: Duration::from_secs(60),
-                    takeover: false,
-                    passphrase: None,
-                    accept_rollback: false,
-                    nospace_wait: Duration::from_secs(1),
-                },
-            )
-            .unwrap();
-            T { _dir: dir, engine }
+            T {
+                engine: TestEngine::new(),
+            }
         }
         fn fs(&self) -> &Fs {
-            &self.engine.fs
+            self.engine.fs()
         }
         fn file(&self, name: &str, len: usize) -> u64 {
             let a = self
@@ -343,12 +309,6 @@ mod tests {
             let u = self.fs().usage().unwrap();
             assert_eq!(u, self.fs().meta().usage_recount().unwrap());
             u
-        }
-    }
-
-    impl Drop for T {
-        fn drop(&mut self) {
-            let _ = self.engine.close();
         }
     }
 
