@@ -942,7 +942,9 @@ impl Fs {
     /// lets `ls -l` stop asking after the first file instead of costing two
     /// round trips per entry.
     fn xattr_held(name: &[u8]) -> bool {
-        (name.starts_with(b"user.") || name.starts_with(b"security.") || name.starts_with(b"trusted."))
+        (name.starts_with(b"user.")
+            || name.starts_with(b"security.")
+            || name.starts_with(b"trusted."))
             && name != b"security.selinux"
     }
 
@@ -1040,7 +1042,10 @@ mod tests {
         }
         fs.setxattr(a.ino, b"security.NTACL", b"nt", 0).unwrap();
         fs.setxattr(a.ino, b"user.DOSATTRIB", b"d", 0).unwrap();
-        assert_eq!(fs.listxattr(a.ino).unwrap(), b"security.NTACL\0user.DOSATTRIB\0");
+        assert_eq!(
+            fs.listxattr(a.ino).unwrap(),
+            b"security.NTACL\0user.DOSATTRIB\0"
+        );
         assert_eq!(fs.getxattr(a.ino, b"security.NTACL").unwrap(), b"nt");
     }
 }
