@@ -43,6 +43,36 @@ pub(super) fn copy_at(data: &[u8], buf: &mut [u8], off: u64) {
     buf[n..].fill(0);
 }
 
+/// A clean block as the cache holds it.
+enum Hit {
+    File(Arc<File>),
+    /// In `cache.db`.
+    Small,
+    Miss,
+}
+
+/// [`read_full_at`] from the page cache only: false as soon as a page
+/// would have to come from the disk (RWF_NOWAIT), or where the
+/// filesystem cannot say.
+fn read_full_at_now(f: &File, buf: &mut [u8], off: u64) -> io::Result<bool> {
+    use rustix::io::{Errno, ReadWriteFlags};
+    let mut done = 0;
+    while done < buf.len() {
+        let mut iov = [io::IoSliceMut::new(&mut buf[done..])];
+        match rustix::io::preadv2(f, &mut iov, off + done as u64, ReadWriteFlags::NOWAIT) {
+            Ok(0) => {
+                buf[done..].fill(0);
+                break;
+            }
+            Ok(n) => done += n,
+            Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS) => return Ok(false),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
 /// Fill `buf` from `off`; bytes past the end of the file read as zeros.
 pub(super) fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
     let mut done = 0;
@@ -97,6 +127,71 @@ impl Cache {
         }
     }
 
+    /// [`read_block`](Self::read_block) if every byte is in the page cache
+    /// now: no wait on the disk, the store or a fetch under way. Ok(false):
+    /// it would wait (or the block is in `cache.db`); ask `read_block`.
+    pub fn read_block_now(&self, ino: u64, idx: u64, off: u64, buf: &mut [u8]) -> Result<bool> {
+        let dirty = self.st.lock().dirty.get(&(ino, idx)).map(|d| d.small);
+        let (f, path) = match dirty {
+            Some(true) => return Ok(false),
+            Some(false) => {
+                let path = self.dir("dirty").join(dirty_name(ino, idx));
+                (Arc::new(File::open(&path).map_err(io_err(&path))?), path)
+            }
+            None => match self.meta.block_at(ino, idx)? {
+                None => {
+                    buf.fill(0);
+                    return Ok(true);
+                }
+                Some(b) => {
+                    let path = self.dir("blocks").join(b.id.to_string());
+                    match self.clean_hit(&mut self.st.lock(), b.id, &path)? {
+                        Hit::File(f) => (f, path),
+                        Hit::Small | Hit::Miss => return Ok(false),
+                    }
+                }
+            },
+        };
+        let done = read_full_at_now(&f, buf, off).map_err(io_err(&path))?;
+        if done && dirty.is_some() {
+            self.read_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(done)
+    }
+
+    /// Whether a clean block is cached, and where; a hit counts as a use.
+    fn clean_hit(&self, st: &mut super::State, id: i64, path: &Path) -> Result<Hit> {
+        let Some(&(_, _, small)) = st.clean.get(&id) else {
+            return Ok(Hit::Miss);
+        };
+        self.read_hits.fetch_add(1, Ordering::Relaxed);
+        st.tick += 1;
+        let t = st.tick;
+        if let Some(e) = st.clean.get_mut(&id) {
+            let old = std::mem::replace(&mut e.1, t);
+            st.lru.remove(&old);
+            st.lru.insert(t, id);
+        }
+        if small {
+            return Ok(Hit::Small);
+        }
+        // Sequential readers come back to the same block many times
+        // (a 4 MiB block is 32 kernel reads): keep a few open.
+        if let Some(f) = st.open_files.get(&id) {
+            return Ok(Hit::File(f.clone()));
+        }
+        // Opened under the lock: eviction may unlink the name, but the
+        // open file stays readable.
+        let f = Arc::new(File::open(path).map_err(io_err(path))?);
+        if st.open_files.len() >= OPEN_FILES {
+            if let Some(&k) = st.open_files.keys().next() {
+                st.open_files.remove(&k);
+            }
+        }
+        st.open_files.insert(id, f.clone());
+        Ok(Hit::File(f))
+    }
+
     /// Open the cached plaintext of a block, fetching it if needed.
     pub(super) fn open_clean(&self, b: &BlockRef) -> Result<CleanData> {
         if b.object == crate::meta::LOST_OBJECT {
@@ -109,37 +204,16 @@ impl Cache {
         let path = self.dir("blocks").join(b.id.to_string());
         loop {
             let mut st = self.st.lock();
-            if let Some(&(_, _, small)) = st.clean.get(&b.id) {
-                self.read_hits.fetch_add(1, Ordering::Relaxed);
-                st.tick += 1;
-                let t = st.tick;
-                if let Some(e) = st.clean.get_mut(&b.id) {
-                    let old = std::mem::replace(&mut e.1, t);
-                    st.lru.remove(&old);
-                    st.lru.insert(t, b.id);
-                }
-                if small {
+            match self.clean_hit(&mut st, b.id, &path)? {
+                Hit::File(f) => return Ok(CleanData::File(f, path)),
+                Hit::Small => {
                     drop(st);
                     match self.small.get_clean(b.id)? {
                         Some(d) => return Ok(CleanData::Mem(d)),
                         None => continue, // evicted meanwhile
                     }
                 }
-                // Sequential readers come back to the same block many times
-                // (a 4 MiB block is 32 kernel reads): keep a few open.
-                if let Some(f) = st.open_files.get(&b.id) {
-                    return Ok(CleanData::File(f.clone(), path));
-                }
-                // Opened under the lock: eviction may unlink the name, but
-                // the open file stays readable.
-                let f = Arc::new(File::open(&path).map_err(io_err(&path))?);
-                if st.open_files.len() >= OPEN_FILES {
-                    if let Some(&k) = st.open_files.keys().next() {
-                        st.open_files.remove(&k);
-                    }
-                }
-                st.open_files.insert(b.id, f.clone());
-                return Ok(CleanData::File(f, path));
+                Hit::Miss => {}
             }
             if st.fetching.contains(&b.id) {
                 self.cv.wait_for(&mut st, Duration::from_millis(100));

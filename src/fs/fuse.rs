@@ -492,8 +492,19 @@ impl fuser::Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        // Cached bytes are copied out here; anything that may wait goes
+        // to the pool. Either way the reply is sent from the thread's read
+        // buffer (no copy of it).
+        let mut reply = Some(reply);
+        let answered = self.fs.read_now(ino.0, offset, size, |d| {
+            if let Some(r) = reply.take() {
+                r.data(d)
+            }
+        });
+        let (None, Some(reply)) = (answered, reply) else {
+            return;
+        };
         self.serve(true, move |fs| {
-            // Replied to from the thread's read buffer (no copy of it).
             let mut reply = Some(reply);
             let r = fs.read_with(ino.0, offset, size, |d| {
                 if let Some(r) = reply.take() {

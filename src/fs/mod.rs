@@ -610,8 +610,7 @@ impl Fs {
             let n = self.read_locked_into(ino, off, size as u64, a.size, &mut buf)?;
             if n > 0 {
                 self.maybe_prefetch(ino, off, off + n as u64, a.size);
-                // relatime: only when the old atime is not newer than mtime/ctime.
-                if a.atime <= a.mtime || a.atime <= a.ctime {
+                if needs_atime(&a) {
                     let _ = self.meta.touch_atime(ino, meta::now_ns());
                 }
             }
@@ -620,6 +619,41 @@ impl Fs {
                 *buf = Vec::new();
             }
             Ok(r)
+        })
+    }
+
+    /// [`read_with`](Self::read_with) where it is asked (the FUSE device's
+    /// reader thread), when every byte is in the page cache already: a
+    /// hand-over to a worker costs more than copying a cached read.
+    /// None (and `f` not called) where it would wait: a writer, an atime
+    /// to store, a block being fetched or on the disk, any error.
+    pub fn read_now<R>(
+        &self,
+        ino: u64,
+        off: u64,
+        size: u32,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Option<R> {
+        if is_snapshot_ino(ino) {
+            return None;
+        }
+        let lock = self.cache.inode_lock(ino);
+        let _g = lock.try_read()?;
+        let a = self.meta.getattr(ino).ok()?;
+        if a.is_dir() || needs_atime(&a) {
+            return None;
+        }
+        READ_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let n = self
+                .read_blocks_into(off, size as u64, a.size, &mut buf, |idx, in_blk, dst| {
+                    self.cache.read_block_now(ino, idx, in_blk, dst)
+                })
+                .ok()??;
+            if n > 0 {
+                self.maybe_prefetch(ino, off, off + n as u64, a.size);
+            }
+            Some(f(&buf[..n]))
         })
     }
 
@@ -642,8 +676,26 @@ impl Fs {
         file_size: u64,
         out: &mut Vec<u8>,
     ) -> Result<usize> {
+        let n = self.read_blocks_into(off, size, file_size, out, |idx, in_blk, dst| {
+            self.cache.read_block(ino, idx, in_blk, dst).map(|()| true)
+        })?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// The bytes at `off` (up to `size`, not past `file_size`) into the
+    /// first bytes of `out` (grown as needed, never shrunk), block by block
+    /// through `each(index, offset in block, where)`; how many, or None
+    /// as soon as `each` declines a block.
+    fn read_blocks_into(
+        &self,
+        off: u64,
+        size: u64,
+        file_size: u64,
+        out: &mut Vec<u8>,
+        mut each: impl FnMut(u64, u64, &mut [u8]) -> std::result::Result<bool, CacheError>,
+    ) -> Result<Option<usize>> {
         if off >= file_size {
-            return Ok(0);
+            return Ok(Some(0));
         }
         let end = file_size.min(off.saturating_add(size));
         let len = (end - off) as usize;
@@ -659,10 +711,12 @@ impl Fs {
             // Every byte of `dst` is written (holes and short blocks as
             // zeros): the buffer holds an earlier read's bytes.
             let dst = &mut out[(pos - off) as usize..(pos - off + n) as usize];
-            self.cache.read_block(ino, idx, in_blk, dst)?;
+            if !each(idx, in_blk, dst)? {
+                return Ok(None);
+            }
             pos += n;
         }
-        Ok(len)
+        Ok(Some(len))
     }
 
     fn maybe_prefetch(&self, ino: u64, off: u64, end: u64, size: u64) {
@@ -1009,6 +1063,12 @@ impl Fs {
     }
 }
 
+/// relatime: a read stores the time only when the old atime is not newer
+/// than mtime or ctime.
+fn needs_atime(a: &Attr) -> bool {
+    a.atime <= a.mtime || a.atime <= a.ctime
+}
+
 /// A reader's position and how far ahead blocks were asked for.
 #[derive(Debug, Clone, Copy)]
 struct ReadAhead {
@@ -1047,5 +1107,30 @@ mod tests {
             b"security.NTACL\0user.DOSATTRIB\0"
         );
         assert_eq!(fs.getxattr(a.ino, b"security.NTACL").unwrap(), b"nt");
+    }
+
+    #[test]
+    fn cached_reads_are_answered_where_asked_and_the_rest_declined() {
+        let t = TestEngine::new();
+        let fs = t.fs();
+        let me = Caller { uid: 0, gid: 0 };
+        let a = fs.create(me, meta::ROOT_INO, b"f", 0o644, 0).unwrap();
+        let data: Vec<u8> = (0..200u32 << 10).map(|i| (i % 251) as u8).collect();
+        fs.write(a.ino, 0, &data).unwrap();
+        fs.release(a.ino).unwrap();
+        // The first read after a change stores the atime: a worker's job.
+        assert!(fs.read_now(a.ino, 0, 4096, |d| d.to_vec()).is_none());
+        fs.read_with(a.ino, 0, 4096, |_| ()).unwrap();
+        // Across two 64 KiB blocks, both in the page cache.
+        let got = fs.read_now(a.ino, 70_000, 50_000, |d| d.to_vec());
+        assert_eq!(got.as_deref(), Some(&data[70_000..120_000]));
+        assert_eq!(fs.read_now(a.ino, 300 << 10, 10, |d| d.len()), Some(0));
+        // A writer holds the file: declined, not waited for.
+        let lock = fs.cache.inode_lock(a.ino);
+        let w = lock.write();
+        assert!(fs.read_now(a.ino, 0, 10, |d| d.len()).is_none());
+        drop(w);
+        assert_eq!(fs.read_now(a.ino, 0, 10, |d| d.len()), Some(10));
+        assert!(fs.read_now(meta::ROOT_INO, 0, 10, |d| d.len()).is_none());
     }
 }

@@ -118,16 +118,14 @@ now() { date +%s.%N; }
 # the background, as the kernel's writeback is for a plain directory), then
 # cold caches.
 settle() {
-    python3 - "$WORK/gw.sock" <<'PY'
-import json, socket, sys, time
-for _ in range(1200):
-    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
-    s.sendall(b'{"op":"status"}\n')
-    r = json.loads(s.makefile().readline())
-    if all(h["cache"]["dirty_blocks"] == 0 and h["cache"]["uploads_in_flight"] == 0 for h in r["homes"]):
-        break
-    time.sleep(0.1)
-PY
+    for _ in $(seq 1200); do
+        "$BIN" status --json --config "$CFG" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+h = r["homes"] if isinstance(r, dict) else r
+sys.exit(0 if all(x["cache"]["dirty_blocks"] == 0 and x["cache"]["uploads_in_flight"] == 0 for x in h) else 1)' && return 0
+        sleep 0.1
+    done
 }
 drop() { settle; sync; echo 3 > /proc/sys/vm/drop_caches; }
 smb() { smbclient "//127.0.0.1/$1" -p "$port" -U "$USER_NAME%$PW" -c "$2" >/dev/null; }
