@@ -410,15 +410,27 @@ impl Cache {
         }
         for run in runs {
             let me = self.clone();
-            std::thread::spawn(move || me.fetch_run(&run));
+            let ids: Vec<i64> = run.iter().map(|b| b.id).collect();
+            if let Err(e) = prefetcher().spawn(move || me.fetch_run(&run)) {
+                // Readers fetch these themselves.
+                tracing::warn!("no thread for a prefetch: {e}");
+                let mut st = self.st.lock();
+                for id in ids {
+                    st.fetching.remove(&id);
+                }
+                self.cv.notify_all();
+            }
         }
         for b in singles {
             let me = self.clone();
-            std::thread::spawn(move || {
+            let spawned = prefetcher().spawn(move || {
                 if let Err(e) = me.open_clean(&b) {
                     tracing::debug!("prefetch of block {} failed: {e}", b.id);
                 }
             });
+            if let Err(e) = spawned {
+                tracing::warn!("no thread for a prefetch: {e}");
+            }
         }
     }
 
@@ -468,6 +480,12 @@ impl Cache {
         }
         self.cv.notify_all();
     }
+}
+
+/// Named: unnamed threads take their creator's name (the FUSE reader's)
+/// in `top` and `perf`.
+fn prefetcher() -> std::thread::Builder {
+    std::thread::Builder::new().name("prefetch".into())
 }
 
 /// Whether `b` is stored right after the last block of `run`, in the same
