@@ -6,7 +6,7 @@ use crate::meta::{object_key, BlockRef};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use std::{fs, io};
@@ -411,9 +411,8 @@ impl Cache {
         for run in runs {
             let me = self.clone();
             let ids: Vec<i64> = run.iter().map(|b| b.id).collect();
-            if let Err(e) = prefetcher().spawn(move || me.fetch_run(&run)) {
+            if !spawn_prefetch(move || me.fetch_run(&run)) {
                 // Readers fetch these themselves.
-                tracing::warn!("no thread for a prefetch: {e}");
                 let mut st = self.st.lock();
                 for id in ids {
                     st.fetching.remove(&id);
@@ -423,14 +422,11 @@ impl Cache {
         }
         for b in singles {
             let me = self.clone();
-            let spawned = prefetcher().spawn(move || {
+            spawn_prefetch(move || {
                 if let Err(e) = me.open_clean(&b) {
                     tracing::debug!("prefetch of block {} failed: {e}", b.id);
                 }
             });
-            if let Err(e) = spawned {
-                tracing::warn!("no thread for a prefetch: {e}");
-            }
         }
     }
 
@@ -482,10 +478,54 @@ impl Cache {
     }
 }
 
-/// Named: unnamed threads take their creator's name (the FUSE reader's)
-/// in `top` and `perf`.
-fn prefetcher() -> std::thread::Builder {
-    std::thread::Builder::new().name("prefetch".into())
+/// Prefetch threads in the whole process at most. Each waits on one GET,
+/// and a prefetch is only a head start: past this, readers fetch what
+/// they need themselves, instead of every sequential reader of hundreds
+/// of homes starting a thread per 16 MiB asked ahead.
+pub(super) const PREFETCH_THREADS: usize = 32;
+static PREFETCHING: AtomicUsize = AtomicUsize::new(0);
+
+/// A place under [`PREFETCH_THREADS`], given back when dropped.
+struct PrefetchSlot;
+
+impl PrefetchSlot {
+    fn take() -> Option<PrefetchSlot> {
+        PREFETCHING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < PREFETCH_THREADS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PrefetchSlot)
+    }
+}
+
+impl Drop for PrefetchSlot {
+    fn drop(&mut self) {
+        PREFETCHING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Run `job` on a thread of its own if there is a place for one; false
+/// if not (the job is dropped).
+fn spawn_prefetch(job: impl FnOnce() + Send + 'static) -> bool {
+    let Some(slot) = PrefetchSlot::take() else {
+        return false;
+    };
+    // Named: unnamed threads show their creator's name (the FUSE reader's)
+    // in `top` and `perf`.
+    let spawned = std::thread::Builder::new()
+        .name("prefetch".into())
+        .spawn(move || {
+            let _slot = slot;
+            job()
+        });
+    match spawned {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!("no thread for a prefetch: {e}");
+            false
+        }
+    }
 }
 
 /// Whether `b` is stored right after the last block of `run`, in the same

@@ -330,6 +330,46 @@ fn a_failed_prefetch_leaves_blocks_to_their_readers() {
     assert_eq!(rig.read_file(ino, data.len()), data);
 }
 
+/// However many readers ask ahead at once, the process runs at most
+/// PREFETCH_THREADS prefetch threads; what is not prefetched is fetched by
+/// its reader, and every byte reads back.
+#[test]
+fn prefetch_threads_are_bounded_and_what_they_skip_is_read_anyway() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = start(dir.path(), FaultConfig::default());
+    let n = 3 * super::read::PREFETCH_THREADS as u64;
+    let data = content(13, (n * BS) as usize);
+    let ino = rig.write_file("f", &data);
+    rig.flush(ino);
+    rig.cache.drop_clean();
+    let refs: Vec<_> = (0..n)
+        .map(|i| rig.meta.block_at(ino, i).unwrap().expect("uploaded"))
+        .collect();
+    rig.faults(|c| c.data_get_latency = Duration::from_millis(400));
+    // One prefetch per block, as many readers would ask.
+    for r in &refs {
+        rig.cache.prefetch(vec![r.clone()]);
+    }
+    let threads = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|c| c.trim() == "prefetch")
+            .count()
+    };
+    let most = threads();
+    assert!(most > 0, "some prefetches should be under way");
+    assert!(
+        most <= super::read::PREFETCH_THREADS,
+        "{most} prefetch threads for {n} runs"
+    );
+    rig.faults(|c| c.data_get_latency = Duration::ZERO);
+    assert_eq!(rig.read_file(ino, data.len()), data);
+    wait_until("the prefetches gave up or kept their claims", || {
+        rig.cache.st.lock().fetching.is_empty()
+    });
+}
+
 /// Homes share one pool: a home whose store fails keeps retrying without
 /// holding the pool's threads, and the others' uploads go on.
 #[test]

@@ -30,6 +30,9 @@ thread_local! {
 }
 /// A larger read buffer is not kept (FUSE reads are at most 1 MiB).
 const READ_BUF_KEEP: usize = 4 << 20;
+/// The same on a mount's FUSE reader thread (one per mount, where the
+/// workers are a shared few): the kernel's read-ahead asks 128 KiB.
+const READER_BUF_KEEP: usize = 128 << 10;
 
 /// Largest file we accept: 2^50 bytes (1 PiB), well past the 1 TiB promise.
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
@@ -653,7 +656,13 @@ impl Fs {
             if n > 0 {
                 self.maybe_prefetch(ino, off, off + n as u64, a.size);
             }
-            Some(f(&buf[..n]))
+            let r = f(&buf[..n]);
+            // Every mount has a reader thread: an idle home keeps no more
+            // than a read-ahead's worth.
+            if buf.len() > READER_BUF_KEEP {
+                *buf = Vec::new();
+            }
+            Some(r)
         })
     }
 
