@@ -153,18 +153,19 @@ impl Cache {
             },
         };
         let done = read_full_at_now(&f, buf, off).map_err(io_err(&path))?;
-        if done && dirty.is_some() {
+        if done {
+            // Only here: a read handed on is counted where it is served.
             self.read_hits.fetch_add(1, Ordering::Relaxed);
         }
         Ok(done)
     }
 
-    /// Whether a clean block is cached, and where; a hit counts as a use.
+    /// Whether a clean block is cached, and where; a hit counts as a use
+    /// (for eviction; the caller counts it as a cache hit once served).
     fn clean_hit(&self, st: &mut super::State, id: i64, path: &Path) -> Result<Hit> {
         let Some(&(_, _, small)) = st.clean.get(&id) else {
             return Ok(Hit::Miss);
         };
-        self.read_hits.fetch_add(1, Ordering::Relaxed);
         st.tick += 1;
         let t = st.tick;
         if let Some(e) = st.clean.get_mut(&id) {
@@ -204,7 +205,11 @@ impl Cache {
         let path = self.dir("blocks").join(b.id.to_string());
         loop {
             let mut st = self.st.lock();
-            match self.clean_hit(&mut st, b.id, &path)? {
+            let hit = self.clean_hit(&mut st, b.id, &path)?;
+            if !matches!(hit, Hit::Miss) {
+                self.read_hits.fetch_add(1, Ordering::Relaxed);
+            }
+            match hit {
                 Hit::File(f) => return Ok(CleanData::File(f, path)),
                 Hit::Small => {
                     drop(st);

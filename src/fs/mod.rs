@@ -1130,14 +1130,19 @@ mod tests {
         // The first read after a change stores the atime: a worker's job.
         assert!(fs.read_now(a.ino, 0, 4096, |d| d.to_vec()).is_none());
         fs.read_with(a.ino, 0, 4096, |_| ()).unwrap();
-        // Across two 64 KiB blocks, both in the page cache.
-        let got = fs.read_now(a.ino, 70_000, 50_000, |d| d.to_vec());
-        assert_eq!(got.as_deref(), Some(&data[70_000..120_000]));
+        // Across two 64 KiB blocks, both in the page cache: two hits.
+        let hits = || fs.cache().stats().read_hits;
+        let h0 = hits();
+        let got = fs.read_now(a.ino, 60_000, 60_000, |d| d.to_vec());
+        assert_eq!(got.as_deref(), Some(&data[60_000..120_000]));
+        assert_eq!(hits(), h0 + 2);
         assert_eq!(fs.read_now(a.ino, 300 << 10, 10, |d| d.len()), Some(0));
         // A writer holds the file: declined, not waited for.
         let lock = fs.cache.inode_lock(a.ino);
         let w = lock.write();
+        let h1 = hits();
         assert!(fs.read_now(a.ino, 0, 10, |d| d.len()).is_none());
+        assert_eq!(hits(), h1, "a declined read is counted where it is served");
         drop(w);
         assert_eq!(fs.read_now(a.ino, 0, 10, |d| d.len()), Some(10));
         assert!(fs.read_now(meta::ROOT_INO, 0, 10, |d| d.len()).is_none());
