@@ -76,7 +76,30 @@ pub fn session(
     Ok(session)
 }
 
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel keeps names and attributes of the live tree.
+/// Every change to it goes through this mount (one mount per filesystem,
+/// by the lease), which the kernel tracks itself, and the daemon's own
+/// changes (a snapshot restore) invalidate what they touch. So a listing
+/// repeated later (Explorer refreshing a folder of 100,000 files) costs
+/// no lookup per entry; the bound only limits how long a change the
+/// daemon failed to announce could stay unseen.
+const TTL: Duration = Duration::from_secs(3600);
+/// Snapshot trees: made and deleted by the schedule, behind the kernel.
+const SNAP_TTL: Duration = Duration::from_secs(1);
+/// How long a directory's full listing with attributes is taken as still
+/// held by the kernel for Samba's rescans (see `readdirplus`): short, as
+/// memory pressure may have dropped entries since.
+const RESCAN_WINDOW: Duration = Duration::from_secs(1);
+
+/// The lifetime of what the kernel learns about `ino` (or a name that is
+/// not there, in directory `ino`).
+fn ttl(ino: u64) -> &'static Duration {
+    if super::snapview::is_snapshot_ino(ino) {
+        &SNAP_TTL
+    } else {
+        &TTL
+    }
+}
 const GEN: Generation = Generation(0);
 
 pub struct FuseFs {
@@ -136,16 +159,18 @@ impl FuseFs {
         self.notifier.clone()
     }
 
-    /// Whether `dir` got attributes with a full listing less than a TTL
-    /// ago (the kernel still holds them); notes this listing otherwise.
+    /// Whether `dir` got attributes with a full listing within the rescan
+    /// window (the kernel still holds them); notes this listing otherwise.
     fn listed_recently(&self, dir: u64) -> bool {
         let now = Instant::now();
         let mut l = self.listed.lock();
-        if l.get(&dir).is_some_and(|t| now.duration_since(*t) < TTL) {
+        if l.get(&dir)
+            .is_some_and(|t| now.duration_since(*t) < RESCAN_WINDOW)
+        {
             return true;
         }
         if l.len() >= 4096 {
-            l.retain(|_, t| now.duration_since(*t) < TTL);
+            l.retain(|_, t| now.duration_since(*t) < RESCAN_WINDOW);
         }
         l.insert(dir, now);
         false
@@ -252,7 +277,7 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 
 fn entry(reply: ReplyEntry, r: super::Result<Attr>) {
     match r {
-        Ok(a) => reply.entry(&TTL, &file_attr(&a), GEN),
+        Ok(a) => reply.entry(ttl(a.ino), &file_attr(&a), GEN),
         Err(err) => reply.error(e(err)),
     }
 }
@@ -297,7 +322,7 @@ fn lookup(fs: &Fs, parent: INodeNo, name: &[u8], reply: ReplyEntry) {
                 blksize: 0,
                 flags: 0,
             };
-            reply.entry(&TTL, &a, Generation(0))
+            reply.entry(ttl(parent.0), &a, Generation(0))
         }
         r => entry(reply, r),
     }
@@ -339,7 +364,7 @@ impl fuser::Filesystem for FuseFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.serve(snap(ino), move |fs| match fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(ttl(a.ino), &file_attr(&a)),
             Err(err) => reply.error(e(err)),
         })
     }
@@ -372,7 +397,7 @@ impl fuser::Filesystem for FuseFs {
         };
         // Blocking: a truncation may need its last block from the store.
         self.serve(true, move |fs| match fs.setattr(ino.0, &ch) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(ttl(a.ino), &file_attr(&a)),
             Err(err) => reply.error(e(err)),
         })
     }
@@ -616,7 +641,7 @@ impl fuser::Filesystem for FuseFs {
         // Samba rescans a whole directory for every new name (to rule out
         // a case variant), so a directory of n files costs n^2 entries, and
         // the kernel asks each scan's first reply as readdirplus. A
-        // directory listed with attributes less than a TTL ago (the kernel
+        // directory listed with attributes within the rescan window (the kernel
         // still holds them) gets a first reply of `.` and `..` only; the
         // kernel goes on with plain readdir, served from memory (~0.1 us an
         // entry, against ~2 us with attributes from SQLite). Later
@@ -628,7 +653,7 @@ impl fuser::Filesystem for FuseFs {
                     INodeNo(a.ino),
                     off,
                     OsStr::from_bytes(name),
-                    &TTL,
+                    ttl(a.ino),
                     &file_attr(a),
                     GEN,
                 );
@@ -720,7 +745,7 @@ impl fuser::Filesystem for FuseFs {
         self.serve(true, move |fs| {
             match fs.create(c, parent.0, &n, mode, umask) {
                 Ok(a) => reply.created(
-                    &TTL,
+                    ttl(a.ino),
                     &file_attr(&a),
                     GEN,
                     FileHandle(0),
