@@ -204,7 +204,7 @@ fn serve(
         control::serve(&sock, handler)?;
     }
     {
-        // SIGTERM/SIGINT: unmount cleanly; the session loop then returns
+        // SIGTERM/SIGINT: unmount cleanly; the session then ends
         // and everything is flushed below.
         let unmounter = unmounter.clone();
         let mut signals = signal_hook::iterator::Signals::new([
@@ -220,6 +220,17 @@ fn serve(
             }
         });
     }
+    // Served by the shared FUSE readers (as the gateway's homes are);
+    // this thread waits for the session's end.
+    let (ended_tx, ended) = std::sync::mpsc::sync_channel(1);
+    let served = crate::fs::fuse_readers::serve(session, move || {
+        let _ = ended_tx.send(());
+    });
+    if let Err(e) = served {
+        let _ = engine.close();
+        let _ = std::fs::remove_file(&sock);
+        return Err(e).context("serving the FUSE session");
+    }
     if let Some(mut w) = ready.take() {
         let _ = write!(w, "OK\n{}", engine.warnings.join("\n"));
     } else {
@@ -228,10 +239,9 @@ fn serve(
         }
     }
     tracing::info!(mountpoint = %mp.display(), "mounted");
-    let run = session.run();
+    let _ = ended.recv();
     let closed = engine.close();
     let _ = std::fs::remove_file(&sock);
-    run.context("FUSE session")?;
     closed?;
     tracing::info!("unmounted cleanly");
     Ok(0)

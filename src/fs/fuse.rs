@@ -31,7 +31,8 @@ pub struct MountSettings {
     /// like any other (POSIX conformance includes both).
     pub devices_and_setuid: bool,
     /// Requests of this mount served at once (on the shared pool, see
-    /// [`super::dispatch`]); one thread reads the FUSE device.
+    /// [`super::dispatch`]); the device is read by the process's shared
+    /// readers ([`super::fuse_readers`]).
     pub concurrency: usize,
 }
 
@@ -56,13 +57,15 @@ fn config(source: &str, s: &MountSettings) -> fuser::Config {
     if s.allow_other {
         cfg.acl = fuser::SessionACL::All;
     }
-    // One reader: whatever may block goes to the shared pool.
+    // Read by the shared readers (fuse_readers), never by `Session::run`'s
+    // threads; one, should anything run it.
     cfg.n_threads = Some(1);
     cfg
 }
 
 /// Mount `engine`'s filesystem at `mountpoint`: the one place a FUSE
-/// session is built (the standalone mount and every gateway home).
+/// session is built (the standalone mount and every gateway home); it is
+/// then served by [`super::fuse_readers::serve`].
 pub fn session(
     engine: &super::engine::Engine,
     mountpoint: &Path,

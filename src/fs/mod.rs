@@ -6,6 +6,7 @@ pub mod commands;
 pub mod dispatch;
 pub mod engine;
 pub mod fuse;
+pub mod fuse_readers;
 pub mod quota;
 pub mod snapshots;
 pub mod snapview;
@@ -28,11 +29,10 @@ thread_local! {
     /// Each thread's buffer for reads (see [`Fs::read_with`]).
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
-/// A larger read buffer is not kept (FUSE reads are at most 1 MiB).
+/// A larger read buffer is not kept (FUSE reads are at most 1 MiB). The
+/// threads keeping one are shared by every mount: the pool's workers and
+/// the FUSE readers (`fuse_readers`), a few each.
 const READ_BUF_KEEP: usize = 4 << 20;
-/// The same on a mount's FUSE reader thread (one per mount, where the
-/// workers are a shared few): the kernel's read-ahead asks 128 KiB.
-const READER_BUF_KEEP: usize = 128 << 10;
 
 /// Largest file we accept: 2^50 bytes (1 PiB), well past the 1 TiB promise.
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
@@ -657,9 +657,7 @@ impl Fs {
                 self.maybe_prefetch(ino, off, off + n as u64, a.size);
             }
             let r = f(&buf[..n]);
-            // Every mount has a reader thread: an idle home keeps no more
-            // than a read-ahead's worth.
-            if buf.len() > READER_BUF_KEEP {
+            if buf.len() > READ_BUF_KEEP {
                 *buf = Vec::new();
             }
             Some(r)

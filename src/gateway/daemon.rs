@@ -124,7 +124,8 @@ struct Home {
     /// A team share: mounted while the daemon runs, never idle-unmounted.
     pinned: bool,
     engine: Arc<Engine>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Signalled once the FUSE session has ended and the engine is closed.
+    ended: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     mp: PathBuf,
     /// One entry per Samba session: the smbd process that opened it, when
     /// the hook ran under one.
@@ -591,27 +592,27 @@ impl Gateway {
                 return Err(GatewayError::Io { path: mp, cause: e });
             }
         };
-        let thread = {
+        // Served by the process's shared FUSE readers; when the session
+        // ends (unmounted), the engine is closed and `ended` signalled.
+        let (ended_tx, ended) = std::sync::mpsc::sync_channel(1);
+        let served = {
             let engine = engine.clone();
             let user = user.to_string();
-            std::thread::Builder::new()
-                .name(format!("fuse-{user}"))
-                .spawn(move || {
-                    if let Err(e) = session.run() {
-                        tracing::error!(user, "FUSE session ended with an error: {e}");
-                    }
-                    if let Err(e) = engine.close() {
-                        tracing::error!(user, "closing the home failed: {e}");
-                    }
-                })
-                .map_err(|source| GatewayError::Io {
-                    path: mp.clone(),
-                    cause: source,
-                })?
+            crate::fs::fuse_readers::serve(session, move || {
+                if let Err(e) = engine.close() {
+                    tracing::error!(user, "closing the home failed: {e}");
+                }
+                let _ = ended_tx.send(());
+            })
         };
+        if let Err(e) = served {
+            // The session is gone (unmounted with it): close what it held.
+            let _ = engine.close();
+            return Err(GatewayError::Io { path: mp, cause: e });
+        }
         {
             // The home's root belongs to its user, closed to everyone else
-            // (asked only now: the session thread serves the request).
+            // (asked only now: the FUSE readers serve the request).
             use std::os::unix::fs::{MetadataExt, PermissionsExt};
             if let Ok(m) = std::fs::metadata(&mp) {
                 if m.uid() != owner.0 || m.gid() != owner.1 {
@@ -629,7 +630,7 @@ impl Gateway {
             Home {
                 pinned,
                 engine,
-                thread: Mutex::new(Some(thread)),
+                ended: Mutex::new(Some(ended)),
                 mp: mp.clone(),
                 sessions,
                 idle_since: None,
@@ -705,7 +706,7 @@ impl Gateway {
             );
         }
         // A plain umount(2): the kernel then ends the FUSE session and the
-        // session thread closes the engine. (fuser's unmounter is single-
+        // shared readers close the engine. (fuser's unmounter is single-
         // use: after a busy failure a retry through it did nothing.)
         let unmounted = nix::mount::umount2(&h.mp, nix::mount::MntFlags::empty());
         if let Err(e) = unmounted {
@@ -725,8 +726,8 @@ impl Gateway {
             done();
             return Ok(false);
         }
-        if let Some(t) = h.thread.lock().take() {
-            let _ = t.join();
+        if let Some(ended) = h.ended.lock().take() {
+            let _ = ended.recv();
         }
         drop(h);
         // A home's freed memory sits in the allocator's arenas, spread
