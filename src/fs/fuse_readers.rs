@@ -3,12 +3,16 @@
 //! 300 homes mounted had 600 threads (fuser's reader, and the thread
 //! waiting on it), most of them idle.
 //!
-//! Each device is non-blocking and armed one-shot: one thread at a time
-//! reads a mount's requests (as its own reader did), a few at a go, then
-//! re-arms it. What may block goes on to the shared pool
-//! ([`super::dispatch`]); what the reader answers itself never waits on
-//! the store (see `FuseFs::serve`), so one busy mount does not hold up
-//! another's requests for long.
+//! Each device belongs to one reader thread (the one with the fewest when
+//! it is mounted), which watches its devices with an epoll of its own and
+//! reads one request of each ready device per round. A device staying
+//! with one thread keeps a mount's requests in order and in one cache,
+//! as its own reader did: a first version woke whichever of the shared
+//! threads waited longest, and hot reads answered on the reader cost
+//! twice the CPU. What may block goes on to the shared pool
+//! ([`super::dispatch`]); what a reader answers itself never waits on the
+//! store (see `FuseFs::serve`), so one busy mount holds up the others on
+//! its thread only briefly.
 
 use super::fuse::FuseFs;
 use fuser::{Dispatcher, Processed, RequestBuffer};
@@ -16,13 +20,18 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Threads reading the devices, at most: enough that a mount answering
 /// a request itself does not stall the others on a small VM.
 const MAX_READERS: usize = 4;
-/// Requests read from one device before it is re-armed (others' turn).
-const BATCH: usize = 32;
+/// Ready devices taken from one wait.
+const EVENTS: usize = 16;
+/// Requests read from a ready device before the next one's turn: a
+/// streaming reader's next request is usually queued already, and reading
+/// it at once saves a trip through epoll.
+const BATCH: usize = 8;
 
 type OnEnd = Box<dyn FnOnce() + Send>;
 
@@ -31,26 +40,15 @@ struct Served {
     on_end: Mutex<Option<OnEnd>>,
 }
 
-struct Readers {
+/// One reader thread and the devices it watches.
+struct Reader {
     epoll: Epoll,
     served: Mutex<HashMap<u64, Arc<Served>>>,
-    next_key: Mutex<u64>,
-    threads: Mutex<usize>,
 }
 
-fn readers() -> std::io::Result<&'static Readers> {
-    static R: OnceLock<Readers> = OnceLock::new();
-    if let Some(r) = R.get() {
-        return Ok(r);
-    }
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    Ok(R.get_or_init(|| Readers {
-        epoll,
-        served: Mutex::new(HashMap::new()),
-        next_key: Mutex::new(0),
-        threads: Mutex::new(0),
-    }))
-}
+/// The readers started so far (never more than [`MAX_READERS`]; they stay).
+static READERS: Mutex<Vec<&'static Reader>> = Mutex::new(Vec::new());
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// Serve `session` until it ends (unmounted), then run `on_end` on a
 /// thread of its own (it may flush and close an engine: no reader waits
@@ -59,98 +57,95 @@ pub fn serve(
     session: fuser::Session<FuseFs>,
     on_end: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<()> {
-    let r = readers()?;
-    // Non-blocking: a reader woken for a device another thread emptied
-    // must not sleep in read(2) holding its turn.
+    // Non-blocking: a reader goes back to its epoll when a device is empty.
     let flags = rustix::fs::fcntl_getfl(session.as_fd())?;
     rustix::fs::fcntl_setfl(session.as_fd(), flags | rustix::fs::OFlags::NONBLOCK)?;
     let served = Arc::new(Served {
         disp: session.into_dispatcher(),
         on_end: Mutex::new(Some(Box::new(on_end))),
     });
-    let key = {
-        let mut k = r.next_key.lock();
-        *k += 1;
-        *k
-    };
-    r.served.lock().insert(key, served.clone());
-    if let Err(e) = r.epoll.add(served.disp.as_fd(), armed(key)) {
-        r.served.lock().remove(&key);
+    let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+    let reader = reader_for_one_more()?;
+    reader.served.lock().insert(key, served.clone());
+    let ev = EpollEvent::new(EpollFlags::EPOLLIN, key);
+    if let Err(e) = reader.epoll.add(served.disp.as_fd(), ev) {
+        reader.served.lock().remove(&key);
         return Err(e.into());
     }
-    r.grow();
     Ok(())
 }
 
-fn armed(key: u64) -> EpollEvent {
-    EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, key)
-}
-
-impl Readers {
-    /// One more reader per mount, up to [`MAX_READERS`].
-    fn grow(&'static self) {
-        let mut n = self.threads.lock();
-        let want = self.served.lock().len().min(MAX_READERS);
-        while *n < want {
-            let r = std::thread::Builder::new()
-                .name("fuse-reader".into())
-                .spawn(move || self.read_loop());
-            match r {
-                Ok(_) => *n += 1,
-                Err(e) => {
-                    // The ones running serve every mount, only slower.
-                    tracing::warn!("cannot start a FUSE reader thread: {e}");
-                    break;
-                }
-            }
+/// The reader with the fewest devices, or a new one while there are
+/// fewer than [`MAX_READERS`] and every one has a device.
+fn reader_for_one_more() -> std::io::Result<&'static Reader> {
+    let mut readers = READERS.lock();
+    let least = readers
+        .iter()
+        .copied()
+        .min_by_key(|r| r.served.lock().len());
+    if let Some(r) = least {
+        if readers.len() >= MAX_READERS || r.served.lock().is_empty() {
+            return Ok(r);
         }
     }
+    let r: &'static Reader = Box::leak(Box::new(Reader {
+        epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+        served: Mutex::new(HashMap::new()),
+    }));
+    let spawned = std::thread::Builder::new()
+        .name("fuse-reader".into())
+        .spawn(move || r.read_loop());
+    match spawned {
+        Ok(_) => {
+            readers.push(r);
+            Ok(r)
+        }
+        // The ones running serve this mount too, only slower.
+        Err(e) => match least {
+            Some(l) => {
+                tracing::warn!("cannot start a FUSE reader thread: {e}");
+                Ok(l)
+            }
+            None => Err(e),
+        },
+    }
+}
 
+impl Reader {
     fn read_loop(&'static self) {
         let mut buf = RequestBuffer::new();
-        let mut ev = [EpollEvent::empty()];
+        let mut events = [EpollEvent::empty(); EVENTS];
         loop {
-            // One event per wait: the next device goes to another thread.
-            match self.epoll.wait(&mut ev, EpollTimeout::NONE) {
-                Ok(1) => {}
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
                     tracing::error!("waiting on FUSE devices failed: {e}");
                     std::thread::sleep(std::time::Duration::from_millis(100));
                     continue;
                 }
-            }
-            let key = ev[0].data();
-            let Some(s) = self.served.lock().get(&key).cloned() else {
-                continue;
             };
-            if self.serve_some(&s, &mut buf) {
-                let rearmed = self.epoll.modify(s.disp.as_fd(), &mut armed(key));
-                if let Err(e) = rearmed {
-                    tracing::error!("cannot watch a FUSE device again, ending its session: {e}");
-                    self.end(key);
-                }
-            } else {
-                self.end(key);
-            }
-        }
-    }
-
-    /// Up to [`BATCH`] requests of one mount; false once its session is
-    /// over.
-    fn serve_some(&self, s: &Served, buf: &mut RequestBuffer) -> bool {
-        for _ in 0..BATCH {
-            match s.disp.process(buf) {
-                Ok(Processed::Request) => {}
-                Ok(Processed::Idle) => return true,
-                Ok(Processed::Ended) => return false,
-                Err(e) => {
-                    tracing::error!("FUSE session ended with an error: {e}");
-                    return false;
+            // A few requests of each ready device, then wait again (level-
+            // triggered: a device with more is ready at once).
+            for ev in &events[..n] {
+                let key = ev.data();
+                let Some(s) = self.served.lock().get(&key).cloned() else {
+                    continue;
+                };
+                for _ in 0..BATCH {
+                    match s.disp.process(&mut buf) {
+                        Ok(Processed::Request) => continue,
+                        Ok(Processed::Idle) => {}
+                        Ok(Processed::Ended) => self.end(key),
+                        Err(e) => {
+                            tracing::error!("FUSE session ended with an error: {e}");
+                            self.end(key);
+                        }
+                    }
+                    break;
                 }
             }
         }
-        true
     }
 
     fn end(&self, key: u64) {
