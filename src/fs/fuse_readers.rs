@@ -111,6 +111,22 @@ fn reader_for_one_more() -> std::io::Result<&'static Reader> {
     }
 }
 
+/// Up to [`BATCH`] requests of one device; false once its session is over.
+fn serve_some(s: &Served, buf: &mut RequestBuffer) -> bool {
+    for _ in 0..BATCH {
+        match s.disp.process(buf) {
+            Ok(Processed::Request) => {}
+            Ok(Processed::Idle) => return true,
+            Ok(Processed::Ended) => return false,
+            Err(e) => {
+                tracing::error!("FUSE session ended with an error: {e}");
+                return false;
+            }
+        }
+    }
+    true
+}
+
 impl Reader {
     fn read_loop(&'static self) {
         let mut buf = RequestBuffer::new();
@@ -132,22 +148,18 @@ impl Reader {
                 let Some(s) = self.served.lock().get(&key).cloned() else {
                     continue;
                 };
-                for _ in 0..BATCH {
-                    match s.disp.process(&mut buf) {
-                        Ok(Processed::Request) => continue,
-                        Ok(Processed::Idle) => {}
-                        Ok(Processed::Ended) => self.end(key),
-                        Err(e) => {
-                            tracing::error!("FUSE session ended with an error: {e}");
-                            self.end(key);
-                        }
-                    }
-                    break;
+                if !serve_some(&s, &mut buf) {
+                    // This reference goes first: the end thread's must be
+                    // the last, for `destroy` to run there, not here.
+                    drop(s);
+                    self.end(key);
                 }
             }
         }
     }
 
+    /// Take the session's reference from this reader and end it on a
+    /// thread of its own.
     fn end(&self, key: u64) {
         let Some(s) = self.served.lock().remove(&key) else {
             return;
@@ -255,5 +267,39 @@ mod tests {
                 .expect("the end of an unmounted session is reported");
         }
         assert_eq!(threads_named("fuse-reader"), readers, "readers are kept");
+    }
+
+    /// The daemon unmounts a home itself, then its session ends; a new
+    /// mount at the same place (the user connecting again) must survive
+    /// the old session's drop (fuser 0.18 unmounted it: vendor/fuser).
+    #[test]
+    fn an_ended_session_leaves_a_later_mount_at_its_place_alone() {
+        let te = TestEngine::new();
+        let mp = tempfile::tempdir().unwrap();
+        let mut guard = Unmount(vec![mp.path().to_path_buf()]);
+        let settings = MountSettings {
+            allow_other: false,
+            devices_and_setuid: false,
+            concurrency: 2,
+        };
+        let disp = session(&te.engine, mp.path(), &settings)
+            .unwrap()
+            .into_dispatcher();
+        nix::mount::umount2(mp.path(), nix::mount::MntFlags::empty()).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            mp.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .unwrap();
+        guard.0.push(mp.path().to_path_buf());
+        std::fs::write(mp.path().join("later"), b"x").unwrap();
+        drop(disp);
+        assert!(
+            mp.path().join("later").exists(),
+            "the later mount was unmounted by the old session"
+        );
     }
 }
