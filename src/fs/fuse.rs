@@ -148,13 +148,21 @@ impl FuseFs {
     /// Serve a request on the shared pool when `blocking` (it may wait on
     /// the store, an upload, backpressure or the database's write lock),
     /// else here on the reader, which is cheaper by a thread hand-off.
+    ///
+    /// The reader is shared by other mounts (`fuse_readers`): a request
+    /// that would wait for this mount's database (a long scan or a commit
+    /// under way) goes to the pool too, so it holds up nobody else.
     fn serve(&self, blocking: bool, f: impl FnOnce(&Fs) + Send + 'static) {
-        if blocking {
+        if blocking || self.db_busy() {
             let fs = self.fs.clone();
             self.lane.spawn(move || f(&fs));
         } else {
             f(&self.fs)
         }
+    }
+
+    fn db_busy(&self) -> bool {
+        self.fs.meta().busy()
     }
 
     /// Where the session's notifier goes once the session exists.
@@ -357,7 +365,7 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
-        if !snap(parent) {
+        if !snap(parent) && !self.db_busy() {
             // Answered here: the name needs no copy for another thread.
             return lookup(&self.fs, parent, n.as_bytes(), reply);
         }
@@ -683,12 +691,14 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.fs.statfs() {
+        // On the pool: the figures are counted afresh every few seconds,
+        // a scan of the whole database (seconds at millions of files).
+        self.serve(true, move |fs| match fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
             ),
             Err(err) => reply.error(e(err)),
-        }
+        })
     }
 
     fn setxattr(
@@ -708,7 +718,7 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name_: &OsStr, size: u32, reply: ReplyXattr) {
-        if !snap(ino) {
+        if !snap(ino) && !self.db_busy() {
             // Answered here: the name needs no copy for another thread.
             return xattr_reply(reply, self.fs.getxattr(ino.0, name_.as_bytes()), size);
         }

@@ -46,8 +46,17 @@ struct Reader {
     served: Mutex<HashMap<u64, Arc<Served>>>,
 }
 
-/// The readers started so far (never more than [`MAX_READERS`]; they stay).
-static READERS: Mutex<Vec<&'static Reader>> = Mutex::new(Vec::new());
+/// Reader threads and the devices each watches.
+pub struct Readers {
+    max: usize,
+    /// Their threads' name.
+    name: &'static str,
+    /// The readers started so far (never more than `max`; they stay).
+    readers: Mutex<Vec<&'static Reader>>,
+}
+
+/// The process's readers: every mount is served by these.
+static SHARED: Readers = Readers::new(MAX_READERS, "fuse-reader");
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// Serve `session` until it ends (unmounted), then run `on_end` on a
@@ -57,57 +66,78 @@ pub fn serve(
     session: fuser::Session<FuseFs>,
     on_end: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<()> {
-    // Non-blocking: a reader goes back to its epoll when a device is empty.
-    let flags = rustix::fs::fcntl_getfl(session.as_fd())?;
-    rustix::fs::fcntl_setfl(session.as_fd(), flags | rustix::fs::OFlags::NONBLOCK)?;
-    let served = Arc::new(Served {
-        disp: session.into_dispatcher(),
-        on_end: Mutex::new(Some(Box::new(on_end))),
-    });
-    let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
-    let reader = reader_for_one_more()?;
-    reader.served.lock().insert(key, served.clone());
-    let ev = EpollEvent::new(EpollFlags::EPOLLIN, key);
-    if let Err(e) = reader.epoll.add(served.disp.as_fd(), ev) {
-        reader.served.lock().remove(&key);
-        return Err(e.into());
-    }
-    Ok(())
+    SHARED.serve(session, on_end)
 }
 
-/// The reader with the fewest devices, or a new one while there are
-/// fewer than [`MAX_READERS`] and every one has a device.
-fn reader_for_one_more() -> std::io::Result<&'static Reader> {
-    let mut readers = READERS.lock();
-    let least = readers
-        .iter()
-        .copied()
-        .min_by_key(|r| r.served.lock().len());
-    if let Some(r) = least {
-        if readers.len() >= MAX_READERS || r.served.lock().is_empty() {
-            return Ok(r);
+impl Readers {
+    /// At most `max` reader threads, called `name`.
+    pub const fn new(max: usize, name: &'static str) -> Readers {
+        Readers {
+            max,
+            name,
+            readers: Mutex::new(Vec::new()),
         }
     }
-    let r: &'static Reader = Box::leak(Box::new(Reader {
-        epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
-        served: Mutex::new(HashMap::new()),
-    }));
-    let spawned = std::thread::Builder::new()
-        .name("fuse-reader".into())
-        .spawn(move || r.read_loop());
-    match spawned {
-        Ok(_) => {
-            readers.push(r);
-            Ok(r)
+
+    /// See [`serve`].
+    pub fn serve(
+        &self,
+        session: fuser::Session<FuseFs>,
+        on_end: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<()> {
+        // Non-blocking: a reader goes back to its epoll when a device is
+        // empty.
+        let flags = rustix::fs::fcntl_getfl(session.as_fd())?;
+        rustix::fs::fcntl_setfl(session.as_fd(), flags | rustix::fs::OFlags::NONBLOCK)?;
+        let served = Arc::new(Served {
+            disp: session.into_dispatcher(),
+            on_end: Mutex::new(Some(Box::new(on_end))),
+        });
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        let reader = self.reader_for_one_more()?;
+        reader.served.lock().insert(key, served.clone());
+        let ev = EpollEvent::new(EpollFlags::EPOLLIN, key);
+        if let Err(e) = reader.epoll.add(served.disp.as_fd(), ev) {
+            reader.served.lock().remove(&key);
+            return Err(e.into());
         }
-        // The ones running serve this mount too, only slower.
-        Err(e) => match least {
-            Some(l) => {
-                tracing::warn!("cannot start a FUSE reader thread: {e}");
-                Ok(l)
+        Ok(())
+    }
+
+    /// The reader with the fewest devices, or a new one while there are
+    /// fewer than `max` and every one has a device.
+    fn reader_for_one_more(&self) -> std::io::Result<&'static Reader> {
+        let mut readers = self.readers.lock();
+        let least = readers
+            .iter()
+            .copied()
+            .min_by_key(|r| r.served.lock().len());
+        if let Some(r) = least {
+            if readers.len() >= self.max || r.served.lock().is_empty() {
+                return Ok(r);
             }
-            None => Err(e),
-        },
+        }
+        let r: &'static Reader = Box::leak(Box::new(Reader {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            served: Mutex::new(HashMap::new()),
+        }));
+        let spawned = std::thread::Builder::new()
+            .name(self.name.into())
+            .spawn(move || r.read_loop());
+        match spawned {
+            Ok(_) => {
+                readers.push(r);
+                Ok(r)
+            }
+            // The ones running serve this mount too, only slower.
+            Err(e) => match least {
+                Some(l) => {
+                    tracing::warn!("cannot start a FUSE reader thread: {e}");
+                    Ok(l)
+                }
+                None => Err(e),
+            },
+        }
     }
 }
 
@@ -301,5 +331,45 @@ mod tests {
             mp.path().join("later").exists(),
             "the later mount was unmounted by the old session"
         );
+    }
+
+    /// A reader shared by two mounts keeps serving one while the other's
+    /// database is held (a long scan, a commit): what would wait for it
+    /// goes to the pool.
+    #[test]
+    fn a_busy_database_holds_up_no_other_mount_on_its_reader() {
+        let one: &'static Readers = Box::leak(Box::new(Readers::new(1, "test-reader")));
+        let mut guard = Unmount(Vec::new());
+        let mut mounts = Vec::new();
+        for _ in 0..2 {
+            let te = TestEngine::new();
+            let mp = tempfile::tempdir().unwrap();
+            let settings = MountSettings {
+                allow_other: false,
+                devices_and_setuid: false,
+                concurrency: 2,
+            };
+            let s = session(&te.engine, mp.path(), &settings).unwrap();
+            guard.0.push(mp.path().to_path_buf());
+            one.serve(s, || {}).unwrap();
+            mounts.push((te, mp));
+        }
+        let (a, b) = (&mounts[0], &mounts[1]);
+        let held = a.0.fs().meta().hold();
+        let a_path = a.1.path().join("asked-while-held");
+        let waiting = std::thread::spawn(move || std::fs::metadata(a_path).is_err());
+        std::thread::sleep(Duration::from_millis(200));
+        // B's lookups and its directory go through the same reader.
+        let (tx, rx) = mpsc::channel();
+        let b_path = b.1.path().to_path_buf();
+        std::thread::spawn(move || {
+            let r = std::fs::metadata(b_path.join("never-there")).is_err()
+                && std::fs::read_dir(&b_path).map(|d| d.count()).ok() == Some(0);
+            let _ = tx.send(r);
+        });
+        let answered = rx.recv_timeout(Duration::from_secs(5));
+        drop(held);
+        assert_eq!(answered, Ok(true), "mount B waited for A's database");
+        assert!(waiting.join().unwrap(), "A's lookup answers once released");
     }
 }

@@ -637,7 +637,8 @@ impl Fs {
         size: u32,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Option<R> {
-        if is_snapshot_ino(ino) {
+        // Neither a snapshot view nor a database in use: both may wait.
+        if is_snapshot_ino(ino) || self.meta.busy() {
             return None;
         }
         let lock = self.cache.inode_lock(ino);

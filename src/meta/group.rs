@@ -94,6 +94,11 @@ impl Group {
         self.db.lock()
     }
 
+    /// Whether someone holds the connection right now.
+    pub fn busy(&self) -> bool {
+        self.db.is_locked()
+    }
+
     /// One operation, atomic: a savepoint inside the open group.
     pub fn write<T, E: From<rusqlite::Error>>(
         &self,

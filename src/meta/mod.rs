@@ -419,6 +419,18 @@ impl Meta {
         self.db.lock()
     }
 
+    /// Hold the database (tests of what must not wait for it).
+    #[cfg(test)]
+    pub(crate) fn hold(&self) -> MutexGuard<'_, Db> {
+        self.lock()
+    }
+
+    /// Whether the database is in use right now (a caller that must not
+    /// wait, a shared FUSE reader, hands its request on instead).
+    pub fn busy(&self) -> bool {
+        self.db.busy()
+    }
+
     /// Bytes of WAL written since it was last folded in.
     pub fn wal_bytes(&self) -> u64 {
         self.db.lock().wal_watch.as_ref().map_or(0, |w| w.bytes())
