@@ -5,14 +5,14 @@
 //!
 //! Each device belongs to one reader thread (the one with the fewest when
 //! it is mounted), which watches its devices with an epoll of its own and
-//! reads one request of each ready device per round. A device staying
-//! with one thread keeps a mount's requests in order and in one cache,
-//! as its own reader did: a first version woke whichever of the shared
-//! threads waited longest, and hot reads answered on the reader cost
-//! twice the CPU. What may block goes on to the shared pool
-//! ([`super::dispatch`]); what a reader answers itself never waits on the
-//! store (see `FuseFs::serve`), so one busy mount holds up the others on
-//! its thread only briefly.
+//! reads up to [`BATCH`] requests of each ready device per round. A device
+//! staying with one thread keeps a mount's requests in order and in one
+//! cache, as its own reader did: a first version woke whichever of the
+//! shared threads had waited longest, and hot reads answered on the reader
+//! cost about a quarter more CPU. What may block goes on to the shared
+//! pool ([`super::dispatch`]); what a reader answers itself waits neither
+//! on the store nor on a database in use (see `FuseFs::serve`), so one
+//! busy mount holds up the others on its thread only briefly.
 
 use super::fuse::FuseFs;
 use fuser::{Dispatcher, Processed, RequestBuffer};
