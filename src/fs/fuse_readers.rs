@@ -227,18 +227,36 @@ mod tests {
     use super::*;
     use crate::fs::fuse::{session, MountSettings};
     use crate::fs::testing::TestEngine;
-    use std::path::PathBuf;
     use std::sync::mpsc;
     use std::time::Duration;
 
-    /// Detaches whatever is still mounted when the test ends, failed or not.
-    struct Unmount(Vec<PathBuf>);
-    impl Drop for Unmount {
+    /// A fresh filesystem and where it is mounted. Dropped (the test
+    /// passed or not), whatever is mounted there is detached first.
+    struct Mounted {
+        mp: tempfile::TempDir,
+        te: TestEngine,
+    }
+
+    impl Drop for Mounted {
         fn drop(&mut self) {
-            for p in &self.0 {
-                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-            }
+            let _ = nix::mount::umount2(self.mp.path(), nix::mount::MntFlags::MNT_DETACH);
         }
+    }
+
+    /// A fresh filesystem mounted at a fresh place, its session not
+    /// served yet.
+    fn mounted() -> (Mounted, fuser::Session<FuseFs>) {
+        let m = Mounted {
+            mp: tempfile::tempdir().unwrap(),
+            te: TestEngine::new(),
+        };
+        let settings = MountSettings {
+            allow_other: false,
+            devices_and_setuid: false,
+            concurrency: 2,
+        };
+        let s = session(&m.te.engine, m.mp.path(), &settings).unwrap();
+        (m, s)
     }
 
     fn threads_named(name: &str) -> usize {
@@ -252,28 +270,20 @@ mod tests {
     #[test]
     fn many_mounts_are_served_by_a_few_shared_threads() {
         const MOUNTS: usize = 8;
-        let mut guard = Unmount(Vec::new());
         let mut mounts = Vec::new();
         for _ in 0..MOUNTS {
-            let te = TestEngine::new();
-            let mp = tempfile::tempdir().unwrap();
-            let settings = MountSettings {
-                allow_other: false,
-                devices_and_setuid: false,
-                concurrency: 2,
-            };
-            let s = session(&te.engine, mp.path(), &settings).unwrap();
-            guard.0.push(mp.path().to_path_buf());
+            let (m, s) = mounted();
             let (tx, ended) = mpsc::sync_channel(1);
             serve(s, move || {
                 let _ = tx.send(());
             })
             .unwrap();
-            mounts.push((te, mp, ended));
+            mounts.push((m, ended));
         }
         // Every mount busy at once, each from a thread of its own.
         std::thread::scope(|sc| {
-            for (i, (_, mp, _)) in mounts.iter().enumerate() {
+            for (i, (m, _)) in mounts.iter().enumerate() {
+                let mp = &m.mp;
                 sc.spawn(move || {
                     let data = vec![i as u8; 300_000];
                     let f = mp.path().join("f");
@@ -290,8 +300,8 @@ mod tests {
             "{readers} reader threads for {MOUNTS} mounts"
         );
         // Unmounted, each session ends and its owner hears of it.
-        for (_, mp, ended) in &mounts {
-            nix::mount::umount2(mp.path(), nix::mount::MntFlags::empty()).unwrap();
+        for (m, ended) in &mounts {
+            nix::mount::umount2(m.mp.path(), nix::mount::MntFlags::empty()).unwrap();
             ended
                 .recv_timeout(Duration::from_secs(20))
                 .expect("the end of an unmounted session is reported");
@@ -304,17 +314,9 @@ mod tests {
     /// the old session's drop (fuser 0.18 unmounted it: vendor/fuser).
     #[test]
     fn an_ended_session_leaves_a_later_mount_at_its_place_alone() {
-        let te = TestEngine::new();
-        let mp = tempfile::tempdir().unwrap();
-        let mut guard = Unmount(vec![mp.path().to_path_buf()]);
-        let settings = MountSettings {
-            allow_other: false,
-            devices_and_setuid: false,
-            concurrency: 2,
-        };
-        let disp = session(&te.engine, mp.path(), &settings)
-            .unwrap()
-            .into_dispatcher();
+        let (m, s) = mounted();
+        let mp = &m.mp;
+        let disp = s.into_dispatcher();
         nix::mount::umount2(mp.path(), nix::mount::MntFlags::empty()).unwrap();
         nix::mount::mount(
             Some("tmpfs"),
@@ -324,7 +326,6 @@ mod tests {
             Some("size=1m"),
         )
         .unwrap();
-        guard.0.push(mp.path().to_path_buf());
         std::fs::write(mp.path().join("later"), b"x").unwrap();
         drop(disp);
         assert!(
@@ -339,29 +340,20 @@ mod tests {
     #[test]
     fn a_busy_database_holds_up_no_other_mount_on_its_reader() {
         let one: &'static Readers = Box::leak(Box::new(Readers::new(1, "test-reader")));
-        let mut guard = Unmount(Vec::new());
         let mut mounts = Vec::new();
         for _ in 0..2 {
-            let te = TestEngine::new();
-            let mp = tempfile::tempdir().unwrap();
-            let settings = MountSettings {
-                allow_other: false,
-                devices_and_setuid: false,
-                concurrency: 2,
-            };
-            let s = session(&te.engine, mp.path(), &settings).unwrap();
-            guard.0.push(mp.path().to_path_buf());
+            let (m, s) = mounted();
             one.serve(s, || {}).unwrap();
-            mounts.push((te, mp));
+            mounts.push(m);
         }
         let (a, b) = (&mounts[0], &mounts[1]);
-        let held = a.0.fs().meta().hold();
-        let a_path = a.1.path().join("asked-while-held");
+        let held = a.te.fs().meta().hold();
+        let a_path = a.mp.path().join("asked-while-held");
         let waiting = std::thread::spawn(move || std::fs::metadata(a_path).is_err());
         std::thread::sleep(Duration::from_millis(200));
         // B's lookups and its directory go through the same reader.
         let (tx, rx) = mpsc::channel();
-        let b_path = b.1.path().to_path_buf();
+        let b_path = b.mp.path().to_path_buf();
         std::thread::spawn(move || {
             let r = std::fs::metadata(b_path.join("never-there")).is_err()
                 && std::fs::read_dir(&b_path).map(|d| d.count()).ok() == Some(0);
