@@ -705,8 +705,8 @@ impl Gateway {
                 "flush before unmount failed (the unmount retries it): {e}"
             );
         }
-        // A plain umount(2): the kernel then ends the FUSE session and the
-        // shared readers close the engine. (fuser's unmounter is single-
+        // A plain umount(2): the kernel then ends the FUSE session, and its
+        // end closes the engine (`ended`). (fuser's unmounter is single-
         // use: after a busy failure a retry through it did nothing.)
         let unmounted = nix::mount::umount2(&h.mp, nix::mount::MntFlags::empty());
         if let Err(e) = unmounted {
