@@ -625,11 +625,12 @@ impl Fs {
         })
     }
 
-    /// [`read_with`](Self::read_with) where it is asked (the FUSE device's
+    /// [`read_with`](Self::read_with) where it is asked (a shared FUSE
     /// reader thread), when every byte is in the page cache already: a
     /// hand-over to a worker costs more than copying a cached read.
-    /// None (and `f` not called) where it would wait: a writer, an atime
-    /// to store, a block being fetched or on the disk, any error.
+    /// None (and `f` not called) where it would wait: a writer, the
+    /// database in use, an atime to store, a block being fetched or on the
+    /// disk, any error.
     pub fn read_now<R>(
         &self,
         ino: u64,
