@@ -32,3 +32,16 @@ pub mod meta;
 pub mod secure;
 pub mod store;
 pub mod web;
+
+/// Helpers for the unit tests of more than one layer.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// Threads of this process called `name` right now.
+    pub fn threads_named(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|c| c.trim_end() == name)
+            .count()
+    }
+}

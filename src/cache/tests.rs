@@ -350,14 +350,7 @@ fn prefetch_threads_are_bounded_and_what_they_skip_is_read_anyway() {
     for r in &refs {
         rig.cache.prefetch(vec![r.clone()]);
     }
-    let threads = || {
-        std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .filter(|c| c.trim() == "prefetch")
-            .count()
-    };
-    let most = threads();
+    let most = crate::test_support::threads_named("prefetch");
     assert!(most > 0, "some prefetches should be under way");
     assert!(
         most <= super::read::PREFETCH_THREADS,

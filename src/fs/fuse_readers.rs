@@ -227,6 +227,7 @@ mod tests {
     use super::*;
     use crate::fs::fuse::{session, MountSettings};
     use crate::fs::testing::TestEngine;
+    use crate::test_support::threads_named;
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -257,14 +258,6 @@ mod tests {
         };
         let s = session(&m.te.engine, m.mp.path(), &settings).unwrap();
         (m, s)
-    }
-
-    fn threads_named(name: &str) -> usize {
-        std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .filter(|c| c.trim_end() == name)
-            .count()
     }
 
     #[test]

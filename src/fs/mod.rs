@@ -34,6 +34,19 @@ thread_local! {
 /// the FUSE readers (`fuse_readers`), a few each.
 const READ_BUF_KEEP: usize = 4 << 20;
 
+/// `f` with this thread's read buffer, let go afterwards if it grew past
+/// [`READ_BUF_KEEP`].
+fn with_read_buf<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    READ_BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        let r = f(&mut buf);
+        if buf.len() > READ_BUF_KEEP {
+            *buf = Vec::new();
+        }
+        r
+    })
+}
+
 /// Largest file we accept: 2^50 bytes (1 PiB), well past the 1 TiB promise.
 pub const MAX_FILE_SIZE: u64 = 1 << 50;
 pub const XATTR_SIZE_MAX: usize = 65536;
@@ -608,20 +621,15 @@ impl Fs {
         if a.is_dir() {
             return Err(Errno(libc::EISDIR));
         }
-        READ_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            let n = self.read_locked_into(ino, off, size as u64, a.size, &mut buf)?;
+        with_read_buf(|buf| {
+            let n = self.read_locked_into(ino, off, size as u64, a.size, buf)?;
             if n > 0 {
                 self.maybe_prefetch(ino, off, off + n as u64, a.size);
                 if needs_atime(&a) {
                     let _ = self.meta.touch_atime(ino, meta::now_ns());
                 }
             }
-            let r = f(&buf[..n]);
-            if buf.len() > READ_BUF_KEEP {
-                *buf = Vec::new();
-            }
-            Ok(r)
+            Ok(f(&buf[..n]))
         })
     }
 
@@ -648,21 +656,16 @@ impl Fs {
         if a.is_dir() || needs_atime(&a) {
             return None;
         }
-        READ_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
+        with_read_buf(|buf| {
             let n = self
-                .read_blocks_into(off, size as u64, a.size, &mut buf, |idx, in_blk, dst| {
+                .read_blocks_into(off, size as u64, a.size, buf, |idx, in_blk, dst| {
                     self.cache.read_block_now(ino, idx, in_blk, dst)
                 })
                 .ok()??;
             if n > 0 {
                 self.maybe_prefetch(ino, off, off + n as u64, a.size);
             }
-            let r = f(&buf[..n]);
-            if buf.len() > READ_BUF_KEEP {
-                *buf = Vec::new();
-            }
-            Some(r)
+            Some(f(&buf[..n]))
         })
     }
 
