@@ -350,8 +350,11 @@ fn prefetch_threads_are_bounded_and_what_they_skip_is_read_anyway() {
     for r in &refs {
         rig.cache.prefetch(vec![r.clone()]);
     }
+    // A thread names itself once it runs, a moment after it is spawned.
+    wait_until("some prefetches are under way", || {
+        crate::test_support::threads_named("prefetch") > 0
+    });
     let most = crate::test_support::threads_named("prefetch");
-    assert!(most > 0, "some prefetches should be under way");
     assert!(
         most <= super::read::PREFETCH_THREADS,
         "{most} prefetch threads for {n} runs"
