@@ -558,3 +558,47 @@ fn writers_starting_together_share_the_dirty_limit() {
     }
     assert_eq!(rig.cache.dirty_count(), 0);
 }
+
+/// The kept totals `statfs` and the console read follow what uploads,
+/// dedup, packing, deletes and pack GC do to the block map, exactly.
+#[test]
+fn kept_totals_match_a_count_after_uploads_dedup_deletes_and_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = start(dir.path(), FaultConfig::default());
+    let same = content(21, (2 * BS + 100) as usize);
+    let a = rig.write_file("a", &same);
+    let b = rig.write_file("b", &same);
+    let small: Vec<u64> = (0..5)
+        .map(|i| rig.write_file(&format!("s{i}"), &content(30 + i, 2000)))
+        .collect();
+    for ino in [a, b].iter().chain(&small) {
+        rig.flush(*ino);
+    }
+    let check = |when: &str| {
+        let (kept, counted) = (
+            rig.meta.counts().unwrap(),
+            rig.meta.counts_recount().unwrap(),
+        );
+        assert_eq!(kept, counted, "{when}");
+        kept
+    };
+    let full = check("after uploads");
+    assert!(
+        full.logical_bytes > full.unique_bytes,
+        "deduplicated: {full:?}"
+    );
+    for (ino, name) in [
+        (a, "a".to_string()),
+        (small[0], "s0".into()),
+        (small[1], "s1".into()),
+    ] {
+        rig.meta.unlink(ROOT_INO, name.as_bytes()).unwrap();
+        rig.meta.purge_inode(ino, 1).unwrap();
+    }
+    rig.meta.commit().unwrap();
+    let fewer = check("after deletes");
+    assert!(fewer.inodes < full.inodes && fewer.logical_bytes < full.logical_bytes);
+    rig.cache.gc_packs(1000).unwrap();
+    rig.meta.commit().unwrap();
+    check("after pack gc");
+}

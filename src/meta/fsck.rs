@@ -452,6 +452,13 @@ fn run_locked(
         }
         Ok(())
     })?;
+    // ---- running totals (statfs, quotas and the console read these)
+    meta.with_tx(|tx| {
+        if super::tally::correct(tx)? {
+            rep.fix("the running totals of files, bytes, blocks or objects differed from the tables: recounted".into());
+        }
+        Ok(())
+    })?;
     let counts = meta.counts()?;
     rep.inodes = counts.inodes;
     rep.blocks = counts.blocks;

@@ -17,6 +17,7 @@ pub mod reserve;
 pub mod ship;
 pub mod snapshots;
 pub mod sparse;
+mod tally;
 mod usage;
 pub mod wal;
 mod walwatch;
@@ -332,6 +333,7 @@ impl Meta {
         conn.set_prepared_statement_cache_capacity(256);
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(usage::SCHEMA)?;
+        conn.execute_batch(tally::SCHEMA)?;
         conn.execute_batch(snapshots::SCHEMA)?;
         let group = Group::new(conn);
         group.lock().wal_watch = Some(watch);
@@ -1105,45 +1107,9 @@ impl Meta {
         }
         Ok(out)
     }
-
-    pub fn counts(&self) -> Result<Counts> {
-        let c = self.db.lock();
-        let files: i64 = c.query_row("SELECT count(*) FROM inodes", [], |r| r.get(0))?;
-        let file_bytes: i64 = c.query_row(
-            &format!(
-                "SELECT coalesce(sum(size),0) FROM inodes WHERE (mode & {S_IFMT}) = {S_IFREG}"
-            ),
-            [],
-            |r| r.get(0),
-        )?;
-        let (logical, stored, blocks): (i64, i64, i64) = c.query_row(
-            "SELECT coalesce(sum(b.plain_len*b.refcount),0), coalesce(sum(b.length),0), count(*) FROM blocks b",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
-        let unique_plain: i64 =
-            c.query_row("SELECT coalesce(sum(plain_len),0) FROM blocks", [], |r| {
-                r.get(0)
-            })?;
-        let (objects, object_bytes): (i64, i64) = c.query_row(
-            "SELECT count(*), coalesce(sum(size),0) FROM objects",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        Ok(Counts {
-            inodes: files as u64,
-            file_bytes: file_bytes as u64,
-            logical_bytes: logical as u64,
-            unique_bytes: unique_plain as u64,
-            stored_bytes: stored as u64,
-            blocks: blocks as u64,
-            objects: objects as u64,
-            object_bytes: object_bytes as u64,
-        })
-    }
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     pub inodes: u64,
     /// Sizes of all regular files (what users see, uploaded or not).

@@ -7,6 +7,7 @@
 //! `sum()` over a million inodes on every write would not do.
 
 use super::{Meta, Result};
+use rusqlite::Connection;
 
 /// Created with the other tables. The seed runs once, when the table is
 /// new (a filesystem made before quotas existed): later opens find the
@@ -48,29 +49,49 @@ pub struct Usage {
 impl Meta {
     /// The running figures (one row read).
     pub fn usage(&self) -> Result<Usage> {
-        let c = self.lock();
-        let (bytes, files): (i64, i64) = c
-            .prepare_cached("SELECT bytes, files FROM usage WHERE id = 1")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(Usage {
-            bytes: bytes.max(0) as u64,
-            files: files.max(0) as u64,
-        })
+        Ok(kept(&self.lock())?)
     }
 
     /// The same figures counted from scratch (tests, fsck).
     pub fn usage_recount(&self) -> Result<Usage> {
-        let c = self.lock();
-        let (bytes, files): (i64, i64) = c.query_row(
-            "SELECT coalesce(sum(CASE WHEN (mode & 61440) = 32768 THEN size ELSE 0 END), 0), count(*) FROM inodes",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        Ok(Usage {
-            bytes: bytes as u64,
-            files: files as u64,
-        })
+        Ok(counted(&self.lock())?)
     }
+}
+
+pub(super) fn kept(c: &Connection) -> rusqlite::Result<Usage> {
+    let (bytes, files): (i64, i64) = c
+        .prepare_cached("SELECT bytes, files FROM usage WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(Usage {
+        bytes: bytes.max(0) as u64,
+        files: files.max(0) as u64,
+    })
+}
+
+pub(super) fn counted(c: &Connection) -> rusqlite::Result<Usage> {
+    let (bytes, files): (i64, i64) = c.query_row(
+        "SELECT coalesce(sum(CASE WHEN (mode & 61440) = 32768 THEN size ELSE 0 END), 0), count(*) FROM inodes",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(Usage {
+        bytes: bytes.max(0) as u64,
+        files: files.max(0) as u64,
+    })
+}
+
+/// Set the running figures to the counted ones if they differ (fsck):
+/// true if they did.
+pub(super) fn correct(c: &Connection) -> rusqlite::Result<bool> {
+    let n = counted(c)?;
+    if kept(c)? == n {
+        return Ok(false);
+    }
+    c.execute(
+        "UPDATE usage SET bytes = ?1, files = ?2 WHERE id = 1",
+        rusqlite::params![n.bytes as i64, n.files as i64],
+    )?;
+    Ok(true)
 }
 
 impl Meta {

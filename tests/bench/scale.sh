@@ -77,6 +77,15 @@ if [ -d "$MP/big" ]; then
     echo "ls -l, through bindfs     $(secs "$t0" "$t1") s  (FUSE floor)"
     umount "$WORK/bmp"
 fi
+# statfs: Samba asks for the free space all the time, and a mount answers
+# from figures at most 2 s old; 2.1 s apart, each call here reads afresh.
+worst=0
+for _ in 1 2 3 4 5; do
+    sleep 2.1
+    t0=$(now); stat -f "$MP" > /dev/null; t1=$(now)
+    worst=$(echo "w=($t1 - $t0) * 1000; if (w > $worst) w else $worst" | bc -l)
+done
+echo "statfs, worst of 5        $(printf '%.1f' "$worst") ms"
 t0=$(now); find "$MP/d00000" -maxdepth 1 | wc -l > /dev/null; t1=$(now)
 echo "find in a 10,000-file dir $(secs "$t0" "$t1") s"
 echo "RSS after listing         $(rss_mib "$PID") MiB"
