@@ -223,8 +223,8 @@ fn serve(
     // Served by the shared FUSE readers (as the gateway's homes are);
     // this thread waits for the session's end.
     let (ended_tx, ended) = std::sync::mpsc::sync_channel(1);
-    let served = crate::fs::fuse_readers::serve(session, move || {
-        let _ = ended_tx.send(());
+    let served = crate::fs::fuse_readers::serve(session, move |why| {
+        let _ = ended_tx.send(why);
     });
     if let Err(e) = served {
         let _ = engine.close();
@@ -239,10 +239,17 @@ fn serve(
         }
     }
     tracing::info!(mountpoint = %mp.display(), "mounted");
-    let _ = ended.recv();
+    let why = ended.recv().ok().flatten();
     let closed = engine.close();
     let _ = std::fs::remove_file(&sock);
     closed?;
+    if let Some(e) = why {
+        // Flushed and closed all the same; the exit status says the mount
+        // did not end by an unmount.
+        bail!(
+            "the FUSE device failed ({e}); the filesystem was flushed and closed, mount it again"
+        );
+    }
     tracing::info!("unmounted cleanly");
     Ok(0)
 }

@@ -57,9 +57,8 @@ fn config(source: &str, s: &MountSettings) -> fuser::Config {
     if s.allow_other {
         cfg.acl = fuser::SessionACL::All;
     }
-    // Read by the shared readers (fuse_readers), never by `Session::run`'s
-    // threads; one, should anything run it.
-    cfg.n_threads = Some(1);
+    // `n_threads` is left alone: the shared readers (fuse_readers) read
+    // the device, never `Session::run`.
     cfg
 }
 
@@ -905,7 +904,5 @@ mod tests {
         assert_eq!(standalone.mount_options[4..], [O::Dev, O::Suid]);
         assert_eq!(home.acl, fuser::SessionACL::All);
         assert_eq!(standalone.acl, fuser::SessionACL::Owner);
-        // One thread reads each mount's device; the shared pool serves.
-        assert_eq!((home.n_threads, standalone.n_threads), (Some(1), Some(1)));
     }
 }

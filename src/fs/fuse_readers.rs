@@ -33,7 +33,9 @@ const EVENTS: usize = 16;
 /// it at once saves a trip through epoll.
 const BATCH: usize = 8;
 
-type OnEnd = Box<dyn FnOnce() + Send>;
+/// Told why a session ended: `None` when unmounted, the error if the
+/// device failed.
+type OnEnd = Box<dyn FnOnce(Option<String>) + Send>;
 
 struct Served {
     disp: Dispatcher<FuseFs>,
@@ -59,12 +61,13 @@ pub struct Readers {
 static SHARED: Readers = Readers::new(MAX_READERS, "fuse-reader");
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
-/// Serve `session` until it ends (unmounted), then run `on_end` on a
-/// thread of its own (it may flush and close an engine: no reader waits
-/// for that), after the filesystem's `destroy`.
+/// Serve `session` until it ends (unmounted, or the device failed), then
+/// run `on_end` on a thread of its own (it may flush and close an engine:
+/// no reader waits for that), after the filesystem's `destroy`. It is
+/// given the device's error, if that is what ended the session.
 pub fn serve(
     session: fuser::Session<FuseFs>,
-    on_end: impl FnOnce() + Send + 'static,
+    on_end: impl FnOnce(Option<String>) + Send + 'static,
 ) -> std::io::Result<()> {
     SHARED.serve(session, on_end)
 }
@@ -83,7 +86,7 @@ impl Readers {
     pub fn serve(
         &self,
         session: fuser::Session<FuseFs>,
-        on_end: impl FnOnce() + Send + 'static,
+        on_end: impl FnOnce(Option<String>) + Send + 'static,
     ) -> std::io::Result<()> {
         // Non-blocking: a reader goes back to its epoll when a device is
         // empty.
@@ -141,20 +144,21 @@ impl Readers {
     }
 }
 
-/// Up to [`BATCH`] requests of one device; false once its session is over.
-fn serve_some(s: &Served, buf: &mut RequestBuffer) -> bool {
+/// Up to [`BATCH`] requests of one device; `Err` once its session is
+/// over, with the device's error if that ended it.
+fn serve_some(s: &Served, buf: &mut RequestBuffer) -> Result<(), Option<String>> {
     for _ in 0..BATCH {
         match s.disp.process(buf) {
             Ok(Processed::Request) => {}
-            Ok(Processed::Idle) => return true,
-            Ok(Processed::Ended) => return false,
+            Ok(Processed::Idle) => return Ok(()),
+            Ok(Processed::Ended) => return Err(None),
             Err(e) => {
                 tracing::error!("FUSE session ended with an error: {e}");
-                return false;
+                return Err(Some(e.to_string()));
             }
         }
     }
-    true
+    Ok(())
 }
 
 impl Reader {
@@ -178,11 +182,11 @@ impl Reader {
                 let Some(s) = self.served.lock().get(&key).cloned() else {
                     continue;
                 };
-                if !serve_some(&s, &mut buf) {
+                if let Err(why) = serve_some(&s, &mut buf) {
                     // This reference goes first: the end thread's must be
                     // the last, for `destroy` to run there, not here.
                     drop(s);
-                    self.end(key);
+                    self.end(key, why);
                 }
             }
         }
@@ -190,7 +194,7 @@ impl Reader {
 
     /// Take the session's reference from this reader and end it on a
     /// thread of its own.
-    fn end(&self, key: u64) {
+    fn end(&self, key: u64, why: Option<String>) {
         let Some(s) = self.served.lock().remove(&key) else {
             return;
         };
@@ -201,7 +205,7 @@ impl Reader {
             // finish), then the owner's end.
             drop(Arc::into_inner(s));
             if let Some(f) = on_end {
-                f();
+                f(why);
             }
         })));
         let theirs = finish.clone();
@@ -267,8 +271,8 @@ mod tests {
         for _ in 0..MOUNTS {
             let (m, s) = mounted();
             let (tx, ended) = mpsc::sync_channel(1);
-            serve(s, move || {
-                let _ = tx.send(());
+            serve(s, move |why| {
+                let _ = tx.send(why);
             })
             .unwrap();
             mounts.push((m, ended));
@@ -295,9 +299,10 @@ mod tests {
         // Unmounted, each session ends and its owner hears of it.
         for (m, ended) in &mounts {
             nix::mount::umount2(m.mp.path(), nix::mount::MntFlags::empty()).unwrap();
-            ended
+            let why = ended
                 .recv_timeout(Duration::from_secs(20))
                 .expect("the end of an unmounted session is reported");
+            assert_eq!(why, None, "an unmount is a clean end");
         }
         assert_eq!(threads_named("fuse-reader"), readers, "readers are kept");
     }
@@ -336,7 +341,7 @@ mod tests {
         let mut mounts = Vec::new();
         for _ in 0..2 {
             let (m, s) = mounted();
-            one.serve(s, || {}).unwrap();
+            one.serve(s, |_| {}).unwrap();
             mounts.push(m);
         }
         let (a, b) = (&mounts[0], &mounts[1]);

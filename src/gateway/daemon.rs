@@ -598,7 +598,9 @@ impl Gateway {
         let served = {
             let engine = engine.clone();
             let user = user.to_string();
-            crate::fs::fuse_readers::serve(session, move || {
+            // A device error is logged by the reader; the home ends as
+            // if unmounted (the hook mounts it again when asked).
+            crate::fs::fuse_readers::serve(session, move |_| {
                 if let Err(e) = engine.close() {
                     tracing::error!(user, "closing the home failed: {e}");
                 }
