@@ -63,7 +63,7 @@ pub fn run(engine: &Engine, cmd: MountCommand, progress: &dyn Fn(usize)) -> Resu
             if let Err(e) = fs.cache().drop_dead_clean() {
                 tracing::warn!("dropping cached copies of deleted blocks failed: {e}");
             }
-            let counts = fs.counts_now().map_err(|e| e.to_string())?;
+            let counts = fs.counts().map_err(|e| e.to_string())?;
             Ok(json!({
                 "uuid": engine.params.uuid,
                 "pid": std::process::id(),

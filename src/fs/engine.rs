@@ -571,7 +571,7 @@ impl Engine {
         self.fs.shipper().shipped_gen()
     }
 
-    /// Files and bytes (at most a few seconds old).
+    /// Files and bytes, as of now.
     pub fn usage(&self) -> Result<crate::meta::Counts> {
         self.fs
             .counts()

@@ -173,7 +173,6 @@ pub struct Fs {
     open: Mutex<HashMap<u64, u32>>,
     /// Last read end per inode, to spot sequential readers for prefetch.
     last_read: Mutex<HashMap<u64, ReadAhead>>,
-    counts: Mutex<Option<(Instant, meta::Counts)>>,
     prefetch_blocks: u64,
     quota: RwLock<quota::Quota>,
     /// The store account's quota, refreshed now and then by the engine.
@@ -232,7 +231,6 @@ impl Fs {
             durability,
             open: Mutex::new(HashMap::new()),
             last_read: Mutex::new(HashMap::new()),
-            counts: Mutex::new(None),
             prefetch_blocks: ((64u64 << 20) / bs).clamp(2, 16),
             quota: RwLock::new(quota::Quota::default()),
             account: Mutex::new(None),
@@ -969,20 +967,10 @@ impl Fs {
         })
     }
 
+    /// Files, bytes, blocks and objects, as of now (kept totals: a few
+    /// rows read).
     pub fn counts(&self) -> Result<meta::Counts> {
-        if let Some((t, v)) = &*self.counts.lock() {
-            if t.elapsed() < Duration::from_secs(2) {
-                return Ok(v.clone());
-            }
-        }
-        self.counts_now()
-    }
-
-    /// Figures as of now (`stat`), not the few seconds old ones statfs uses.
-    pub fn counts_now(&self) -> Result<meta::Counts> {
-        let v = self.meta.counts()?;
-        *self.counts.lock() = Some((Instant::now(), v.clone()));
-        Ok(v)
+        Ok(self.meta.counts()?)
     }
 
     fn check_xattr_name(name: &[u8]) -> Result<()> {
