@@ -545,5 +545,7 @@ fn follows(run: &[BlockRef], b: &BlockRef) -> bool {
 }
 
 /// The most one prefetch request asks for: one object as uploads make
-/// them (16 MiB), so a sequential reader keeps a few streams going.
-const RUN_MAX: u64 = 16 << 20;
+/// them (16 MiB of blocks, and each record's header and tag on top: at
+/// 16 MiB even, a full object always took two requests), so a sequential
+/// reader keeps a few streams going.
+const RUN_MAX: u64 = 17 << 20;

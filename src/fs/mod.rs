@@ -765,9 +765,31 @@ impl Fs {
             (first, want)
         };
         let mut refs = Vec::new();
+        let mut at_upto = false;
         for idx in first..=upto {
             if let Ok(Some(b)) = self.meta.block_at(ino, idx) {
                 refs.push(b);
+                at_upto = idx == upto;
+            }
+        }
+        // A batch ending inside an object takes the rest of that object
+        // too (at most half a window more): the next batch then starts at
+        // an object's first block, and each object of a file written in
+        // one go comes down in one GET instead of two.
+        let mut ext = upto;
+        while at_upto && ext < last && ext - upto < self.prefetch_blocks / 2 {
+            let prev = &refs[refs.len() - 1];
+            match self.meta.block_at(ino, ext + 1) {
+                Ok(Some(b)) if b.object == prev.object && b.offset == prev.offset + prev.length => {
+                    refs.push(b);
+                    ext += 1;
+                }
+                _ => break,
+            }
+        }
+        if ext > upto {
+            if let Some(ra) = self.last_read.lock().get_mut(&ino) {
+                ra.ahead = ra.ahead.max(ext);
             }
         }
         if !refs.is_empty() {
@@ -1137,5 +1159,58 @@ mod tests {
         drop(w);
         assert_eq!(fs.read_now(a.ino, 0, 10, |d| d.len()), Some(10));
         assert!(fs.read_now(meta::ROOT_INO, 0, 10, |d| d.len()).is_none());
+    }
+
+    /// A file's blocks are uploaded in objects of several blocks; read
+    /// back in order, each object comes down in one request (the
+    /// prefetch's batches end at object boundaries), plus the first read,
+    /// made before the reader is known to be sequential.
+    #[test]
+    fn a_sequential_reader_fetches_each_object_in_one_request() {
+        use crate::store::fault::{FaultConfig, FaultStore};
+        use std::sync::atomic::Ordering;
+        const BS: u64 = 4 << 20;
+        let mut faults = None;
+        let t = TestEngine::with(BS as u32, |s| {
+            let f = Arc::new(FaultStore::new(s, FaultConfig::default()));
+            faults = Some(f.clone());
+            f
+        });
+        let faults = faults.unwrap();
+        let fs = t.fs();
+        let me = Caller { uid: 0, gid: 0 };
+        let a = fs.create(me, meta::ROOT_INO, b"f", 0o644, 0).unwrap();
+        let blocks = 26u64;
+        let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+        for mb in 0..blocks * 4 {
+            let mut c = chunk.clone();
+            c[..8].copy_from_slice(&mb.to_le_bytes()); // no two blocks alike
+            fs.write(a.ino, mb << 20, &c).unwrap();
+        }
+        fs.release(a.ino).unwrap();
+        t.engine.flush(&|_| {}).unwrap();
+        fs.cache().drop_clean();
+        let objects: std::collections::HashSet<i64> = (0..blocks)
+            .map(|i| fs.meta().block_at(a.ino, i).unwrap().unwrap().object)
+            .collect();
+        assert!(
+            objects.len() >= 6,
+            "{} objects: want several",
+            objects.len()
+        );
+        let before = faults.range_gets.load(Ordering::Relaxed);
+        for mb in 0..blocks * 4 {
+            let n = fs.read_with(a.ino, mb << 20, 1 << 20, |d| {
+                assert_eq!(&d[..8], &mb.to_le_bytes());
+                d.len()
+            });
+            assert_eq!(n.unwrap(), 1 << 20);
+        }
+        let gets = faults.range_gets.load(Ordering::Relaxed) - before;
+        assert!(
+            gets <= objects.len() as u64 + 1,
+            "{gets} requests for {} objects",
+            objects.len()
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::fs::engine::{mkfs, Engine, MkfsOptions, OpenOptions};
 use crate::fs::{Durability, Fs};
+use crate::store::DynStore;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,13 +14,20 @@ pub struct TestEngine {
 
 impl TestEngine {
     pub fn new() -> TestEngine {
+        Self::with(64 << 10, |s| s)
+    }
+
+    /// Blocks of `block_size`, over a local store as `wrap` returns it
+    /// (a fault-injecting or counting store around it).
+    pub fn with(block_size: u32, wrap: impl FnOnce(DynStore) -> DynStore) -> TestEngine {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            crate::store::open(&format!("local://{}", dir.path().join("s").display())).unwrap();
+        let store = wrap(
+            crate::store::open(&format!("local://{}", dir.path().join("s").display())).unwrap(),
+        );
         mkfs(
             &store,
             &MkfsOptions {
-                block_size: 64 << 10,
+                block_size,
                 compression: crate::data::Compression::None,
                 passphrase: None,
                 force: false,
