@@ -539,9 +539,7 @@ fn follows(run: &[BlockRef], b: &BlockRef) -> bool {
     let (Some(first), Some(last)) = (run.first(), run.last()) else {
         return false;
     };
-    last.object == b.object
-        && last.offset + last.length == b.offset
-        && b.offset + b.length - first.offset <= RUN_MAX
+    b.stored_right_after(last) && b.offset + b.length - first.offset <= RUN_MAX
 }
 
 /// The most one prefetch request asks for: one object as uploads make

@@ -780,7 +780,7 @@ impl Fs {
         while at_upto && ext < last && ext - upto < self.prefetch_blocks / 2 {
             let prev = &refs[refs.len() - 1];
             match self.meta.block_at(ino, ext + 1) {
-                Ok(Some(b)) if b.object == prev.object && b.offset == prev.offset + prev.length => {
+                Ok(Some(b)) if b.stored_right_after(prev) => {
                     refs.push(b);
                     ext += 1;
                 }

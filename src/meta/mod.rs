@@ -115,6 +115,14 @@ pub struct BlockRef {
     pub plain_len: u64,
 }
 
+impl BlockRef {
+    /// Stored right after `prev` in the same object: one ranged read
+    /// fetches both.
+    pub fn stored_right_after(&self, prev: &BlockRef) -> bool {
+        self.object == prev.object && self.offset == prev.offset + prev.length
+    }
+}
+
 /// What changed when a name was removed or replaced.
 #[derive(Debug, Clone, Copy)]
 pub struct Unlinked {
