@@ -690,9 +690,8 @@ impl fuser::Filesystem for FuseFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        // On the pool: it reads the mount's database (kept totals, a few
-        // rows), which a reader thread never waits for.
-        self.serve(true, move |fs| match fs.statfs() {
+        // A few rows (kept totals): answered like getattr.
+        self.serve(false, move |fs| match fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
             ),

@@ -341,7 +341,7 @@ impl Meta {
         conn.set_prepared_statement_cache_capacity(256);
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(usage::SCHEMA)?;
-        conn.execute_batch(tally::SCHEMA)?;
+        tally::install(&conn)?;
         conn.execute_batch(snapshots::SCHEMA)?;
         let group = Group::new(conn);
         group.lock().wal_watch = Some(watch);

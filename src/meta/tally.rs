@@ -11,20 +11,12 @@
 use super::{Counts, Meta, Result, Usage};
 use rusqlite::Connection;
 
-/// Created with the other tables. The seed runs once, when the table is
-/// new (a filesystem made before the tally existed).
-pub(super) const SCHEMA: &str = "
+/// Created with the other tables (see [`install`]).
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tally(id INTEGER PRIMARY KEY CHECK (id = 1),
     blocks INTEGER NOT NULL, unique_bytes INTEGER NOT NULL,
     referenced_bytes INTEGER NOT NULL, stored_bytes INTEGER NOT NULL,
     objects INTEGER NOT NULL, object_bytes INTEGER NOT NULL);
-INSERT OR IGNORE INTO tally(id, blocks, unique_bytes, referenced_bytes, stored_bytes, objects, object_bytes)
-    SELECT 1, b.n, b.plain, b.refd, b.stored, o.n, o.size
-    FROM (SELECT count(*) AS n, coalesce(sum(plain_len), 0) AS plain,
-                 coalesce(sum(plain_len * refcount), 0) AS refd,
-                 coalesce(sum(length), 0) AS stored FROM blocks) AS b,
-         (SELECT count(*) AS n, coalesce(sum(size), 0) AS size FROM objects) AS o
-    WHERE NOT EXISTS (SELECT 1 FROM tally WHERE id = 1);
 CREATE TRIGGER IF NOT EXISTS tally_block_insert AFTER INSERT ON blocks BEGIN
     UPDATE tally SET blocks = blocks + 1, unique_bytes = unique_bytes + new.plain_len,
         referenced_bytes = referenced_bytes + new.plain_len * new.refcount,
@@ -102,8 +94,8 @@ impl Tally {
 
     fn store(&self, c: &Connection) -> rusqlite::Result<()> {
         c.execute(
-            "UPDATE tally SET blocks=?1, unique_bytes=?2, referenced_bytes=?3, stored_bytes=?4,
-                 objects=?5, object_bytes=?6 WHERE id = 1",
+            "INSERT OR REPLACE INTO tally(id, blocks, unique_bytes, referenced_bytes, stored_bytes,
+                 objects, object_bytes) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
             rusqlite::params![
                 self.blocks,
                 self.unique_bytes,
@@ -131,6 +123,21 @@ impl Tally {
     }
 }
 
+/// The table and its triggers; on a database from before the tally, the
+/// totals counted once.
+pub(super) fn install(c: &Connection) -> rusqlite::Result<()> {
+    c.execute_batch(SCHEMA)?;
+    let kept: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM tally WHERE id = 1)",
+        [],
+        |r| r.get(0),
+    )?;
+    if !kept {
+        Tally::counted(c)?.store(c)?;
+    }
+    Ok(())
+}
+
 impl Meta {
     /// Files, bytes, blocks and objects: two rows read, however large the
     /// filesystem.
@@ -139,8 +146,9 @@ impl Meta {
         Ok(Tally::kept(&c)?.counts(super::usage::kept(&c)?))
     }
 
-    /// The same figures counted from scratch (tests, fsck).
-    pub fn counts_recount(&self) -> Result<Counts> {
+    /// The same figures counted from scratch (fsck uses [`correct`]).
+    #[cfg(test)]
+    pub(crate) fn counts_recount(&self) -> Result<Counts> {
         let c = self.lock();
         Ok(Tally::counted(&c)?.counts(super::usage::counted(&c)?))
     }

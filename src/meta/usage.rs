@@ -52,8 +52,9 @@ impl Meta {
         Ok(kept(&self.lock())?)
     }
 
-    /// The same figures counted from scratch (tests, fsck).
-    pub fn usage_recount(&self) -> Result<Usage> {
+    /// The same figures counted from scratch (fsck uses [`correct`]).
+    #[cfg(test)]
+    pub(crate) fn usage_recount(&self) -> Result<Usage> {
         Ok(counted(&self.lock())?)
     }
 }
