@@ -59,7 +59,7 @@ pub struct SetupArgs {
     /// [default: /var/cache/swiftgate]
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// [default: 20G]
+    /// [default: 20G, or 3/4 of what the cache disk can give it when less]
     #[arg(long)]
     pub cache_size: Option<String>,
     /// The smb.conf the gateway's block is merged into (other shares kept).
@@ -117,6 +117,71 @@ impl SetupArgs {
     }
     fn cache_size(&self) -> &str {
         self.cache_size.as_deref().unwrap_or(DEFAULT_CACHE_SIZE)
+    }
+}
+
+/// The cache size when none is given: the size an earlier setup wrote
+/// (a second run must not resize the cache with the disk's free space),
+/// else 20G, or three quarters of what the cache's disk can give it
+/// (free space plus what the cache already holds) when that is less, in
+/// whole GiB and at least 1G. Returns the size and, when it was fitted
+/// below the default, why (for the operator).
+pub(super) fn fitted_cache_size(a: &SetupArgs) -> (String, Option<String>) {
+    if let Some(s) = written_cache_size(&a.config, &a.cache_dir()) {
+        return (s, None);
+    }
+    let dir = a.cache_dir();
+    let Some(on) = dir.ancestors().find(|p| p.exists()) else {
+        return (DEFAULT_CACHE_SIZE.into(), None);
+    };
+    let Ok(st) = nix::sys::statvfs::statvfs(on) else {
+        return (DEFAULT_CACHE_SIZE.into(), None);
+    };
+    let free = st.blocks_available() * st.fragment_size();
+    let used = if dir.exists() {
+        crate::gateway::doctor::disk_usage(&dir)
+    } else {
+        0
+    };
+    fit_cache(free, used)
+}
+
+fn fit_cache(free: u64, used: u64) -> (String, Option<String>) {
+    let default = crate::gateway::config::parse_size(DEFAULT_CACHE_SIZE).unwrap_or(20 << 30);
+    let room = free.saturating_add(used) / 4 * 3;
+    if room >= default {
+        return (DEFAULT_CACHE_SIZE.into(), None);
+    }
+    let gib = (room >> 30).max(1);
+    let why = format!(
+        "the cache gets {gib}G, three quarters of the {} its disk can give it ({} free{}); --cache-size sets another size",
+        super::human(free.saturating_add(used)),
+        super::human(free),
+        if used > 0 {
+            format!(", {} already cached", super::human(used))
+        } else {
+            String::new()
+        }
+    );
+    (format!("{gib}G"), Some(why))
+}
+
+/// `[cache] size` of a config an earlier setup wrote for the same cache
+/// directory, as written.
+fn written_cache_size(config: &Path, dir: &Path) -> Option<String> {
+    let old = std::fs::read_to_string(config).ok()?;
+    if !old.starts_with(HEADER) {
+        return None;
+    }
+    let v: toml::Value = toml::from_str(&old).ok()?;
+    let cache = v.get("cache")?;
+    if cache.get("dir")?.as_str().map(Path::new) != Some(dir) {
+        return None;
+    }
+    match cache.get("size")? {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
@@ -271,6 +336,13 @@ pub fn run(mut a: SetupArgs) -> Result<i32> {
     if !super::setup_prompt::ask_missing(&mut a)? {
         eprintln!("setup: aborted, nothing was written");
         return Ok(1);
+    }
+    if a.cache_size.is_none() {
+        let (size, why) = fitted_cache_size(&a);
+        if let Some(why) = why {
+            println!("setup: {why}");
+        }
+        a.cache_size = Some(size);
     }
     let plan = check(&a).map_err(|e| anyhow::anyhow!("{e:#} (nothing was written)"))?;
     let mut undo = super::undo::Undo::default();
@@ -660,6 +732,50 @@ mod tests {
             super::super::supervise::pidfile_for(&cfg),
             Path::new("/run/x/supervisor.pid")
         );
+    }
+
+    #[test]
+    fn the_default_cache_fits_a_small_disk_and_a_second_setup_keeps_the_written_size() {
+        const G: u64 = 1 << 30;
+        assert_eq!(fit_cache(100 * G, 0), ("20G".to_string(), None));
+        assert_eq!(fit_cache(27 * G, 0).0, "20G");
+        let (size, why) = fit_cache(10 * G + (G / 10), 0);
+        assert_eq!(size, "7G");
+        let why = why.unwrap();
+        assert!(why.contains("7G") && why.contains("--cache-size"), "{why}");
+        // What the cache holds is room it can keep.
+        assert_eq!(fit_cache(4 * G, 4 * G).0, "6G");
+        assert!(fit_cache(4 * G, 4 * G)
+            .1
+            .unwrap()
+            .contains("already cached"));
+        // A nearly full disk still gets 1G; setup's disk check refuses it.
+        assert_eq!(fit_cache(G / 2, 0).0, "1G");
+
+        let d = tempfile::tempdir().unwrap();
+        let cache = d.path().join("cache");
+        let cfg = d.path().join("g.toml");
+        let mut a = args(&[
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ]);
+        a.cache_size = Some("3G".into());
+        std::fs::write(&cfg, config_text(&a, None, &[]).unwrap()).unwrap();
+        a.cache_size = None;
+        assert_eq!(fitted_cache_size(&a), ("3G".to_string(), None));
+        // Another cache directory, or a config setup did not write: fitted.
+        let mut b = args(&[
+            "--cache-dir",
+            "/elsewhere",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]);
+        b.cache_size = None;
+        assert_eq!(written_cache_size(&b.config, &b.cache_dir()), None);
+        std::fs::write(&cfg, "[cache]\nsize = \"3G\"\n").unwrap();
+        assert_eq!(written_cache_size(&a.config, &a.cache_dir()), None);
     }
 
     #[test]

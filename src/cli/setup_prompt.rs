@@ -2,7 +2,7 @@
 //! and the answers become the flags they stand for (the checks and the
 //! writes are setup's own, unchanged). Off a terminal nothing is asked.
 
-use super::setup::{read_openrc, SetupArgs, DEFAULT_CACHE_DIR, DEFAULT_CACHE_SIZE};
+use super::setup::{read_openrc, SetupArgs, DEFAULT_CACHE_DIR};
 use crate::store::swift::Secret;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,11 @@ pub(super) trait Ask {
     /// One answer, not echoed.
     fn hidden(&mut self, prompt: &str) -> Result<Option<Secret>>;
     fn say(&mut self, text: &str);
+    /// The cache size offered, and why when it is below the default
+    /// (the cache disk's free space; a test fixes it).
+    fn cache_fit(&self, a: &SetupArgs) -> (String, Option<String>) {
+        super::setup::fitted_cache_size(a)
+    }
 }
 
 struct Terminal;
@@ -160,17 +165,20 @@ pub(super) fn ask(a: &mut SetupArgs, io: &mut dyn Ask) -> Result<bool> {
         a.cache_dir = Some(d);
     }
     if a.cache_size.is_none() {
-        let Some(s) =
-            until(
-                io,
-                "Cache size",
-                DEFAULT_CACHE_SIZE,
-                |s| match crate::gateway::config::parse_size(s) {
-                    Ok(0) => Err("the cache needs room: give e.g. 20G".into()),
-                    Ok(_) => Ok(s.to_string()),
-                    Err(e) => Err(e),
-                },
-            )?
+        let (fit, why) = io.cache_fit(a);
+        if let Some(why) = why {
+            io.say(&format!("  {why}"));
+        }
+        let Some(s) = until(
+            io,
+            "Cache size",
+            &fit,
+            |s| match crate::gateway::config::parse_size(s) {
+                Ok(0) => Err("the cache needs room: give e.g. 20G".into()),
+                Ok(_) => Ok(s.to_string()),
+                Err(e) => Err(e),
+            },
+        )?
         else {
             return Ok(false);
         };
@@ -212,6 +220,7 @@ fn openrc_answer(s: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::setup::DEFAULT_CACHE_SIZE;
 
     /// Answers in order (None: EOF); what was asked and said, recorded.
     #[derive(Default)]
@@ -220,6 +229,7 @@ mod tests {
         asked: Vec<String>,
         said: Vec<String>,
         hidden: Vec<String>,
+        fit: Option<(String, Option<String>)>,
     }
 
     impl Script {
@@ -240,6 +250,11 @@ mod tests {
         }
         fn say(&mut self, text: &str) {
             self.said.push(text.to_string());
+        }
+        fn cache_fit(&self, _: &SetupArgs) -> (String, Option<String>) {
+            self.fit
+                .clone()
+                .unwrap_or((DEFAULT_CACHE_SIZE.into(), None))
         }
     }
 
@@ -316,6 +331,29 @@ mod tests {
         ] {
             assert!(said.contains(why), "{why}: {said}");
         }
+    }
+
+    #[test]
+    fn a_cache_size_fitted_to_a_small_disk_is_offered_with_its_reason() {
+        let mut a = args(&[
+            "--demo",
+            "--cache-dir",
+            "/var/cache/sg-t",
+            "--admin-user",
+            "",
+        ]);
+        let mut s = Script {
+            answers: answers(&[""]),
+            fit: Some(("7G".into(), Some("the cache gets 7G, because".into()))),
+            ..Default::default()
+        };
+        assert!(ask(&mut a, &mut s).unwrap());
+        assert_eq!(s.asked, ["Cache size [7G] "]);
+        assert!(s
+            .said
+            .iter()
+            .any(|l| l.contains("the cache gets 7G, because")));
+        assert_eq!(a.cache_size.as_deref(), Some("7G"));
     }
 
     #[test]

@@ -677,7 +677,7 @@ fn http_date(url: &str) -> Result<Option<SystemTime>, String> {
 }
 
 /// Bytes the files under `dir` take on disk (bounded walk).
-fn disk_usage(dir: &Path) -> u64 {
+pub fn disk_usage(dir: &Path) -> u64 {
     let mut total = 0;
     let mut todo = vec![dir.to_path_buf()];
     let mut seen = 0usize;
