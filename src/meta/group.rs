@@ -43,18 +43,41 @@ impl Db {
     }
 
     fn commit_first(&self) -> rusqlite::Result<()> {
+        self.commit_first_if(true).map(|_| ())
+    }
+
+    /// Commits `first`; without `wait`, false (nothing done) when its
+    /// connection is held.
+    fn commit_first_if(&self, wait: bool) -> rusqlite::Result<bool> {
+        let first = match &self.first {
+            Some(g) if wait => Some(g.db.lock()),
+            Some(g) => match g.db.try_lock() {
+                Some(c) => Some(c),
+                None => return Ok(false),
+            },
+            None => None,
+        };
         if let Some(r) = &self.reserve {
             r.release_if_low();
         }
-        match &self.first {
-            Some(g) => g.commit(),
-            None => Ok(()),
+        if let Some(mut c) = first {
+            c.commit()?;
         }
+        Ok(true)
     }
 
     pub fn commit(&mut self) -> rusqlite::Result<()> {
+        self.commit_if(true).map(|_| ())
+    }
+
+    /// As `commit`; without `wait`, false (nothing done) when `first`'s
+    /// connection is held: the committer must not wait on one database's
+    /// long operation while the others' groups stay open.
+    fn commit_if(&mut self, wait: bool) -> rusqlite::Result<bool> {
         if self.open_since.is_some() {
-            self.commit_first()?;
+            if !self.commit_first_if(wait)? {
+                return Ok(false);
+            }
             if let Err(e) = self.run("COMMIT") {
                 if self.conn.is_autocommit() {
                     Group::lost(self, "a commit failed");
@@ -63,7 +86,7 @@ impl Db {
             }
             self.open_since = None;
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -300,16 +323,21 @@ impl Committer {
                         next = next.min(BATCH_WINDOW - t.elapsed());
                     }
                     Some(_) => {
-                        if let Err(e) = c.commit() {
-                            static FAILED: crate::logevery::LogEvery =
-                                crate::logevery::LogEvery::new(Duration::from_secs(5));
-                            if let Some(n) = FAILED.hit() {
-                                tracing::error!(
-                                    times = n,
-                                    "committing a group of changes failed: {e}"
-                                );
+                        match c.commit_if(false) {
+                            Ok(true) => {}
+                            // `first` is busy: look again shortly.
+                            Ok(false) => next = next.min(Duration::from_millis(5)),
+                            Err(e) => {
+                                static FAILED: crate::logevery::LogEvery =
+                                    crate::logevery::LogEvery::new(Duration::from_secs(5));
+                                if let Some(n) = FAILED.hit() {
+                                    tracing::error!(
+                                        times = n,
+                                        "committing a group of changes failed: {e}"
+                                    );
+                                }
+                                next = next.min(BATCH_WINDOW);
                             }
-                            next = next.min(BATCH_WINDOW);
                         }
                     }
                 }
@@ -429,6 +457,50 @@ mod tests {
             assert!(
                 Instant::now() < deadline,
                 "the busy one was never committed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A group whose `first` is held (a long operation there) waits for it,
+    /// as it may not commit before it; the committer does not wait with
+    /// it, so every other database's group is committed meanwhile.
+    #[test]
+    fn a_busy_first_holds_up_only_the_group_that_depends_on_it() {
+        let (_df, _pf, first) = fresh(false);
+        let (_da, pa, a) = fresh(true);
+        a.commit_first(first.clone());
+        let others: Vec<_> = (0..5).map(|_| fresh(true)).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let held = first.clone();
+        let holder = std::thread::spawn(move || {
+            let _held = held.lock();
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        rx.recv().unwrap();
+        insert(&a, 1);
+        // The committer reaches `a` (its window passes) before the others
+        // have anything open.
+        std::thread::sleep(BATCH_WINDOW * 3);
+        for (i, (_, _, g)) in others.iter().enumerate() {
+            insert(g, i as i64);
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while others.iter().any(|(_, p, _)| count(p) == 0) {
+            assert!(
+                Instant::now() < deadline,
+                "a busy first database held up the committer"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(count(&pa), 0, "not committed before its first");
+        holder.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count(&pa) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the group was never committed after its first"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
