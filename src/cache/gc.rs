@@ -5,6 +5,7 @@
 //! once metadata that no longer needs it is stored.
 
 use super::{Cache, CacheError, Result};
+use crate::data::OBJECT_LEAD;
 use crate::meta::object_key;
 use crate::meta::packgc::MovedBlock;
 use std::sync::atomic::Ordering;
@@ -65,6 +66,9 @@ impl Cache {
                     object: object_key(obj),
                     reason: e.to_string(),
                 });
+            }
+            if buf.is_empty() {
+                buf.extend_from_slice(OBJECT_LEAD);
             }
             moved.push(MovedBlock {
                 block: id,

@@ -14,6 +14,7 @@
 //! version: odd while a write is in progress, so an uploader never commits a
 //! torn read.
 
+mod fresh;
 pub mod gc;
 mod pinned;
 pub mod pool;
@@ -192,6 +193,8 @@ struct State {
     inflight: HashMap<Hash, Vec<Waiter>>,
     /// Open clean block files (a handful, for sequential readers).
     open_files: HashMap<i64, Arc<File>>,
+    /// Blocks just fetched, for the readers waiting for them.
+    fresh: fresh::Fresh,
 }
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize, Clone)]
@@ -252,6 +255,9 @@ pub struct Cache {
     reserve: Option<Arc<crate::meta::reserve::Reserve>>,
     upload_fail_log: crate::logevery::LogEvery,
     stopped: AtomicBool,
+    /// Clean block files are written past the page cache (until the
+    /// cache's filesystem refuses it).
+    direct_io: AtomicBool,
 }
 
 impl std::fmt::Debug for Cache {
@@ -317,6 +323,7 @@ impl Cache {
             reserve,
             upload_fail_log: crate::logevery::LogEvery::new(Duration::from_secs(5)),
             stopped: AtomicBool::new(false),
+            direct_io: AtomicBool::new(true),
         });
         cache.recover()?;
         Ok(cache)

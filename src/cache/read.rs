@@ -1,6 +1,7 @@
 //! Reading: a block from its dirty copy, its clean copy, or the store
 //! (fetched into the cache; a packed block with its neighbours).
 
+use super::fresh::{self, FreshBlock};
 use super::{dirty_name, io_err, Cache, CacheError, Result};
 use crate::meta::{object_key, BlockRef};
 use std::fs::File;
@@ -17,10 +18,12 @@ pub(super) const OPEN_FILES: usize = 32;
 /// How far past a wanted packed block one read reaches (see fetch_pack_window).
 pub(super) const PACK_READ_WINDOW: u64 = 2 << 20;
 
-/// A clean block's plaintext: a cache file or (small blocks) bytes.
+/// A clean block's plaintext: a cache file, (small blocks) bytes, or a
+/// block just fetched.
 pub(super) enum CleanData {
     File(Arc<File>, PathBuf),
     Mem(Vec<u8>),
+    Fresh(Arc<FreshBlock>),
 }
 
 impl CleanData {
@@ -29,6 +32,10 @@ impl CleanData {
             CleanData::File(f, p) => read_full_at(f, buf, off).map_err(io_err(p)),
             CleanData::Mem(d) => {
                 copy_at(d, buf, off);
+                Ok(())
+            }
+            CleanData::Fresh(f) => {
+                copy_at(f.data(), buf, off);
                 Ok(())
             }
         }
@@ -116,7 +123,13 @@ impl Cache {
                 Ok(())
             }
             Some(b) => match self.open_clean(&b) {
-                Ok(c) => c.read_at(buf, off),
+                Ok(c) => {
+                    c.read_at(buf, off)?;
+                    if let CleanData::Fresh(f) = &c {
+                        self.served_fresh(b.id, f, off, buf.len());
+                    }
+                    Ok(())
+                }
                 // No room to cache it: serve this read straight from the store.
                 Err(CacheError::NoSpace) => {
                     copy_at(&self.fetch_plain(&b)?, buf, off);
@@ -145,7 +158,15 @@ impl Cache {
                 }
                 Some(b) => {
                     let path = self.dir("blocks").join(b.id.to_string());
-                    match self.clean_hit(&mut self.st.lock(), b.id, &path)? {
+                    let mut st = self.st.lock();
+                    if let Some(f) = st.fresh.get(b.id) {
+                        drop(st);
+                        copy_at(f.data(), buf, off);
+                        self.read_hits.fetch_add(1, Ordering::Relaxed);
+                        self.served_fresh(b.id, &f, off, buf.len());
+                        return Ok(true);
+                    }
+                    match self.clean_hit(&mut st, b.id, &path)? {
                         Hit::File(f) => (f, path),
                         Hit::Small | Hit::Miss => return Ok(false),
                     }
@@ -205,6 +226,10 @@ impl Cache {
         let path = self.dir("blocks").join(b.id.to_string());
         loop {
             let mut st = self.st.lock();
+            if let Some(f) = st.fresh.get(b.id) {
+                self.read_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(CleanData::Fresh(f));
+            }
             let hit = self.clean_hit(&mut st, b.id, &path)?;
             if !matches!(hit, Hit::Miss) {
                 self.read_hits.fetch_add(1, Ordering::Relaxed);
@@ -231,10 +256,13 @@ impl Cache {
             st.fetching.remove(&b.id);
             if let Ok((size, small)) = res {
                 if !self.install_clean(&mut st, b.id, size, small) {
+                    self.cv.notify_all();
+                    if let Some(f) = st.fresh.get(b.id) {
+                        return Ok(CleanData::Fresh(f));
+                    }
                     // Evicted at once: the disk has no room for it (filled
                     // from outside). Fetching again would loop for ever;
                     // the caller reads it straight from the store.
-                    self.cv.notify_all();
                     return Err(CacheError::NoSpace);
                 }
             }
@@ -374,7 +402,17 @@ impl Cache {
             return Ok((plain.len() as u64, true));
         }
         let tmp = self.tmp_path();
-        if let Err(e) = fs::write(&tmp, plain) {
+        let kept = FreshBlock::new(plain).map(Arc::new);
+        let written = match &kept {
+            Some(f) => {
+                // Readers waiting for it take it now, not after the write.
+                self.st.lock().fresh.insert(b.id, f.clone());
+                self.cv.notify_all();
+                fresh::write_file(&tmp, f, &self.direct_io)
+            }
+            None => fs::write(&tmp, plain),
+        };
+        if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             if e.raw_os_error() == Some(libc::ENOSPC) {
                 self.st.lock().disk_checked = None;
@@ -384,6 +422,25 @@ impl Cache {
         }
         fs::rename(&tmp, path).map_err(io_err(path))?;
         Ok((plain.len() as u64, false))
+    }
+
+    /// Count `n` bytes read at `off` of fresh block `f`; one that has been
+    /// read to its length is dropped (the cache file has it).
+    fn served_fresh(&self, id: i64, f: &Arc<FreshBlock>, off: u64, n: usize) {
+        let n = n.min(f.data().len().saturating_sub(off as usize));
+        if f.note_served(n) {
+            self.st.lock().fresh.remove(id, f);
+        }
+    }
+
+    /// Let go of fresh blocks no reader finished in time.
+    pub fn sweep_fresh(&self) {
+        self.st.lock().fresh.sweep(std::time::Instant::now());
+    }
+
+    /// Fresh blocks held (for tests and stats).
+    pub fn fresh_blocks(&self) -> usize {
+        self.st.lock().fresh.len()
     }
 
     /// Warm the cache with blocks a sequential reader will want next.

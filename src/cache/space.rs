@@ -226,6 +226,7 @@ impl Cache {
         let _ = self.small.clear_clean();
         st.clean.clear();
         st.open_files.clear();
+        st.fresh.clear();
         st.lru.clear();
         st.clean_bytes = 0;
     }

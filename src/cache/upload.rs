@@ -4,7 +4,7 @@
 use super::pool::Take;
 use super::space::is_disk_full;
 use super::{dirty_name, io_err, Cache, CacheError, Dirty, Job, Pack, PendingRec, Result, State};
-use crate::data::{sha256, Hash};
+use crate::data::{sha256, Hash, OBJECT_LEAD};
 use crate::meta::blockmap::{NewRecord, Recorded, Upload, UploadedBlock};
 use crate::meta::object_key;
 use crate::store::ObjectStore;
@@ -321,7 +321,8 @@ impl Cache {
                 .map(|d| d.bytes as usize + 64)
                 .sum()
         };
-        let mut object = lend(&OBJECT_BUF, size);
+        let mut object = lend(&OBJECT_BUF, size + OBJECT_LEAD.len());
+        object.extend_from_slice(OBJECT_LEAD);
         let mut data = lend(&BLOCK_BUF, 0);
         let mut spans: HashMap<Hash, (u64, u64)> = HashMap::new();
         for &(key, inc, ver) in blocks {
@@ -378,7 +379,7 @@ impl Cache {
                 }),
             ));
         }
-        if object.is_empty() {
+        if object.len() == OBJECT_LEAD.len() {
             return if items.is_empty() {
                 Ok(())
             } else {
@@ -455,6 +456,9 @@ impl Cache {
         let span = if st.pack.hashes.contains(&hash) {
             None
         } else {
+            if st.pack.buf.is_empty() {
+                st.pack.buf.extend_from_slice(OBJECT_LEAD);
+            }
             let off = st.pack.buf.len() as u64;
             st.pack.buf.extend_from_slice(rec);
             st.pack.hashes.insert(hash);

@@ -288,6 +288,7 @@ impl super::ticker::Step for Engine {
                 }
             }
         }
+        self.fs.cache().sweep_fresh();
         if b.last_sweep.elapsed() >= SWEEP_INTERVAL {
             b.last_sweep = Instant::now();
             if let Err(e) = self.fs.cache().drop_dead_clean() {

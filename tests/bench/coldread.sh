@@ -8,7 +8,11 @@
 # socket floor). `cp -r` out of each mount, as Samba reads a file: one
 # sequential reader. Release build.
 #
-#   bash tests/bench/coldread.sh [--bin PATH] [--rounds 3] [--state DIR]
+#   bash tests/bench/coldread.sh [--bin PATH] [--before PATH] [--rounds 3] [--state DIR]
+#
+# --before PATH (repeatable) adds a row for another swiftgate binary (an
+# earlier build, named by its file name), reading a filesystem it wrote
+# itself (the object layout may differ), for a before/after in one run.
 #
 # Prints MiB/s and the CPU seconds per GiB of each client process (the
 # swiftgate mount / the rclone mount from /proc, before it is unmounted;
@@ -18,11 +22,13 @@ cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "run as root"; exit 1; }
 
 BIN=
+BEFORE=()
 ROUNDS=3
 STATE=${SWIFTGATE_SWIFT_STATE:-/var/tmp/swiftgate-swift-fixture}
 while [ $# -gt 0 ]; do
     case "$1" in
         --bin) BIN=$(realpath "$2"); shift 2 ;;
+        --before) BEFORE+=("$(realpath "$2")"); shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
         --state) STATE=$2; shift 2 ;;
         *) echo "unknown option $1"; exit 2 ;;
@@ -40,13 +46,14 @@ bash tests/swift/start "$STATE" >/dev/null
 . "$STATE/env.keystone"
 SWIFT=(env -u PYTHONPATH -u PYTHONHOME /usr/bin/swift)
 
+SGBINS=("$BIN" "${BEFORE[@]}")
 WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/swiftgate-coldread.XXXXXX")
 MP=$WORK/mp
 TAG=coldread$$
 cleanup() {
-    "$BIN" umount "$MP" >/dev/null 2>&1 || true
+    for b in "$BIN" "${BEFORE[@]}"; do "$b" umount "$MP" >/dev/null 2>&1 || true; done
     fusermount3 -u "$MP" 2>/dev/null || umount -l "$MP" 2>/dev/null || true
-    "${SWIFT[@]}" delete "$TAG-sg" >/dev/null 2>&1 || true
+    for i in "${!SGBINS[@]}"; do "${SWIFT[@]}" delete "$TAG-sg$i" >/dev/null 2>&1 || true; done
     "${SWIFT[@]}" delete "$TAG-rc" >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -57,17 +64,19 @@ mkdir -p "$MP" "$WORK/src"
 export RCLONE_CONFIG=$WORK/rclone.conf RCLONE_CONFIG_SGBENCH_TYPE=swift RCLONE_CONFIG_SGBENCH_ENV_AUTH=true
 head -c 32 /dev/urandom | base64 > "$WORK/pass"
 chmod 0600 "$WORK/pass"
-echo "preparing 1 GiB and uploading it twice (swiftgate, rclone)..."
+echo "preparing 1 GiB and uploading it (each swiftgate binary, rclone)..."
 for i in 1 2 3 4; do head -c 256M /dev/urandom > "$WORK/src/f$i"; done
-"$BIN" mkfs "swift://$TAG-sg" --passphrase-file "$WORK/pass" >/dev/null
-sg_mount() {
-    "$BIN" mount "swift://$TAG-sg" "$MP" --cache-dir "$WORK/cache" --passphrase-file "$WORK/pass" \
+sg_mount() { # BINARY INDEX
+    "$1" mount "swift://$TAG-sg$2" "$MP" --cache-dir "$WORK/cache" --passphrase-file "$WORK/pass" \
         --cache-size 8G --dirty-limit 4G
 }
-sg_mount
-cp -r "$WORK/src/." "$MP/"
-"$BIN" umount "$MP" >/dev/null
-rm -rf "$WORK/cache"
+for i in "${!SGBINS[@]}"; do
+    "${SGBINS[$i]}" mkfs "swift://$TAG-sg$i" --passphrase-file "$WORK/pass" >/dev/null
+    sg_mount "${SGBINS[$i]}" "$i"
+    cp -r "$WORK/src/." "$MP/"
+    "${SGBINS[$i]}" umount "$MP" >/dev/null
+    rm -rf "$WORK/cache"
+done
 rclone copy "$WORK/src" "sgbench:$TAG-rc"
 SURL=$("${SWIFT[@]}" stat -v | awk '/StorageURL:/ { print $2 }')
 TOKEN=$("${SWIFT[@]}" stat -v | awk '/Auth Token:/ { print $3 }')
@@ -116,12 +125,28 @@ timed() { # ROUND NAME COMMAND...: time(1)'s user+sys
     row "$1" "$2" "$t0" "$t1" "$(echo "${o% *} + ${o#* }" | bc -l)"
 }
 
+sg_pid() { "$1" stat --json "$MP" | awk -F'[:,]' '/^  "pid":/ { gsub(/ /, "", $2); print $2 }'; }
+# sg_round ROUND NAME BINARY INDEX: a cold read through a fresh mount, and the
+# mount's peak RSS (what it holds in memory for the read).
+sg_round() {
+    local pid
+    sg_mount "$3" "$4"
+    pid=$(sg_pid "$3")
+    copy_out "$1" "$2" "$pid"
+    HWM[$2]="${HWM[$2]:-} $(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$pid/status")"
+    "$3" umount "$MP" >/dev/null
+    rm -rf "$WORK/cache"
+}
+declare -A HWM
+SG_ROWS=("swiftgate mount")
+for b in "${BEFORE[@]}"; do SG_ROWS+=("swiftgate ($(basename "$b"))"); done
+
 printf '%-6s %-28s %8s %10s\n' round "cold read of 1 GiB" "MiB/s" "CPU-s/GiB"
 for r in $(seq "$ROUNDS"); do
-    sg_mount
-    copy_out "$r" "swiftgate mount" "$("$BIN" stat --json "$MP" | awk -F'[:,]' '/^  "pid":/ { gsub(/ /, "", $2); print $2 }')"
-    "$BIN" umount "$MP" >/dev/null
-    rm -rf "$WORK/cache"
+    sg_round "$r" "swiftgate mount" "$BIN" 0
+    for i in "${!BEFORE[@]}"; do
+        sg_round "$r" "swiftgate ($(basename "${BEFORE[$i]}"))" "${BEFORE[$i]}" $((i + 1))
+    done
     for mode in off full; do
         rc_mount "$mode"
         copy_out "$r" "rclone mount (vfs $mode)" "$(rc_pid)"
@@ -136,6 +161,11 @@ for r in $(seq "$ROUNDS"); do
 done
 echo
 echo "per round (MiB/s; CPU-s/GiB):"
-for k in "swiftgate mount" "rclone mount (vfs off)" "rclone mount (vfs full)" "rclone copy (no FUSE)" "curl, a stream per file"; do
+for k in "${SG_ROWS[@]}" "rclone mount (vfs off)" "rclone mount (vfs full)" "rclone copy (no FUSE)" "curl, a stream per file"; do
     printf '  %-28s %-22s %s\n' "$k" "${RATE[$k]}" "${CPU[$k]}"
+done
+echo
+echo "peak RSS of the mount (MiB, per round):"
+for k in "${SG_ROWS[@]}"; do
+    printf '  %-28s %s\n' "$k" "${HWM[$k]}"
 done
