@@ -284,9 +284,13 @@ fn a_record_claiming_gigabytes_reads_as_eio() {
     let objs = t.obj_keys("data/");
     assert_eq!(objs.len(), 1);
     let mut d = t.obj_get(&objs[0]);
-    // The first record's plain_len (after "SGR", version, flags).
-    assert_eq!(&d[..3], b"SGR");
-    d[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
+    // The first record follows the object's lead; its plain_len comes
+    // after "SGR", version, flags.
+    let lead = swiftgate::data::OBJECT_LEAD;
+    assert_eq!(&d[..lead.len()], lead);
+    let r = lead.len();
+    assert_eq!(&d[r..r + 3], b"SGR");
+    d[r + 5..r + 9].copy_from_slice(&u32::MAX.to_le_bytes());
     t.obj_put(&objs[0], &d);
     fs::remove_dir_all(&t.cache).unwrap();
     t.mount(&[]);

@@ -254,21 +254,28 @@ impl Cache {
             let res = self.fetch(b, &path);
             let mut st = self.st.lock();
             st.fetching.remove(&b.id);
-            if let Ok((size, small)) = res {
-                if !self.install_clean(&mut st, b.id, size, small) {
-                    self.cv.notify_all();
-                    if let Some(f) = st.fresh.get(b.id) {
-                        return Ok(CleanData::Fresh(f));
-                    }
-                    // Evicted at once: the disk has no room for it (filled
-                    // from outside). Fetching again would loop for ever;
-                    // the caller reads it straight from the store.
-                    return Err(CacheError::NoSpace);
-                }
-            }
+            let kept = match &res {
+                Ok((size, small)) => self.install_clean(&mut st, b.id, *size, *small),
+                Err(_) => false,
+            };
             self.cv.notify_all();
+            if kept {
+                continue;
+            }
+            // Not kept on the cache disk (no room, or writing failed): the
+            // copy in memory, if any, still serves this read.
+            if let Some(f) = st.fresh.get(b.id) {
+                if let Err(e) = &res {
+                    tracing::debug!("block {} not cached: {e}", b.id);
+                }
+                return Ok(CleanData::Fresh(f));
+            }
             drop(st);
             res?;
+            // Evicted at once: the disk has no room for it (filled from
+            // outside). Fetching again would loop for ever; the caller
+            // reads it straight from the store.
+            return Err(CacheError::NoSpace);
         }
     }
 
