@@ -20,7 +20,7 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
     #[command(flatten)]
     pub swift: super::SwiftArgs,
-    #[arg(long, default_value = "/var/cache/swiftgate")]
+    #[arg(long, default_value = crate::gateway::config::DEFAULT_CACHE_DIR)]
     pub cache_dir: PathBuf,
     /// Local cache size limit.
     #[arg(long, default_value = "10G", value_parser = parse_size)]
@@ -429,7 +429,7 @@ pub fn demo(store_dir: &Path, mp: &Path) -> Result<i32> {
         store: url.clone(),
         mountpoint: mp.to_path_buf(),
         swift: Default::default(),
-        cache_dir: PathBuf::from("/var/cache/swiftgate"),
+        cache_dir: PathBuf::from(crate::gateway::config::DEFAULT_CACHE_DIR),
         cache_size: 10 << 30,
         dirty_limit: None,
         upload_workers: 8,

@@ -106,8 +106,13 @@ pub struct SetupArgs {
     pub keystone_password: Option<crate::store::swift::Secret>,
 }
 
-pub(super) const DEFAULT_CACHE_DIR: &str = "/var/cache/swiftgate";
-pub(super) const DEFAULT_CACHE_SIZE: &str = "20G";
+pub(super) use crate::gateway::config::DEFAULT_CACHE_DIR;
+use crate::gateway::config::DEFAULT_CACHE_SIZE;
+
+/// The default cache size as the config file writes it.
+pub(super) fn default_cache_size() -> String {
+    format!("{}G", DEFAULT_CACHE_SIZE >> 30)
+}
 
 impl SetupArgs {
     fn cache_dir(&self) -> PathBuf {
@@ -115,8 +120,8 @@ impl SetupArgs {
             .clone()
             .unwrap_or_else(|| DEFAULT_CACHE_DIR.into())
     }
-    fn cache_size(&self) -> &str {
-        self.cache_size.as_deref().unwrap_or(DEFAULT_CACHE_SIZE)
+    fn cache_size(&self) -> String {
+        self.cache_size.clone().unwrap_or_else(default_cache_size)
     }
 }
 
@@ -132,10 +137,10 @@ pub(super) fn fitted_cache_size(a: &SetupArgs) -> (String, Option<String>) {
     }
     let dir = a.cache_dir();
     let Some(on) = dir.ancestors().find(|p| p.exists()) else {
-        return (DEFAULT_CACHE_SIZE.into(), None);
+        return (default_cache_size(), None);
     };
     let Ok(st) = nix::sys::statvfs::statvfs(on) else {
-        return (DEFAULT_CACHE_SIZE.into(), None);
+        return (default_cache_size(), None);
     };
     let free = st.blocks_available() * st.fragment_size();
     let used = if dir.exists() {
@@ -147,10 +152,9 @@ pub(super) fn fitted_cache_size(a: &SetupArgs) -> (String, Option<String>) {
 }
 
 fn fit_cache(free: u64, used: u64) -> (String, Option<String>) {
-    let default = crate::gateway::config::parse_size(DEFAULT_CACHE_SIZE).unwrap_or(20 << 30);
     let room = free.saturating_add(used) / 4 * 3;
-    if room >= default {
-        return (DEFAULT_CACHE_SIZE.into(), None);
+    if room >= DEFAULT_CACHE_SIZE {
+        return (default_cache_size(), None);
     }
     let gib = (room >> 30).max(1);
     let why = format!(
@@ -286,7 +290,7 @@ fn config_text(
         t,
         "[cache]\ndir = {}\nsize = {}\n\n[users]\ndb = {}\nkey_file = {}\n\n[samba]\nconfig = {}\n",
         q(&e(&a.cache_dir())),
-        q(a.cache_size()),
+        q(&a.cache_size()),
         q(&e(&etc.join("users.json"))),
         q(&e(&etc.join("secret.key"))),
         q(&e(&a.smb_conf)),

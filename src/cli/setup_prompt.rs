@@ -220,7 +220,7 @@ fn openrc_answer(s: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::setup::DEFAULT_CACHE_SIZE;
+    use crate::cli::setup::default_cache_size;
 
     /// Answers in order (None: EOF); what was asked and said, recorded.
     #[derive(Default)]
@@ -252,9 +252,7 @@ mod tests {
             self.said.push(text.to_string());
         }
         fn cache_fit(&self, _: &SetupArgs) -> (String, Option<String>) {
-            self.fit
-                .clone()
-                .unwrap_or((DEFAULT_CACHE_SIZE.into(), None))
+            self.fit.clone().unwrap_or((default_cache_size(), None))
         }
     }
 
@@ -365,7 +363,7 @@ mod tests {
         };
         assert!(ask(&mut a, &mut s).unwrap());
         assert!(a.demo && a.openrc.is_none() && a.keystone_password.is_none());
-        assert_eq!(a.cache_size.as_deref(), Some(DEFAULT_CACHE_SIZE));
+        assert_eq!(a.cache_size.as_deref(), Some(default_cache_size().as_str()));
         assert_eq!(a.admin_user, None);
         // Ctrl-D at any question: aborted.
         for at in 0..4 {

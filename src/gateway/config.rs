@@ -127,11 +127,16 @@ pub struct CacheSection {
     pub upload_workers: usize,
 }
 
+/// Where the cache lives and how large it may grow unless told (setup
+/// fits a smaller size to a small disk).
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/swiftgate";
+pub const DEFAULT_CACHE_SIZE: u64 = 20 << 30;
+
 fn default_cache_dir() -> PathBuf {
-    "/var/cache/swiftgate".into()
+    DEFAULT_CACHE_DIR.into()
 }
 fn default_cache_size() -> u64 {
-    20 << 30
+    DEFAULT_CACHE_SIZE
 }
 /// A default dirty limit follows a small cache down (half of it): only an
 /// explicit one larger than the cache is an error.
