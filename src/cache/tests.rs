@@ -112,6 +112,15 @@ impl Rig {
         a.ino
     }
 
+    /// A file written, uploaded, and gone from the cache: its next read
+    /// fetches from the store.
+    fn stored_cold(&self, name: &str, data: &[u8]) -> u64 {
+        let ino = self.write_file(name, data);
+        self.flush(ino);
+        self.cache.drop_clean();
+        ino
+    }
+
     fn read_file(&self, ino: u64, size: usize) -> Vec<u8> {
         let mut out = vec![0u8; size];
         for (idx, chunk) in out.chunks_mut(BS as usize).enumerate() {
@@ -282,9 +291,7 @@ fn prefetch_takes_an_objects_blocks_in_one_request() {
     let dir = tempfile::tempdir().unwrap();
     let rig = start(dir.path(), FaultConfig::default());
     let data = content(9, 12 * BS as usize);
-    let ino = rig.write_file("f", &data);
-    rig.flush(ino);
-    rig.cache.drop_clean();
+    let ino = rig.stored_cold("f", &data);
     let refs: Vec<_> = (0..12)
         .map(|i| rig.meta.block_at(ino, i).unwrap().expect("uploaded"))
         .collect();
@@ -315,9 +322,7 @@ fn a_failed_prefetch_leaves_blocks_to_their_readers() {
     let dir = tempfile::tempdir().unwrap();
     let rig = start(dir.path(), FaultConfig::default());
     let data = content(11, 8 * BS as usize);
-    let ino = rig.write_file("f", &data);
-    rig.flush(ino);
-    rig.cache.drop_clean();
+    let ino = rig.stored_cold("f", &data);
     let refs: Vec<_> = (0..8)
         .map(|i| rig.meta.block_at(ino, i).unwrap().expect("uploaded"))
         .collect();
@@ -339,9 +344,7 @@ fn prefetch_threads_are_bounded_and_what_they_skip_is_read_anyway() {
     let rig = start(dir.path(), FaultConfig::default());
     let n = 3 * super::read::PREFETCH_THREADS as u64;
     let data = content(13, (n * BS) as usize);
-    let ino = rig.write_file("f", &data);
-    rig.flush(ino);
-    rig.cache.drop_clean();
+    let ino = rig.stored_cold("f", &data);
     let refs: Vec<_> = (0..n)
         .map(|i| rig.meta.block_at(ino, i).unwrap().expect("uploaded"))
         .collect();
@@ -645,9 +648,7 @@ fn a_block_read_cold_is_handed_over_from_memory_and_then_let_go() {
     let dir = tempfile::tempdir().unwrap();
     let rig = start(dir.path(), FaultConfig::default());
     let data = content(21, 3 * BS as usize);
-    let ino = rig.write_file("f", &data);
-    rig.flush(ino);
-    rig.cache.drop_clean();
+    let ino = rig.stored_cold("f", &data);
     // Half of block 1: fetched, kept in memory, not done with yet.
     let mut half = vec![0u8; BS as usize / 2];
     rig.cache.read_block(ino, 1, 0, &mut half).unwrap();
