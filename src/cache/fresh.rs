@@ -26,9 +26,10 @@ pub(super) const FRESH_MAX: usize = 96 << 20;
 pub(super) const FRESH_AGE: Duration = Duration::from_secs(5);
 
 /// Freed buffers kept for the next blocks (a new multi-MiB buffer costs
-/// page faults and the kernel's zeroing, about what its copy costs), and
-/// how long an unused one is kept.
-const POOL_MAX: usize = 4;
+/// page faults and the kernel's zeroing, about what its copy costs): at
+/// most these bytes (a few 4 MiB blocks; with 64 MiB blocks none is kept),
+/// and an unused one for this long.
+const POOL_BYTES: usize = 24 << 20;
 const POOL_AGE: Duration = Duration::from_secs(30);
 
 /// O_DIRECT wants the buffer, offset and length aligned to the device's
@@ -115,7 +116,8 @@ fn take_buffer(need: usize) -> Vec<u8> {
 
 fn give_buffer(buf: Vec<u8>) {
     let mut pool = POOL.lock();
-    if pool.len() < POOL_MAX {
+    let held: usize = pool.iter().map(|(b, _)| b.capacity()).sum();
+    if held + buf.capacity() <= POOL_BYTES {
         pool.push((buf, Instant::now()));
     }
 }
@@ -278,5 +280,16 @@ mod tests {
         assert_eq!(f.len(), 1);
         f.remove(1, &b);
         assert_eq!(f.len(), 0);
+    }
+
+    #[test]
+    fn the_pool_keeps_a_bounded_number_of_bytes() {
+        for _ in 0..(POOL_BYTES >> 20) + 4 {
+            give_buffer(Vec::with_capacity(1 << 20));
+        }
+        give_buffer(Vec::with_capacity(64 << 20));
+        let held: usize = POOL.lock().iter().map(|(b, _)| b.capacity()).sum();
+        assert!(held <= POOL_BYTES, "{held}");
+        assert!(POOL.lock().iter().all(|(b, _)| b.capacity() < 64 << 20));
     }
 }
