@@ -36,7 +36,31 @@ const POOL_AGE: Duration = Duration::from_secs(30);
 /// logical block; 4 KiB covers every disk a cache sits on.
 const ALIGN: usize = 4096;
 
-static FRESH_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of fresh blocks held, against a bound.
+pub(super) struct Budget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl Budget {
+    pub(super) const fn new(max: usize) -> Budget {
+        Budget {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u + n <= self.max).then_some(u + n)
+            })
+            .is_ok()
+    }
+}
+
+/// The one budget every cache in the process draws on.
+pub(super) static PROCESS_BUDGET: Budget = Budget::new(FRESH_MAX);
 static POOL: Mutex<Vec<(Vec<u8>, Instant)>> = parking_lot::const_mutex(Vec::new());
 
 /// A block's plaintext at a 4 KiB-aligned address, zero-padded to whole
@@ -47,20 +71,19 @@ pub(super) struct FreshBlock {
     len: usize,
     served: AtomicU64,
     born: Instant,
-    /// Counted against [`FRESH_MAX`] (a pooled buffer may be larger).
+    /// Counted against `budget` (a pooled buffer may be larger).
     charged: usize,
+    budget: &'static Budget,
 }
 
 impl FreshBlock {
-    /// A copy of `plain`; None when the process holds its budget already.
-    pub(super) fn new(plain: &[u8]) -> Option<FreshBlock> {
+    /// A copy of `plain`; None when `budget` is spent already.
+    pub(super) fn new(plain: &[u8], budget: &'static Budget) -> Option<FreshBlock> {
         let padded = plain.len().div_ceil(ALIGN) * ALIGN;
         let need = padded + ALIGN;
-        FRESH_BYTES
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n + need <= FRESH_MAX).then_some(n + need)
-            })
-            .ok()?;
+        if !budget.take(need) {
+            return None;
+        }
         let mut buf = take_buffer(need);
         let addr = buf.as_ptr() as usize;
         let start = addr.next_multiple_of(ALIGN) - addr;
@@ -75,6 +98,7 @@ impl FreshBlock {
             served: AtomicU64::new(0),
             born: Instant::now(),
             charged: need,
+            budget,
         })
     }
 
@@ -97,7 +121,7 @@ impl FreshBlock {
 
 impl Drop for FreshBlock {
     fn drop(&mut self) {
-        FRESH_BYTES.fetch_sub(self.charged, Ordering::AcqRel);
+        self.budget.used.fetch_sub(self.charged, Ordering::AcqRel);
         give_buffer(std::mem::take(&mut self.buf));
     }
 }
@@ -130,10 +154,19 @@ fn trim_pool(now: Instant) {
 }
 
 /// One cache's fresh blocks, by block id (ids are never reused, and a
-/// block's content never changes).
-#[derive(Default)]
+/// block's content never changes), and the budget they draw on.
 pub(super) struct Fresh {
     blocks: HashMap<i64, Arc<FreshBlock>>,
+    budget: &'static Budget,
+}
+
+impl Default for Fresh {
+    fn default() -> Fresh {
+        Fresh {
+            blocks: HashMap::new(),
+            budget: &PROCESS_BUDGET,
+        }
+    }
 }
 
 impl std::fmt::Debug for Fresh {
@@ -145,6 +178,17 @@ impl std::fmt::Debug for Fresh {
 }
 
 impl Fresh {
+    pub(super) fn budget(&self) -> &'static Budget {
+        self.budget
+    }
+
+    /// Draw on another budget (a test's own, not the process's, which
+    /// tests running alongside share).
+    #[cfg(test)]
+    pub(super) fn set_budget(&mut self, budget: &'static Budget) {
+        self.budget = budget;
+    }
+
     pub(super) fn get(&self, id: i64) -> Option<Arc<FreshBlock>> {
         self.blocks.get(&id).cloned()
     }
@@ -226,8 +270,27 @@ fn write_direct(path: &Path, b: &FreshBlock) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// A budget of its own for a test (the process's is shared by the
+    /// tests running alongside).
+    pub(in crate::cache) fn own_budget() -> &'static Budget {
+        Box::leak(Box::new(Budget::new(FRESH_MAX)))
+    }
+
+    #[test]
+    fn a_spent_budget_keeps_nothing_and_a_dropped_block_gives_back() {
+        let b = own_budget();
+        let big = pattern(FRESH_MAX / 2);
+        let one = FreshBlock::new(&big, b).expect("room for one");
+        assert!(FreshBlock::new(&big, b).is_none(), "past the budget");
+        drop(one);
+        assert!(
+            FreshBlock::new(&big, b).is_some(),
+            "given back when dropped"
+        );
+    }
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
@@ -238,7 +301,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for len in [4 << 20, (1 << 20) + 1, 4095, 1] {
             let plain = pattern(len);
-            let b = FreshBlock::new(&plain).expect("within the budget");
+            let b = FreshBlock::new(&plain, own_budget()).expect("within the budget");
             assert_eq!(b.data(), &plain[..]);
             assert_eq!(b.padded().as_ptr() as usize % ALIGN, 0);
             assert_eq!(b.padded().len() % ALIGN, 0);
@@ -256,7 +319,7 @@ mod tests {
 
     #[test]
     fn a_block_is_done_once_its_length_has_been_served() {
-        let b = FreshBlock::new(&pattern(10_000)).unwrap();
+        let b = FreshBlock::new(&pattern(10_000), own_budget()).unwrap();
         assert!(!b.note_served(4096));
         assert!(!b.note_served(4096));
         assert!(b.note_served(4096));
@@ -267,14 +330,14 @@ mod tests {
     #[test]
     fn old_blocks_are_swept() {
         let mut f = Fresh::default();
-        let a = Arc::new(FreshBlock::new(&pattern(100)).unwrap());
+        let a = Arc::new(FreshBlock::new(&pattern(100), own_budget()).unwrap());
         f.insert(1, a.clone());
         f.sweep(Instant::now());
         assert_eq!(f.len(), 1);
         f.sweep(Instant::now() + FRESH_AGE + Duration::from_secs(1));
         assert_eq!(f.len(), 0);
         // A later fetch of the same id is not removed by the earlier's end.
-        let b = Arc::new(FreshBlock::new(&pattern(100)).unwrap());
+        let b = Arc::new(FreshBlock::new(&pattern(100), own_budget()).unwrap());
         f.insert(1, b.clone());
         f.remove(1, &a);
         assert_eq!(f.len(), 1);

@@ -409,7 +409,8 @@ impl Cache {
             return Ok((plain.len() as u64, true));
         }
         let tmp = self.tmp_path();
-        let kept = FreshBlock::new(plain).map(Arc::new);
+        let budget = self.st.lock().fresh.budget();
+        let kept = FreshBlock::new(plain, budget).map(Arc::new);
         let written = match &kept {
             Some(f) => {
                 // Readers waiting for it take it now, not after the write.

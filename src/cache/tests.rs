@@ -647,6 +647,11 @@ fn no_block_record_starts_at_byte_0_of_its_object() {
 fn a_block_read_cold_is_handed_over_from_memory_and_then_let_go() {
     let dir = tempfile::tempdir().unwrap();
     let rig = start(dir.path(), FaultConfig::default());
+    rig.cache
+        .st
+        .lock()
+        .fresh
+        .set_budget(super::fresh::tests::own_budget());
     let data = content(21, 3 * BS as usize);
     let ino = rig.stored_cold("f", &data);
     // Half of block 1: fetched, kept in memory, not done with yet.
