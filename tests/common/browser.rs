@@ -42,6 +42,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+fn spawn_driver(port: u16, log: &Path) -> Child {
+    Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .arg(format!("--log-path={}", log.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group: drop kills Chromium with it, even if the
+        // session never closed.
+        .process_group(0)
+        .spawn()
+        .expect("start chromedriver")
+}
+
 pub struct Browser {
     client: Option<Client>,
     rt: tokio::runtime::Runtime,
@@ -69,18 +83,7 @@ impl Browser {
         let profile = dir.join("profile");
         std::fs::create_dir_all(&profile).unwrap();
         let log = dir.join("chromedriver.log");
-        let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", log.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // Its own process group: drop kills Chromium with it, even if
-            // the session never closed.
-            .process_group(0)
-            .spawn()
-            .expect("start chromedriver");
+        let mut port = free_port();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -88,10 +91,10 @@ impl Browser {
         let mut b = Browser {
             client: None,
             rt,
-            driver,
+            driver: spawn_driver(port, &log),
             dir,
         };
-        b.wait_driver(port, &log);
+        b.wait_driver(&mut port, &log);
 
         let args = [
             "--headless",
@@ -126,16 +129,33 @@ impl Browser {
             serde_json::Value::Object(m) => m,
             _ => unreachable!(),
         };
-        let url = format!("http://127.0.0.1:{port}");
-        let client = b.rt.block_on(async {
-            tokio::time::timeout(
-                CALL_TIMEOUT,
-                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                    .capabilities(caps)
-                    .connect(&url),
-            )
-            .await
-        });
+        // The port is free when picked, not when chromedriver binds it: a
+        // test running alongside may take it first, and what answers is
+        // then not our chromedriver. A new port and driver fix that.
+        let mut attempts = 3;
+        let client = loop {
+            let url = format!("http://127.0.0.1:{port}");
+            let client = b.rt.block_on(async {
+                tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                        .capabilities(caps.clone())
+                        .connect(&url),
+                )
+                .await
+            });
+            attempts -= 1;
+            match client {
+                Ok(Err(e)) if attempts > 0 => {
+                    eprintln!("chromedriver on port {port} did not start a session ({e}); again on another port");
+                    b.kill_driver();
+                    port = free_port();
+                    b.driver = spawn_driver(port, &log);
+                    b.wait_driver(&mut port, &log);
+                }
+                other => break other,
+            }
+        };
         match client {
             Ok(Ok(c)) => b.client = Some(c),
             Ok(Err(e)) => panic!(
@@ -150,14 +170,27 @@ impl Browser {
         b
     }
 
-    fn wait_driver(&mut self, port: u16, log: &Path) {
+    /// chromedriver's whole process group (Chromium with it).
+    fn kill_driver(&mut self) {
+        unsafe {
+            libc::killpg(self.driver.id() as i32, libc::SIGKILL);
+        }
+        let _ = self.driver.wait();
+    }
+
+    /// Until chromedriver listens on `port` (moved to another one if it
+    /// exits at start).
+    fn wait_driver(&mut self, port: &mut u16, log: &Path) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if TcpStream::connect(("127.0.0.1", *port)).is_ok() {
                 return;
             }
             if let Ok(Some(st)) = self.driver.try_wait() {
-                panic!("chromedriver exited ({st}) at start:\n{}", tail(log));
+                // Most likely the port was taken meanwhile: a new one.
+                eprintln!("chromedriver exited ({st}) at start:\n{}", tail(log));
+                *port = free_port();
+                self.driver = spawn_driver(*port, log);
             }
             assert!(
                 Instant::now() < deadline,
@@ -350,10 +383,7 @@ impl Drop for Browser {
                 .block_on(async { tokio::time::timeout(Duration::from_secs(10), c.close()).await });
         }
         // The whole group: chromedriver and any Chromium it left.
-        unsafe {
-            libc::killpg(self.driver.id() as i32, libc::SIGKILL);
-        }
-        let _ = self.driver.wait();
+        self.kill_driver();
         if std::env::var_os("SWIFTGATE_KEEP_TEST_DIRS").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
