@@ -236,8 +236,13 @@ pub(super) fn write_file(path: &Path, b: &FreshBlock, direct: &AtomicBool) -> io
             Err(e) => return Err(e),
         }
     }
-    let mut f = create(path, 0)?;
-    f.write_all(b.data())
+    write_plain(path, b.data())
+}
+
+/// Write `data` to a new file at `path`, 0600 from its creation, through
+/// the page cache.
+pub(super) fn write_plain(path: &Path, data: &[u8]) -> io::Result<()> {
+    create(path, 0)?.write_all(data)
 }
 
 fn create(path: &Path, flags: i32) -> io::Result<File> {

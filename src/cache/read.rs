@@ -418,7 +418,7 @@ impl Cache {
                 self.cv.notify_all();
                 fresh::write_file(&tmp, f, &self.direct_io)
             }
-            None => fs::write(&tmp, plain),
+            None => fresh::write_plain(&tmp, plain),
         };
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
